@@ -1,0 +1,291 @@
+//! The decision: classify the canonical path, find the token, authenticate with the right
+//! provider, authorize (provider hook or its YAML override, then the route policy), and say why.
+
+use std::{
+    panic::AssertUnwindSafe,
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
+
+use futures_util::FutureExt as _;
+use poem::http::HeaderMap;
+use portcullis_plugin_api::{
+    abi_stable::std_types::{RString, RVec, Tuple2},
+    ErrorKind, PluginError, RequestInfo,
+};
+
+use super::{
+    condition::{user_value, CondInput},
+    token::{self, TokenError},
+};
+use crate::{
+    jose,
+    matching::{CaseMode, PatternSet, PatternSpec},
+    runtime::{ProviderInstance, Runtime},
+};
+
+/// Built-in routes that always need a user, whatever `auth.public` says.
+static BUILTIN_PROTECTED: LazyLock<PatternSet> = LazyLock::new(|| {
+    let specs = [PatternSpec::path("/api/auth/*"), PatternSpec::path("/api/admin/*")];
+    PatternSet::compile(&specs, CaseMode::Insensitive).unwrap_or_else(|_| unreachable!("static patterns compile"))
+});
+
+/// An authenticated, authorized caller.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    /// The provider instance that vouched for the user.
+    pub provider: String,
+    /// The user's claims (a JSON object).
+    pub claims: serde_json::Value,
+}
+
+/// Why a request is refused. Each maps to one status and body (DESIGN §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// No token on a path that needs one: 401 "Authentication required".
+    NoToken,
+    /// Bad, expired or forged token: 401 "Invalid or expired token".
+    InvalidToken(String),
+    /// Authenticated but not allowed: 403 "Access denied".
+    Forbidden(String),
+    /// A check could not be made (identity provider down, plugin timed out, no provider): 503.
+    Unavailable(String),
+    /// A plugin failed or panicked: 500.
+    Internal(String),
+}
+
+/// The outcome, with what led to it.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// Allowed (with the user when one was needed) or denied.
+    pub result: Result<Option<Arc<AuthUser>>, Denial>,
+    /// Why, for logs and the explain endpoint (never a secret).
+    pub trace: Trace,
+}
+
+/// Why a decision was made.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Trace {
+    /// Whether the path needs a user.
+    pub requires_auth: bool,
+    /// Index of the matching `auth.protected` pattern, if any.
+    pub protected_pattern: Option<usize>,
+    /// Index of the matching `auth.public` pattern, if any.
+    pub public_pattern: Option<usize>,
+    /// A built-in route that always needs a user.
+    pub builtin_route: bool,
+    /// The provider instance used.
+    pub provider: Option<String>,
+    /// Index of the rule that decided, if any.
+    pub rule: Option<usize>,
+    /// How it ended, in words.
+    pub reason: String,
+}
+
+/// The parts of a request a decision needs.
+pub struct RequestParts<'a> {
+    /// Upper-case method.
+    pub method: &'a str,
+    /// Canonical path.
+    pub path: &'a str,
+    /// Headers.
+    pub headers: &'a HeaderMap,
+    /// Raw query string.
+    pub query: Option<&'a str>,
+}
+
+/// Decides a request under snapshot `rt`.
+pub async fn decide(rt: &Runtime, req: &RequestParts<'_>) -> Decision {
+    let auth = &rt.config.auth;
+    let mut trace = Trace {
+        builtin_route: BUILTIN_PROTECTED.is_match(req.method, req.path),
+        protected_pattern: auth.protected.first_match(req.method, req.path),
+        public_pattern: auth.public.first_match(req.method, req.path),
+        ..Trace::default()
+    };
+    // A CORS preflight is never auth-checked.
+    if req.method == "OPTIONS" && req.headers.contains_key("access-control-request-method") {
+        trace.reason = "cors preflight".into();
+        return Decision { result: Ok(None), trace };
+    }
+    trace.requires_auth =
+        trace.builtin_route || (trace.protected_pattern.is_some() && trace.public_pattern.is_none());
+    if !trace.requires_auth {
+        trace.reason = if trace.public_pattern.is_some() { "public path" } else { "path not protected" }.into();
+        return Decision { result: Ok(None), trace };
+    }
+    let result = authenticate_and_authorize(rt, req, &mut trace).await;
+    if let Err(d) = &result {
+        trace.reason = match d {
+            Denial::NoToken => "no token".into(),
+            Denial::InvalidToken(r) | Denial::Forbidden(r) | Denial::Unavailable(r) | Denial::Internal(r) => r.clone(),
+        };
+    }
+    Decision { result: result.map(Some), trace }
+}
+
+async fn authenticate_and_authorize(
+    rt: &Runtime,
+    req: &RequestParts<'_>,
+    trace: &mut Trace,
+) -> Result<Arc<AuthUser>, Denial> {
+    let auth = &rt.config.auth;
+    let token = match token::extract(&auth.token, req.headers, req.query) {
+        Ok(Some(t)) => t,
+        Ok(None) => return Err(Denial::NoToken),
+        Err(TokenError::Malformed) => return Err(Denial::InvalidToken("malformed authorization header".into())),
+    };
+    if token.len() > rt.config.server.max_token_bytes {
+        return Err(Denial::InvalidToken("token is larger than the configured limit".into()));
+    }
+    let candidates = candidates(rt, &token);
+    if candidates.is_empty() {
+        return Err(Denial::Unavailable(if rt.providers.is_empty() {
+            "no identity provider is configured".into()
+        } else {
+            "no provider accepts this token's issuer".into()
+        }));
+    }
+    let info = request_info(req);
+    let timeout = rt.config.server.plugin_timeout;
+    let mut unavailable = None;
+    let mut last_reason = String::from("token rejected");
+    for p in candidates {
+        let fut = p.provider.authenticate(RString::from(token.as_str()), info.clone());
+        match call(fut, timeout).await {
+            Ok(portcullis_plugin_api::abi_stable::std_types::ROption::RSome(user)) => {
+                trace.provider = Some(p.name.clone());
+                let claims: serde_json::Value = match serde_json::from_str(user.as_str()) {
+                    Ok(v @ serde_json::Value::Object(_)) => v,
+                    _ => {
+                        return Err(Denial::Internal(format!(
+                            "provider {} returned a user that is not a JSON object",
+                            p.name
+                        )))
+                    }
+                };
+                let user = Arc::new(AuthUser { provider: p.name.clone(), claims });
+                let json = RString::from(user.claims.to_string());
+                authorize(rt, p, user.clone(), json, &info, req, trace).await?;
+                return Ok(user);
+            }
+            Ok(_) => last_reason = format!("provider {} rejected the token", p.name),
+            Err(e) if e.kind == ErrorKind::INVALID_TOKEN => {
+                last_reason = format!("provider {}: {}", p.name, e.message);
+            }
+            Err(e) if e.kind == ErrorKind::UNAVAILABLE => {
+                unavailable = Some(format!("provider {}: {}", p.name, e.message));
+            }
+            Err(e) => {
+                trace.provider = Some(p.name.clone());
+                return Err(Denial::Internal(format!("provider {}: {}", p.name, e.message)));
+            }
+        }
+    }
+    match unavailable {
+        Some(r) => Err(Denial::Unavailable(r)),
+        None => Err(Denial::InvalidToken(last_reason)),
+    }
+}
+
+/// Providers to try for this token: the one whose declared issuer matches the token's `iss`; else
+/// those that declare no issuer, in config order. With one provider, that provider.
+fn candidates<'a>(rt: &'a Runtime, token: &str) -> Vec<&'a Arc<ProviderInstance>> {
+    if rt.providers.len() == 1 {
+        return rt.providers.iter().collect();
+    }
+    if let Some(iss) = jose::peek_issuer(token, rt.config.server.max_token_bytes) {
+        let by_issuer: Vec<_> = rt.providers.iter().filter(|p| p.issuers.iter().any(|i| *i == iss)).collect();
+        if !by_issuer.is_empty() {
+            return by_issuer;
+        }
+    }
+    rt.providers.iter().filter(|p| p.issuers.is_empty()).collect()
+}
+
+async fn authorize(
+    rt: &Runtime,
+    p: &ProviderInstance,
+    user: Arc<AuthUser>,
+    user_json: RString,
+    info: &RequestInfo,
+    req: &RequestParts<'_>,
+    trace: &mut Trace,
+) -> Result<(), Denial> {
+    let auth = &rt.config.auth;
+    let needs_cel = p.authorize.is_some() || !auth.rules.is_empty() || auth.authorize.is_some();
+    let cel_user = if needs_cel { user_value(&user.claims) } else { cel::Value::Null };
+    let input = CondInput { method: req.method, path: req.path, user: &cel_user };
+
+    // 1. The provider's own check, or its YAML override.
+    let allowed = match &p.authorize {
+        Some(cond) => cond.eval(&input).unwrap_or(false),
+        None => call(p.provider.authorize(user_json, info.clone()), rt.config.server.plugin_timeout)
+            .await
+            .map_err(|e| match e.kind {
+                ErrorKind::UNAVAILABLE | ErrorKind::CONFIG => Denial::Unavailable(format!("provider {}: {}", p.name, e.message)),
+                ErrorKind::INVALID_TOKEN => Denial::Forbidden(format!("provider {}: {}", p.name, e.message)),
+                _ => Denial::Internal(format!("provider {}: {}", p.name, e.message)),
+            })?,
+    };
+    if !allowed {
+        return Err(Denial::Forbidden(format!("provider {} did not authorize the user", p.name)));
+    }
+
+    // 2. The route policy: the first rule that applies decides.
+    let mut hits = Vec::new();
+    auth.rule_paths.matches(req.method, req.path, &mut hits);
+    let mut last = usize::MAX;
+    for spec in hits {
+        let Some(&i) = auth.rule_of_spec.get(spec) else { continue };
+        if i == last {
+            continue;
+        }
+        last = i;
+        let rule = &auth.rules[i];
+        let applies = match &rule.condition {
+            None => true,
+            // Fail closed: an evaluation error never makes an allow rule apply, and always makes a
+            // deny rule apply.
+            Some(c) => c.eval(&input).unwrap_or(!rule.allow),
+        };
+        if applies {
+            trace.rule = Some(i);
+            return if rule.allow { Ok(()) } else { Err(Denial::Forbidden(format!("denied by auth.rules[{i}]"))) };
+        }
+    }
+    if let Some(cond) = &auth.authorize {
+        return if cond.eval(&input).unwrap_or(false) {
+            Ok(())
+        } else {
+            Err(Denial::Forbidden("denied by auth.authorize".into()))
+        };
+    }
+    if auth.rules.is_empty() {
+        Ok(())
+    } else {
+        Err(Denial::Forbidden("no rule allowed the request".into()))
+    }
+}
+
+/// Calls into a plugin: bounded by `timeout`, a panic caught and turned into an error.
+async fn call<T>(
+    fut: portcullis_plugin_api::async_ffi::FfiFuture<portcullis_plugin_api::abi_stable::std_types::RResult<T, PluginError>>,
+    timeout: Duration,
+) -> Result<T, PluginError> {
+    match tokio::time::timeout(timeout, AssertUnwindSafe(fut).catch_unwind()).await {
+        Err(_) => Err(PluginError::unavailable(format!("plugin call did not finish within {timeout:?}"))),
+        Ok(Err(_)) => Err(PluginError::internal("plugin panicked")),
+        Ok(Ok(r)) => r.into_result(),
+    }
+}
+
+fn request_info(req: &RequestParts<'_>) -> RequestInfo {
+    let headers = req
+        .headers
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "authorization" | "cookie" | "proxy-authorization"))
+        .filter_map(|(k, v)| Some(Tuple2(RString::from(k.as_str()), RString::from(v.to_str().ok()?))))
+        .collect::<RVec<_>>();
+    RequestInfo { method: req.method.into(), path: req.path.into(), headers }
+}

@@ -1,0 +1,8 @@
+//! The auth pipeline: token extraction, provider choice, authorization rules in CEL.
+
+pub mod condition;
+mod decide;
+mod token;
+
+pub use decide::{decide, AuthUser, Decision, Denial, RequestParts, Trace};
+pub use token::{extract as extract_token, TokenError};

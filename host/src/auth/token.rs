@@ -1,0 +1,155 @@
+//! Finding the bearer token: the configured header (`Bearer`, scheme case-insensitive, RFC 6750),
+//! then — only when opted in — a query parameter and a cookie.
+
+use poem::http::HeaderMap;
+
+use crate::config::TokenConfig;
+
+/// Why no usable token was found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TokenError {
+    /// Several `Authorization` headers, or a bearer value with characters RFC 6750 forbids.
+    Malformed,
+}
+
+/// Extracts the token. `Ok(None)` = no token at all (401 "Authentication required").
+pub fn extract<'a>(
+    cfg: &TokenConfig,
+    headers: &'a HeaderMap,
+    query: Option<&'a str>,
+) -> Result<Option<String>, TokenError> {
+    let mut values = headers.get_all(cfg.header.as_str()).iter();
+    if let Some(first) = values.next() {
+        if values.next().is_some() {
+            return Err(TokenError::Malformed);
+        }
+        let value = first.to_str().map_err(|_| TokenError::Malformed)?.trim();
+        let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+        if scheme.eq_ignore_ascii_case("bearer") {
+            let token = rest.trim_start_matches(' ');
+            if token.is_empty() {
+                return Ok(None);
+            }
+            return if is_b64token(token) { Ok(Some(token.to_string())) } else { Err(TokenError::Malformed) };
+        }
+        // Another scheme (Basic, ...) is not ours: treated as no bearer token.
+    }
+    if let (Some(name), Some(q)) = (&cfg.query, query) {
+        for pair in q.split('&') {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            if decode(k).as_deref() == Some(name.as_str()) {
+                let v = decode(v).ok_or(TokenError::Malformed)?;
+                if v.is_empty() {
+                    return Ok(None);
+                }
+                return if is_b64token(&v) { Ok(Some(v)) } else { Err(TokenError::Malformed) };
+            }
+        }
+    }
+    if let Some(name) = &cfg.cookie {
+        for header in headers.get_all("cookie") {
+            let Ok(s) = header.to_str() else { continue };
+            for c in s.split(';') {
+                let (k, v) = c.trim().split_once('=').unwrap_or((c.trim(), ""));
+                if k == name && !v.is_empty() {
+                    let v = v.trim_matches('"');
+                    return if is_b64token(v) { Ok(Some(v.to_string())) } else { Err(TokenError::Malformed) };
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// RFC 6750 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_b64token(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    !body.is_empty()
+        && body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+}
+
+fn decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = s.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use poem::http::HeaderValue;
+
+    fn cfg(query: Option<&str>, cookie: Option<&str>) -> TokenConfig {
+        TokenConfig {
+            header: "Authorization".into(),
+            query: query.map(Into::into),
+            cookie: cookie.map(Into::into),
+        }
+    }
+
+    fn with(h: &[(&'static str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in h {
+            m.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        let c = cfg(None, None);
+        for v in ["Bearer abc.def", "bearer abc.def", "BEARER   abc.def"] {
+            assert_eq!(extract(&c, &with(&[("authorization", v)]), None), Ok(Some("abc.def".into())), "{v}");
+        }
+    }
+
+    #[test]
+    fn other_schemes_and_empty_bearer_are_no_token() {
+        let c = cfg(None, None);
+        assert_eq!(extract(&c, &with(&[("authorization", "Basic dXNlcjpwYXNz")]), None), Ok(None));
+        assert_eq!(extract(&c, &with(&[("authorization", "Bearer ")]), None), Ok(None));
+        // Mastra strips the first "Bearer " anywhere; here "NotBearer tok" is simply not a bearer token.
+        assert_eq!(extract(&c, &with(&[("authorization", "NotBearer tok")]), None), Ok(None));
+        assert_eq!(extract(&c, &HeaderMap::new(), None), Ok(None));
+    }
+
+    #[test]
+    fn duplicate_headers_and_bad_characters_are_malformed() {
+        let c = cfg(None, None);
+        let h = with(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
+        assert_eq!(extract(&c, &h, None), Err(TokenError::Malformed));
+        assert_eq!(extract(&c, &with(&[("authorization", "Bearer a b")]), None), Err(TokenError::Malformed));
+        assert_eq!(extract(&c, &with(&[("authorization", "Bearer a\"b")]), None), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn query_and_cookie_only_when_configured() {
+        let off = cfg(None, None);
+        assert_eq!(extract(&off, &HeaderMap::new(), Some("access_token=abc")), Ok(None));
+        assert_eq!(extract(&off, &with(&[("cookie", "session=abc")]), None), Ok(None));
+        let on = cfg(Some("access_token"), Some("session"));
+        assert_eq!(extract(&on, &HeaderMap::new(), Some("x=1&access_token=abc")), Ok(Some("abc".into())));
+        assert_eq!(extract(&on, &with(&[("cookie", "a=1; session=xyz")]), None), Ok(Some("xyz".into())));
+        // The header wins over the query.
+        let h = with(&[("authorization", "Bearer hdr")]);
+        assert_eq!(extract(&on, &h, Some("access_token=q")), Ok(Some("hdr".into())));
+    }
+}

@@ -1,0 +1,251 @@
+//! The command line: `serve`, `check`, `token`, `plugin inspect`.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{anyhow, bail, Context as _};
+use clap::{Parser, Subcommand};
+
+use crate::{app::App, plugin::Loader, runtime, server};
+
+/// Portcullis: an authenticating server with run-time-loaded identity-provider plugins.
+#[derive(Parser, Debug)]
+#[command(name = "portcullis", version, about)]
+pub struct Cli {
+    /// Log format: `human` or `json`.
+    #[arg(long, global = true, env = "PORTCULLIS_LOG_FORMAT", default_value = "human")]
+    pub log_format: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Runs the server.
+    Serve {
+        /// The YAML config.
+        #[arg(long, env = "PORTCULLIS_CONFIG", default_value = "config/portcullis.yaml")]
+        config: PathBuf,
+    },
+    /// Checks a config (and the plugins it names) and prints every problem; exit 1 on any.
+    Check {
+        /// The YAML config.
+        path: PathBuf,
+    },
+    /// Prints a token for a `jwt` provider instance that has a `secret` (development use).
+    Token {
+        /// The YAML config.
+        #[arg(long, env = "PORTCULLIS_CONFIG", default_value = "config/portcullis.yaml")]
+        config: PathBuf,
+        /// The provider instance (default: the first `jwt` instance).
+        #[arg(long)]
+        provider: Option<String>,
+        /// The subject.
+        #[arg(long, default_value = "dev-user")]
+        sub: String,
+        /// Extra claims, `key=value` (a JSON value, or else a string). Repeatable.
+        #[arg(long = "claim", value_name = "K=V")]
+        claims: Vec<String>,
+        /// Lifetime, e.g. `1h`, `15m`.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+    /// Plugin tools.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+/// `portcullis plugin ...`.
+#[derive(Subcommand, Debug)]
+pub enum PluginCommand {
+    /// Prints a plugin's manifest and ABI version, or exactly why it will not load.
+    Inspect {
+        /// The `.so` file.
+        file: PathBuf,
+    },
+}
+
+/// Sets up logging to stderr.
+pub fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
+
+/// Runs a parsed command line; the returned code is the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Serve { config } => serve(&config).await,
+        Command::Check { path } => check(&path).await,
+        Command::Token { config, provider, sub, claims, ttl } => {
+            let token = mint(&config, provider.as_deref(), &sub, &claims, &ttl)?;
+            println!("{token}");
+            Ok(0)
+        }
+        Command::Plugin { command: PluginCommand::Inspect { file } } => inspect(&file),
+    }
+}
+
+async fn serve(config: &Path) -> anyhow::Result<i32> {
+    let app = match App::start(config).await {
+        Ok(app) => app,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            return Ok(1);
+        }
+    };
+    spawn_sighup(app.clone());
+    let generation = app.runtime().generation;
+    let on_bound = |addr: std::net::SocketAddr, tls: bool| {
+        let scheme = if tls { "https" } else { "http" };
+        println!("portcullis listening on {scheme}://{addr}");
+        tracing::info!(%addr, generation, "serving");
+    };
+    server::serve(app, on_bound, shutdown_signal()).await.context("server")?;
+    Ok(0)
+}
+
+fn spawn_sighup(app: Arc<App>) {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            app.reload("signal").await;
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}
+
+async fn check(path: &Path) -> anyhow::Result<i32> {
+    let config = match crate::app::read_config(path) {
+        Ok(c) => c,
+        Err(e) => {
+            for issue in e.issues() {
+                println!("{}: {issue}", path.display());
+            }
+            return Ok(1);
+        }
+    };
+    let loader = Arc::new(Loader::in_temp_dir()?);
+    let http = crate::http::HttpClient::new().map_err(|e| anyhow!(e))?;
+    let shared = Arc::new(crate::plugin::SharedServices {
+        http: http.clone(),
+        keys: Arc::new(crate::keys::KeyCache::new(http, Default::default())),
+        max_response_bytes: 4 * 1024 * 1024,
+        http_timeout: Duration::from_secs(10),
+    });
+    match runtime::build(config, 1, &loader, &shared, None).await {
+        Ok(rt) => {
+            for p in &rt.plugins {
+                if let runtime::PluginFile::Failed(e) = p {
+                    println!("warning: {e}");
+                }
+            }
+            println!("{}: ok ({} provider instance(s))", path.display(), rt.providers.len());
+            Ok(0)
+        }
+        Err(errors) => {
+            for e in errors {
+                println!("{}: {e}", path.display());
+            }
+            Ok(1)
+        }
+    }
+}
+
+fn mint(config: &Path, provider: Option<&str>, sub: &str, claims: &[String], ttl: &str) -> anyhow::Result<String> {
+    let cfg = crate::app::read_config(config).map_err(|e| anyhow!("{e}"))?;
+    let p = cfg
+        .providers
+        .iter()
+        .find(|p| match provider {
+            Some(name) => p.name == name,
+            None => p.plugin == "jwt",
+        })
+        .ok_or_else(|| match provider {
+            Some(name) => anyhow!("no provider instance named `{name}` in {}", config.display()),
+            None => anyhow!("no `jwt` provider instance in {}", config.display()),
+        })?;
+    let spec: portcullis_plugin_api::JwtVerifierSpec = serde_json::from_value(p.config.clone())
+        .map_err(|e| anyhow!("providers ({}).config: {}", p.name, portcullis_plugin_api::redact_serde_error(&e.to_string())))?;
+    let secret = match spec.secret.filter(|s| !s.is_empty()) {
+        Some(s) => s,
+        None if spec.public_keys.is_empty() && spec.jwks_url.is_none() => std::env::var("JWT_AUTH_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| anyhow!("provider `{}` has no secret (set JWT_AUTH_SECRET)", p.name))?,
+        None => bail!("provider `{}` verifies with public keys; only a secret-based provider can mint tokens", p.name),
+    };
+    let alg = match spec.algorithms.first().map(String::as_str) {
+        None | Some("HS256") => jsonwebtoken::Algorithm::HS256,
+        Some("HS384") => jsonwebtoken::Algorithm::HS384,
+        Some("HS512") => jsonwebtoken::Algorithm::HS512,
+        Some(other) => bail!("provider `{}` pins {other}; tokens can only be minted for HS256/384/512", p.name),
+    };
+    let ttl = humantime::parse_duration(ttl).context("--ttl")?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let mut body = serde_json::Map::new();
+    body.insert("sub".into(), sub.into());
+    body.insert("iat".into(), now.into());
+    body.insert("exp".into(), (now + ttl.as_secs()).into());
+    if let Some(iss) = spec.issuer.first() {
+        body.insert("iss".into(), iss.clone().into());
+    }
+    if let Some(aud) = spec.audience.first() {
+        body.insert("aud".into(), aud.clone().into());
+    }
+    for c in claims {
+        let (k, v) = c.split_once('=').ok_or_else(|| anyhow!("--claim wants key=value, got `{c}`"))?;
+        let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
+        body.insert(k.to_string(), value);
+    }
+    let header = jsonwebtoken::Header::new(alg);
+    Ok(jsonwebtoken::encode(&header, &body, &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()))?)
+}
+
+fn inspect(file: &Path) -> anyhow::Result<i32> {
+    let loader = Loader::in_temp_dir()?;
+    match loader.load(file, None) {
+        Ok(p) => {
+            let out = serde_json::json!({
+                "file": file.display().to_string(),
+                "sha256": p.hash,
+                "manifest": p.manifest,
+                "host_api_version": portcullis_plugin_api::API_VERSION,
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(0)
+        }
+        Err(e) => {
+            println!("{e}");
+            Ok(1)
+        }
+    }
+}

@@ -1,0 +1,633 @@
+//! raw YAML → `${VAR}` expansion → typed, compiled [`Config`], with every problem reported at once.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+
+use super::{
+    error::{join_path, ConfigError, Issues},
+    expand::{expand_tree, VarSource},
+    raw::*,
+};
+use crate::{
+    auth::condition::Condition,
+    matching::{CaseMode, PatternKind, PatternSet, PatternSpec},
+};
+
+/// The seed's default port.
+pub const DEFAULT_PORT: u16 = 4111;
+/// The seed's default body limit, 4.5 MB.
+pub const DEFAULT_BODY_LIMIT: u64 = 4_718_592;
+
+/// A checked, compiled config: an immutable snapshot.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// SHA-256 of the file's bytes.
+    pub hash: String,
+    /// `server:`.
+    pub server: ServerConfig,
+    /// `plugins:`.
+    pub plugins: PluginsConfig,
+    /// `providers:`.
+    pub providers: Vec<ProviderConfig>,
+    /// `auth:`.
+    pub auth: AuthConfig,
+}
+
+/// `server:` with defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Bind host.
+    pub host: String,
+    /// Bind port (config, then `PORT`, then 4111).
+    pub port: u16,
+    /// Request time limit (504 past it).
+    pub timeout: Duration,
+    /// Body limit in bytes (413 past it).
+    pub body_limit: u64,
+    /// CORS, or `None` when turned off.
+    pub cors: Option<CorsConfig>,
+    /// `build:` flags.
+    pub swagger_ui: bool,
+    /// Serve `/openapi.json`.
+    pub openapi_docs: bool,
+    /// Access logs.
+    pub api_req_logs: bool,
+    /// TLS key and certificate files.
+    pub https: Option<HttpsConfig>,
+    /// Time limit of one plugin call.
+    pub plugin_timeout: Duration,
+    /// Tokens longer than this are refused before decoding.
+    pub max_token_bytes: usize,
+}
+
+/// CORS options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorsConfig {
+    /// Allowed origins; `*` = any.
+    pub origins: Vec<String>,
+    /// Allowed methods.
+    pub allow_methods: Vec<String>,
+    /// Allowed request headers.
+    pub allow_headers: Vec<String>,
+    /// Exposed response headers.
+    pub expose_headers: Vec<String>,
+    /// `Access-Control-Allow-Credentials`.
+    pub credentials: bool,
+    /// Preflight cache time in seconds.
+    pub max_age: u32,
+}
+
+/// TLS files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpsConfig {
+    /// PEM private key.
+    pub key: PathBuf,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+}
+
+/// `plugins:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginsConfig {
+    /// Folder scanned for `*.so`.
+    pub dir: PathBuf,
+    /// Trusted SHA-256 hashes; `None` trusts every file.
+    pub allow: Option<Vec<String>>,
+}
+
+/// One provider instance.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// Instance name.
+    pub name: String,
+    /// Plugin name (from the plugin's manifest).
+    pub plugin: String,
+    /// The `config:` mapping as JSON, `${VAR}` expanded.
+    pub config: serde_json::Value,
+    /// YAML override of the plugin's `authorize`.
+    pub authorize: Option<Arc<Condition>>,
+    /// `dangerous.allow_http`: plain-http URLs allowed for this instance.
+    pub allow_http: bool,
+}
+
+/// How the token is found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenConfig {
+    /// Header carrying `Bearer <token>`.
+    pub header: String,
+    /// Query parameter, when opted in.
+    pub query: Option<String>,
+    /// Cookie, when opted in.
+    pub cookie: Option<String>,
+}
+
+/// One rule.
+#[derive(Debug)]
+pub struct Rule {
+    /// Condition, if any; a rule without one always applies.
+    pub condition: Option<Condition>,
+    /// Allow or deny when the rule applies.
+    pub allow: bool,
+}
+
+/// `auth:` compiled.
+#[derive(Debug)]
+pub struct AuthConfig {
+    /// Paths that need a user (case-insensitive: fail closed).
+    pub protected: PatternSet,
+    /// Paths open to all (case-sensitive: fail closed).
+    pub public: PatternSet,
+    /// Token sources.
+    pub token: TokenConfig,
+    /// `authorize` CEL, consulted when no rule matched.
+    pub authorize: Option<Condition>,
+    /// The rules, in order.
+    pub rules: Vec<Rule>,
+    /// Rule path patterns (case-insensitive); spec `i` belongs to rule `rule_of_spec[i]`.
+    pub rule_paths: PatternSet,
+    /// Maps a `rule_paths` index to its rule.
+    pub rule_of_spec: Vec<usize>,
+}
+
+/// Reads, expands and compiles a config file.
+pub fn load_file(file: &Path, vars: &dyn VarSource) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Read {
+        file: file.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    compile_str(&text, file, vars)
+}
+
+/// Compiles config text. `file` names it in errors and anchors relative paths.
+pub fn compile_str(text: &str, file: &Path, vars: &dyn VarSource) -> Result<Config, ConfigError> {
+    let name = file.display().to_string();
+    let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut doc: Value = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
+        file: name.clone(),
+        reason: yaml_reason(&e),
+    })?;
+    let mut issues = Issues::default();
+    expand_tree(&mut doc, "", vars, &mut issues);
+
+    let Value::Mapping(mut root) = doc else {
+        issues.push("", "the config must be a YAML mapping with `version: 1`");
+        return Err(ConfigError::Invalid { file: name, issues: issues.0 });
+    };
+    let mut take = |key: &str| root.remove(key);
+    let version = take("version");
+    let server = take("server");
+    let plugins = take("plugins");
+    let providers = take("providers");
+    let auth = take("auth");
+    for (k, _) in root.iter() {
+        let key = k.as_str().unwrap_or("?");
+        issues.push(key, "unknown key (expected version, server, plugins, providers, auth)");
+    }
+    match version.as_ref().and_then(Value::as_u64) {
+        Some(1) => {}
+        Some(_) => issues.push("version", "unsupported version; this server reads version 1"),
+        None => issues.push("version", "missing or not a number; write `version: 1`"),
+    }
+
+    let server = de::<RawServer>(server, "server", &mut issues).unwrap_or_default();
+    let server = compile_server(server, &base, &mut issues);
+    let plugins = de::<RawPlugins>(plugins, "plugins", &mut issues).unwrap_or_default();
+    let plugins = PluginsConfig {
+        dir: resolve(&base, plugins.dir.as_deref().unwrap_or("plugins")),
+        allow: plugins.allow.map(|v| {
+            for (i, h) in v.iter().enumerate() {
+                if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
+                    issues.push(format!("plugins.allow[{i}]"), "not a hex SHA-256 (64 characters)");
+                }
+            }
+            v
+        }),
+    };
+    let providers = compile_providers(providers, &mut issues);
+    let auth = de::<RawAuth>(auth, "auth", &mut issues).unwrap_or_default();
+    let auth = compile_auth(auth, &mut issues);
+
+    if !issues.is_empty() {
+        return Err(ConfigError::Invalid { file: name, issues: issues.0 });
+    }
+    let auth = auth.ok_or_else(|| ConfigError::Invalid { file: name.clone(), issues: vec![] })?;
+    Ok(Config {
+        file: file.to_path_buf(),
+        hash: crate::plugin::sha256_hex(text.as_bytes()),
+        server,
+        plugins,
+        providers,
+        auth,
+    })
+}
+
+/// Deserializes `value` (absent = `None`), recording unknown keys and the first type error.
+fn de<T: DeserializeOwned>(value: Option<Value>, path: &str, issues: &mut Issues) -> Option<T> {
+    let value = value.unwrap_or(Value::Mapping(Default::default()));
+    let value = if value.is_null() { Value::Mapping(Default::default()) } else { value };
+    de_value(value, path, issues)
+}
+
+fn de_value<T: DeserializeOwned>(value: Value, path: &str, issues: &mut Issues) -> Option<T> {
+    let mut unknown = Vec::new();
+    let result: Result<T, _> = {
+        let mut record = |p: serde_ignored::Path<'_>| unknown.push(p.to_string());
+        let ignored = serde_ignored::Deserializer::new(value, &mut record);
+        serde_path_to_error::deserialize(ignored)
+    };
+    for u in unknown {
+        issues.push(join_path(path, &bracket_indices(&u)), "unknown key");
+    }
+    match result {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let at = if inner == "." { path.to_string() } else { join_path(path, &inner) };
+            issues.push(at, portcullis_plugin_api::redact_serde_error(&e.into_inner().to_string()));
+            None
+        }
+    }
+}
+
+/// serde_ignored writes sequence indices as `.0`; key paths here use `[0]`.
+fn bracket_indices(p: &str) -> String {
+    p.split('.')
+        .map(|seg| {
+            if !seg.is_empty() && seg.chars().all(|c| c.is_ascii_digit()) {
+                format!("[{seg}]")
+            } else {
+                format!(".{seg}")
+            }
+        })
+        .collect::<String>()
+        .trim_start_matches('.')
+        .to_string()
+}
+
+fn yaml_reason(e: &serde_yaml::Error) -> String {
+    // serde_yaml's syntax messages describe the structure ("did not find expected key") and the
+    // position; they do not quote values.
+    let msg = e.to_string();
+    msg.lines().next().unwrap_or("syntax error").to_string()
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn duration(value: Option<&str>, default: Duration, path: &str, issues: &mut Issues) -> Duration {
+    match value {
+        None => default,
+        Some(s) => match humantime::parse_duration(s.trim()) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                issues.push(path, "must be greater than zero");
+                default
+            }
+            Err(_) => {
+                issues.push(path, "not a duration (examples: 500ms, 30s, 3m)");
+                default
+            }
+        },
+    }
+}
+
+/// Parses `4.5mb`, `512kb`, `1mib`, `100b` or a plain number of bytes.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult: f64 = match unit.trim() {
+        "" | "b" => 1.0,
+        "kb" | "k" => 1024.0,
+        "mb" | "m" => 1024.0 * 1024.0,
+        "gb" | "g" => 1024.0 * 1024.0 * 1024.0,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let v = (n * mult).round();
+    (v.is_finite() && v >= 1.0 && v < 1e15).then_some(v as u64)
+}
+
+fn compile_server(raw: RawServer, base: &Path, issues: &mut Issues) -> ServerConfig {
+    let port = raw
+        .port
+        .or_else(|| std::env::var("PORT").ok().and_then(|p| p.parse().ok()))
+        .unwrap_or(DEFAULT_PORT);
+    let body_limit = match &raw.body_size_limit {
+        None => DEFAULT_BODY_LIMIT,
+        Some(Value::Number(n)) => n.as_u64().filter(|n| *n > 0).unwrap_or_else(|| {
+            issues.push("server.body_size_limit", "must be a positive number of bytes");
+            DEFAULT_BODY_LIMIT
+        }),
+        Some(Value::String(s)) => parse_size(s).unwrap_or_else(|| {
+            issues.push("server.body_size_limit", "not a size (examples: 4.5mb, 512kb, 1048576)");
+            DEFAULT_BODY_LIMIT
+        }),
+        Some(_) => {
+            issues.push("server.body_size_limit", "must be a size such as 4.5mb");
+            DEFAULT_BODY_LIMIT
+        }
+    };
+    let cors = match raw.cors {
+        Some(RawCors::Enabled(false)) => None,
+        Some(RawCors::Enabled(true)) | None => Some(cors_defaults(RawCorsOptions::default())),
+        Some(RawCors::Options(o)) => Some(cors_defaults(o)),
+    };
+    if let Some(c) = &cors {
+        if c.credentials && c.origins.iter().any(|o| o == "*") {
+            issues.push(
+                "server.cors.credentials",
+                "credentials cannot be combined with origin `*`; list the allowed origins",
+            );
+        }
+    }
+    let https = raw.https.map(|h| HttpsConfig { key: resolve(base, &h.key), cert: resolve(base, &h.cert) });
+    let max_token_bytes = raw.max_token_bytes.unwrap_or(16 * 1024);
+    if !(512..=1024 * 1024).contains(&max_token_bytes) {
+        issues.push("server.max_token_bytes", "must be between 512 and 1048576");
+    }
+    ServerConfig {
+        host: raw.host.unwrap_or_else(|| "localhost".into()),
+        port,
+        timeout: duration(raw.timeout.as_deref(), Duration::from_secs(180), "server.timeout", issues),
+        body_limit,
+        cors,
+        swagger_ui: raw.build.swagger_ui,
+        openapi_docs: raw.build.openapi_docs || raw.build.swagger_ui,
+        api_req_logs: raw.build.api_req_logs,
+        https,
+        plugin_timeout: duration(
+            raw.plugin_timeout.as_deref(),
+            Duration::from_secs(10),
+            "server.plugin_timeout",
+            issues,
+        ),
+        max_token_bytes,
+    }
+}
+
+fn cors_defaults(o: RawCorsOptions) -> CorsConfig {
+    let mut allow_headers = vec!["Content-Type".to_string(), "Authorization".to_string()];
+    for h in o.allow_headers.unwrap_or_default() {
+        if !allow_headers.iter().any(|x| x.eq_ignore_ascii_case(&h)) {
+            allow_headers.push(h);
+        }
+    }
+    let mut expose_headers = vec!["Content-Length".to_string(), "X-Requested-With".to_string()];
+    for h in o.expose_headers.unwrap_or_default() {
+        if !expose_headers.iter().any(|x| x.eq_ignore_ascii_case(&h)) {
+            expose_headers.push(h);
+        }
+    }
+    CorsConfig {
+        origins: o.origin.map(StringOrList::into_vec).unwrap_or_else(|| vec!["*".into()]),
+        allow_methods: o.allow_methods.unwrap_or_else(|| {
+            ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].map(String::from).to_vec()
+        }),
+        allow_headers,
+        expose_headers,
+        credentials: o.credentials.unwrap_or(false),
+        max_age: o.max_age.unwrap_or(3600),
+    }
+}
+
+fn compile_providers(value: Option<Value>, issues: &mut Issues) -> Vec<ProviderConfig> {
+    let items = match value {
+        None | Some(Value::Null) => return Vec::new(),
+        Some(Value::Sequence(items)) => items,
+        Some(_) => {
+            issues.push("providers", "must be a list of provider instances");
+            return Vec::new();
+        }
+    };
+    let mut out: Vec<ProviderConfig> = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let path = format!("providers[{i}]");
+        let Some(raw) = de_value::<RawProvider>(item, &path, issues) else { continue };
+        if !valid_name(&raw.name) {
+            issues.push(format!("{path}.name"), "use lower-case letters, digits, `-` and `_` (1-64)");
+        }
+        if out.iter().any(|p| p.name == raw.name) {
+            issues.push(format!("{path}.name"), format!("duplicate provider name `{}`", raw.name));
+        }
+        if !valid_name(&raw.plugin) {
+            issues.push(format!("{path}.plugin"), "not a plugin name");
+        }
+        let config = match raw.config {
+            None | Some(Value::Null) => serde_json::Value::Object(Default::default()),
+            Some(v @ Value::Mapping(_)) => match serde_json::to_value(&v) {
+                Ok(j) => j,
+                Err(_) => {
+                    issues.push(format!("{path}.config"), "cannot be represented as JSON (non-string keys?)");
+                    continue;
+                }
+            },
+            Some(_) => {
+                issues.push(format!("{path}.config"), "must be a mapping");
+                continue;
+            }
+        };
+        let authorize = raw.authorize.as_deref().and_then(|src| match Condition::compile(src) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                issues.push(format!("{path}.authorize"), e);
+                None
+            }
+        });
+        out.push(ProviderConfig {
+            name: raw.name,
+            plugin: raw.plugin,
+            config,
+            authorize,
+            allow_http: raw.dangerous.allow_http,
+        });
+    }
+    out
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// Parses one pattern entry: `"/path"`, `["/path", METHOD | [METHODS]]` or `{regex, methods}`.
+fn pattern_spec(value: Value, path: &str, issues: &mut Issues) -> Option<PatternSpec> {
+    match value {
+        Value::String(s) => Some(PatternSpec { kind: PatternKind::Path(s), methods: None }),
+        Value::Sequence(mut pair) => {
+            if pair.len() != 2 {
+                issues.push(path, "a pattern pair is [path, method or [methods]]");
+                return None;
+            }
+            let methods = pair.pop().and_then(|m| de_value::<StringOrList>(m, &format!("{path}[1]"), issues))?;
+            let p = pair.pop()?;
+            let kind = match p {
+                Value::String(s) => PatternKind::Path(s),
+                Value::Mapping(_) => {
+                    let r = de_value::<RawRegexPattern>(p, &format!("{path}[0]"), issues)?;
+                    PatternKind::Regex(r.regex)
+                }
+                _ => {
+                    issues.push(format!("{path}[0]"), "must be a path pattern or {regex: ...}");
+                    return None;
+                }
+            };
+            Some(PatternSpec { kind, methods: Some(methods_upper(methods.into_vec(), path, issues)) })
+        }
+        v @ Value::Mapping(_) => {
+            let r = de_value::<RawRegexPattern>(v, path, issues)?;
+            let methods = r.methods.map(|m| methods_upper(m.into_vec(), path, issues));
+            Some(PatternSpec { kind: PatternKind::Regex(r.regex), methods })
+        }
+        _ => {
+            issues.push(path, "must be a path pattern, [path, methods] or {regex: ...}");
+            None
+        }
+    }
+}
+
+const METHODS: [&str; 11] =
+    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "ALL", "*"];
+
+fn methods_upper(methods: Vec<String>, path: &str, issues: &mut Issues) -> Vec<String> {
+    methods
+        .into_iter()
+        .map(|m| {
+            let up = m.to_ascii_uppercase();
+            if !METHODS.contains(&up.as_str()) {
+                issues.push(path, format!("unknown HTTP method `{m}`"));
+            }
+            up
+        })
+        .collect()
+}
+
+fn pattern_list(
+    values: Option<Vec<Value>>,
+    default: &[&str],
+    path: &str,
+    case: CaseMode,
+    issues: &mut Issues,
+) -> Option<PatternSet> {
+    let specs: Vec<PatternSpec> = match values {
+        None => default
+            .iter()
+            .map(|s| PatternSpec { kind: PatternKind::Path((*s).into()), methods: None })
+            .collect(),
+        Some(vs) => {
+            let n = vs.len();
+            let specs: Vec<PatternSpec> = vs
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, v)| pattern_spec(v, &format!("{path}[{i}]"), issues))
+                .collect();
+            if specs.len() != n {
+                return None;
+            }
+            specs
+        }
+    };
+    match PatternSet::compile(&specs, case) {
+        Ok(set) => Some(set),
+        Err(errs) => {
+            for (i, e) in errs {
+                issues.push(format!("{path}[{i}]"), e.to_string());
+            }
+            None
+        }
+    }
+}
+
+fn compile_auth(raw: RawAuth, issues: &mut Issues) -> Option<AuthConfig> {
+    let protected = pattern_list(raw.protected, &["/api/*"], "auth.protected", CaseMode::Insensitive, issues);
+    let public = pattern_list(raw.public, &["/health"], "auth.public", CaseMode::Sensitive, issues);
+    let header = raw.token.header.unwrap_or_else(|| "Authorization".into());
+    if header.is_empty() || !header.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        issues.push("auth.token.header", "not a header name");
+    }
+    let token = TokenConfig { header, query: raw.token.query, cookie: raw.token.cookie };
+    let authorize = raw.authorize.as_deref().and_then(|src| match Condition::compile(src) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            issues.push("auth.authorize", e);
+            None
+        }
+    });
+
+    let mut rules = Vec::new();
+    let mut specs = Vec::new();
+    let mut rule_of_spec = Vec::new();
+    for (i, value) in raw.rules.into_iter().enumerate() {
+        let path = format!("auth.rules[{i}]");
+        let Some(rule) = de_value::<RawRule>(value, &path, issues) else { continue };
+        let methods = rule.methods.map(|m| methods_upper(m.into_vec(), &format!("{path}.methods"), issues));
+        let kinds: Vec<PatternKind> = match rule.path {
+            None | Some(Value::Null) => vec![PatternKind::Path("/*".into())],
+            Some(Value::String(s)) => vec![PatternKind::Path(s)],
+            Some(Value::Sequence(items)) => items
+                .into_iter()
+                .enumerate()
+                .filter_map(|(j, v)| match v {
+                    Value::String(s) => Some(PatternKind::Path(s)),
+                    other => {
+                        let r = de_value::<RawRegexPattern>(other, &format!("{path}.path[{j}]"), issues)?;
+                        Some(PatternKind::Regex(r.regex))
+                    }
+                })
+                .collect(),
+            Some(other) => match de_value::<RawRegexPattern>(other, &format!("{path}.path"), issues) {
+                Some(r) => vec![PatternKind::Regex(r.regex)],
+                None => continue,
+            },
+        };
+        let condition = rule.condition.as_deref().and_then(|src| match Condition::compile(src) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                issues.push(format!("{path}.condition"), e);
+                None
+            }
+        });
+        for kind in kinds {
+            specs.push(PatternSpec { kind, methods: methods.clone() });
+            rule_of_spec.push(rules.len());
+        }
+        rules.push(Rule { condition, allow: rule.allow });
+    }
+    let rule_paths = match PatternSet::compile(&specs, CaseMode::Insensitive) {
+        Ok(s) => Some(s),
+        Err(errs) => {
+            for (i, e) in errs {
+                let rule = rule_of_spec.get(i).copied().unwrap_or(0);
+                issues.push(format!("auth.rules[{rule}].path"), e.to_string());
+            }
+            None
+        }
+    };
+    Some(AuthConfig {
+        protected: protected?,
+        public: public?,
+        token,
+        authorize,
+        rules,
+        rule_paths: rule_paths?,
+        rule_of_spec,
+    })
+}

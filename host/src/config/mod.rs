@@ -1,0 +1,14 @@
+//! Strict YAML config: unknown keys rejected, all errors at once with key paths, `${VAR}`
+//! expansion, secrets never echoed.
+
+mod compile;
+mod error;
+mod expand;
+mod raw;
+
+pub use compile::{
+    compile_str, load_file, parse_size, AuthConfig, Config, CorsConfig, HttpsConfig, PluginsConfig,
+    ProviderConfig, Rule, ServerConfig, TokenConfig, DEFAULT_BODY_LIMIT, DEFAULT_PORT,
+};
+pub use error::{ConfigError, ConfigIssue};
+pub use expand::{expand_str, EnvVars, VarSource};

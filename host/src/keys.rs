@@ -1,0 +1,276 @@
+//! Key sets fetched from JWKS URLs, shared by every provider instance that names the same URL and
+//! kept across reloads.
+//!
+//! * TTL from `Cache-Control: max-age` (bounded), 5 minutes when absent; an expired set keeps
+//!   serving while one background refresh runs.
+//! * An unknown `kid` causes at most one refetch per URL per [`KeyCacheSettings::kid_refetch_interval`],
+//!   shared by every request that asks meanwhile.
+//! * When the identity provider is down, the last good set keeps serving (up to `max_stale`).
+//! * Bodies are capped, key counts are capped, and a `kid` is only ever looked up inside the set of
+//!   the URL the provider configured.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwapOption;
+
+use crate::{http::HttpClient, jose::Key};
+
+/// Tunables of the key cache.
+#[derive(Debug, Clone)]
+pub struct KeyCacheSettings {
+    /// TTL when the response has no `max-age`.
+    pub default_ttl: Duration,
+    /// Lower bound on a `max-age`.
+    pub min_ttl: Duration,
+    /// Upper bound on a `max-age`.
+    pub max_ttl: Duration,
+    /// At most one unknown-`kid` refetch per URL in this window.
+    pub kid_refetch_interval: Duration,
+    /// How long a set may keep serving past its TTL when refreshes fail.
+    pub max_stale: Duration,
+    /// Largest key set document.
+    pub max_bytes: usize,
+    /// Most keys in one set.
+    pub max_keys: usize,
+    /// Time limit of one fetch.
+    pub fetch_timeout: Duration,
+}
+
+impl Default for KeyCacheSettings {
+    fn default() -> Self {
+        KeyCacheSettings {
+            default_ttl: Duration::from_secs(300),
+            min_ttl: Duration::from_secs(5),
+            max_ttl: Duration::from_secs(24 * 3600),
+            kid_refetch_interval: Duration::from_secs(30),
+            max_stale: Duration::from_secs(24 * 3600),
+            max_bytes: 1024 * 1024,
+            max_keys: 100,
+            fetch_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why keys could not be had.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("keys from {url} are unavailable: {reason}")]
+pub struct KeysUnavailable {
+    /// The key set URL (never carries secrets: it is a public endpoint).
+    pub url: String,
+    /// Why.
+    pub reason: String,
+}
+
+struct Fetched {
+    keys: Arc<[Key]>,
+    at: Instant,
+    ttl: Duration,
+}
+
+/// One URL's key set.
+pub struct KeySet {
+    url: String,
+    current: ArcSwapOption<Fetched>,
+    fetch_lock: tokio::sync::Mutex<()>,
+    refreshing: AtomicBool,
+    last_kid_refetch: Mutex<Option<Instant>>,
+    fetches: AtomicU64,
+    failures: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// Counters of one key set, for status and tests.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeySetStats {
+    /// The URL.
+    pub url: String,
+    /// Fetch attempts.
+    pub fetches: u64,
+    /// Failed attempts.
+    pub failures: u64,
+    /// Keys currently held.
+    pub keys: usize,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+}
+
+/// Every key set of the process.
+pub struct KeyCache {
+    http: HttpClient,
+    settings: KeyCacheSettings,
+    sets: Mutex<HashMap<String, Arc<KeySet>>>,
+}
+
+impl KeyCache {
+    /// A cache fetching through `http`.
+    pub fn new(http: HttpClient, settings: KeyCacheSettings) -> KeyCache {
+        KeyCache { http, settings, sets: Mutex::new(HashMap::new()) }
+    }
+
+    /// The set for `url` (created empty on first use; nothing is fetched yet).
+    pub fn set(&self, url: &str) -> Arc<KeySet> {
+        let mut sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
+        sets.entry(url.to_string())
+            .or_insert_with(|| {
+                Arc::new(KeySet {
+                    url: url.to_string(),
+                    current: ArcSwapOption::empty(),
+                    fetch_lock: tokio::sync::Mutex::new(()),
+                    refreshing: AtomicBool::new(false),
+                    last_kid_refetch: Mutex::new(None),
+                    fetches: AtomicU64::new(0),
+                    failures: AtomicU64::new(0),
+                    last_error: Mutex::new(None),
+                })
+            })
+            .clone()
+    }
+
+    /// Counters of every set.
+    pub fn stats(&self) -> Vec<KeySetStats> {
+        let sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<KeySetStats> = sets.values().map(|s| s.stats()).collect();
+        out.sort_by(|a, b| a.url.cmp(&b.url));
+        out
+    }
+
+    /// Current keys of `set`: cached if fresh; if expired, the stale ones while a background refresh
+    /// runs; if none yet, fetched now.
+    pub async fn keys(self: &Arc<Self>, set: &Arc<KeySet>) -> Result<Arc<[Key]>, KeysUnavailable> {
+        if let Some(f) = set.current.load_full() {
+            let age = f.at.elapsed();
+            if age < f.ttl {
+                return Ok(f.keys.clone());
+            }
+            if age < f.ttl + self.settings.max_stale {
+                if !set.refreshing.swap(true, Ordering::AcqRel) {
+                    let (cache, set2) = (self.clone(), set.clone());
+                    tokio::spawn(async move {
+                        let _ = cache.refresh(&set2, Instant::now()).await;
+                        set2.refreshing.store(false, Ordering::Release);
+                    });
+                }
+                return Ok(f.keys.clone());
+            }
+        }
+        self.refresh(set, Instant::now()).await
+    }
+
+    /// Called when a token's `kid` is not in the set: refetches at most once per window (shared by
+    /// concurrent callers). Returns the new keys, or `None` when rate-limited.
+    pub async fn refresh_for_unknown_kid(
+        &self,
+        set: &Arc<KeySet>,
+    ) -> Option<Result<Arc<[Key]>, KeysUnavailable>> {
+        let asked = Instant::now();
+        let recent = {
+            let mut last = set.last_kid_refetch.lock().unwrap_or_else(|p| p.into_inner());
+            match *last {
+                Some(t) if t.elapsed() < self.settings.kid_refetch_interval => Some(t),
+                _ => {
+                    *last = Some(asked);
+                    None
+                }
+            }
+        };
+        if let Some(t) = recent {
+            // A refetch is running or just ran: wait for it, then use what it got.
+            let _g = set.fetch_lock.lock().await;
+            return set.current.load_full().filter(|f| f.at >= t).map(|f| Ok(f.keys.clone()));
+        }
+        Some(self.refresh(set, asked).await)
+    }
+
+    /// Fetches the set unless another caller fetched it after `asked`.
+    async fn refresh(&self, set: &Arc<KeySet>, asked: Instant) -> Result<Arc<[Key]>, KeysUnavailable> {
+        let _g = set.fetch_lock.lock().await;
+        if let Some(f) = set.current.load_full() {
+            if f.at >= asked {
+                return Ok(f.keys.clone());
+            }
+        }
+        set.fetches.fetch_add(1, Ordering::Relaxed);
+        match self.fetch(&set.url).await {
+            Ok((keys, ttl)) => {
+                let keys: Arc<[Key]> = keys.into();
+                set.current.store(Some(Arc::new(Fetched { keys: keys.clone(), at: Instant::now(), ttl })));
+                *set.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                Ok(keys)
+            }
+            Err(reason) => {
+                set.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(url = %set.url, %reason, "key set fetch failed");
+                *set.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
+                // Keep serving the last good set while it is not too old.
+                if let Some(f) = set.current.load_full() {
+                    if f.at.elapsed() < f.ttl + self.settings.max_stale {
+                        return Ok(f.keys.clone());
+                    }
+                }
+                Err(KeysUnavailable { url: set.url.clone(), reason })
+            }
+        }
+    }
+
+    async fn fetch(&self, url: &str) -> Result<(Vec<Key>, Duration), String> {
+        let resp = self
+            .http
+            .get_capped(url, &[("accept", "application/json")], self.settings.fetch_timeout, self.settings.max_bytes)
+            .await?;
+        if resp.status != 200 {
+            return Err(format!("http status {}", resp.status));
+        }
+        let (keys, _skipped) = crate::jose::parse_jwks_limited(&resp.body, self.settings.max_keys, self.settings.max_bytes)
+            .map_err(|e| e.to_string())?;
+        if keys.is_empty() {
+            return Err("the key set has no usable signing keys".into());
+        }
+        let ttl = resp
+            .header("cache-control")
+            .and_then(max_age)
+            .map(|s| Duration::from_secs(s).clamp(self.settings.min_ttl, self.settings.max_ttl))
+            .unwrap_or(self.settings.default_ttl);
+        Ok((keys, ttl))
+    }
+}
+
+impl KeySet {
+    /// Counters.
+    pub fn stats(&self) -> KeySetStats {
+        KeySetStats {
+            url: self.url.clone(),
+            fetches: self.fetches.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            keys: self.current.load().as_ref().map(|f| f.keys.len()).unwrap_or(0),
+            last_error: self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
+}
+
+/// `max-age` from a `Cache-Control` value.
+pub fn max_age(cache_control: &str) -> Option<u64> {
+    cache_control.split(',').find_map(|d| {
+        let d = d.trim();
+        let (k, v) = d.split_once('=')?;
+        k.trim().eq_ignore_ascii_case("max-age").then(|| v.trim().trim_matches('"').parse().ok())?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::max_age;
+
+    #[test]
+    fn max_age_is_read_from_cache_control() {
+        assert_eq!(max_age("public, max-age=19302, must-revalidate, no-transform"), Some(19302));
+        assert_eq!(max_age("no-store"), None);
+        assert_eq!(max_age("max-age=abc"), None);
+    }
+}

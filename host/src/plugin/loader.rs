@@ -1,0 +1,386 @@
+//! Loads plugin libraries: hash, copy to a private staging path, open, check, read the manifest.
+//!
+//! The user's file is never mapped. `dlopen` dedupes by path and inode, so a changed file at the
+//! same path would return the old code, and overwriting a mapped library crashes the process; each
+//! new content is therefore copied to a unique staging path (content hash + sequence number) and
+//! loaded from there. Libraries are never unloaded (abi_stable leaks them on purpose), so a content
+//! already loaded once is reused from [`Loader`]'s table instead of being mapped again.
+
+use std::{
+    collections::HashMap,
+    fs,
+    io::Write as _,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::SystemTime,
+};
+
+use abi_stable::library::{lib_header_from_path, LibraryError, RootModule as _};
+use portcullis_plugin_api::{Manifest, PluginModuleRef, API_VERSION};
+use thiserror::Error;
+
+/// Why a plugin file could not be loaded. Each message is one line that names the file.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PluginLoadError {
+    /// The file could not be read or staged.
+    #[error("{file}: cannot read plugin file: {reason}")]
+    Io {
+        /// The plugin file.
+        file: PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The dynamic loader refused the file (truncated, not a shared library, wrong architecture).
+    #[error("{file}: not a loadable shared library ({reason}); rebuild it or remove it from the plugins directory")]
+    NotLoadable {
+        /// The plugin file.
+        file: PathBuf,
+        /// What the dynamic loader said.
+        reason: String,
+    },
+    /// A shared library without the Portcullis root module.
+    #[error("{file}: not a Portcullis plugin (it exports no plugin root module); build it with portcullis-plugin-api's export_provider!")]
+    NotAPlugin {
+        /// The plugin file.
+        file: PathBuf,
+    },
+    /// Built against a plugin-api whose version cannot work with this host.
+    #[error("{file}: built against portcullis-plugin-api {plugin}, but this server speaks {host}; rebuild the plugin against {host}")]
+    IncompatibleVersion {
+        /// The plugin file.
+        file: PathBuf,
+        /// The version the plugin was built against.
+        plugin: String,
+        /// The host's version.
+        host: String,
+    },
+    /// Same version number, different layout of the boundary types.
+    #[error("{file}: its plugin ABI layout does not match this server's portcullis-plugin-api {host} ({detail}); rebuild the plugin against the same portcullis-plugin-api")]
+    AbiMismatch {
+        /// The plugin file.
+        file: PathBuf,
+        /// The host's version.
+        host: String,
+        /// The first line of abi_stable's explanation.
+        detail: String,
+    },
+    /// The plugin's root-module constructor failed or panicked.
+    #[error("{file}: the plugin's module constructor failed: {reason}")]
+    ModuleInit {
+        /// The plugin file.
+        file: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// `manifest()` returned an error (or panicked, caught by the SDK).
+    #[error("{file}: the plugin's manifest failed: {reason}")]
+    Manifest {
+        /// The plugin file.
+        file: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Two files declare the same plugin name.
+    #[error("{file}: declares plugin name `{name}`, already declared by {other}; remove one of them")]
+    DuplicateName {
+        /// The later file.
+        file: PathBuf,
+        /// The name.
+        name: String,
+        /// The earlier file.
+        other: PathBuf,
+    },
+    /// The file's hash is not in `plugins.allow`.
+    #[error("{file}: sha256 {hash} is not in plugins.allow; add it there to trust this build")]
+    NotAllowed {
+        /// The plugin file.
+        file: PathBuf,
+        /// Its hash.
+        hash: String,
+    },
+}
+
+impl PluginLoadError {
+    /// The file the error is about.
+    pub fn file(&self) -> &Path {
+        match self {
+            PluginLoadError::Io { file, .. }
+            | PluginLoadError::NotLoadable { file, .. }
+            | PluginLoadError::NotAPlugin { file }
+            | PluginLoadError::IncompatibleVersion { file, .. }
+            | PluginLoadError::AbiMismatch { file, .. }
+            | PluginLoadError::ModuleInit { file, .. }
+            | PluginLoadError::Manifest { file, .. }
+            | PluginLoadError::DuplicateName { file, .. }
+            | PluginLoadError::NotAllowed { file, .. } => file,
+        }
+    }
+}
+
+/// A plugin manifest in host types.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PluginManifest {
+    /// Name used by `plugin:` in the config.
+    pub name: String,
+    /// The plugin's own version.
+    pub version: String,
+    /// One line.
+    pub description: String,
+    /// The plugin-api version it was built against.
+    pub api_version: String,
+    /// Accepted configuration keys.
+    pub config_keys: Vec<ConfigKeyInfo>,
+}
+
+/// One configuration key a plugin accepts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConfigKeyInfo {
+    /// Key name.
+    pub name: String,
+    /// What it is for.
+    pub description: String,
+    /// Required or not.
+    pub required: bool,
+    /// Whether the value is secret.
+    pub secret: bool,
+}
+
+impl From<Manifest> for PluginManifest {
+    fn from(m: Manifest) -> Self {
+        PluginManifest {
+            name: m.name.into(),
+            version: m.version.into(),
+            description: m.description.into(),
+            api_version: m.api_version.into(),
+            config_keys: m
+                .config_keys
+                .into_iter()
+                .map(|k| ConfigKeyInfo {
+                    name: k.name.into(),
+                    description: k.description.into(),
+                    required: k.required,
+                    secret: k.secret,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A plugin library mapped into the process.
+pub struct LoadedPlugin {
+    /// The user's file it was loaded from.
+    pub file: PathBuf,
+    /// SHA-256 of the content, hex.
+    pub hash: String,
+    /// The private copy that is mapped.
+    pub staged: PathBuf,
+    /// What the plugin says about itself.
+    pub manifest: PluginManifest,
+    /// The root module.
+    pub module: PluginModuleRef,
+    /// When it was mapped.
+    pub loaded_at: SystemTime,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("file", &self.file)
+            .field("hash", &self.hash)
+            .field("manifest", &self.manifest)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps plugin libraries, at most once per content.
+pub struct Loader {
+    staging: PathBuf,
+    seq: AtomicU64,
+    by_hash: Mutex<HashMap<String, Arc<LoadedPlugin>>>,
+}
+
+impl Loader {
+    /// A loader that stages copies in `staging` (created with mode 0700 if missing).
+    pub fn new(staging: PathBuf) -> std::io::Result<Loader> {
+        create_private_dir(&staging)?;
+        Ok(Loader { staging, seq: AtomicU64::new(0), by_hash: Mutex::new(HashMap::new()) })
+    }
+
+    /// A loader staging under a fresh private folder in the system temp dir.
+    pub fn in_temp_dir() -> std::io::Result<Loader> {
+        let dir = std::env::temp_dir().join(format!("portcullis-staging-{}", std::process::id()));
+        Loader::new(dir)
+    }
+
+    /// How many distinct library copies are mapped (they are never unmapped).
+    pub fn mapped_count(&self) -> usize {
+        self.by_hash.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Loads the plugin in `file` (or returns the copy already mapped for the same content).
+    /// `allow` is the list of trusted SHA-256 hashes; `None` trusts every file.
+    pub fn load(&self, file: &Path, allow: Option<&[String]>) -> Result<Arc<LoadedPlugin>, PluginLoadError> {
+        let bytes = fs::read(file).map_err(|e| PluginLoadError::Io {
+            file: file.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        self.load_bytes(file, &bytes, allow)
+    }
+
+    /// Loads a plugin from content already read from `file`.
+    pub fn load_bytes(
+        &self,
+        file: &Path,
+        bytes: &[u8],
+        allow: Option<&[String]>,
+    ) -> Result<Arc<LoadedPlugin>, PluginLoadError> {
+        let hash = sha256_hex(bytes);
+        if let Some(allow) = allow {
+            if !allow.iter().any(|h| h.eq_ignore_ascii_case(&hash)) {
+                return Err(PluginLoadError::NotAllowed { file: file.to_path_buf(), hash });
+            }
+        }
+        if let Some(hit) = self.by_hash.lock().ok().and_then(|m| m.get(&hash).cloned()) {
+            return Ok(hit);
+        }
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let staged = self.staging.join(format!("{}-{seq}.so", &hash[..16]));
+        write_private_file(&staged, bytes).map_err(|e| PluginLoadError::Io {
+            file: file.to_path_buf(),
+            reason: format!("staging copy: {e}"),
+        })?;
+        let result = open_module(file, &staged);
+        let module = match result {
+            Ok(m) => m,
+            Err(e) => {
+                // A library that failed its checks stays mapped (dlopen cannot be undone safely),
+                // but its staged file is of no further use.
+                let _ = fs::remove_file(&staged);
+                return Err(e);
+            }
+        };
+        let manifest = match (module.manifest())() {
+            abi_stable::std_types::RResult::ROk(m) => PluginManifest::from(m),
+            abi_stable::std_types::RResult::RErr(e) => {
+                return Err(PluginLoadError::Manifest {
+                    file: file.to_path_buf(),
+                    reason: e.message.into(),
+                })
+            }
+        };
+        let loaded = Arc::new(LoadedPlugin {
+            file: file.to_path_buf(),
+            hash: hash.clone(),
+            staged,
+            manifest,
+            module,
+            loaded_at: SystemTime::now(),
+        });
+        if let Ok(mut m) = self.by_hash.lock() {
+            m.insert(hash, loaded.clone());
+        }
+        Ok(loaded)
+    }
+}
+
+fn open_module(file: &Path, staged: &Path) -> Result<PluginModuleRef, PluginLoadError> {
+    let header = lib_header_from_path(staged).map_err(|e| classify(file, e))?;
+    header.init_root_module::<PluginModuleRef>().map_err(|e| classify(file, e))
+}
+
+fn classify(file: &Path, e: LibraryError) -> PluginLoadError {
+    let file = file.to_path_buf();
+    match e {
+        LibraryError::OpenError { err, .. } => PluginLoadError::NotLoadable {
+            file,
+            reason: first_line(&strip_staged_path(&err.to_string())),
+        },
+        LibraryError::GetSymbolError { .. } => PluginLoadError::NotAPlugin { file },
+        LibraryError::IncompatibleVersionNumber { actual_version, .. } => {
+            PluginLoadError::IncompatibleVersion {
+                file,
+                plugin: actual_version.to_string(),
+                host: API_VERSION.to_string(),
+            }
+        }
+        LibraryError::ParseVersionError(e) => PluginLoadError::IncompatibleVersion {
+            file,
+            plugin: format!("an unreadable version ({e})"),
+            host: API_VERSION.to_string(),
+        },
+        LibraryError::RootModule { err, .. } => PluginLoadError::ModuleInit {
+            file,
+            reason: first_line(&err.to_string()),
+        },
+        LibraryError::AbiInstability(err) => PluginLoadError::AbiMismatch {
+            file,
+            host: API_VERSION.to_string(),
+            detail: abi_detail(&err.to_string()),
+        },
+        LibraryError::Many(errs) => match errs.into_iter().next() {
+            Some(first) => classify(&file, first),
+            None => PluginLoadError::AbiMismatch {
+                file,
+                host: API_VERSION.to_string(),
+                detail: "unspecified".into(),
+            },
+        },
+        other => PluginLoadError::AbiMismatch {
+            file,
+            host: API_VERSION.to_string(),
+            detail: first_line(&other.to_string()),
+        },
+    }
+}
+
+/// abi_stable's layout report is many lines; keep the most telling one.
+fn abi_detail(report: &str) -> String {
+    report
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("Error:") || l.contains("mismatch") || l.contains("Mismatched"))
+        .or_else(|| report.lines().map(str::trim).find(|l| !l.is_empty()))
+        .map(|l| l.chars().take(200).collect())
+        .unwrap_or_else(|| "layout differs".into())
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").chars().take(300).collect()
+}
+
+/// dlopen errors start with the path that was opened (the staged copy); the user knows the file by
+/// its own name, which the error already carries.
+fn strip_staged_path(s: &str) -> String {
+    match s.find(".so: ") {
+        Some(i) => s[i + 5..].to_string(),
+        None => s.to_string(),
+    }
+}
+
+/// Hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
+fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o500).open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Ensures the root-module type is linked (its statics are what `init_root_module` checks).
+#[allow(dead_code)]
+fn _root_module_name() -> &'static str {
+    PluginModuleRef::NAME
+}

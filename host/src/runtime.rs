@@ -1,0 +1,198 @@
+//! The runtime snapshot: a compiled config plus the provider instances it needs, built completely
+//! before it is published with one atomic swap. Requests load it once and keep it to the end, so
+//! in-flight requests finish on the set they started with; nothing is ever half-applied.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use portcullis_plugin_api::{abi_stable::std_types::RStr, ProviderBox};
+
+use crate::{
+    auth::condition::Condition,
+    config::Config,
+    plugin::{InstanceServices, LoadedPlugin, Loader, PluginLoadError, SharedServices},
+};
+
+/// One provider instance in a snapshot.
+pub struct ProviderInstance {
+    /// Instance name from the YAML.
+    pub name: String,
+    /// The plugin library it was built from.
+    pub plugin: Arc<LoadedPlugin>,
+    /// The provider object.
+    pub provider: Arc<ProviderBox>,
+    /// `iss` values the instance accepts (empty = unspecified).
+    pub issuers: Vec<String>,
+    /// YAML override of the plugin's `authorize`.
+    pub authorize: Option<Arc<Condition>>,
+    /// What the instance was built from (plugin hash + config), to reuse it across reloads.
+    build_key: String,
+}
+
+/// A plugin file's state in a snapshot.
+pub enum PluginFile {
+    /// Loaded; its manifest is usable.
+    Loaded(Arc<LoadedPlugin>),
+    /// Could not be loaded; others are unaffected.
+    Failed(PluginLoadError),
+}
+
+/// An immutable, complete view of what the server enforces.
+pub struct Runtime {
+    /// Increases by one on every published snapshot.
+    pub generation: u64,
+    /// The compiled config.
+    pub config: Arc<Config>,
+    /// Provider instances, in config order.
+    pub providers: Vec<Arc<ProviderInstance>>,
+    /// Every `*.so` found in the plugins folder.
+    pub plugins: Vec<PluginFile>,
+}
+
+/// Scans `dir` for `*.so` files, in name order.
+pub fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: cannot read plugins folder: {e}", dir.display()))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "so") && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Loads every plugin file in the config's plugins folder. One bad file never stops the others.
+pub async fn load_plugins(config: &Config, loader: &Arc<Loader>) -> Result<Vec<PluginFile>, String> {
+    let files = plugin_files(&config.plugins.dir)?;
+    let allow = config.plugins.allow.clone();
+    let mut out: Vec<PluginFile> = Vec::new();
+    for file in files {
+        let (loader, allow2, f2) = (loader.clone(), allow.clone(), file.clone());
+        let result = tokio::task::spawn_blocking(move || loader.load(&f2, allow2.as_deref()))
+            .await
+            .unwrap_or_else(|_| {
+                Err(PluginLoadError::ModuleInit { file: file.clone(), reason: "loader panicked".into() })
+            });
+        let entry = match result {
+            Ok(p) => {
+                let clash = out.iter().find_map(|e| match e {
+                    PluginFile::Loaded(o) if o.manifest.name == p.manifest.name => Some(o.file.clone()),
+                    _ => None,
+                });
+                match clash {
+                    Some(other) => PluginFile::Failed(PluginLoadError::DuplicateName {
+                        file: file.clone(),
+                        name: p.manifest.name.clone(),
+                        other,
+                    }),
+                    None => PluginFile::Loaded(p),
+                }
+            }
+            Err(e) => PluginFile::Failed(e),
+        };
+        if let PluginFile::Failed(e) = &entry {
+            tracing::error!("{e}");
+        }
+        out.push(entry);
+    }
+    Ok(out)
+}
+
+/// Builds a complete snapshot, reusing unchanged instances of `previous`. Every problem is
+/// returned at once; on any problem nothing is built.
+pub async fn build(
+    config: Config,
+    generation: u64,
+    loader: &Arc<Loader>,
+    shared: &Arc<SharedServices>,
+    previous: Option<&Runtime>,
+) -> Result<Runtime, Vec<String>> {
+    let plugins = load_plugins(&config, loader).await.map_err(|e| vec![e])?;
+    let mut errors = Vec::new();
+    let mut providers = Vec::new();
+    for (i, pc) in config.providers.iter().enumerate() {
+        let at = format!("providers[{i}] ({})", pc.name);
+        let plugin = plugins.iter().find_map(|p| match p {
+            PluginFile::Loaded(l) if l.manifest.name == pc.plugin => Some(l.clone()),
+            _ => None,
+        });
+        let Some(plugin) = plugin else {
+            let failed: Vec<String> = plugins
+                .iter()
+                .filter_map(|p| match p {
+                    PluginFile::Failed(e) => Some(e.file().display().to_string()),
+                    _ => None,
+                })
+                .collect();
+            let hint = if failed.is_empty() { String::new() } else { format!(" (files that failed to load: {})", failed.join(", ")) };
+            errors.push(format!(
+                "{at}.plugin: no loaded plugin is named `{}` in {}{hint}",
+                pc.plugin,
+                config.plugins.dir.display()
+            ));
+            continue;
+        };
+        if pc.allow_http {
+            tracing::warn!(provider = %pc.name, "dangerous.allow_http is set: plain-http identity provider URLs are accepted");
+        }
+        let config_json = pc.config.to_string();
+        let build_key = format!("{}|{}|{}|{}", plugin.hash, pc.allow_http, config.server.max_token_bytes, crate::plugin::sha256_hex(config_json.as_bytes()));
+        let reused = previous.and_then(|prev| {
+            prev.providers.iter().find(|p| p.name == pc.name && p.build_key == build_key).map(|p| p.provider.clone())
+        });
+        let provider = match reused {
+            Some(p) => p,
+            None => {
+                let services = InstanceServices::new(shared.clone(), &pc.name, pc.allow_http, config.server.max_token_bytes);
+                match construct(&plugin, config_json, services, config.server.plugin_timeout).await {
+                    Ok(p) => Arc::new(p),
+                    Err(e) => {
+                        errors.push(format!("{at}: {e}"));
+                        continue;
+                    }
+                }
+            }
+        };
+        let issuers = provider.issuers().into_iter().map(String::from).collect();
+        providers.push(Arc::new(ProviderInstance {
+            name: pc.name.clone(),
+            plugin,
+            provider,
+            issuers,
+            authorize: pc.authorize.clone(),
+            build_key,
+        }));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Runtime { generation, config: Arc::new(config), providers, plugins })
+}
+
+/// Calls the plugin's `new_provider` on a blocking thread, bounded by `timeout`. A constructor that
+/// hangs costs one blocked thread and a reported error, never the server.
+async fn construct(
+    plugin: &Arc<LoadedPlugin>,
+    config_json: String,
+    services: InstanceServices,
+    timeout: Duration,
+) -> Result<ProviderBox, String> {
+    let module = plugin.module;
+    let file = plugin.file.display().to_string();
+    let task = tokio::task::spawn_blocking(move || {
+        let host = portcullis_plugin_api::host_box(services);
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (module.new_provider())(RStr::from_str(&config_json), host)
+        }))
+    });
+    match tokio::time::timeout(timeout, task).await {
+        Err(_) => Err(format!("constructor of plugin {file} did not return within {timeout:?}")),
+        Ok(Err(_)) | Ok(Ok(Err(_))) => Err(format!("constructor of plugin {file} panicked")),
+        Ok(Ok(Ok(result))) => result
+            .into_result()
+            .map_err(|e| format!("config rejected by plugin {file}: {}", e.message)),
+    }
+}

@@ -1,0 +1,290 @@
+//! The HTTP server: one gate in front of every route (canonical path, CORS, body limit, auth
+//! decision, timeout, access log), the built-in API, OpenAPI and Swagger UI.
+
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use poem::{
+    http::{header, HeaderValue, Method, StatusCode, Uri},
+    listener::{Acceptor, Listener, RustlsCertificate, RustlsConfig, TcpListener},
+    Endpoint, EndpointExt, IntoResponse, Request, Response, Route,
+};
+use poem_openapi::OpenApiService;
+
+use crate::{
+    api::Api,
+    app::App,
+    auth::{decide, Denial, RequestParts},
+    config::CorsConfig,
+    matching::canonicalize,
+};
+
+/// A JSON error answer with the seed's body shape.
+pub fn error_response(status: StatusCode, message: &str) -> Response {
+    Response::builder()
+        .status(status)
+        .content_type("application/json")
+        .body(serde_json::json!({ "error": message }).to_string())
+}
+
+fn denial_response(d: &Denial) -> Response {
+    match d {
+        Denial::NoToken => {
+            let mut r = error_response(StatusCode::UNAUTHORIZED, "Authentication required");
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"portcullis\""));
+            r
+        }
+        Denial::InvalidToken(_) => {
+            let mut r = error_response(StatusCode::UNAUTHORIZED, "Invalid or expired token");
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"portcullis\", error=\"invalid_token\""),
+            );
+            r
+        }
+        Denial::Forbidden(_) => error_response(StatusCode::FORBIDDEN, "Access denied"),
+        Denial::Unavailable(_) => error_response(StatusCode::SERVICE_UNAVAILABLE, "Authentication service unavailable"),
+        Denial::Internal(_) => error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+    }
+}
+
+/// The gate in front of every route.
+pub struct Gate<E> {
+    inner: E,
+    app: Arc<App>,
+}
+
+fn request_id(req: &Request) -> String {
+    if let Some(v) = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()) {
+        if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return v.to_string();
+        }
+    }
+    let mut b = [0u8; 12];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    hex::encode(b)
+}
+
+impl<E: Endpoint> Endpoint for Gate<E> {
+    type Output = Response;
+
+    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+        let started = Instant::now();
+        let rt = self.app.runtime();
+        let server = &rt.config.server;
+        let id = request_id(&req);
+        let method = req.method().as_str().to_ascii_uppercase();
+        let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let mut log_path = String::new();
+
+        let mut resp = 'answer: {
+            // 1. One canonical path, used for matching and for serving.
+            let canonical = match canonicalize(req.uri().path()) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::info!(request_id = %id, "bad request path: {e}");
+                    break 'answer error_response(StatusCode::BAD_REQUEST, "Bad request path");
+                }
+            };
+            log_path.clone_from(&canonical);
+            if canonical != req.uri().path() {
+                let pq = match req.uri().query() {
+                    Some(q) => format!("{canonical}?{q}"),
+                    None => canonical.clone(),
+                };
+                match pq.parse::<Uri>() {
+                    Ok(uri) => *req.uri_mut() = uri,
+                    Err(_) => break 'answer error_response(StatusCode::BAD_REQUEST, "Bad request path"),
+                }
+            }
+            // 2. CORS preflight (never auth-checked).
+            if let (Some(cors), Some(o)) = (&server.cors, &origin) {
+                if req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
+                    break 'answer preflight(cors, o);
+                }
+            }
+            // 3. Body limit: by declared length here; a body without a length is counted as it is
+            // read.
+            if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()) {
+                match len.trim().parse::<u64>() {
+                    Ok(n) if n > server.body_limit => {
+                        break 'answer error_response(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
+                    }
+                    Ok(_) => {}
+                    Err(_) => break 'answer error_response(StatusCode::BAD_REQUEST, "Invalid Content-Length"),
+                }
+            }
+            // 4. The decision.
+            let decision = {
+                let parts = RequestParts { method: &method, path: &canonical, headers: req.headers(), query: req.uri().query() };
+                decide(&rt, &parts).await
+            };
+            match decision.result {
+                Err(d) => {
+                    match &d {
+                        Denial::Internal(r) | Denial::Unavailable(r) => {
+                            tracing::warn!(request_id = %id, path = %canonical, reason = %r, "request refused")
+                        }
+                        _ => tracing::info!(request_id = %id, path = %canonical, reason = %decision.trace.reason, "request refused"),
+                    }
+                    break 'answer denial_response(&d);
+                }
+                Ok(user) => {
+                    if let Some(u) = user {
+                        req.extensions_mut().insert(u);
+                    }
+                }
+            }
+            // 5. Serve, within the time limit.
+            match tokio::time::timeout(server.timeout, self.inner.call(req)).await {
+                Err(_) => error_response(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout"),
+                Ok(Ok(r)) => r.into_response(),
+                Ok(Err(e)) => {
+                    let status = e.status();
+                    let msg = status.canonical_reason().unwrap_or("Error");
+                    error_response(status, msg)
+                }
+            }
+        };
+
+        if let (Some(cors), Some(o)) = (&server.cors, &origin) {
+            add_cors(&mut resp, cors, o);
+        }
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            resp.headers_mut().insert("x-request-id", v);
+        }
+        if server.api_req_logs {
+            tracing::info!(
+                target: "portcullis::access",
+                request_id = %id,
+                method = %method,
+                path = %log_path,
+                status = resp.status().as_u16(),
+                micros = started.elapsed().as_micros() as u64,
+            );
+        }
+        Ok(resp)
+    }
+}
+
+fn allowed_origin<'a>(cors: &CorsConfig, origin: &'a str) -> Option<&'a str> {
+    if cors.origins.iter().any(|o| o == "*") {
+        Some(if cors.credentials { origin } else { "*" })
+    } else if cors.origins.iter().any(|o| o == origin) {
+        Some(origin)
+    } else {
+        None
+    }
+}
+
+fn preflight(cors: &CorsConfig, origin: &str) -> Response {
+    let mut r = Response::builder().status(StatusCode::NO_CONTENT).finish();
+    if allowed_origin(cors, origin).is_some() {
+        let h = r.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&cors.allow_methods.join(", ")) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&cors.allow_headers.join(", ")) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&cors.max_age.to_string()) {
+            h.insert(header::ACCESS_CONTROL_MAX_AGE, v);
+        }
+    }
+    r
+}
+
+fn add_cors(resp: &mut Response, cors: &CorsConfig, origin: &str) {
+    let Some(allow) = allowed_origin(cors, origin) else { return };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(allow) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+    }
+    if allow != "*" {
+        h.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    if cors.credentials {
+        h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    }
+    if let Ok(v) = HeaderValue::from_str(&cors.expose_headers.join(", ")) {
+        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
+    }
+}
+
+/// The OpenAPI service for the built-in routes.
+pub fn openapi(app: Arc<App>) -> OpenApiService<Api, ()> {
+    OpenApiService::new(Api { app }, "Portcullis", env!("CARGO_PKG_VERSION"))
+        .description("An authenticating server whose identity providers are run-time-loaded plugins.")
+        .server("/")
+}
+
+/// The whole endpoint: routes behind the gate.
+pub fn endpoint(app: Arc<App>) -> impl Endpoint<Output = Response> {
+    let service = openapi(app.clone());
+    let spec = service.spec();
+    let ui = service.swagger_ui_html();
+    let (app2, app3) = (app.clone(), app.clone());
+    let route = Route::new()
+        .at(
+            "/openapi.json",
+            poem::endpoint::make_sync(move |_| {
+                if app2.runtime().config.server.openapi_docs {
+                    Response::builder().content_type("application/json").body(spec.clone())
+                } else {
+                    error_response(StatusCode::NOT_FOUND, "Not Found")
+                }
+            }),
+        )
+        .at(
+            "/swagger-ui",
+            poem::endpoint::make_sync(move |_| {
+                if app3.runtime().config.server.swagger_ui {
+                    Response::builder().content_type("text/html; charset=utf-8").body(ui.clone())
+                } else {
+                    error_response(StatusCode::NOT_FOUND, "Not Found")
+                }
+            }),
+        )
+        .nest("/", service);
+    Gate { inner: route, app }.map_to_response()
+}
+
+/// Binds the configured address (TLS when `server.https` is set), calls `on_bound` with the
+/// address actually bound (port 0 picks a free port) and whether it is TLS, then serves until
+/// `shutdown` completes, draining in-flight requests for up to 30 s.
+pub async fn serve(
+    app: Arc<App>,
+    on_bound: impl FnOnce(SocketAddr, bool),
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let rt = app.runtime();
+    let s = &rt.config.server;
+    let tcp = TcpListener::bind(format!("{}:{}", s.host, s.port));
+    let drain = Some(std::time::Duration::from_secs(30));
+    match &s.https {
+        None => {
+            let acceptor = tcp.into_acceptor().await?;
+            on_bound(first_addr(&acceptor)?, false);
+            poem::Server::new_with_acceptor(acceptor)
+                .run_with_graceful_shutdown(endpoint(app.clone()), shutdown, drain)
+                .await
+        }
+        Some(h) => {
+            let read = |what: &str, p: &std::path::Path| {
+                std::fs::read(p).map_err(|e| std::io::Error::other(format!("server.https.{what}: {}: {e}", p.display())))
+            };
+            let tls = RustlsConfig::new().fallback(RustlsCertificate::new().key(read("key", &h.key)?).cert(read("cert", &h.cert)?));
+            let acceptor = tcp.rustls(tls).into_acceptor().await?;
+            on_bound(first_addr(&acceptor)?, true);
+            poem::Server::new_with_acceptor(acceptor)
+                .run_with_graceful_shutdown(endpoint(app.clone()), shutdown, drain)
+                .await
+        }
+    }
+}
+
+fn first_addr(a: &impl Acceptor) -> std::io::Result<SocketAddr> {
+    a.local_addr()
+        .into_iter()
+        .find_map(|addr| addr.as_socket_addr().copied())
+        .ok_or_else(|| std::io::Error::other("listener has no socket address"))
+}
