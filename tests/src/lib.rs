@@ -1,1 +1,346 @@
+//! Test harness: runs the real `portcullis` binary on `127.0.0.1:0` with real plugin `.so` files
+//! copied into a private plugins folder, mints tokens, and serves identity-provider endpoints
+//! locally.
+//!
+//! The binaries and plugins are built by the README's test command (`cargo build --workspace`
+//! before the tests); a missing artifact fails the test loudly, never skips it.
 
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use base64::Engine as _;
+
+/// `target/debug` (or whichever profile the tests were built with).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test-binary>
+    exe.parent().and_then(Path::parent).expect("target profile dir").to_path_buf()
+}
+
+/// A built artifact, or a loud failure saying how to build it.
+pub fn artifact(name: &str) -> PathBuf {
+    let p = target_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` first (the README's test command does)",
+        p.display()
+    );
+    p
+}
+
+/// The server binary.
+pub fn binary() -> PathBuf {
+    artifact("portcullis")
+}
+
+/// A plugin library by crate name, e.g. `portcullis_plugin_jwt`.
+pub fn plugin(lib: &str) -> PathBuf {
+    artifact(&format!("lib{lib}.so"))
+}
+
+/// The shipped jwt plugin.
+pub fn jwt_plugin() -> PathBuf {
+    plugin("portcullis_plugin_jwt")
+}
+
+/// A 32+ byte HMAC secret for tests.
+pub const SECRET: &str = "test-secret-0123456789abcdefghijklmnopqrstuvwxyz";
+
+/// A running server process.
+pub struct Server {
+    child: Child,
+    /// Address it listens on.
+    pub addr: SocketAddr,
+    /// Its private folder (config, plugins, state, logs).
+    pub dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Writes `config` (YAML) into a fresh folder whose `plugins/` holds copies of `plugins`, starts
+    /// the server and waits until it listens.
+    pub fn start(config: &str, plugins: &[PathBuf]) -> Server {
+        Self::start_with_env(config, plugins, &[])
+    }
+
+    /// As [`Server::start`], with extra environment variables.
+    pub fn start_with_env(config: &str, plugins: &[PathBuf], env: &[(&str, &str)]) -> Server {
+        match Self::try_start(config, plugins, env) {
+            Ok(s) => s,
+            Err(e) => panic!("server did not start: {e}"),
+        }
+    }
+
+    /// Starts a server, or returns what it printed when it exited instead.
+    pub fn try_start(config: &str, plugins: &[PathBuf], env: &[(&str, &str)]) -> Result<Server, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pdir = dir.path().join("plugins");
+        std::fs::create_dir_all(&pdir).expect("plugins dir");
+        for p in plugins {
+            std::fs::copy(p, pdir.join(p.file_name().expect("file name"))).expect("copy plugin");
+        }
+        let cfg = dir.path().join("config.yaml");
+        std::fs::write(&cfg, config).expect("write config");
+        let log = dir.path().join("server.log");
+        let mut cmd = Command::new(binary());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&cfg)
+            .env("PORTCULLIS_STATE_DIR", dir.path().join("state"))
+            .env("PORTCULLIS_LOG", "info")
+            .env_remove("PORT")
+            .env_remove("JWT_AUTH_SECRET")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn portcullis");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("portcullis listening on ") {
+                    let _ = tx.send(rest.to_string());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => {
+                let hostport = url.split("://").nth(1).unwrap_or_default();
+                let addr = hostport.parse().map_err(|e| format!("bad address {hostport}: {e}"))?;
+                Ok(Server { child, addr, dir, log })
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(std::fs::read_to_string(&log).unwrap_or_default())
+            }
+        }
+    }
+
+    /// `http://addr/path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.yaml")
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP client that never follows redirects.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
+/// Sends a raw request line + headers over TCP and returns the status code, so that paths that
+/// HTTP clients would normalize (`..`, `%2e`, `//`) reach the server exactly as written.
+pub async fn raw_status(addr: SocketAddr, request_target: &str, headers: &[(&str, &str)]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!("GET {request_target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
+}
+
+/// Signs `claims` with HS256 and `secret`.
+pub fn hs256(secret: &str, claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign")
+}
+
+/// Standard claims for `sub`, valid for an hour, plus `extra`.
+pub fn claims(sub: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut c = serde_json::json!({ "sub": sub, "iat": now(), "exp": now() + 3600 });
+    if let (Some(m), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    c
+}
+
+/// base64url without padding.
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// An RSA-2048 signing key with its public JWK and PEM.
+pub struct RsaKey {
+    /// Key id.
+    pub kid: String,
+    encoding: jsonwebtoken::EncodingKey,
+    /// Public JWK.
+    pub jwk: serde_json::Value,
+    /// Public key PEM (SPKI).
+    pub pem: String,
+}
+
+impl RsaKey {
+    /// A fresh key.
+    pub fn generate(kid: &str) -> RsaKey {
+        use aws_lc_rs::{encoding::AsDer, rsa::KeySize, signature::KeyPair as _};
+        let kp = aws_lc_rs::rsa::KeyPair::generate(KeySize::Rsa2048).expect("rsa keygen");
+        let pkcs8 = kp.as_der().expect("pkcs8");
+        let encoding = jsonwebtoken::EncodingKey::from_rsa_der(pkcs8.as_ref());
+        let public = kp.public_key();
+        let spki = public.as_der().expect("spki");
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            base64::engine::general_purpose::STANDARD
+                .encode(spki.as_ref())
+                .as_bytes()
+                .chunks(64)
+                .map(|c| std::str::from_utf8(c).expect("ascii"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let n = public.modulus().big_endian_without_leading_zero();
+        let e = public.exponent().big_endian_without_leading_zero();
+        let jwk = serde_json::json!({ "kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256", "n": b64(n), "e": b64(e) });
+        RsaKey { kid: kid.into(), encoding, jwk, pem }
+    }
+
+    /// Signs `claims` with RS256 and this key's `kid`.
+    pub fn sign(&self, claims: &serde_json::Value) -> String {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        h.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&h, claims, &self.encoding).expect("sign")
+    }
+
+    /// Signs with an arbitrary `kid` (for unknown-kid tests).
+    pub fn sign_with_kid(&self, kid: &str, claims: &serde_json::Value) -> String {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        h.kid = Some(kid.into());
+        jsonwebtoken::encode(&h, claims, &self.encoding).expect("sign")
+    }
+}
+
+/// A local JWKS endpoint (`GET /jwks`) whose key set can be swapped and whose hits are counted.
+pub struct JwksServer {
+    /// Base URL.
+    pub base: String,
+    keys: Arc<Mutex<serde_json::Value>>,
+    hits: Arc<AtomicU64>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl JwksServer {
+    /// Starts serving `{"keys": keys}`.
+    pub async fn start(keys: Vec<serde_json::Value>) -> JwksServer {
+        use poem::{handler, web::Data, EndpointExt, Route};
+        #[handler]
+        fn jwks(Data(state): Data<&(Arc<Mutex<serde_json::Value>>, Arc<AtomicU64>)>) -> poem::Response {
+            state.1.fetch_add(1, Ordering::SeqCst);
+            let body = state.0.lock().expect("lock").clone();
+            poem::Response::builder()
+                .content_type("application/json")
+                .header("cache-control", "public, max-age=300")
+                .body(body.to_string())
+        }
+        let keys = Arc::new(Mutex::new(serde_json::json!({ "keys": keys })));
+        let hits = Arc::new(AtomicU64::new(0));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let app = Route::new().at("/jwks", poem::get(jwks)).data((keys.clone(), hits.clone()));
+        let acceptor = poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind(addr))
+            .await
+            .expect("bind jwks");
+        let task = tokio::spawn(async move {
+            let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
+        });
+        JwksServer { base: format!("http://{addr}"), keys, hits, _task: task }
+    }
+
+    /// The JWKS URL.
+    pub fn url(&self) -> String {
+        format!("{}/jwks", self.base)
+    }
+
+    /// Replaces the key set.
+    pub fn set_keys(&self, keys: Vec<serde_json::Value>) {
+        *self.keys.lock().expect("lock") = serde_json::json!({ "keys": keys });
+    }
+
+    /// Requests served so far.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// Polls `check` until it holds or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
+}
+
+/// A minimal config: one `jwt` provider with [`SECRET`], the given `auth:` block (YAML, indented
+/// two spaces), on 127.0.0.1:0.
+pub fn jwt_config(auth: &str) -> String {
+    format!(
+        "version: 1\nserver:\n  host: 127.0.0.1\n  port: 0\n  build: {{ swagger_ui: true, openapi_docs: true }}\nplugins:\n  dir: plugins\nproviders:\n  - name: main\n    plugin: jwt\n    config:\n      secret: \"{SECRET}\"\n      issuer: [\"https://issuer.test\"]\n      audience: [\"api\"]\n{auth}"
+    )
+}
+
+/// Claims valid for [`jwt_config`].
+pub fn good_claims(sub: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut c = claims(sub, extra);
+    c["iss"] = "https://issuer.test".into();
+    c["aud"] = "api".into();
+    c
+}

@@ -1,1 +1,69 @@
+//! Test-only plugin that misbehaves on demand, so the host's fault handling can be proven with a
+//! real library. `mode` in its config picks the fault; tokens are `good-<sub>` (anything else is
+//! rejected).
 
+use portcullis_plugin_api::{export_provider, AuthProvider, Host, Plugin, PluginError, Request, User};
+use serde::Deserialize;
+
+/// The config.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `ok`, `fail_ctor`, `panic_ctor`, `hang_ctor`, `panic_authenticate`, `hang_authenticate`,
+    /// `garbage_user`, `unavailable`, `deny`, `panic_authorize`.
+    pub mode: String,
+}
+
+/// The provider.
+pub struct Faulty {
+    mode: String,
+}
+
+impl AuthProvider for Faulty {
+    async fn authenticate(&self, token: String, _req: Request) -> Result<Option<User>, PluginError> {
+        match self.mode.as_str() {
+            "panic_authenticate" => panic!("authenticate exploded"),
+            "hang_authenticate" => std::future::pending().await,
+            "unavailable" => Err(PluginError::unavailable("identity provider is down")),
+            "garbage_user" => Ok(Some(User::from_json("{not json".to_string()).unwrap_or_else(|_| {
+                // from_json only checks the first character; smuggle garbage past it.
+                User::from_claims(Default::default())
+            }))),
+            _ => Ok(token
+                .strip_prefix("good-")
+                .map(|sub| User::from_claims(serde_json::json!({ "sub": sub }).as_object().cloned().unwrap_or_default()))),
+        }
+    }
+
+    async fn authorize(&self, _user: User, _req: Request) -> Result<bool, PluginError> {
+        match self.mode.as_str() {
+            "deny" => Ok(false),
+            "panic_authorize" => panic!("authorize exploded"),
+            _ => Ok(true),
+        }
+    }
+}
+
+/// The plugin.
+pub struct FaultyPlugin;
+
+impl Plugin for FaultyPlugin {
+    type Provider = Faulty;
+    type Config = Config;
+    const NAME: &'static str = "faulty";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str = "test plugin that fails on demand";
+
+    fn build(config: Config, _host: Host) -> Result<Faulty, PluginError> {
+        match config.mode.as_str() {
+            "fail_ctor" => Err(PluginError::config("mode fail_ctor: refusing to start")),
+            "panic_ctor" => panic!("constructor exploded"),
+            "hang_ctor" => loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            },
+            _ => Ok(Faulty { mode: config.mode }),
+        }
+    }
+}
+
+export_provider!(FaultyPlugin);
