@@ -247,6 +247,12 @@ impl Loader {
         if let Some(hit) = self.by_hash.lock().ok().and_then(|m| m.get(&hash).cloned()) {
             return Ok(hit);
         }
+        // dlopen maps segments straight from the file: a truncated library whose headers point past
+        // its end is a SIGBUS for the whole process, not an error. Check the layout first.
+        check_elf(bytes).map_err(|reason| PluginLoadError::NotLoadable {
+            file: file.to_path_buf(),
+            reason: reason.to_string(),
+        })?;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let staged = self.staging.join(format!("{}-{seq}.so", &hash[..16]));
         write_private_file(&staged, bytes).map_err(|e| PluginLoadError::Io {
@@ -359,6 +365,61 @@ fn strip_staged_path(s: &str) -> String {
         Some(i) => s[i + 5..].to_string(),
         None => s.to_string(),
     }
+}
+
+/// Checks that `bytes` is a complete 64-bit little-endian ELF shared object for this machine:
+/// every table and loadable segment the headers describe lies inside the file.
+fn check_elf(bytes: &[u8]) -> Result<(), &'static str> {
+    const HOST_MACHINE: u16 = if cfg!(target_arch = "x86_64") {
+        62
+    } else if cfg!(target_arch = "aarch64") {
+        183
+    } else {
+        0
+    };
+    let u16_at = |o: usize| bytes.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| bytes.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u64_at = |o: usize| {
+        bytes.get(o..o + 8).map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+    };
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" {
+        return Err("not an ELF file");
+    }
+    if bytes[4] != 2 || bytes[5] != 1 {
+        return Err("not a 64-bit little-endian ELF file");
+    }
+    if u16_at(16) != Some(3) {
+        return Err("not an ELF shared object");
+    }
+    if HOST_MACHINE != 0 && u16_at(18) != Some(HOST_MACHINE) {
+        return Err("built for another machine architecture");
+    }
+    let len = bytes.len() as u64;
+    let within = |off: u64, size: u64| off.checked_add(size).is_some_and(|end| end <= len);
+    let (phoff, phentsize, phnum) = (u64_at(32), u16_at(54), u16_at(56));
+    let (shoff, shentsize, shnum) = (u64_at(40), u16_at(58), u16_at(60));
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (phoff, phentsize, phnum) else {
+        return Err("truncated ELF header");
+    };
+    if phentsize < 56 || !within(phoff, u64::from(phentsize) * u64::from(phnum)) {
+        return Err("truncated or corrupt ELF file (program headers)");
+    }
+    for i in 0..u64::from(phnum) {
+        let at = (phoff + i * u64::from(phentsize)) as usize;
+        let (Some(kind), Some(off), Some(filesz)) = (u32_at(at), u64_at(at + 8), u64_at(at + 32)) else {
+            return Err("truncated or corrupt ELF file (program headers)");
+        };
+        // PT_LOAD, PT_DYNAMIC
+        if (kind == 1 || kind == 2) && !within(off, filesz) {
+            return Err("truncated or corrupt ELF file (a segment extends past the end)");
+        }
+    }
+    if let (Some(shoff), Some(shentsize), Some(shnum)) = (shoff, shentsize, shnum) {
+        if shoff != 0 && !within(shoff, u64::from(shentsize) * u64::from(shnum)) {
+            return Err("truncated or corrupt ELF file (section headers)");
+        }
+    }
+    Ok(())
 }
 
 /// Hex SHA-256.

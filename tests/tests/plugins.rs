@@ -1,0 +1,140 @@
+//! The loader and plugin faults, with real bad files: each gives its one-line error naming the
+//! file, the others keep working, and a misbehaving plugin costs one request, not the process.
+
+use std::path::PathBuf;
+
+use portcullis_tests::*;
+use serde_json::{json, Value};
+
+fn inspect(file: &std::path::Path) -> (bool, String) {
+    let out = std::process::Command::new(binary()).args(["plugin", "inspect"]).arg(file).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+fn truncated_copy(dir: &std::path::Path) -> PathBuf {
+    let bytes = std::fs::read(jwt_plugin()).unwrap();
+    let p = dir.join("libtruncated.so");
+    std::fs::write(&p, &bytes[..4096]).unwrap();
+    p
+}
+
+#[test]
+fn inspect_explains_each_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = inspect(&jwt_plugin());
+    assert!(ok, "{out}");
+    let manifest: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(manifest["manifest"]["name"], "jwt");
+    assert_eq!(manifest["manifest"]["api_version"], manifest["host_api_version"]);
+
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (truncated_copy(dir.path()), "not a loadable shared library"),
+        (plugin("portcullis_test_not_a_plugin"), "not a Portcullis plugin"),
+        (plugin("portcullis_test_abi_mismatch"), "ABI layout does not match"),
+        (plugin("portcullis_test_old_api"), "built against portcullis-plugin-api 0.0.1, but this server speaks"),
+    ];
+    for (file, expected) in cases {
+        let (ok, out) = inspect(&file);
+        assert!(!ok, "{} loaded", file.display());
+        assert!(out.contains(expected), "{}: {out}", file.display());
+        assert!(out.contains(&file.display().to_string()), "error must name the file: {out}");
+        assert_eq!(out.trim().lines().count(), 1, "one line: {out}");
+    }
+}
+
+#[tokio::test]
+async fn bad_files_in_the_plugins_folder_do_not_stop_the_good_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = vec![
+        jwt_plugin(),
+        truncated_copy(dir.path()),
+        plugin("portcullis_test_not_a_plugin"),
+        plugin("portcullis_test_abi_mismatch"),
+        plugin("portcullis_test_old_api"),
+    ];
+    let s = Server::start(&jwt_config("auth:\n  rules:\n    - path: /api/*\n      allow: true\n"), &plugins);
+    let t = hs256(SECRET, good_claims("ann", json!({})));
+    let r = client().get(s.url("/api/admin/plugins")).bearer_auth(&t).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let list: Vec<Value> = r.json().await.unwrap();
+    assert_eq!(list.len(), 5);
+    let loaded: Vec<_> = list.iter().filter(|p| p["error"].is_null()).collect();
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded[0]["name"], "jwt");
+    assert_eq!(list.iter().filter(|p| p["error"].is_string()).count(), 4);
+    let log = s.log();
+    assert!(log.contains("libtruncated.so: not a loadable shared library"), "{log}");
+}
+
+fn faulty_config(mode: &str, extra_server: &str) -> String {
+    format!(
+        "version: 1\nserver:\n  host: 127.0.0.1\n  port: 0\n{extra_server}plugins:\n  dir: plugins\nproviders:\n  - name: flaky\n    plugin: faulty\n    config: {{ mode: {mode} }}\n"
+    )
+}
+
+#[test]
+fn constructor_failure_and_panic_are_reported_and_the_server_does_not_start_half_configured() {
+    for (mode, expected) in [
+        ("fail_ctor", "config rejected by plugin"),
+        ("panic_ctor", "panicked"),
+        ("hang_ctor", "did not return within"),
+    ] {
+        let server = if mode == "hang_ctor" { "  plugin_timeout: 500ms\n" } else { "" };
+        let err = Server::try_start(&faulty_config(mode, server), &[plugin("portcullis_test_faulty")], &[])
+            .err()
+            .unwrap_or_else(|| panic!("{mode}: server started"));
+        assert!(err.contains("providers[0] (flaky)"), "{mode}: {err}");
+        assert!(err.contains(expected), "{mode}: {err}");
+        assert!(err.contains("libportcullis_test_faulty.so"), "{mode}: error must name the file: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_authenticate_costs_one_request() {
+    let s = Server::start(&faulty_config("panic_authenticate", ""), &[plugin("portcullis_test_faulty")]);
+    for _ in 0..3 {
+        let r = client().get(s.url("/api/auth/me")).bearer_auth("good-x").send().await.unwrap();
+        assert_eq!(r.status(), 500);
+        assert_eq!(r.json::<Value>().await.unwrap(), json!({"error": "Internal Server Error"}));
+    }
+    assert_eq!(client().get(s.url("/health")).send().await.unwrap().status(), 200);
+    assert!(s.log().contains("authenticate exploded"));
+}
+
+#[tokio::test]
+async fn a_hanging_authenticate_is_cut_off_and_fails_closed() {
+    let s = Server::start(
+        &faulty_config("hang_authenticate", "  plugin_timeout: 300ms\n"),
+        &[plugin("portcullis_test_faulty")],
+    );
+    let started = std::time::Instant::now();
+    let r = client().get(s.url("/api/auth/me")).bearer_auth("good-x").send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(client().get(s.url("/health")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn plugin_answers_map_to_the_documented_statuses() {
+    for (mode, token, status) in [
+        ("ok", "good-amy", 200),
+        ("ok", "bad", 401),
+        ("deny", "good-amy", 403),
+        ("unavailable", "good-amy", 503),
+        ("panic_authorize", "good-amy", 500),
+    ] {
+        let s = Server::start(&faulty_config(mode, ""), &[plugin("portcullis_test_faulty")]);
+        let r = client().get(s.url("/api/auth/me")).bearer_auth(token).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{mode} {token}");
+    }
+}
+
+#[tokio::test]
+async fn an_allow_list_refuses_unlisted_plugin_hashes() {
+    let cfg = jwt_config("").replace(
+        "plugins:\n  dir: plugins\n",
+        "plugins:\n  dir: plugins\n  allow: [\"0000000000000000000000000000000000000000000000000000000000000000\"]\n",
+    );
+    let err = Server::try_start(&cfg, &[jwt_plugin()], &[]).err().expect("server started with an unlisted plugin");
+    assert!(err.contains("is not in plugins.allow"), "{err}");
+}
