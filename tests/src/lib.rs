@@ -230,19 +230,11 @@ impl RsaKey {
         use aws_lc_rs::{encoding::AsDer, rsa::KeySize, signature::KeyPair as _};
         let kp = aws_lc_rs::rsa::KeyPair::generate(KeySize::Rsa2048).expect("rsa keygen");
         let pkcs8 = kp.as_der().expect("pkcs8");
-        let encoding = jsonwebtoken::EncodingKey::from_rsa_der(pkcs8.as_ref());
+        let encoding = jsonwebtoken::EncodingKey::from_rsa_pem(pem_block("PRIVATE KEY", pkcs8.as_ref()).as_bytes())
+            .expect("pkcs8 pem");
         let public = kp.public_key();
         let spki = public.as_der().expect("spki");
-        let pem = format!(
-            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-            base64::engine::general_purpose::STANDARD
-                .encode(spki.as_ref())
-                .as_bytes()
-                .chunks(64)
-                .map(|c| std::str::from_utf8(c).expect("ascii"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
+        let pem = pem_block("PUBLIC KEY", spki.as_ref());
         let n = public.modulus().big_endian_without_leading_zero();
         let e = public.exponent().big_endian_without_leading_zero();
         let jwk = serde_json::json!({ "kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256", "n": b64(n), "e": b64(e) });
@@ -262,6 +254,13 @@ impl RsaKey {
         h.kid = Some(kid.into());
         jsonwebtoken::encode(&h, claims, &self.encoding).expect("sign")
     }
+}
+
+/// A PEM block.
+pub fn pem_block(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).expect("ascii")).collect();
+    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
 }
 
 /// A local JWKS endpoint (`GET /jwks`) whose key set can be swapped and whose hits are counted.
