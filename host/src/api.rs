@@ -225,11 +225,18 @@ pub struct Api {
 }
 
 fn attempt(a: Option<crate::app::Attempt>) -> Option<AttemptInfo> {
-    a.map(|a| AttemptInfo { at: a.at, trigger: a.trigger, result: a.result, errors: a.errors })
+    a.map(|a| AttemptInfo {
+        at: a.at,
+        trigger: a.trigger,
+        result: a.result,
+        errors: a.errors,
+    })
 }
 
 fn secs(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Api {
@@ -291,7 +298,10 @@ impl Api {
     /// The caller's identity: the provider that authenticated the bearer token and its claims.
     #[oai(path = "/api/auth/me", method = "get", tag = "ApiTags::Auth")]
     async fn me(&self, caller: Caller) -> ProtectedResponse<Me> {
-        ProtectedResponse::Ok(Json(Me { provider: caller.0.provider.clone(), user: caller.0.claims.clone() }))
+        ProtectedResponse::Ok(Json(Me {
+            provider: caller.0.provider.clone(),
+            user: caller.0.claims.clone(),
+        }))
     }
 
     /// Generation, config hash, last reload attempt and success, plugins, providers and key caches.
@@ -343,7 +353,11 @@ impl Api {
             ReloadOutcome::Unchanged(g) => ("unchanged", g, vec![]),
             ReloadOutcome::Failed(e) => ("failed", self.app.runtime().generation, e),
         };
-        ProtectedResponse::Ok(Json(ReloadResult { result: result.into(), generation, errors }))
+        ProtectedResponse::Ok(Json(ReloadResult {
+            result: result.into(),
+            generation,
+            errors,
+        }))
     }
 }
 

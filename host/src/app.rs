@@ -69,12 +69,17 @@ pub struct App {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Loads and compiles the config at `path`, expanding `${VAR}` from the environment.
 pub fn read_config(path: &Path) -> Result<Config, config::ConfigError> {
-    let vars = EnvVars { dev_secret: &state::dev_secret };
+    let vars = EnvVars {
+        dev_secret: &state::dev_secret,
+    };
     config::load_file(path, &vars)
 }
 
@@ -83,7 +88,9 @@ fn plugins_hash(dir: &Path) -> String {
     let mut acc = String::new();
     if let Ok(files) = runtime::plugin_files(dir) {
         for f in files {
-            let h = std::fs::read(&f).map(|b| sha256_hex(&b)).unwrap_or_default();
+            let h = std::fs::read(&f)
+                .map(|b| sha256_hex(&b))
+                .unwrap_or_default();
             acc.push_str(&format!("{}={h};", f.display()));
         }
     }
@@ -93,8 +100,15 @@ fn plugins_hash(dir: &Path) -> String {
 impl App {
     /// Reads the config, loads the plugins and builds the first snapshot. Fails with every problem.
     pub async fn start(config_path: &Path) -> Result<Arc<App>, Vec<String>> {
-        let config = read_config(config_path).map_err(|e| e.issues().iter().map(ToString::to_string).collect::<Vec<_>>())?;
-        let loader = Arc::new(Loader::in_temp_dir().map_err(|e| vec![format!("plugin staging folder: {e}")])?);
+        let config = read_config(config_path).map_err(|e| {
+            e.issues()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        })?;
+        let loader = Arc::new(
+            Loader::in_temp_dir().map_err(|e| vec![format!("plugin staging folder: {e}")])?,
+        );
         let http = HttpClient::new().map_err(|e| vec![e])?;
         let shared = Arc::new(SharedServices {
             http: http.clone(),
@@ -106,7 +120,12 @@ impl App {
         let plugins_hash = plugins_hash(&config.plugins.dir);
         let listen = (config.server.host.clone(), config.server.port);
         let rt = runtime::build(config, 1, &loader, &shared, None).await?;
-        let attempt = Attempt { at: now_secs(), trigger: "startup".into(), result: "applied".into(), errors: vec![] };
+        let attempt = Attempt {
+            at: now_secs(),
+            trigger: "startup".into(),
+            result: "applied".into(),
+            errors: vec![],
+        };
         let status = ReloadStatus {
             generation: 1,
             config_hash,
@@ -137,7 +156,10 @@ impl App {
 
     /// Reload status.
     pub fn status(&self) -> ReloadStatus {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Distinct plugin library copies mapped (never unmapped).
@@ -160,13 +182,21 @@ impl App {
             ReloadOutcome::Unchanged(_) => ("unchanged", vec![]),
             ReloadOutcome::Failed(e) => ("failed", e.clone()),
         };
-        let attempt = Attempt { at: now_secs(), trigger: trigger.into(), result: result.into(), errors };
+        let attempt = Attempt {
+            at: now_secs(),
+            trigger: trigger.into(),
+            result: result.into(),
+            errors,
+        };
         match &outcome {
             ReloadOutcome::Applied(g) => tracing::info!(generation = g, trigger, "config reloaded"),
             ReloadOutcome::Unchanged(_) => tracing::debug!(trigger, "reload: nothing changed"),
             ReloadOutcome::Failed(errs) => {
                 for e in errs {
-                    tracing::error!(trigger, "reload rejected, still serving the last good config: {e}");
+                    tracing::error!(
+                        trigger,
+                        "reload rejected, still serving the last good config: {e}"
+                    );
                 }
             }
         }
@@ -181,7 +211,9 @@ impl App {
     async fn try_reload(&self) -> ReloadOutcome {
         let config = match read_config(&self.config_path) {
             Ok(c) => c,
-            Err(e) => return ReloadOutcome::Failed(e.issues().iter().map(ToString::to_string).collect()),
+            Err(e) => {
+                return ReloadOutcome::Failed(e.issues().iter().map(ToString::to_string).collect())
+            }
         };
         let current = self.runtime();
         let plugins_hash = plugins_hash(&config.plugins.dir);
@@ -193,17 +225,29 @@ impl App {
         }
         let mut refused = Vec::new();
         if config.server.host != self.listen.0 {
-            refused.push("server.host: cannot change while running; restart to listen elsewhere".to_string());
+            refused.push(
+                "server.host: cannot change while running; restart to listen elsewhere".to_string(),
+            );
         }
         if config.server.port != self.listen.1 {
-            refused.push("server.port: cannot change while running; restart to listen elsewhere".to_string());
+            refused.push(
+                "server.port: cannot change while running; restart to listen elsewhere".to_string(),
+            );
         }
         if !refused.is_empty() {
             return ReloadOutcome::Failed(refused);
         }
         let generation = current.generation + 1;
         let config_hash = config.hash.clone();
-        match runtime::build(config, generation, &self.loader, &self.shared, Some(&current)).await {
+        match runtime::build(
+            config,
+            generation,
+            &self.loader,
+            &self.shared,
+            Some(&current),
+        )
+        .await
+        {
             Ok(rt) => {
                 self.runtime.store(Arc::new(rt));
                 let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());

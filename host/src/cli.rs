@@ -16,7 +16,12 @@ use crate::{app::App, plugin::Loader, runtime, server};
 #[command(name = "portcullis", version, about)]
 pub struct Cli {
     /// Log format: `human` or `json`.
-    #[arg(long, global = true, env = "PORTCULLIS_LOG_FORMAT", default_value = "human")]
+    #[arg(
+        long,
+        global = true,
+        env = "PORTCULLIS_LOG_FORMAT",
+        default_value = "human"
+    )]
     pub log_format: String,
     #[command(subcommand)]
     pub command: Command,
@@ -28,7 +33,11 @@ pub enum Command {
     /// Runs the server.
     Serve {
         /// The YAML config.
-        #[arg(long, env = "PORTCULLIS_CONFIG", default_value = "config/portcullis.yaml")]
+        #[arg(
+            long,
+            env = "PORTCULLIS_CONFIG",
+            default_value = "config/portcullis.yaml"
+        )]
         config: PathBuf,
     },
     /// Checks a config (and the plugins it names) and prints every problem; exit 1 on any.
@@ -39,7 +48,11 @@ pub enum Command {
     /// Prints a token for a `jwt` provider instance that has a `secret` (development use).
     Token {
         /// The YAML config.
-        #[arg(long, env = "PORTCULLIS_CONFIG", default_value = "config/portcullis.yaml")]
+        #[arg(
+            long,
+            env = "PORTCULLIS_CONFIG",
+            default_value = "config/portcullis.yaml"
+        )]
         config: PathBuf,
         /// The provider instance (default: the first `jwt` instance).
         #[arg(long)]
@@ -75,7 +88,9 @@ pub enum PluginCommand {
 pub fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         let _ = builder.json().try_init();
     } else {
@@ -88,12 +103,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Serve { config } => serve(&config).await,
         Command::Check { path } => check(&path).await,
-        Command::Token { config, provider, sub, claims, ttl } => {
+        Command::Token {
+            config,
+            provider,
+            sub,
+            claims,
+            ttl,
+        } => {
             let token = mint(&config, provider.as_deref(), &sub, &claims, &ttl)?;
             println!("{token}");
             Ok(0)
         }
-        Command::Plugin { command: PluginCommand::Inspect { file } } => inspect(&file),
+        Command::Plugin {
+            command: PluginCommand::Inspect { file },
+        } => inspect(&file),
     }
 }
 
@@ -114,13 +137,18 @@ async fn serve(config: &Path) -> anyhow::Result<i32> {
         println!("portcullis listening on {scheme}://{addr}");
         tracing::info!(%addr, generation, "serving");
     };
-    server::serve(app, on_bound, shutdown_signal()).await.context("server")?;
+    server::serve(app, on_bound, shutdown_signal())
+        .await
+        .context("server")?;
     Ok(0)
 }
 
 fn spawn_sighup(app: Arc<App>) {
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
         while hup.recv().await.is_some() {
             app.reload("signal").await;
         }
@@ -168,7 +196,11 @@ async fn check(path: &Path) -> anyhow::Result<i32> {
                     println!("warning: {e}");
                 }
             }
-            println!("{}: ok ({} provider instance(s))", path.display(), rt.providers.len());
+            println!(
+                "{}: ok ({} provider instance(s))",
+                path.display(),
+                rt.providers.len()
+            );
             Ok(0)
         }
         Err(errors) => {
@@ -180,7 +212,13 @@ async fn check(path: &Path) -> anyhow::Result<i32> {
     }
 }
 
-fn mint(config: &Path, provider: Option<&str>, sub: &str, claims: &[String], ttl: &str) -> anyhow::Result<String> {
+fn mint(
+    config: &Path,
+    provider: Option<&str>,
+    sub: &str,
+    claims: &[String],
+    ttl: &str,
+) -> anyhow::Result<String> {
     let cfg = crate::app::read_config(config).map_err(|e| anyhow!("{e}"))?;
     let p = cfg
         .providers
@@ -190,24 +228,43 @@ fn mint(config: &Path, provider: Option<&str>, sub: &str, claims: &[String], ttl
             None => p.plugin == "jwt",
         })
         .ok_or_else(|| match provider {
-            Some(name) => anyhow!("no provider instance named `{name}` in {}", config.display()),
+            Some(name) => anyhow!(
+                "no provider instance named `{name}` in {}",
+                config.display()
+            ),
             None => anyhow!("no `jwt` provider instance in {}", config.display()),
         })?;
     let spec: portcullis_plugin_api::JwtVerifierSpec = serde_json::from_value(p.config.clone())
-        .map_err(|e| anyhow!("providers ({}).config: {}", p.name, portcullis_plugin_api::redact_serde_error(&e.to_string())))?;
+        .map_err(|e| {
+            anyhow!(
+                "providers ({}).config: {}",
+                p.name,
+                portcullis_plugin_api::redact_serde_error(&e.to_string())
+            )
+        })?;
     let secret = match spec.secret.filter(|s| !s.is_empty()) {
         Some(s) => s,
-        None if spec.public_keys.is_empty() && spec.jwks_url.is_none() => std::env::var("JWT_AUTH_SECRET")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| anyhow!("provider `{}` has no secret (set JWT_AUTH_SECRET)", p.name))?,
-        None => bail!("provider `{}` verifies with public keys; only a secret-based provider can mint tokens", p.name),
+        None if spec.public_keys.is_empty() && spec.jwks_url.is_none() => {
+            std::env::var("JWT_AUTH_SECRET")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| {
+                    anyhow!("provider `{}` has no secret (set JWT_AUTH_SECRET)", p.name)
+                })?
+        }
+        None => bail!(
+            "provider `{}` verifies with public keys; only a secret-based provider can mint tokens",
+            p.name
+        ),
     };
     let alg = match spec.algorithms.first().map(String::as_str) {
         None | Some("HS256") => jsonwebtoken::Algorithm::HS256,
         Some("HS384") => jsonwebtoken::Algorithm::HS384,
         Some("HS512") => jsonwebtoken::Algorithm::HS512,
-        Some(other) => bail!("provider `{}` pins {other}; tokens can only be minted for HS256/384/512", p.name),
+        Some(other) => bail!(
+            "provider `{}` pins {other}; tokens can only be minted for HS256/384/512",
+            p.name
+        ),
     };
     let ttl = humantime::parse_duration(ttl).context("--ttl")?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
@@ -222,12 +279,19 @@ fn mint(config: &Path, provider: Option<&str>, sub: &str, claims: &[String], ttl
         body.insert("aud".into(), aud.clone().into());
     }
     for c in claims {
-        let (k, v) = c.split_once('=').ok_or_else(|| anyhow!("--claim wants key=value, got `{c}`"))?;
-        let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
+        let (k, v) = c
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--claim wants key=value, got `{c}`"))?;
+        let value =
+            serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
         body.insert(k.to_string(), value);
     }
     let header = jsonwebtoken::Header::new(alg);
-    Ok(jsonwebtoken::encode(&header, &body, &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()))?)
+    Ok(jsonwebtoken::encode(
+        &header,
+        &body,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )?)
 }
 
 fn inspect(file: &Path) -> anyhow::Result<i32> {

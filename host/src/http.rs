@@ -19,7 +19,10 @@ pub struct CappedResponse {
 impl CappedResponse {
     /// First value of a header.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -61,9 +64,12 @@ impl HttpClient {
         timeout: Duration,
         max_bytes: usize,
     ) -> Result<CappedResponse, String> {
-        let headers: Vec<(String, String)> =
-            headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        self.send("GET", url, &headers, Vec::new(), timeout, max_bytes).await
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.send("GET", url, &headers, Vec::new(), timeout, max_bytes)
+            .await
     }
 
     /// Sends a request and reads the answer, all within `timeout`; bodies over `max_bytes` are an
@@ -77,7 +83,8 @@ impl HttpClient {
         timeout: Duration,
         max_bytes: usize,
     ) -> Result<CappedResponse, String> {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|_| "invalid http method".to_string())?;
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|_| "invalid http method".to_string())?;
         let mut req = self.client.request(method, url).timeout(timeout);
         for (k, v) in headers {
             req = req.header(k.as_str(), v.as_str());
@@ -105,9 +112,15 @@ impl HttpClient {
                 }
                 out.extend_from_slice(&chunk);
             }
-            Ok(CappedResponse { status, headers, body: out })
+            Ok(CappedResponse {
+                status,
+                headers,
+                body: out,
+            })
         };
-        tokio::time::timeout(timeout, work).await.map_err(|_| "timed out".to_string())?
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| "timed out".to_string())?
     }
 }
 
@@ -133,7 +146,9 @@ pub fn check_scheme(url: &str, allow_http: bool) -> Result<(), String> {
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if allow_http => Ok(()),
-        "http" => Err("plain http is refused; use https (or set the provider's dangerous.allow_http)".into()),
+        "http" => Err(
+            "plain http is refused; use https (or set the provider's dangerous.allow_http)".into(),
+        ),
         _ => Err("only https URLs are allowed".into()),
     }
 }

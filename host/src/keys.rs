@@ -111,7 +111,11 @@ pub struct KeyCache {
 impl KeyCache {
     /// A cache fetching through `http`.
     pub fn new(http: HttpClient, settings: KeyCacheSettings) -> KeyCache {
-        KeyCache { http, settings, sets: Mutex::new(HashMap::new()) }
+        KeyCache {
+            http,
+            settings,
+            sets: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The set for `url` (created empty on first use; nothing is fetched yet).
@@ -171,7 +175,10 @@ impl KeyCache {
     ) -> Option<Result<Arc<[Key]>, KeysUnavailable>> {
         let asked = Instant::now();
         let recent = {
-            let mut last = set.last_kid_refetch.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last = set
+                .last_kid_refetch
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             match *last {
                 Some(t) if t.elapsed() < self.settings.kid_refetch_interval => Some(t),
                 _ => {
@@ -183,13 +190,21 @@ impl KeyCache {
         if let Some(t) = recent {
             // A refetch is running or just ran: wait for it, then use what it got.
             let _g = set.fetch_lock.lock().await;
-            return set.current.load_full().filter(|f| f.at >= t).map(|f| Ok(f.keys.clone()));
+            return set
+                .current
+                .load_full()
+                .filter(|f| f.at >= t)
+                .map(|f| Ok(f.keys.clone()));
         }
         Some(self.refresh(set, asked).await)
     }
 
     /// Fetches the set unless another caller fetched it after `asked`.
-    async fn refresh(&self, set: &Arc<KeySet>, asked: Instant) -> Result<Arc<[Key]>, KeysUnavailable> {
+    async fn refresh(
+        &self,
+        set: &Arc<KeySet>,
+        asked: Instant,
+    ) -> Result<Arc<[Key]>, KeysUnavailable> {
         let _g = set.fetch_lock.lock().await;
         if let Some(f) = set.current.load_full() {
             if f.at >= asked {
@@ -200,7 +215,11 @@ impl KeyCache {
         match self.fetch(&set.url).await {
             Ok((keys, ttl)) => {
                 let keys: Arc<[Key]> = keys.into();
-                set.current.store(Some(Arc::new(Fetched { keys: keys.clone(), at: Instant::now(), ttl })));
+                set.current.store(Some(Arc::new(Fetched {
+                    keys: keys.clone(),
+                    at: Instant::now(),
+                    ttl,
+                })));
                 *set.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 Ok(keys)
             }
@@ -214,7 +233,10 @@ impl KeyCache {
                         return Ok(f.keys.clone());
                     }
                 }
-                Err(KeysUnavailable { url: set.url.clone(), reason })
+                Err(KeysUnavailable {
+                    url: set.url.clone(),
+                    reason,
+                })
             }
         }
     }
@@ -222,13 +244,22 @@ impl KeyCache {
     async fn fetch(&self, url: &str) -> Result<(Vec<Key>, Duration), String> {
         let resp = self
             .http
-            .get_capped(url, &[("accept", "application/json")], self.settings.fetch_timeout, self.settings.max_bytes)
+            .get_capped(
+                url,
+                &[("accept", "application/json")],
+                self.settings.fetch_timeout,
+                self.settings.max_bytes,
+            )
             .await?;
         if resp.status != 200 {
             return Err(format!("http status {}", resp.status));
         }
-        let (keys, _skipped) = crate::jose::parse_jwks_limited(&resp.body, self.settings.max_keys, self.settings.max_bytes)
-            .map_err(|e| e.to_string())?;
+        let (keys, _skipped) = crate::jose::parse_jwks_limited(
+            &resp.body,
+            self.settings.max_keys,
+            self.settings.max_bytes,
+        )
+        .map_err(|e| e.to_string())?;
         if keys.is_empty() {
             return Err("the key set has no usable signing keys".into());
         }
@@ -248,8 +279,17 @@ impl KeySet {
             url: self.url.clone(),
             fetches: self.fetches.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
-            keys: self.current.load().as_ref().map(|f| f.keys.len()).unwrap_or(0),
-            last_error: self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            keys: self
+                .current
+                .load()
+                .as_ref()
+                .map(|f| f.keys.len())
+                .unwrap_or(0),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 }
@@ -259,7 +299,9 @@ pub fn max_age(cache_control: &str) -> Option<u64> {
     cache_control.split(',').find_map(|d| {
         let d = d.trim();
         let (k, v) = d.split_once('=')?;
-        k.trim().eq_ignore_ascii_case("max-age").then(|| v.trim().trim_matches('"').parse().ok())?
+        k.trim()
+            .eq_ignore_ascii_case("max-age")
+            .then(|| v.trim().trim_matches('"').parse().ok())?
     })
 }
 
@@ -269,7 +311,10 @@ mod tests {
 
     #[test]
     fn max_age_is_read_from_cache_control() {
-        assert_eq!(max_age("public, max-age=19302, must-revalidate, no-transform"), Some(19302));
+        assert_eq!(
+            max_age("public, max-age=19302, must-revalidate, no-transform"),
+            Some(19302)
+        );
         assert_eq!(max_age("no-store"), None);
         assert_eq!(max_age("max-age=abc"), None);
     }

@@ -3,7 +3,10 @@ use clap::Parser as _;
 fn main() {
     let cli = portcullis::cli::Cli::parse();
     portcullis::cli::init_logging(&cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -54,7 +54,8 @@ pub struct Runtime {
 
 /// Scans `dir` for `*.so` files, in name order.
 pub fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: cannot read plugins folder: {e}", dir.display()))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: cannot read plugins folder: {e}", dir.display()))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -65,7 +66,10 @@ pub fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
 }
 
 /// Loads every plugin file in the config's plugins folder. One bad file never stops the others.
-pub async fn load_plugins(config: &Config, loader: &Arc<Loader>) -> Result<Vec<PluginFile>, String> {
+pub async fn load_plugins(
+    config: &Config,
+    loader: &Arc<Loader>,
+) -> Result<Vec<PluginFile>, String> {
     let files = plugin_files(&config.plugins.dir)?;
     let allow = config.plugins.allow.clone();
     let mut out: Vec<PluginFile> = Vec::new();
@@ -74,12 +78,17 @@ pub async fn load_plugins(config: &Config, loader: &Arc<Loader>) -> Result<Vec<P
         let result = tokio::task::spawn_blocking(move || loader.load(&f2, allow2.as_deref()))
             .await
             .unwrap_or_else(|_| {
-                Err(PluginLoadError::ModuleInit { file: file.clone(), reason: "loader panicked".into() })
+                Err(PluginLoadError::ModuleInit {
+                    file: file.clone(),
+                    reason: "loader panicked".into(),
+                })
             });
         let entry = match result {
             Ok(p) => {
                 let clash = out.iter().find_map(|e| match e {
-                    PluginFile::Loaded(o) if o.manifest.name == p.manifest.name => Some(o.file.clone()),
+                    PluginFile::Loaded(o) if o.manifest.name == p.manifest.name => {
+                        Some(o.file.clone())
+                    }
                     _ => None,
                 });
                 match clash {
@@ -127,7 +136,11 @@ pub async fn build(
                     _ => None,
                 })
                 .collect();
-            let hint = if failed.is_empty() { String::new() } else { format!(" (files that failed to load: {})", failed.join(", ")) };
+            let hint = if failed.is_empty() {
+                String::new()
+            } else {
+                format!(" (files that failed to load: {})", failed.join(", "))
+            };
             errors.push(format!(
                 "{at}.plugin: no loaded plugin is named `{}` in {}{hint}",
                 pc.plugin,
@@ -139,15 +152,30 @@ pub async fn build(
             tracing::warn!(provider = %pc.name, "dangerous.allow_http is set: plain-http identity provider URLs are accepted");
         }
         let config_json = pc.config.to_string();
-        let build_key = format!("{}|{}|{}|{}", plugin.hash, pc.allow_http, config.server.max_token_bytes, crate::plugin::sha256_hex(config_json.as_bytes()));
+        let build_key = format!(
+            "{}|{}|{}|{}",
+            plugin.hash,
+            pc.allow_http,
+            config.server.max_token_bytes,
+            crate::plugin::sha256_hex(config_json.as_bytes())
+        );
         let reused = previous.and_then(|prev| {
-            prev.providers.iter().find(|p| p.name == pc.name && p.build_key == build_key).map(|p| p.provider.clone())
+            prev.providers
+                .iter()
+                .find(|p| p.name == pc.name && p.build_key == build_key)
+                .map(|p| p.provider.clone())
         });
         let provider = match reused {
             Some(p) => p,
             None => {
-                let services = InstanceServices::new(shared.clone(), &pc.name, pc.allow_http, config.server.max_token_bytes);
-                match construct(&plugin, config_json, services, config.server.plugin_timeout).await {
+                let services = InstanceServices::new(
+                    shared.clone(),
+                    &pc.name,
+                    pc.allow_http,
+                    config.server.max_token_bytes,
+                );
+                match construct(&plugin, config_json, services, config.server.plugin_timeout).await
+                {
                     Ok(p) => Arc::new(p),
                     Err(e) => {
                         errors.push(format!("{at}: {e}"));
@@ -169,7 +197,12 @@ pub async fn build(
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(Runtime { generation, config: Arc::new(config), providers, plugins })
+    Ok(Runtime {
+        generation,
+        config: Arc::new(config),
+        providers,
+        plugins,
+    })
 }
 
 /// Calls the plugin's `new_provider` on a blocking thread, bounded by `timeout`. A constructor that
@@ -189,7 +222,9 @@ async fn construct(
         }))
     });
     match tokio::time::timeout(timeout, task).await {
-        Err(_) => Err(format!("constructor of plugin {file} did not return within {timeout:?}")),
+        Err(_) => Err(format!(
+            "constructor of plugin {file} did not return within {timeout:?}"
+        )),
         Ok(Err(_)) | Ok(Ok(Err(_))) => Err(format!("constructor of plugin {file} panicked")),
         Ok(Ok(Ok(result))) => result
             .into_result()

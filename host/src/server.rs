@@ -30,7 +30,10 @@ fn denial_response(d: &Denial) -> Response {
     match d {
         Denial::NoToken => {
             let mut r = error_response(StatusCode::UNAUTHORIZED, "Authentication required");
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"portcullis\""));
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"portcullis\""),
+            );
             r
         }
         Denial::InvalidToken(_) => {
@@ -42,8 +45,13 @@ fn denial_response(d: &Denial) -> Response {
             r
         }
         Denial::Forbidden(_) => error_response(StatusCode::FORBIDDEN, "Access denied"),
-        Denial::Unavailable(_) => error_response(StatusCode::SERVICE_UNAVAILABLE, "Authentication service unavailable"),
-        Denial::Internal(_) => error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+        Denial::Unavailable(_) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Authentication service unavailable",
+        ),
+        Denial::Internal(_) => {
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+        }
     }
 }
 
@@ -54,8 +62,16 @@ pub struct Gate<E> {
 }
 
 fn request_id(req: &Request) -> String {
-    if let Some(v) = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()) {
-        if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if let Some(v) = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        if !v.is_empty()
+            && v.len() <= 128
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return v.to_string();
         }
     }
@@ -73,7 +89,11 @@ impl<E: Endpoint> Endpoint for Gate<E> {
         let server = &rt.config.server;
         let id = request_id(&req);
         let method = req.method().as_str().to_ascii_uppercase();
-        let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let origin = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let mut log_path = String::new();
 
         let mut resp = 'answer: {
@@ -93,29 +113,52 @@ impl<E: Endpoint> Endpoint for Gate<E> {
                 };
                 match pq.parse::<Uri>() {
                     Ok(uri) => *req.uri_mut() = uri,
-                    Err(_) => break 'answer error_response(StatusCode::BAD_REQUEST, "Bad request path"),
+                    Err(_) => {
+                        break 'answer error_response(StatusCode::BAD_REQUEST, "Bad request path")
+                    }
                 }
             }
             // 2. CORS preflight (never auth-checked).
             if let (Some(cors), Some(o)) = (&server.cors, &origin) {
-                if req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
+                if req.method() == Method::OPTIONS
+                    && req
+                        .headers()
+                        .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+                {
                     break 'answer preflight(cors, o);
                 }
             }
             // 3. Body limit: by declared length here; a body without a length is counted as it is
             // read.
-            if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()) {
+            if let Some(len) = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+            {
                 match len.trim().parse::<u64>() {
                     Ok(n) if n > server.body_limit => {
-                        break 'answer error_response(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
+                        break 'answer error_response(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "Request body too large",
+                        )
                     }
                     Ok(_) => {}
-                    Err(_) => break 'answer error_response(StatusCode::BAD_REQUEST, "Invalid Content-Length"),
+                    Err(_) => {
+                        break 'answer error_response(
+                            StatusCode::BAD_REQUEST,
+                            "Invalid Content-Length",
+                        )
+                    }
                 }
             }
             // 4. The decision.
             let decision = {
-                let parts = RequestParts { method: &method, path: &canonical, headers: req.headers(), query: req.uri().query() };
+                let parts = RequestParts {
+                    method: &method,
+                    path: &canonical,
+                    headers: req.headers(),
+                    query: req.uri().query(),
+                };
                 decide(&rt, &parts).await
             };
             match decision.result {
@@ -124,7 +167,9 @@ impl<E: Endpoint> Endpoint for Gate<E> {
                         Denial::Internal(r) | Denial::Unavailable(r) => {
                             tracing::warn!(request_id = %id, path = %canonical, reason = %r, "request refused")
                         }
-                        _ => tracing::info!(request_id = %id, path = %canonical, reason = %decision.trace.reason, "request refused"),
+                        _ => {
+                            tracing::info!(request_id = %id, path = %canonical, reason = %decision.trace.reason, "request refused")
+                        }
                     }
                     break 'answer denial_response(&d);
                 }
@@ -194,7 +239,9 @@ fn preflight(cors: &CorsConfig, origin: &str) -> Response {
 }
 
 fn add_cors(resp: &mut Response, cors: &CorsConfig, origin: &str) {
-    let Some(allow) = allowed_origin(cors, origin) else { return };
+    let Some(allow) = allowed_origin(cors, origin) else {
+        return;
+    };
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(allow) {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
@@ -203,7 +250,10 @@ fn add_cors(resp: &mut Response, cors: &CorsConfig, origin: &str) {
         h.append(header::VARY, HeaderValue::from_static("Origin"));
     }
     if cors.credentials {
-        h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
     }
     if let Ok(v) = HeaderValue::from_str(&cors.expose_headers.join(", ")) {
         h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
@@ -213,7 +263,9 @@ fn add_cors(resp: &mut Response, cors: &CorsConfig, origin: &str) {
 /// The OpenAPI service for the built-in routes.
 pub fn openapi(app: Arc<App>) -> OpenApiService<Api, ()> {
     OpenApiService::new(Api { app }, "Portcullis", env!("CARGO_PKG_VERSION"))
-        .description("An authenticating server whose identity providers are run-time-loaded plugins.")
+        .description(
+            "An authenticating server whose identity providers are run-time-loaded plugins.",
+        )
         .server("/")
 }
 
@@ -228,7 +280,9 @@ pub fn endpoint(app: Arc<App>) -> impl Endpoint<Output = Response> {
             "/openapi.json",
             poem::endpoint::make_sync(move |_| {
                 if app2.runtime().config.server.openapi_docs {
-                    Response::builder().content_type("application/json").body(spec.clone())
+                    Response::builder()
+                        .content_type("application/json")
+                        .body(spec.clone())
                 } else {
                     error_response(StatusCode::NOT_FOUND, "Not Found")
                 }
@@ -238,7 +292,9 @@ pub fn endpoint(app: Arc<App>) -> impl Endpoint<Output = Response> {
             "/swagger-ui",
             poem::endpoint::make_sync(move |_| {
                 if app3.runtime().config.server.swagger_ui {
-                    Response::builder().content_type("text/html; charset=utf-8").body(ui.clone())
+                    Response::builder()
+                        .content_type("text/html; charset=utf-8")
+                        .body(ui.clone())
                 } else {
                     error_response(StatusCode::NOT_FOUND, "Not Found")
                 }
@@ -270,9 +326,15 @@ pub async fn serve(
         }
         Some(h) => {
             let read = |what: &str, p: &std::path::Path| {
-                std::fs::read(p).map_err(|e| std::io::Error::other(format!("server.https.{what}: {}: {e}", p.display())))
+                std::fs::read(p).map_err(|e| {
+                    std::io::Error::other(format!("server.https.{what}: {}: {e}", p.display()))
+                })
             };
-            let tls = RustlsConfig::new().fallback(RustlsCertificate::new().key(read("key", &h.key)?).cert(read("cert", &h.cert)?));
+            let tls = RustlsConfig::new().fallback(
+                RustlsCertificate::new()
+                    .key(read("key", &h.key)?)
+                    .cert(read("cert", &h.cert)?),
+            );
             let acceptor = tcp.rustls(tls).into_acceptor().await?;
             on_bound(first_addr(&acceptor)?, true);
             poem::Server::new_with_acceptor(acceptor)

@@ -11,7 +11,9 @@ use base64::Engine as _;
 
 /// The state folder.
 pub fn state_dir() -> PathBuf {
-    std::env::var_os("PORTCULLIS_STATE_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".portcullis"))
+    std::env::var_os("PORTCULLIS_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".portcullis"))
 }
 
 static DEV_SECRET: Mutex<Option<String>> = Mutex::new(None);
@@ -51,12 +53,20 @@ fn load_or_create(dir: &Path) -> std::io::Result<(String, bool)> {
             return Ok((s, false));
         }
     }
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     let mut bytes = [0u8; 32];
     aws_lc_rs::rand::fill(&mut bytes).map_err(|_| std::io::Error::other("no randomness"))?;
     let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
     let tmp = dir.join(format!("dev-secret.{}.tmp", std::process::id()));
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(secret.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, &file)?;

@@ -49,7 +49,10 @@ pub struct PluginError {
 impl PluginError {
     /// An error of the given kind.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        PluginError { kind, message: RString::from(message.into()) }
+        PluginError {
+            kind,
+            message: RString::from(message.into()),
+        }
     }
     /// The token was rejected (401).
     pub fn invalid_token(message: impl Into<String>) -> Self {

@@ -113,10 +113,10 @@ pub use async_ffi;
 
 #[doc(hidden)]
 pub mod __private {
-    pub use abi_stable::library::{
-        CheckTypeLayout, LibHeader, RootModuleResult, __call_root_module_loader,
-    };
     pub use crate::sdk::root_module;
+    pub use abi_stable::library::{
+        __call_root_module_loader, CheckTypeLayout, LibHeader, RootModuleResult,
+    };
 }
 
 /// Exports a [`Plugin`] as the library's root module.

@@ -25,7 +25,11 @@ pub trait Provider: Send + Sync {
 
     /// Decides whether an authenticated user may proceed (the seed's `authorizeUser`). `user` is
     /// the JSON object returned by `authenticate`. `false` is a 403.
-    fn authorize(&self, user: RString, request: RequestInfo) -> FfiFuture<RResult<bool, PluginError>>;
+    fn authorize(
+        &self,
+        user: RString,
+        request: RequestInfo,
+    ) -> FfiFuture<RResult<bool, PluginError>>;
 
     /// The `iss` values this instance accepts; the host routes a JWT to the instance whose issuer it
     /// names. Empty = the instance does not say (opaque tokens, or any issuer).

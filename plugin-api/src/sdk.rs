@@ -42,7 +42,9 @@ impl User {
 
     /// A user from a claims map.
     pub fn from_claims(claims: serde_json::Map<String, serde_json::Value>) -> User {
-        User { json: serde_json::Value::Object(claims).to_string() }
+        User {
+            json: serde_json::Value::Object(claims).to_string(),
+        }
     }
 
     /// The JSON text.
@@ -182,7 +184,10 @@ impl Host {
 
     /// An environment variable of the host process.
     pub fn env(&self, name: &str) -> Option<String> {
-        self.inner.env_var(name.into()).into_option().map(Into::into)
+        self.inner
+            .env_var(name.into())
+            .into_option()
+            .map(Into::into)
     }
 
     /// Sends an HTTP request through the host.
@@ -191,7 +196,11 @@ impl Host {
     }
 
     /// A GET with headers.
-    pub async fn get(&self, url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse, PluginError> {
+    pub async fn get(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<HttpResponse, PluginError> {
         self.http(HttpRequest {
             method: "GET".into(),
             url: url.into(),
@@ -209,8 +218,13 @@ impl Host {
     pub fn jwt_verifier(&self, spec: &JwtVerifierSpec) -> Result<Verifier, PluginError> {
         let json = serde_json::to_string(spec)
             .map_err(|_| PluginError::internal("verifier spec does not serialize"))?;
-        let inner = self.inner.jwt_verifier(RStr::from_str(&json)).into_result()?;
-        Ok(Verifier { inner: Arc::new(inner) })
+        let inner = self
+            .inner
+            .jwt_verifier(RStr::from_str(&json))
+            .into_result()?;
+        Ok(Verifier {
+            inner: Arc::new(inner),
+        })
     }
 }
 
@@ -223,7 +237,11 @@ pub struct Verifier {
 impl Verifier {
     /// Verifies a token; on success returns the user made of its claims.
     pub async fn verify(&self, token: &str) -> Result<User, PluginError> {
-        let json = self.inner.verify(RStr::from_str(token)).await.into_result()?;
+        let json = self
+            .inner
+            .verify(RStr::from_str(token))
+            .await
+            .into_result()?;
         Ok(User { json: json.into() })
     }
 }
@@ -317,7 +335,11 @@ impl<P: AuthProvider> Provider for Adapter<P> {
         })
     }
 
-    fn authorize(&self, user: RString, request: RequestInfo) -> FfiFuture<RResult<bool, PluginError>> {
+    fn authorize(
+        &self,
+        user: RString,
+        request: RequestInfo,
+    ) -> FfiFuture<RResult<bool, PluginError>> {
         let p = self.0.clone();
         guard_future(move || async move {
             let user = User::from_json(user.into())?;
@@ -355,12 +377,18 @@ extern "C" fn validate_config<P: Plugin>(config: RStr<'_>) -> RResult<(), Plugin
     .into()
 }
 
-extern "C" fn new_provider<P: Plugin>(config: RStr<'_>, host: HostBox) -> RResult<ProviderBox, PluginError> {
+extern "C" fn new_provider<P: Plugin>(
+    config: RStr<'_>,
+    host: HostBox,
+) -> RResult<ProviderBox, PluginError> {
     guard(|| {
         let config = parse_config::<P>(config)?;
         P::validate(&config)?;
         let provider = P::build(config, Host::new(host))?;
-        Ok(Provider_TO::from_value(Adapter(Arc::new(provider)), TD_Opaque))
+        Ok(Provider_TO::from_value(
+            Adapter(Arc::new(provider)),
+            TD_Opaque,
+        ))
     })
     .into()
 }

@@ -23,7 +23,10 @@ use base64::Engine as _;
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test-binary>
-    exe.parent().and_then(Path::parent).expect("target profile dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target profile dir")
+        .to_path_buf()
 }
 
 /// A built artifact, or a loud failure saying how to build it.
@@ -81,7 +84,13 @@ impl Server {
     }
 
     /// Starts a server, or returns what it printed when it exited instead.
-    pub fn try_start(config: &str, plugins: &[PathBuf], env: &[(&str, &str)]) -> Result<Server, String> {
+    // The child moves into `Server`, whose `Drop` kills and waits for it.
+    #[allow(clippy::zombie_processes)]
+    pub fn try_start(
+        config: &str,
+        plugins: &[PathBuf],
+        env: &[(&str, &str)],
+    ) -> Result<Server, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let pdir = dir.path().join("plugins");
         std::fs::create_dir_all(&pdir).expect("plugins dir");
@@ -117,8 +126,15 @@ impl Server {
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(url) => {
                 let hostport = url.split("://").nth(1).unwrap_or_default();
-                let addr = hostport.parse().map_err(|e| format!("bad address {hostport}: {e}"))?;
-                Ok(Server { child, addr, dir, log })
+                let addr = hostport
+                    .parse()
+                    .map_err(|e| format!("bad address {hostport}: {e}"))?;
+                Ok(Server {
+                    child,
+                    addr,
+                    dir,
+                    log,
+                })
             }
             Err(_) => {
                 let _ = child.kill();
@@ -179,12 +195,18 @@ pub async fn raw_status(addr: SocketAddr, request_target: &str, headers: &[(&str
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
     let text = String::from_utf8_lossy(&buf);
-    text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Seconds since the epoch.
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
 }
 
 /// Signs `claims` with HS256 and `secret`.
@@ -230,15 +252,22 @@ impl RsaKey {
         use aws_lc_rs::{encoding::AsDer, rsa::KeySize, signature::KeyPair as _};
         let kp = aws_lc_rs::rsa::KeyPair::generate(KeySize::Rsa2048).expect("rsa keygen");
         let pkcs8 = kp.as_der().expect("pkcs8");
-        let encoding = jsonwebtoken::EncodingKey::from_rsa_pem(pem_block("PRIVATE KEY", pkcs8.as_ref()).as_bytes())
-            .expect("pkcs8 pem");
+        let encoding = jsonwebtoken::EncodingKey::from_rsa_pem(
+            pem_block("PRIVATE KEY", pkcs8.as_ref()).as_bytes(),
+        )
+        .expect("pkcs8 pem");
         let public = kp.public_key();
         let spki = public.as_der().expect("spki");
         let pem = pem_block("PUBLIC KEY", spki.as_ref());
         let n = public.modulus().big_endian_without_leading_zero();
         let e = public.exponent().big_endian_without_leading_zero();
         let jwk = serde_json::json!({ "kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256", "n": b64(n), "e": b64(e) });
-        RsaKey { kid: kid.into(), encoding, jwk, pem }
+        RsaKey {
+            kid: kid.into(),
+            encoding,
+            jwk,
+            pem,
+        }
     }
 
     /// Signs `claims` with RS256 and this key's `kid`.
@@ -259,8 +288,15 @@ impl RsaKey {
 /// A PEM block.
 pub fn pem_block(label: &str, der: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).expect("ascii")).collect();
-    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).expect("ascii"))
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
 }
 
 /// A local JWKS endpoint (`GET /jwks`) whose key set can be swapped and whose hits are counted.
@@ -277,7 +313,9 @@ impl JwksServer {
     pub async fn start(keys: Vec<serde_json::Value>) -> JwksServer {
         use poem::{handler, web::Data, EndpointExt, Route};
         #[handler]
-        fn jwks(Data(state): Data<&(Arc<Mutex<serde_json::Value>>, Arc<AtomicU64>)>) -> poem::Response {
+        fn jwks(
+            Data(state): Data<&(Arc<Mutex<serde_json::Value>>, Arc<AtomicU64>)>,
+        ) -> poem::Response {
             state.1.fetch_add(1, Ordering::SeqCst);
             let body = state.0.lock().expect("lock").clone();
             poem::Response::builder()
@@ -287,17 +325,27 @@ impl JwksServer {
         }
         let keys = Arc::new(Mutex::new(serde_json::json!({ "keys": keys })));
         let hits = Arc::new(AtomicU64::new(0));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         drop(listener);
-        let app = Route::new().at("/jwks", poem::get(jwks)).data((keys.clone(), hits.clone()));
-        let acceptor = poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind(addr))
-            .await
-            .expect("bind jwks");
+        let app = Route::new()
+            .at("/jwks", poem::get(jwks))
+            .data((keys.clone(), hits.clone()));
+        let acceptor =
+            poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind(addr))
+                .await
+                .expect("bind jwks");
         let task = tokio::spawn(async move {
             let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
         });
-        JwksServer { base: format!("http://{addr}"), keys, hits, _task: task }
+        JwksServer {
+            base: format!("http://{addr}"),
+            keys,
+            hits,
+            _task: task,
+        }
     }
 
     /// The JWKS URL.

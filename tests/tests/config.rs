@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 //! Config files: every shipped example is valid, and broken configs are refused with key paths,
 //! all errors at once, secrets never echoed.
 
@@ -7,12 +8,21 @@ use portcullis_tests::*;
 
 fn check(path: &std::path::Path, env: &[(&str, &str)]) -> (bool, String) {
     let mut cmd = Command::new(binary());
-    cmd.arg("check").arg(path).env("PORTCULLIS_STATE_DIR", tempfile::tempdir().unwrap().path());
+    cmd.arg("check")
+        .arg(path)
+        .env("PORTCULLIS_STATE_DIR", tempfile::tempdir().unwrap().path());
     for (k, v) in env {
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[test]
@@ -23,7 +33,10 @@ fn every_shipped_config_is_valid() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             let plugins = target_dir();
-            let (ok, out) = check(&path, &[("PORTCULLIS_PLUGINS_DIR", plugins.to_str().unwrap())]);
+            let (ok, out) = check(
+                &path,
+                &[("PORTCULLIS_PLUGINS_DIR", plugins.to_str().unwrap())],
+            );
             assert!(ok, "{}: {out}", path.display());
             n += 1;
         }
@@ -78,11 +91,17 @@ fn broken_configs_name_their_key_paths() {
         let path = dir.path().join(format!("c{i}.yaml"));
         std::fs::write(&path, &text).unwrap();
         std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
-        let _ = std::fs::copy(jwt_plugin(), dir.path().join("plugins/libportcullis_plugin_jwt.so"));
+        let _ = std::fs::copy(
+            jwt_plugin(),
+            dir.path().join("plugins/libportcullis_plugin_jwt.so"),
+        );
         let (ok, out) = check(&path, &[]);
         assert!(!ok, "case {i} passed:\n{text}");
         for e in expected {
-            assert!(out.contains(e), "case {i}: expected `{e}` in:\n{out}\nconfig:\n{text}");
+            assert!(
+                out.contains(e),
+                "case {i}: expected `{e}` in:\n{out}\nconfig:\n{text}"
+            );
         }
     }
 }
@@ -98,7 +117,12 @@ fn all_errors_are_reported_at_once() {
     .unwrap();
     let (ok, out) = check(&path, &[]);
     assert!(!ok);
-    for e in ["server.prot", "server.timeout", "auth.rules[0].condition", "auth.rules[1].allow"] {
+    for e in [
+        "server.prot",
+        "server.timeout",
+        "auth.rules[0].condition",
+        "auth.rules[1].allow",
+    ] {
         assert!(out.contains(e), "`{e}` missing from:\n{out}");
     }
 }
@@ -109,9 +133,16 @@ fn secrets_never_appear_in_config_errors() {
     let path = dir.path().join("secret.yaml");
     let secret = "sk_live_VERY_SECRET_VALUE_123456789";
     // The secret lands where a number is expected: serde would normally quote it back.
-    std::fs::write(&path, "version: 1\nserver:\n  port: ${LEAKY}\nauth:\n  token: { header: \"${LEAKY}!\" }\n").unwrap();
+    std::fs::write(
+        &path,
+        "version: 1\nserver:\n  port: ${LEAKY}\nauth:\n  token: { header: \"${LEAKY}!\" }\n",
+    )
+    .unwrap();
     let (ok, out) = check(&path, &[("LEAKY", secret)]);
     assert!(!ok);
-    assert!(out.contains("server.port") && out.contains("auth.token.header"), "{out}");
+    assert!(
+        out.contains("server.port") && out.contains("auth.token.header"),
+        "{out}"
+    );
     assert!(!out.contains(secret), "secret leaked:\n{out}");
 }

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 //! A JWKS-backed jwt provider against a local key server: RS256 tokens, key rotation without a
 //! restart, and an unknown-`kid` storm costing at most one refetch.
 
@@ -42,16 +43,33 @@ async fn rs256_via_jwks_rotation_and_unknown_kid_storm() {
     for i in 0..50 {
         let token = k1.sign_with_kid(&format!("nope-{i}"), &claims_for("eve"));
         let url = s.url("/api/auth/me");
-        tasks.push(tokio::spawn(async move { client().get(url).bearer_auth(token).send().await.map(|r| r.status().as_u16()) }));
+        tasks.push(tokio::spawn(async move {
+            client()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap().unwrap(), 401);
     }
-    assert!(jwks.hits() <= 3, "unknown-kid storm caused {} fetches", jwks.hits());
+    assert!(
+        jwks.hits() <= 3,
+        "unknown-kid storm caused {} fetches",
+        jwks.hits()
+    );
 
     // A token signed by a key the provider never published is refused.
     let stranger = RsaKey::generate("k1");
-    assert_eq!(me(stranger.sign(&claims_for("mallory"))).await.unwrap().status(), 401);
+    assert_eq!(
+        me(stranger.sign(&claims_for("mallory")))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
     // Key confusion: HS256 "signed" with the provider's public key PEM.
     let confused = hs256(&k1.pem, claims_for("mallory"));
     assert_eq!(me(confused).await.unwrap().status(), 401);
@@ -67,9 +85,17 @@ async fn identity_provider_down_with_no_cached_keys_fails_closed_with_503() {
     drop(l);
     let s = Server::start(&config(&url), &[jwt_plugin()]);
     let k = RsaKey::generate("k1");
-    let r = client().get(s.url("/api/auth/me")).bearer_auth(k.sign(&claims_for("ann"))).send().await.unwrap();
+    let r = client()
+        .get(s.url("/api/auth/me"))
+        .bearer_auth(k.sign(&claims_for("ann")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap(), json!({"error": "Authentication service unavailable"}));
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap(),
+        json!({"error": "Authentication service unavailable"})
+    );
 }
 
 #[tokio::test]
@@ -77,6 +103,8 @@ async fn plain_http_jwks_needs_the_dangerous_flag() {
     let k1 = RsaKey::generate("k1");
     let jwks = JwksServer::start(vec![k1.jwk.clone()]).await;
     let cfg = config(&jwks.url()).replace("    dangerous: { allow_http: true }\n", "");
-    let err = Server::try_start(&cfg, &[jwt_plugin()], &[]).err().expect("started with plain http");
+    let err = Server::try_start(&cfg, &[jwt_plugin()], &[])
+        .err()
+        .expect("started with plain http");
     assert!(err.contains("plain http is refused"), "{err}");
 }

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 //! The loader and plugin faults, with real bad files: each gives its one-line error naming the
 //! file, the others keep working, and a misbehaving plugin costs one request, not the process.
 
@@ -7,8 +8,15 @@ use portcullis_tests::*;
 use serde_json::{json, Value};
 
 fn inspect(file: &std::path::Path) -> (bool, String) {
-    let out = std::process::Command::new(binary()).args(["plugin", "inspect"]).arg(file).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+    let out = std::process::Command::new(binary())
+        .args(["plugin", "inspect"])
+        .arg(file)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
 }
 
 fn truncated_copy(dir: &std::path::Path) -> PathBuf {
@@ -25,19 +33,34 @@ fn inspect_explains_each_bad_file() {
     assert!(ok, "{out}");
     let manifest: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(manifest["manifest"]["name"], "jwt");
-    assert_eq!(manifest["manifest"]["api_version"], manifest["host_api_version"]);
+    assert_eq!(
+        manifest["manifest"]["api_version"],
+        manifest["host_api_version"]
+    );
 
     let cases: Vec<(PathBuf, &str)> = vec![
         (truncated_copy(dir.path()), "not a loadable shared library"),
-        (plugin("portcullis_test_not_a_plugin"), "not a Portcullis plugin"),
-        (plugin("portcullis_test_abi_mismatch"), "ABI layout does not match"),
-        (plugin("portcullis_test_old_api"), "built against portcullis-plugin-api 0.0.1, but this server speaks"),
+        (
+            plugin("portcullis_test_not_a_plugin"),
+            "not a Portcullis plugin",
+        ),
+        (
+            plugin("portcullis_test_abi_mismatch"),
+            "ABI layout does not match",
+        ),
+        (
+            plugin("portcullis_test_old_api"),
+            "built against portcullis-plugin-api 0.0.1, but this server speaks",
+        ),
     ];
     for (file, expected) in cases {
         let (ok, out) = inspect(&file);
         assert!(!ok, "{} loaded", file.display());
         assert!(out.contains(expected), "{}: {out}", file.display());
-        assert!(out.contains(&file.display().to_string()), "error must name the file: {out}");
+        assert!(
+            out.contains(&file.display().to_string()),
+            "error must name the file: {out}"
+        );
         assert_eq!(out.trim().lines().count(), 1, "one line: {out}");
     }
 }
@@ -52,9 +75,17 @@ async fn bad_files_in_the_plugins_folder_do_not_stop_the_good_one() {
         plugin("portcullis_test_abi_mismatch"),
         plugin("portcullis_test_old_api"),
     ];
-    let s = Server::start(&jwt_config("auth:\n  rules:\n    - path: /api/*\n      allow: true\n"), &plugins);
+    let s = Server::start(
+        &jwt_config("auth:\n  rules:\n    - path: /api/*\n      allow: true\n"),
+        &plugins,
+    );
     let t = hs256(SECRET, good_claims("ann", json!({})));
-    let r = client().get(s.url("/api/admin/plugins")).bearer_auth(&t).send().await.unwrap();
+    let r = client()
+        .get(s.url("/api/admin/plugins"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let list: Vec<Value> = r.json().await.unwrap();
     assert_eq!(list.len(), 5);
@@ -63,7 +94,10 @@ async fn bad_files_in_the_plugins_folder_do_not_stop_the_good_one() {
     assert_eq!(loaded[0]["name"], "jwt");
     assert_eq!(list.iter().filter(|p| p["error"].is_string()).count(), 4);
     let log = s.log();
-    assert!(log.contains("libtruncated.so: not a loadable shared library"), "{log}");
+    assert!(
+        log.contains("libtruncated.so: not a loadable shared library"),
+        "{log}"
+    );
 }
 
 fn faulty_config(mode: &str, extra_server: &str) -> String {
@@ -79,25 +113,55 @@ fn constructor_failure_and_panic_are_reported_and_the_server_does_not_start_half
         ("panic_ctor", "panicked"),
         ("hang_ctor", "did not return within"),
     ] {
-        let server = if mode == "hang_ctor" { "  plugin_timeout: 500ms\n" } else { "" };
-        let err = Server::try_start(&faulty_config(mode, server), &[plugin("portcullis_test_faulty")], &[])
-            .err()
-            .unwrap_or_else(|| panic!("{mode}: server started"));
+        let server = if mode == "hang_ctor" {
+            "  plugin_timeout: 500ms\n"
+        } else {
+            ""
+        };
+        let err = Server::try_start(
+            &faulty_config(mode, server),
+            &[plugin("portcullis_test_faulty")],
+            &[],
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{mode}: server started"));
         assert!(err.contains("providers[0] (flaky)"), "{mode}: {err}");
         assert!(err.contains(expected), "{mode}: {err}");
-        assert!(err.contains("libportcullis_test_faulty.so"), "{mode}: error must name the file: {err}");
+        assert!(
+            err.contains("libportcullis_test_faulty.so"),
+            "{mode}: error must name the file: {err}"
+        );
     }
 }
 
 #[tokio::test]
 async fn a_panicking_authenticate_costs_one_request() {
-    let s = Server::start(&faulty_config("panic_authenticate", ""), &[plugin("portcullis_test_faulty")]);
+    let s = Server::start(
+        &faulty_config("panic_authenticate", ""),
+        &[plugin("portcullis_test_faulty")],
+    );
     for _ in 0..3 {
-        let r = client().get(s.url("/api/auth/me")).bearer_auth("good-x").send().await.unwrap();
+        let r = client()
+            .get(s.url("/api/auth/me"))
+            .bearer_auth("good-x")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 500);
-        assert_eq!(r.json::<Value>().await.unwrap(), json!({"error": "Internal Server Error"}));
+        assert_eq!(
+            r.json::<Value>().await.unwrap(),
+            json!({"error": "Internal Server Error"})
+        );
     }
-    assert_eq!(client().get(s.url("/health")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(s.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     assert!(s.log().contains("authenticate exploded"));
 }
 
@@ -108,10 +172,23 @@ async fn a_hanging_authenticate_is_cut_off_and_fails_closed() {
         &[plugin("portcullis_test_faulty")],
     );
     let started = std::time::Instant::now();
-    let r = client().get(s.url("/api/auth/me")).bearer_auth("good-x").send().await.unwrap();
+    let r = client()
+        .get(s.url("/api/auth/me"))
+        .bearer_auth("good-x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
-    assert_eq!(client().get(s.url("/health")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(s.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -123,8 +200,16 @@ async fn plugin_answers_map_to_the_documented_statuses() {
         ("unavailable", "good-amy", 503),
         ("panic_authorize", "good-amy", 500),
     ] {
-        let s = Server::start(&faulty_config(mode, ""), &[plugin("portcullis_test_faulty")]);
-        let r = client().get(s.url("/api/auth/me")).bearer_auth(token).send().await.unwrap();
+        let s = Server::start(
+            &faulty_config(mode, ""),
+            &[plugin("portcullis_test_faulty")],
+        );
+        let r = client()
+            .get(s.url("/api/auth/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), status, "{mode} {token}");
     }
 }
@@ -135,6 +220,8 @@ async fn an_allow_list_refuses_unlisted_plugin_hashes() {
         "plugins:\n  dir: plugins\n",
         "plugins:\n  dir: plugins\n  allow: [\"0000000000000000000000000000000000000000000000000000000000000000\"]\n",
     );
-    let err = Server::try_start(&cfg, &[jwt_plugin()], &[]).err().expect("server started with an unlisted plugin");
+    let err = Server::try_start(&cfg, &[jwt_plugin()], &[])
+        .err()
+        .expect("server started with an unlisted plugin");
     assert!(err.contains("is not in plugins.allow"), "{err}");
 }

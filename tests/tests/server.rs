@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 //! The foundation end to end: the real binary, the real jwt plugin, real HTTP.
 
 use portcullis_tests::*;
@@ -34,8 +35,14 @@ async fn missing_token_is_401_authentication_required() {
     let s = start();
     let r = get(&s, "/api/auth/me", None).await;
     assert_eq!(r.status(), 401);
-    assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"error": "Authentication required"}));
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer"));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"error": "Authentication required"})
+    );
 }
 
 #[tokio::test]
@@ -50,10 +57,24 @@ async fn bad_tokens_are_401_invalid_and_the_next_good_one_works() {
     wrong_aud["aud"] = "other".into();
     let mut no_aud = good.clone();
     no_aud.as_object_mut().unwrap().remove("aud");
-    let none_alg = format!("{}.{}.", b64(br#"{"alg":"none","typ":"JWT"}"#), b64(good.to_string().as_bytes()));
-    let none_alg2 = format!("{}.{}.", b64(br#"{"alg":"nOnE"}"#), b64(good.to_string().as_bytes()));
+    let none_alg = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none","typ":"JWT"}"#),
+        b64(good.to_string().as_bytes())
+    );
+    let none_alg2 = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"nOnE"}"#),
+        b64(good.to_string().as_bytes())
+    );
     let cases = vec![
-        ("bad signature", hs256("another-secret-that-is-long-enough-0123456789", good.clone())),
+        (
+            "bad signature",
+            hs256(
+                "another-secret-that-is-long-enough-0123456789",
+                good.clone(),
+            ),
+        ),
         ("expired", hs256(SECRET, expired)),
         ("wrong issuer", hs256(SECRET, wrong_iss)),
         ("wrong audience", hs256(SECRET, wrong_aud)),
@@ -66,9 +87,16 @@ async fn bad_tokens_are_401_invalid_and_the_next_good_one_works() {
     for (what, token) in cases {
         let r = get(&s, "/api/auth/me", Some(&token)).await;
         assert_eq!(r.status(), 401, "{what}");
-        let www = r.headers()["www-authenticate"].to_str().unwrap().to_string();
+        let www = r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_string();
         assert!(www.contains("invalid_token"), "{what}: {www}");
-        assert_eq!(r.json::<Value>().await.unwrap(), json!({"error": "Invalid or expired token"}), "{what}");
+        assert_eq!(
+            r.json::<Value>().await.unwrap(),
+            json!({"error": "Invalid or expired token"}),
+            "{what}"
+        );
         let ok = get(&s, "/api/auth/me", Some(&hs256(SECRET, good.clone()))).await;
         assert_eq!(ok.status(), 200, "good token after {what}");
     }
@@ -82,9 +110,15 @@ async fn rules_first_match_decides_and_deny_is_403() {
     let no_role = hs256(SECRET, good_claims("erin", json!({})));
     let r = get(&s, "/api/admin/status", Some(&user)).await;
     assert_eq!(r.status(), 403);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"error": "Access denied"}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"error": "Access denied"})
+    );
     // A missing claim makes the allow rule not apply; the deny rule after it decides.
-    assert_eq!(get(&s, "/api/admin/status", Some(&no_role)).await.status(), 403);
+    assert_eq!(
+        get(&s, "/api/admin/status", Some(&no_role)).await.status(),
+        403
+    );
     let r = get(&s, "/api/admin/status", Some(&admin)).await;
     assert_eq!(r.status(), 200);
     let st: Value = r.json().await.unwrap();
@@ -112,7 +146,10 @@ async fn public_paths_and_preflight_are_open() {
         .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
-    assert!(r.headers()["access-control-allow-headers"].to_str().unwrap().contains("Authorization"));
+    assert!(r.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("Authorization"));
 }
 
 #[tokio::test]
@@ -120,9 +157,18 @@ async fn body_over_the_limit_is_413_and_get_without_length_passes() {
     let cfg = jwt_config(RULES).replace("  port: 0\n", "  port: 0\n  body_size_limit: 1kb\n");
     let s = Server::start(&cfg, &[jwt_plugin()]);
     let t = hs256(SECRET, good_claims("frank", json!({"role": "admin"})));
-    let r = client().post(s.url("/api/admin/reload")).bearer_auth(&t).body(vec![b'x'; 4096]).send().await.unwrap();
+    let r = client()
+        .post(s.url("/api/admin/reload"))
+        .bearer_auth(&t)
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"error": "Request body too large"}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"error": "Request body too large"})
+    );
     assert_eq!(get(&s, "/api/auth/me", Some(&t)).await.status(), 200);
 }
 
@@ -130,14 +176,30 @@ async fn body_over_the_limit_is_413_and_get_without_length_passes() {
 async fn openapi_documents_routes_security_and_errors() {
     let s = start();
     let spec: Value = get(&s, "/openapi.json", None).await.json().await.unwrap();
-    for path in ["/health", "/api/auth/me", "/api/admin/status", "/api/admin/plugins", "/api/admin/providers", "/api/admin/reload"] {
-        assert!(spec["paths"][path].is_object(), "{path} missing from the spec");
+    for path in [
+        "/health",
+        "/api/auth/me",
+        "/api/admin/status",
+        "/api/admin/plugins",
+        "/api/admin/providers",
+        "/api/admin/reload",
+    ] {
+        assert!(
+            spec["paths"][path].is_object(),
+            "{path} missing from the spec"
+        );
     }
-    assert_eq!(spec["components"]["securitySchemes"]["bearerAuth"]["scheme"], "bearer");
+    assert_eq!(
+        spec["components"]["securitySchemes"]["bearerAuth"]["scheme"],
+        "bearer"
+    );
     let me = &spec["paths"]["/api/auth/me"]["get"];
     assert!(me["security"].to_string().contains("bearerAuth"));
     for code in ["200", "401", "403", "500", "503"] {
-        assert!(me["responses"][code].is_object(), "/api/auth/me lacks {code}");
+        assert!(
+            me["responses"][code].is_object(),
+            "/api/auth/me lacks {code}"
+        );
     }
     assert!(spec["components"]["schemas"]["ErrorBody"].is_object());
     let ui = get(&s, "/swagger-ui", None).await;
@@ -173,19 +235,36 @@ async fn paths_are_judged_and_served_on_one_canonical_form() {
         "/health/../api/auth/me",
     ] {
         let code = raw_status(s.addr, target, &[]).await;
-        assert!(!(200..300).contains(&code), "{target} answered {code} without a token");
+        assert!(
+            !(200..300).contains(&code),
+            "{target} answered {code} without a token"
+        );
     }
     // Ambiguous encodings are refused outright.
-    for target in ["/api%2Fauth/me", "/api/auth%5Cme", "/api/auth/me%00", "/api/%zz"] {
+    for target in [
+        "/api%2Fauth/me",
+        "/api/auth%5Cme",
+        "/api/auth/me%00",
+        "/api/%zz",
+    ] {
         assert_eq!(raw_status(s.addr, target, &[]).await, 400, "{target}");
     }
     let long = format!("/api/{}", "a".repeat(9000));
     let code = raw_status(s.addr, &long, &[]).await;
-    assert!(code == 400 || code == 414 || code == 431, "overlong path answered {code}");
+    assert!(
+        code == 400 || code == 414 || code == 431,
+        "overlong path answered {code}"
+    );
     // With a token, the canonical form is what is served.
     let auth = format!("Bearer {t}");
-    assert_eq!(raw_status(s.addr, "/api/x/../auth/me", &[("authorization", &auth)]).await, 200);
-    assert_eq!(raw_status(s.addr, "//api//auth/me", &[("authorization", &auth)]).await, 200);
+    assert_eq!(
+        raw_status(s.addr, "/api/x/../auth/me", &[("authorization", &auth)]).await,
+        200
+    );
+    assert_eq!(
+        raw_status(s.addr, "//api//auth/me", &[("authorization", &auth)]).await,
+        200
+    );
 }
 
 #[tokio::test]
@@ -194,10 +273,21 @@ async fn the_token_command_mints_for_the_config() {
     let out = std::process::Command::new(binary())
         .args(["token", "--config"])
         .arg(s.config_path())
-        .args(["--sub", "alice", "--claim", "role=admin", "--claim", "level=3"])
+        .args([
+            "--sub",
+            "alice",
+            "--claim",
+            "role=admin",
+            "--claim",
+            "level=3",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let r = get(&s, "/api/auth/me", Some(&token)).await;
     assert_eq!(r.status(), 200);
@@ -211,7 +301,12 @@ async fn the_token_command_mints_for_the_config() {
 async fn admin_reload_applies_a_new_config_and_refuses_a_broken_one() {
     let s = start();
     let admin = hs256(SECRET, good_claims("hal", json!({"role": "admin"})));
-    let reload = || client().post(s.url("/api/admin/reload")).bearer_auth(&admin).send();
+    let reload = || {
+        client()
+            .post(s.url("/api/admin/reload"))
+            .bearer_auth(&admin)
+            .send()
+    };
     let r: Value = reload().await.unwrap().json().await.unwrap();
     assert_eq!(r["result"], "unchanged");
     // Make /api/auth/me admin-only.
@@ -229,7 +324,11 @@ async fn admin_reload_applies_a_new_config_and_refuses_a_broken_one() {
     assert!(r["errors"].to_string().contains("auth.rulez"), "{r}");
     assert_eq!(get(&s, "/api/auth/me", Some(&user)).await.status(), 403);
     assert_eq!(get(&s, "/api/auth/me", Some(&admin)).await.status(), 200);
-    let st: Value = get(&s, "/api/admin/status", Some(&admin)).await.json().await.unwrap();
+    let st: Value = get(&s, "/api/admin/status", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(st["last_attempt"]["result"], "failed");
     assert_eq!(st["last_success"]["result"], "applied");
     assert_eq!(st["generation"], 2);

@@ -38,19 +38,33 @@ impl Condition {
     pub fn compile(source: &str) -> Result<Condition, String> {
         let program = ENV.compile(source).map_err(|e| {
             let msg = e.to_string();
-            let line = msg.lines().find(|l| !l.trim().is_empty()).unwrap_or("syntax error").trim();
+            let line = msg
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("syntax error")
+                .trim();
             format!("invalid CEL expression: {line}")
         })?;
         let refs = program.references();
-        let unknown: Vec<&str> =
-            refs.variables().into_iter().filter(|v| !VARIABLES.contains(v)).collect();
+        let unknown: Vec<&str> = refs
+            .variables()
+            .into_iter()
+            .filter(|v| !VARIABLES.contains(v))
+            .collect();
         if !unknown.is_empty() {
             return Err(format!(
                 "unknown variable(s) {} in CEL expression; available: user, method, path",
-                unknown.iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", ")
+                unknown
+                    .iter()
+                    .map(|v| format!("`{v}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
-        Ok(Condition { source: source.to_string(), program })
+        Ok(Condition {
+            source: source.to_string(),
+            program,
+        })
     }
 
     /// The expression as written.
@@ -87,15 +101,31 @@ mod tests {
     fn eval(src: &str, user: serde_json::Value) -> Result<bool, String> {
         let c = Condition::compile(src).unwrap();
         let u = user_value(&user);
-        c.eval(&CondInput { method: "GET", path: "/api/x", user: &u })
+        c.eval(&CondInput {
+            method: "GET",
+            path: "/api/x",
+            user: &u,
+        })
     }
 
     #[test]
     fn evaluates_claims_method_and_path() {
-        assert_eq!(eval("user.role == 'admin'", json!({"role":"admin"})), Ok(true));
-        assert_eq!(eval("user.role == 'admin'", json!({"role":"user"})), Ok(false));
-        assert_eq!(eval("method == 'GET' && path.startsWith('/api/')", json!({})), Ok(true));
-        assert_eq!(eval("'admin' in user.roles", json!({"roles":["a","admin"]})), Ok(true));
+        assert_eq!(
+            eval("user.role == 'admin'", json!({"role":"admin"})),
+            Ok(true)
+        );
+        assert_eq!(
+            eval("user.role == 'admin'", json!({"role":"user"})),
+            Ok(false)
+        );
+        assert_eq!(
+            eval("method == 'GET' && path.startsWith('/api/')", json!({})),
+            Ok(true)
+        );
+        assert_eq!(
+            eval("'admin' in user.roles", json!({"roles":["a","admin"]})),
+            Ok(true)
+        );
         assert_eq!(eval("has(user.role)", json!({})), Ok(false));
     }
 
@@ -111,7 +141,9 @@ mod tests {
 
     #[test]
     fn syntax_errors_and_unknown_variables_fail_compilation() {
-        assert!(Condition::compile("user.role ==").unwrap_err().starts_with("invalid CEL"));
+        assert!(Condition::compile("user.role ==")
+            .unwrap_err()
+            .starts_with("invalid CEL"));
         let e = Condition::compile("request.x == 1").unwrap_err();
         assert!(e.contains("`request`"), "{e}");
     }

@@ -26,8 +26,12 @@ use crate::{
 
 /// Built-in routes that always need a user, whatever `auth.public` says.
 static BUILTIN_PROTECTED: LazyLock<PatternSet> = LazyLock::new(|| {
-    let specs = [PatternSpec::path("/api/auth/*"), PatternSpec::path("/api/admin/*")];
-    PatternSet::compile(&specs, CaseMode::Insensitive).unwrap_or_else(|_| unreachable!("static patterns compile"))
+    let specs = [
+        PatternSpec::path("/api/auth/*"),
+        PatternSpec::path("/api/admin/*"),
+    ];
+    PatternSet::compile(&specs, CaseMode::Insensitive)
+        .unwrap_or_else(|_| unreachable!("static patterns compile"))
 });
 
 /// An authenticated, authorized caller.
@@ -106,22 +110,39 @@ pub async fn decide(rt: &Runtime, req: &RequestParts<'_>) -> Decision {
     // A CORS preflight is never auth-checked.
     if req.method == "OPTIONS" && req.headers.contains_key("access-control-request-method") {
         trace.reason = "cors preflight".into();
-        return Decision { result: Ok(None), trace };
+        return Decision {
+            result: Ok(None),
+            trace,
+        };
     }
-    trace.requires_auth =
-        trace.builtin_route || (trace.protected_pattern.is_some() && trace.public_pattern.is_none());
+    trace.requires_auth = trace.builtin_route
+        || (trace.protected_pattern.is_some() && trace.public_pattern.is_none());
     if !trace.requires_auth {
-        trace.reason = if trace.public_pattern.is_some() { "public path" } else { "path not protected" }.into();
-        return Decision { result: Ok(None), trace };
+        trace.reason = if trace.public_pattern.is_some() {
+            "public path"
+        } else {
+            "path not protected"
+        }
+        .into();
+        return Decision {
+            result: Ok(None),
+            trace,
+        };
     }
     let result = authenticate_and_authorize(rt, req, &mut trace).await;
     if let Err(d) = &result {
         trace.reason = match d {
             Denial::NoToken => "no token".into(),
-            Denial::InvalidToken(r) | Denial::Forbidden(r) | Denial::Unavailable(r) | Denial::Internal(r) => r.clone(),
+            Denial::InvalidToken(r)
+            | Denial::Forbidden(r)
+            | Denial::Unavailable(r)
+            | Denial::Internal(r) => r.clone(),
         };
     }
-    Decision { result: result.map(Some), trace }
+    Decision {
+        result: result.map(Some),
+        trace,
+    }
 }
 
 async fn authenticate_and_authorize(
@@ -133,10 +154,16 @@ async fn authenticate_and_authorize(
     let token = match token::extract(&auth.token, req.headers, req.query) {
         Ok(Some(t)) => t,
         Ok(None) => return Err(Denial::NoToken),
-        Err(TokenError::Malformed) => return Err(Denial::InvalidToken("malformed authorization header".into())),
+        Err(TokenError::Malformed) => {
+            return Err(Denial::InvalidToken(
+                "malformed authorization header".into(),
+            ))
+        }
     };
     if token.len() > rt.config.server.max_token_bytes {
-        return Err(Denial::InvalidToken("token is larger than the configured limit".into()));
+        return Err(Denial::InvalidToken(
+            "token is larger than the configured limit".into(),
+        ));
     }
     let candidates = candidates(rt, &token);
     if candidates.is_empty() {
@@ -151,7 +178,9 @@ async fn authenticate_and_authorize(
     let mut unavailable = None;
     let mut last_reason = String::from("token rejected");
     for p in candidates {
-        let fut = p.provider.authenticate(RString::from(token.as_str()), info.clone());
+        let fut = p
+            .provider
+            .authenticate(RString::from(token.as_str()), info.clone());
         match call(fut, timeout).await {
             Ok(portcullis_plugin_api::abi_stable::std_types::ROption::RSome(user)) => {
                 trace.provider = Some(p.name.clone());
@@ -164,7 +193,10 @@ async fn authenticate_and_authorize(
                         )))
                     }
                 };
-                let user = Arc::new(AuthUser { provider: p.name.clone(), claims });
+                let user = Arc::new(AuthUser {
+                    provider: p.name.clone(),
+                    claims,
+                });
                 let json = RString::from(user.claims.to_string());
                 authorize(rt, p, user.clone(), json, &info, req, trace).await?;
                 return Ok(user);
@@ -178,7 +210,10 @@ async fn authenticate_and_authorize(
             }
             Err(e) => {
                 trace.provider = Some(p.name.clone());
-                return Err(Denial::Internal(format!("provider {}: {}", p.name, e.message)));
+                return Err(Denial::Internal(format!(
+                    "provider {}: {}",
+                    p.name, e.message
+                )));
             }
         }
     }
@@ -195,12 +230,19 @@ fn candidates<'a>(rt: &'a Runtime, token: &str) -> Vec<&'a Arc<ProviderInstance>
         return rt.providers.iter().collect();
     }
     if let Some(iss) = jose::peek_issuer(token, rt.config.server.max_token_bytes) {
-        let by_issuer: Vec<_> = rt.providers.iter().filter(|p| p.issuers.iter().any(|i| *i == iss)).collect();
+        let by_issuer: Vec<_> = rt
+            .providers
+            .iter()
+            .filter(|p| p.issuers.contains(&iss))
+            .collect();
         if !by_issuer.is_empty() {
             return by_issuer;
         }
     }
-    rt.providers.iter().filter(|p| p.issuers.is_empty()).collect()
+    rt.providers
+        .iter()
+        .filter(|p| p.issuers.is_empty())
+        .collect()
 }
 
 async fn authorize(
@@ -214,22 +256,40 @@ async fn authorize(
 ) -> Result<(), Denial> {
     let auth = &rt.config.auth;
     let needs_cel = p.authorize.is_some() || !auth.rules.is_empty() || auth.authorize.is_some();
-    let cel_user = if needs_cel { user_value(&user.claims) } else { cel::Value::Null };
-    let input = CondInput { method: req.method, path: req.path, user: &cel_user };
+    let cel_user = if needs_cel {
+        user_value(&user.claims)
+    } else {
+        cel::Value::Null
+    };
+    let input = CondInput {
+        method: req.method,
+        path: req.path,
+        user: &cel_user,
+    };
 
     // 1. The provider's own check, or its YAML override.
     let allowed = match &p.authorize {
         Some(cond) => cond.eval(&input).unwrap_or(false),
-        None => call(p.provider.authorize(user_json, info.clone()), rt.config.server.plugin_timeout)
-            .await
-            .map_err(|e| match e.kind {
-                ErrorKind::UNAVAILABLE | ErrorKind::CONFIG => Denial::Unavailable(format!("provider {}: {}", p.name, e.message)),
-                ErrorKind::INVALID_TOKEN => Denial::Forbidden(format!("provider {}: {}", p.name, e.message)),
-                _ => Denial::Internal(format!("provider {}: {}", p.name, e.message)),
-            })?,
+        None => call(
+            p.provider.authorize(user_json, info.clone()),
+            rt.config.server.plugin_timeout,
+        )
+        .await
+        .map_err(|e| match e.kind {
+            ErrorKind::UNAVAILABLE | ErrorKind::CONFIG => {
+                Denial::Unavailable(format!("provider {}: {}", p.name, e.message))
+            }
+            ErrorKind::INVALID_TOKEN => {
+                Denial::Forbidden(format!("provider {}: {}", p.name, e.message))
+            }
+            _ => Denial::Internal(format!("provider {}: {}", p.name, e.message)),
+        })?,
     };
     if !allowed {
-        return Err(Denial::Forbidden(format!("provider {} did not authorize the user", p.name)));
+        return Err(Denial::Forbidden(format!(
+            "provider {} did not authorize the user",
+            p.name
+        )));
     }
 
     // 2. The route policy: the first rule that applies decides.
@@ -237,7 +297,9 @@ async fn authorize(
     auth.rule_paths.matches(req.method, req.path, &mut hits);
     let mut last = usize::MAX;
     for spec in hits {
-        let Some(&i) = auth.rule_of_spec.get(spec) else { continue };
+        let Some(&i) = auth.rule_of_spec.get(spec) else {
+            continue;
+        };
         if i == last {
             continue;
         }
@@ -251,7 +313,11 @@ async fn authorize(
         };
         if applies {
             trace.rule = Some(i);
-            return if rule.allow { Ok(()) } else { Err(Denial::Forbidden(format!("denied by auth.rules[{i}]"))) };
+            return if rule.allow {
+                Ok(())
+            } else {
+                Err(Denial::Forbidden(format!("denied by auth.rules[{i}]")))
+            };
         }
     }
     if let Some(cond) = &auth.authorize {
@@ -270,11 +336,15 @@ async fn authorize(
 
 /// Calls into a plugin: bounded by `timeout`, a panic caught and turned into an error.
 async fn call<T>(
-    fut: portcullis_plugin_api::async_ffi::FfiFuture<portcullis_plugin_api::abi_stable::std_types::RResult<T, PluginError>>,
+    fut: portcullis_plugin_api::async_ffi::FfiFuture<
+        portcullis_plugin_api::abi_stable::std_types::RResult<T, PluginError>,
+    >,
     timeout: Duration,
 ) -> Result<T, PluginError> {
     match tokio::time::timeout(timeout, AssertUnwindSafe(fut).catch_unwind()).await {
-        Err(_) => Err(PluginError::unavailable(format!("plugin call did not finish within {timeout:?}"))),
+        Err(_) => Err(PluginError::unavailable(format!(
+            "plugin call did not finish within {timeout:?}"
+        ))),
         Ok(Err(_)) => Err(PluginError::internal("plugin panicked")),
         Ok(Ok(r)) => r.into_result(),
     }
@@ -284,8 +354,22 @@ fn request_info(req: &RequestParts<'_>) -> RequestInfo {
     let headers = req
         .headers
         .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "authorization" | "cookie" | "proxy-authorization"))
-        .filter_map(|(k, v)| Some(Tuple2(RString::from(k.as_str()), RString::from(v.to_str().ok()?))))
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "authorization" | "cookie" | "proxy-authorization"
+            )
+        })
+        .filter_map(|(k, v)| {
+            Some(Tuple2(
+                RString::from(k.as_str()),
+                RString::from(v.to_str().ok()?),
+            ))
+        })
         .collect::<RVec<_>>();
-    RequestInfo { method: req.method.into(), path: req.path.into(), headers }
+    RequestInfo {
+        method: req.method.into(),
+        path: req.path.into(),
+        headers,
+    }
 }

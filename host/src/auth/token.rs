@@ -30,7 +30,11 @@ pub fn extract<'a>(
             if token.is_empty() {
                 return Ok(None);
             }
-            return if is_b64token(token) { Ok(Some(token.to_string())) } else { Err(TokenError::Malformed) };
+            return if is_b64token(token) {
+                Ok(Some(token.to_string()))
+            } else {
+                Err(TokenError::Malformed)
+            };
         }
         // Another scheme (Basic, ...) is not ours: treated as no bearer token.
     }
@@ -42,7 +46,11 @@ pub fn extract<'a>(
                 if v.is_empty() {
                     return Ok(None);
                 }
-                return if is_b64token(&v) { Ok(Some(v)) } else { Err(TokenError::Malformed) };
+                return if is_b64token(&v) {
+                    Ok(Some(v))
+                } else {
+                    Err(TokenError::Malformed)
+                };
             }
         }
     }
@@ -53,7 +61,11 @@ pub fn extract<'a>(
                 let (k, v) = c.trim().split_once('=').unwrap_or((c.trim(), ""));
                 if k == name && !v.is_empty() {
                     let v = v.trim_matches('"');
-                    return if is_b64token(v) { Ok(Some(v.to_string())) } else { Err(TokenError::Malformed) };
+                    return if is_b64token(v) {
+                        Ok(Some(v.to_string()))
+                    } else {
+                        Err(TokenError::Malformed)
+                    };
                 }
             }
         }
@@ -65,7 +77,9 @@ pub fn extract<'a>(
 fn is_b64token(s: &str) -> bool {
     let body = s.trim_end_matches('=');
     !body.is_empty()
-        && body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
 
 fn decode(s: &str) -> Option<String> {
@@ -117,17 +131,30 @@ mod tests {
     fn bearer_scheme_is_case_insensitive() {
         let c = cfg(None, None);
         for v in ["Bearer abc.def", "bearer abc.def", "BEARER   abc.def"] {
-            assert_eq!(extract(&c, &with(&[("authorization", v)]), None), Ok(Some("abc.def".into())), "{v}");
+            assert_eq!(
+                extract(&c, &with(&[("authorization", v)]), None),
+                Ok(Some("abc.def".into())),
+                "{v}"
+            );
         }
     }
 
     #[test]
     fn other_schemes_and_empty_bearer_are_no_token() {
         let c = cfg(None, None);
-        assert_eq!(extract(&c, &with(&[("authorization", "Basic dXNlcjpwYXNz")]), None), Ok(None));
-        assert_eq!(extract(&c, &with(&[("authorization", "Bearer ")]), None), Ok(None));
+        assert_eq!(
+            extract(&c, &with(&[("authorization", "Basic dXNlcjpwYXNz")]), None),
+            Ok(None)
+        );
+        assert_eq!(
+            extract(&c, &with(&[("authorization", "Bearer ")]), None),
+            Ok(None)
+        );
         // Mastra strips the first "Bearer " anywhere; here "NotBearer tok" is simply not a bearer token.
-        assert_eq!(extract(&c, &with(&[("authorization", "NotBearer tok")]), None), Ok(None));
+        assert_eq!(
+            extract(&c, &with(&[("authorization", "NotBearer tok")]), None),
+            Ok(None)
+        );
         assert_eq!(extract(&c, &HeaderMap::new(), None), Ok(None));
     }
 
@@ -136,20 +163,41 @@ mod tests {
         let c = cfg(None, None);
         let h = with(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
         assert_eq!(extract(&c, &h, None), Err(TokenError::Malformed));
-        assert_eq!(extract(&c, &with(&[("authorization", "Bearer a b")]), None), Err(TokenError::Malformed));
-        assert_eq!(extract(&c, &with(&[("authorization", "Bearer a\"b")]), None), Err(TokenError::Malformed));
+        assert_eq!(
+            extract(&c, &with(&[("authorization", "Bearer a b")]), None),
+            Err(TokenError::Malformed)
+        );
+        assert_eq!(
+            extract(&c, &with(&[("authorization", "Bearer a\"b")]), None),
+            Err(TokenError::Malformed)
+        );
     }
 
     #[test]
     fn query_and_cookie_only_when_configured() {
         let off = cfg(None, None);
-        assert_eq!(extract(&off, &HeaderMap::new(), Some("access_token=abc")), Ok(None));
-        assert_eq!(extract(&off, &with(&[("cookie", "session=abc")]), None), Ok(None));
+        assert_eq!(
+            extract(&off, &HeaderMap::new(), Some("access_token=abc")),
+            Ok(None)
+        );
+        assert_eq!(
+            extract(&off, &with(&[("cookie", "session=abc")]), None),
+            Ok(None)
+        );
         let on = cfg(Some("access_token"), Some("session"));
-        assert_eq!(extract(&on, &HeaderMap::new(), Some("x=1&access_token=abc")), Ok(Some("abc".into())));
-        assert_eq!(extract(&on, &with(&[("cookie", "a=1; session=xyz")]), None), Ok(Some("xyz".into())));
+        assert_eq!(
+            extract(&on, &HeaderMap::new(), Some("x=1&access_token=abc")),
+            Ok(Some("abc".into()))
+        );
+        assert_eq!(
+            extract(&on, &with(&[("cookie", "a=1; session=xyz")]), None),
+            Ok(Some("xyz".into()))
+        );
         // The header wins over the query.
         let h = with(&[("authorization", "Bearer hdr")]);
-        assert_eq!(extract(&on, &h, Some("access_token=q")), Ok(Some("hdr".into())));
+        assert_eq!(
+            extract(&on, &h, Some("access_token=q")),
+            Ok(Some("hdr".into()))
+        );
     }
 }

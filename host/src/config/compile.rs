@@ -179,7 +179,10 @@ pub fn compile_str(text: &str, file: &Path, vars: &dyn VarSource) -> Result<Conf
 
     let Value::Mapping(mut root) = doc else {
         issues.push("", "the config must be a YAML mapping with `version: 1`");
-        return Err(ConfigError::Invalid { file: name, issues: issues.0 });
+        return Err(ConfigError::Invalid {
+            file: name,
+            issues: issues.0,
+        });
     };
     let mut take = |key: &str| root.remove(key);
     let version = take("version");
@@ -189,11 +192,17 @@ pub fn compile_str(text: &str, file: &Path, vars: &dyn VarSource) -> Result<Conf
     let auth = take("auth");
     for (k, _) in root.iter() {
         let key = k.as_str().unwrap_or("?");
-        issues.push(key, "unknown key (expected version, server, plugins, providers, auth)");
+        issues.push(
+            key,
+            "unknown key (expected version, server, plugins, providers, auth)",
+        );
     }
     match version.as_ref().and_then(Value::as_u64) {
         Some(1) => {}
-        Some(_) => issues.push("version", "unsupported version; this server reads version 1"),
+        Some(_) => issues.push(
+            "version",
+            "unsupported version; this server reads version 1",
+        ),
         None => issues.push("version", "missing or not a number; write `version: 1`"),
     }
 
@@ -202,13 +211,15 @@ pub fn compile_str(text: &str, file: &Path, vars: &dyn VarSource) -> Result<Conf
     let plugins = de::<RawPlugins>(plugins, "plugins", &mut issues).unwrap_or_default();
     let plugins = PluginsConfig {
         dir: resolve(&base, plugins.dir.as_deref().unwrap_or("plugins")),
-        allow: plugins.allow.map(|v| {
+        allow: plugins.allow.inspect(|v| {
             for (i, h) in v.iter().enumerate() {
                 if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
-                    issues.push(format!("plugins.allow[{i}]"), "not a hex SHA-256 (64 characters)");
+                    issues.push(
+                        format!("plugins.allow[{i}]"),
+                        "not a hex SHA-256 (64 characters)",
+                    );
                 }
             }
-            v
         }),
     };
     let providers = compile_providers(providers, &mut issues);
@@ -216,9 +227,15 @@ pub fn compile_str(text: &str, file: &Path, vars: &dyn VarSource) -> Result<Conf
     let auth = compile_auth(auth, &mut issues);
 
     if !issues.is_empty() {
-        return Err(ConfigError::Invalid { file: name, issues: issues.0 });
+        return Err(ConfigError::Invalid {
+            file: name,
+            issues: issues.0,
+        });
     }
-    let auth = auth.ok_or_else(|| ConfigError::Invalid { file: name.clone(), issues: vec![] })?;
+    let auth = auth.ok_or_else(|| ConfigError::Invalid {
+        file: name.clone(),
+        issues: vec![],
+    })?;
     Ok(Config {
         file: file.to_path_buf(),
         hash: crate::plugin::sha256_hex(text.as_bytes()),
@@ -232,7 +249,11 @@ pub fn compile_str(text: &str, file: &Path, vars: &dyn VarSource) -> Result<Conf
 /// Deserializes `value` (absent = `None`), recording unknown keys and the first type error.
 fn de<T: DeserializeOwned>(value: Option<Value>, path: &str, issues: &mut Issues) -> Option<T> {
     let value = value.unwrap_or(Value::Mapping(Default::default()));
-    let value = if value.is_null() { Value::Mapping(Default::default()) } else { value };
+    let value = if value.is_null() {
+        Value::Mapping(Default::default())
+    } else {
+        value
+    };
     de_value(value, path, issues)
 }
 
@@ -250,8 +271,15 @@ fn de_value<T: DeserializeOwned>(value: Value, path: &str, issues: &mut Issues) 
         Ok(v) => Some(v),
         Err(e) => {
             let inner = e.path().to_string();
-            let at = if inner == "." { path.to_string() } else { join_path(path, &inner) };
-            issues.push(at, portcullis_plugin_api::redact_serde_error(&e.into_inner().to_string()));
+            let at = if inner == "." {
+                path.to_string()
+            } else {
+                join_path(path, &inner)
+            };
+            issues.push(
+                at,
+                portcullis_plugin_api::redact_serde_error(&e.into_inner().to_string()),
+            );
             None
         }
     }
@@ -308,7 +336,9 @@ fn duration(value: Option<&str>, default: Duration, path: &str, issues: &mut Iss
 /// Parses `4.5mb`, `512kb`, `1mib`, `100b` or a plain number of bytes.
 pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim().to_ascii_lowercase();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: f64 = num.parse().ok()?;
     let mult: f64 = match unit.trim() {
@@ -322,7 +352,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
         _ => return None,
     };
     let v = (n * mult).round();
-    (v.is_finite() && v >= 1.0 && v < 1e15).then_some(v as u64)
+    (1.0..1e15).contains(&v).then_some(v as u64)
 }
 
 fn compile_server(raw: RawServer, base: &Path, issues: &mut Issues) -> ServerConfig {
@@ -333,11 +363,17 @@ fn compile_server(raw: RawServer, base: &Path, issues: &mut Issues) -> ServerCon
     let body_limit = match &raw.body_size_limit {
         None => DEFAULT_BODY_LIMIT,
         Some(Value::Number(n)) => n.as_u64().filter(|n| *n > 0).unwrap_or_else(|| {
-            issues.push("server.body_size_limit", "must be a positive number of bytes");
+            issues.push(
+                "server.body_size_limit",
+                "must be a positive number of bytes",
+            );
             DEFAULT_BODY_LIMIT
         }),
         Some(Value::String(s)) => parse_size(s).unwrap_or_else(|| {
-            issues.push("server.body_size_limit", "not a size (examples: 4.5mb, 512kb, 1048576)");
+            issues.push(
+                "server.body_size_limit",
+                "not a size (examples: 4.5mb, 512kb, 1048576)",
+            );
             DEFAULT_BODY_LIMIT
         }),
         Some(_) => {
@@ -358,7 +394,10 @@ fn compile_server(raw: RawServer, base: &Path, issues: &mut Issues) -> ServerCon
             );
         }
     }
-    let https = raw.https.map(|h| HttpsConfig { key: resolve(base, &h.key), cert: resolve(base, &h.cert) });
+    let https = raw.https.map(|h| HttpsConfig {
+        key: resolve(base, &h.key),
+        cert: resolve(base, &h.cert),
+    });
     let max_token_bytes = raw.max_token_bytes.unwrap_or(16 * 1024);
     if !(512..=1024 * 1024).contains(&max_token_bytes) {
         issues.push("server.max_token_bytes", "must be between 512 and 1048576");
@@ -366,7 +405,12 @@ fn compile_server(raw: RawServer, base: &Path, issues: &mut Issues) -> ServerCon
     ServerConfig {
         host: raw.host.unwrap_or_else(|| "localhost".into()),
         port,
-        timeout: duration(raw.timeout.as_deref(), Duration::from_secs(180), "server.timeout", issues),
+        timeout: duration(
+            raw.timeout.as_deref(),
+            Duration::from_secs(180),
+            "server.timeout",
+            issues,
+        ),
         body_limit,
         cors,
         swagger_ui: raw.build.swagger_ui,
@@ -397,9 +441,14 @@ fn cors_defaults(o: RawCorsOptions) -> CorsConfig {
         }
     }
     CorsConfig {
-        origins: o.origin.map(StringOrList::into_vec).unwrap_or_else(|| vec!["*".into()]),
+        origins: o
+            .origin
+            .map(StringOrList::into_vec)
+            .unwrap_or_else(|| vec!["*".into()]),
         allow_methods: o.allow_methods.unwrap_or_else(|| {
-            ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].map(String::from).to_vec()
+            ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+                .map(String::from)
+                .to_vec()
         }),
         allow_headers,
         expose_headers,
@@ -420,12 +469,20 @@ fn compile_providers(value: Option<Value>, issues: &mut Issues) -> Vec<ProviderC
     let mut out: Vec<ProviderConfig> = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         let path = format!("providers[{i}]");
-        let Some(raw) = de_value::<RawProvider>(item, &path, issues) else { continue };
+        let Some(raw) = de_value::<RawProvider>(item, &path, issues) else {
+            continue;
+        };
         if !valid_name(&raw.name) {
-            issues.push(format!("{path}.name"), "use lower-case letters, digits, `-` and `_` (1-64)");
+            issues.push(
+                format!("{path}.name"),
+                "use lower-case letters, digits, `-` and `_` (1-64)",
+            );
         }
         if out.iter().any(|p| p.name == raw.name) {
-            issues.push(format!("{path}.name"), format!("duplicate provider name `{}`", raw.name));
+            issues.push(
+                format!("{path}.name"),
+                format!("duplicate provider name `{}`", raw.name),
+            );
         }
         if !valid_name(&raw.plugin) {
             issues.push(format!("{path}.plugin"), "not a plugin name");
@@ -435,7 +492,10 @@ fn compile_providers(value: Option<Value>, issues: &mut Issues) -> Vec<ProviderC
             Some(v @ Value::Mapping(_)) => match serde_json::to_value(&v) {
                 Ok(j) => j,
                 Err(_) => {
-                    issues.push(format!("{path}.config"), "cannot be represented as JSON (non-string keys?)");
+                    issues.push(
+                        format!("{path}.config"),
+                        "cannot be represented as JSON (non-string keys?)",
+                    );
                     continue;
                 }
             },
@@ -444,13 +504,16 @@ fn compile_providers(value: Option<Value>, issues: &mut Issues) -> Vec<ProviderC
                 continue;
             }
         };
-        let authorize = raw.authorize.as_deref().and_then(|src| match Condition::compile(src) {
-            Ok(c) => Some(Arc::new(c)),
-            Err(e) => {
-                issues.push(format!("{path}.authorize"), e);
-                None
-            }
-        });
+        let authorize = raw
+            .authorize
+            .as_deref()
+            .and_then(|src| match Condition::compile(src) {
+                Ok(c) => Some(Arc::new(c)),
+                Err(e) => {
+                    issues.push(format!("{path}.authorize"), e);
+                    None
+                }
+            });
         out.push(ProviderConfig {
             name: raw.name,
             plugin: raw.plugin,
@@ -465,19 +528,25 @@ fn compile_providers(value: Option<Value>, issues: &mut Issues) -> Vec<ProviderC
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 /// Parses one pattern entry: `"/path"`, `["/path", METHOD | [METHODS]]` or `{regex, methods}`.
 fn pattern_spec(value: Value, path: &str, issues: &mut Issues) -> Option<PatternSpec> {
     match value {
-        Value::String(s) => Some(PatternSpec { kind: PatternKind::Path(s), methods: None }),
+        Value::String(s) => Some(PatternSpec {
+            kind: PatternKind::Path(s),
+            methods: None,
+        }),
         Value::Sequence(mut pair) => {
             if pair.len() != 2 {
                 issues.push(path, "a pattern pair is [path, method or [methods]]");
                 return None;
             }
-            let methods = pair.pop().and_then(|m| de_value::<StringOrList>(m, &format!("{path}[1]"), issues))?;
+            let methods = pair
+                .pop()
+                .and_then(|m| de_value::<StringOrList>(m, &format!("{path}[1]"), issues))?;
             let p = pair.pop()?;
             let kind = match p {
                 Value::String(s) => PatternKind::Path(s),
@@ -486,26 +555,39 @@ fn pattern_spec(value: Value, path: &str, issues: &mut Issues) -> Option<Pattern
                     PatternKind::Regex(r.regex)
                 }
                 _ => {
-                    issues.push(format!("{path}[0]"), "must be a path pattern or {regex: ...}");
+                    issues.push(
+                        format!("{path}[0]"),
+                        "must be a path pattern or {regex: ...}",
+                    );
                     return None;
                 }
             };
-            Some(PatternSpec { kind, methods: Some(methods_upper(methods.into_vec(), path, issues)) })
+            Some(PatternSpec {
+                kind,
+                methods: Some(methods_upper(methods.into_vec(), path, issues)),
+            })
         }
         v @ Value::Mapping(_) => {
             let r = de_value::<RawRegexPattern>(v, path, issues)?;
             let methods = r.methods.map(|m| methods_upper(m.into_vec(), path, issues));
-            Some(PatternSpec { kind: PatternKind::Regex(r.regex), methods })
+            Some(PatternSpec {
+                kind: PatternKind::Regex(r.regex),
+                methods,
+            })
         }
         _ => {
-            issues.push(path, "must be a path pattern, [path, methods] or {regex: ...}");
+            issues.push(
+                path,
+                "must be a path pattern, [path, methods] or {regex: ...}",
+            );
             None
         }
     }
 }
 
-const METHODS: [&str; 11] =
-    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "ALL", "*"];
+const METHODS: [&str; 11] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "ALL", "*",
+];
 
 fn methods_upper(methods: Vec<String>, path: &str, issues: &mut Issues) -> Vec<String> {
     methods
@@ -530,7 +612,10 @@ fn pattern_list(
     let specs: Vec<PatternSpec> = match values {
         None => default
             .iter()
-            .map(|s| PatternSpec { kind: PatternKind::Path((*s).into()), methods: None })
+            .map(|s| PatternSpec {
+                kind: PatternKind::Path((*s).into()),
+                methods: None,
+            })
             .collect(),
         Some(vs) => {
             let n = vs.len();
@@ -557,28 +642,55 @@ fn pattern_list(
 }
 
 fn compile_auth(raw: RawAuth, issues: &mut Issues) -> Option<AuthConfig> {
-    let protected = pattern_list(raw.protected, &["/api/*"], "auth.protected", CaseMode::Insensitive, issues);
-    let public = pattern_list(raw.public, &["/health"], "auth.public", CaseMode::Sensitive, issues);
+    let protected = pattern_list(
+        raw.protected,
+        &["/api/*"],
+        "auth.protected",
+        CaseMode::Insensitive,
+        issues,
+    );
+    let public = pattern_list(
+        raw.public,
+        &["/health"],
+        "auth.public",
+        CaseMode::Sensitive,
+        issues,
+    );
     let header = raw.token.header.unwrap_or_else(|| "Authorization".into());
-    if header.is_empty() || !header.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if header.is_empty()
+        || !header
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         issues.push("auth.token.header", "not a header name");
     }
-    let token = TokenConfig { header, query: raw.token.query, cookie: raw.token.cookie };
-    let authorize = raw.authorize.as_deref().and_then(|src| match Condition::compile(src) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            issues.push("auth.authorize", e);
-            None
-        }
-    });
+    let token = TokenConfig {
+        header,
+        query: raw.token.query,
+        cookie: raw.token.cookie,
+    };
+    let authorize = raw
+        .authorize
+        .as_deref()
+        .and_then(|src| match Condition::compile(src) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                issues.push("auth.authorize", e);
+                None
+            }
+        });
 
     let mut rules = Vec::new();
     let mut specs = Vec::new();
     let mut rule_of_spec = Vec::new();
     for (i, value) in raw.rules.into_iter().enumerate() {
         let path = format!("auth.rules[{i}]");
-        let Some(rule) = de_value::<RawRule>(value, &path, issues) else { continue };
-        let methods = rule.methods.map(|m| methods_upper(m.into_vec(), &format!("{path}.methods"), issues));
+        let Some(rule) = de_value::<RawRule>(value, &path, issues) else {
+            continue;
+        };
+        let methods = rule
+            .methods
+            .map(|m| methods_upper(m.into_vec(), &format!("{path}.methods"), issues));
         let kinds: Vec<PatternKind> = match rule.path {
             None | Some(Value::Null) => vec![PatternKind::Path("/*".into())],
             Some(Value::String(s)) => vec![PatternKind::Path(s)],
@@ -588,28 +700,43 @@ fn compile_auth(raw: RawAuth, issues: &mut Issues) -> Option<AuthConfig> {
                 .filter_map(|(j, v)| match v {
                     Value::String(s) => Some(PatternKind::Path(s)),
                     other => {
-                        let r = de_value::<RawRegexPattern>(other, &format!("{path}.path[{j}]"), issues)?;
+                        let r = de_value::<RawRegexPattern>(
+                            other,
+                            &format!("{path}.path[{j}]"),
+                            issues,
+                        )?;
                         Some(PatternKind::Regex(r.regex))
                     }
                 })
                 .collect(),
-            Some(other) => match de_value::<RawRegexPattern>(other, &format!("{path}.path"), issues) {
-                Some(r) => vec![PatternKind::Regex(r.regex)],
-                None => continue,
-            },
-        };
-        let condition = rule.condition.as_deref().and_then(|src| match Condition::compile(src) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                issues.push(format!("{path}.condition"), e);
-                None
+            Some(other) => {
+                match de_value::<RawRegexPattern>(other, &format!("{path}.path"), issues) {
+                    Some(r) => vec![PatternKind::Regex(r.regex)],
+                    None => continue,
+                }
             }
-        });
+        };
+        let condition = rule
+            .condition
+            .as_deref()
+            .and_then(|src| match Condition::compile(src) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    issues.push(format!("{path}.condition"), e);
+                    None
+                }
+            });
         for kind in kinds {
-            specs.push(PatternSpec { kind, methods: methods.clone() });
+            specs.push(PatternSpec {
+                kind,
+                methods: methods.clone(),
+            });
             rule_of_spec.push(rules.len());
         }
-        rules.push(Rule { condition, allow: rule.allow });
+        rules.push(Rule {
+            condition,
+            allow: rule.allow,
+        });
     }
     let rule_paths = match PatternSet::compile(&specs, CaseMode::Insensitive) {
         Ok(s) => Some(s),

@@ -56,13 +56,20 @@ impl ConfigError {
     pub fn issues(&self) -> Vec<ConfigIssue> {
         match self {
             ConfigError::Invalid { issues, .. } => issues.clone(),
-            other => vec![ConfigIssue { path: String::new(), message: other.to_string() }],
+            other => vec![ConfigIssue {
+                path: String::new(),
+                message: other.to_string(),
+            }],
         }
     }
 }
 
 fn join(issues: &[ConfigIssue]) -> String {
-    issues.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    issues
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Collects issues while a config is checked.
@@ -72,7 +79,10 @@ pub struct Issues(pub Vec<ConfigIssue>);
 impl Issues {
     /// Records a problem at `path`.
     pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigIssue { path: path.into(), message: message.into() });
+        self.0.push(ConfigIssue {
+            path: path.into(),
+            message: message.into(),
+        });
     }
     /// Whether nothing was found.
     pub fn is_empty(&self) -> bool {

@@ -32,14 +32,10 @@ impl VarSource for EnvVars<'_> {
 /// Expands every string scalar under `value` in place; problems are recorded with key paths.
 pub fn expand_tree(value: &mut Value, path: &str, vars: &dyn VarSource, issues: &mut Issues) {
     match value {
-        Value::String(s) => {
-            if s.contains('$') {
-                match expand_str(s, vars) {
-                    Ok(out) => *s = out,
-                    Err(msg) => issues.push(path, msg),
-                }
-            }
-        }
+        Value::String(s) if s.contains('$') => match expand_str(s, vars) {
+            Ok(out) => *s = out,
+            Err(msg) => issues.push(path, msg),
+        },
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 expand_tree(item, &join_path(path, &format!("[{i}]")), vars, issues);
@@ -84,7 +80,9 @@ fn expand_depth(input: &str, vars: &dyn VarSource, depth: usize) -> Result<Strin
                 None => (inner, None),
             };
             if name.is_empty()
-                || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
             {
                 return Err("invalid variable name in `${...}`".into());
             }
@@ -162,7 +160,10 @@ mod tests {
 
     #[test]
     fn escapes_and_lone_dollars() {
-        assert_eq!(expand_str("$${A} costs $5", &vars()).unwrap(), "${A} costs $5");
+        assert_eq!(
+            expand_str("$${A} costs $5", &vars()).unwrap(),
+            "${A} costs $5"
+        );
     }
 
     #[test]

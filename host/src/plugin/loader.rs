@@ -85,7 +85,9 @@ pub enum PluginLoadError {
         reason: String,
     },
     /// Two files declare the same plugin name.
-    #[error("{file}: declares plugin name `{name}`, already declared by {other}; remove one of them")]
+    #[error(
+        "{file}: declares plugin name `{name}`, already declared by {other}; remove one of them"
+    )]
     DuplicateName {
         /// The later file.
         file: PathBuf,
@@ -207,7 +209,11 @@ impl Loader {
     /// A loader that stages copies in `staging` (created with mode 0700 if missing).
     pub fn new(staging: PathBuf) -> std::io::Result<Loader> {
         create_private_dir(&staging)?;
-        Ok(Loader { staging, seq: AtomicU64::new(0), by_hash: Mutex::new(HashMap::new()) })
+        Ok(Loader {
+            staging,
+            seq: AtomicU64::new(0),
+            by_hash: Mutex::new(HashMap::new()),
+        })
     }
 
     /// A loader staging under a fresh private folder in the system temp dir.
@@ -223,7 +229,11 @@ impl Loader {
 
     /// Loads the plugin in `file` (or returns the copy already mapped for the same content).
     /// `allow` is the list of trusted SHA-256 hashes; `None` trusts every file.
-    pub fn load(&self, file: &Path, allow: Option<&[String]>) -> Result<Arc<LoadedPlugin>, PluginLoadError> {
+    pub fn load(
+        &self,
+        file: &Path,
+        allow: Option<&[String]>,
+    ) -> Result<Arc<LoadedPlugin>, PluginLoadError> {
         let bytes = fs::read(file).map_err(|e| PluginLoadError::Io {
             file: file.to_path_buf(),
             reason: e.to_string(),
@@ -241,7 +251,10 @@ impl Loader {
         let hash = sha256_hex(bytes);
         if let Some(allow) = allow {
             if !allow.iter().any(|h| h.eq_ignore_ascii_case(&hash)) {
-                return Err(PluginLoadError::NotAllowed { file: file.to_path_buf(), hash });
+                return Err(PluginLoadError::NotAllowed {
+                    file: file.to_path_buf(),
+                    hash,
+                });
             }
         }
         if let Some(hit) = self.by_hash.lock().ok().and_then(|m| m.get(&hash).cloned()) {
@@ -295,7 +308,9 @@ impl Loader {
 
 fn open_module(file: &Path, staged: &Path) -> Result<PluginModuleRef, PluginLoadError> {
     let header = lib_header_from_path(staged).map_err(|e| classify(file, e))?;
-    header.init_root_module::<PluginModuleRef>().map_err(|e| classify(file, e))
+    header
+        .init_root_module::<PluginModuleRef>()
+        .map_err(|e| classify(file, e))
 }
 
 fn classify(file: &Path, e: LibraryError) -> PluginLoadError {
@@ -377,10 +392,20 @@ fn check_elf(bytes: &[u8]) -> Result<(), &'static str> {
     } else {
         0
     };
-    let u16_at = |o: usize| bytes.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |o: usize| bytes.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |o: usize| {
+        bytes
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
     let u64_at = |o: usize| {
-        bytes.get(o..o + 8).map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+        bytes
+            .get(o..o + 8)
+            .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
     };
     if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" {
         return Err("not an ELF file");
@@ -406,7 +431,8 @@ fn check_elf(bytes: &[u8]) -> Result<(), &'static str> {
     }
     for i in 0..u64::from(phnum) {
         let at = (phoff + i * u64::from(phentsize)) as usize;
-        let (Some(kind), Some(off), Some(filesz)) = (u32_at(at), u64_at(at + 8), u64_at(at + 32)) else {
+        let (Some(kind), Some(off), Some(filesz)) = (u32_at(at), u64_at(at + 8), u64_at(at + 32))
+        else {
             return Err("truncated or corrupt ELF file (program headers)");
         };
         // PT_LOAD, PT_DYNAMIC
@@ -429,13 +455,20 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
 }
 
 fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o500).open(path)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o500)
+        .open(path)?;
     f.write_all(bytes)?;
     f.sync_all()
 }

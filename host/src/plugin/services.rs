@@ -44,13 +44,26 @@ pub struct InstanceServices {
 
 impl InstanceServices {
     /// Services for instance `name`.
-    pub fn new(shared: Arc<SharedServices>, name: &str, allow_http: bool, max_token_bytes: usize) -> Self {
-        InstanceServices { shared, instance: name.into(), allow_http, max_token_bytes }
+    pub fn new(
+        shared: Arc<SharedServices>,
+        name: &str,
+        allow_http: bool,
+        max_token_bytes: usize,
+    ) -> Self {
+        InstanceServices {
+            shared,
+            instance: name.into(),
+            allow_http,
+            max_token_bytes,
+        }
     }
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl HostServices for InstanceServices {
@@ -65,7 +78,10 @@ impl HostServices for InstanceServices {
     }
 
     fn now_unix_millis(&self) -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
     }
 
     fn env_var(&self, name: RStr<'_>) -> ROption<RString> {
@@ -83,12 +99,22 @@ impl HostServices for InstanceServices {
                 0 => this.shared.http_timeout,
                 ms => Duration::from_millis(ms).min(Duration::from_secs(60)),
             };
-            let headers: Vec<(String, String)> =
-                request.headers.iter().map(|t| (t.0.to_string(), t.1.to_string())).collect();
+            let headers: Vec<(String, String)> = request
+                .headers
+                .iter()
+                .map(|t| (t.0.to_string(), t.1.to_string()))
+                .collect();
             let result = this
                 .shared
                 .http
-                .send(&request.method, &url, &headers, request.body.into_vec(), timeout, this.shared.max_response_bytes)
+                .send(
+                    &request.method,
+                    &url,
+                    &headers,
+                    request.body.into_vec(),
+                    timeout,
+                    this.shared.max_response_bytes,
+                )
                 .await;
             match result {
                 Ok(resp) => RResult::ROk(HttpResponse {
@@ -100,14 +126,18 @@ impl HostServices for InstanceServices {
                         .collect::<RVec<_>>(),
                     body: resp.body.into(),
                 }),
-                Err(e) => RResult::RErr(PluginError::unavailable(format!("http request failed: {e}"))),
+                Err(e) => RResult::RErr(PluginError::unavailable(format!(
+                    "http request failed: {e}"
+                ))),
             }
         }
         .into_ffi()
     }
 
     fn jwt_verifier(&self, spec_json: RStr<'_>) -> RResult<JwtVerifierBox, PluginError> {
-        build_verifier(self, spec_json.as_str()).map(|v| JwtVerifier_TO::from_value(v, TD_Opaque)).into()
+        build_verifier(self, spec_json.as_str())
+            .map(|v| JwtVerifier_TO::from_value(v, TD_Opaque))
+            .into()
     }
 }
 
@@ -126,26 +156,37 @@ struct VerifierInner {
     validation: Validation,
 }
 
-fn build_verifier(services: &InstanceServices, spec_json: &str) -> Result<HostVerifier, PluginError> {
-    let spec: JwtVerifierSpec = serde_json::from_str(spec_json)
-        .map_err(|e| PluginError::config(portcullis_plugin_api::redact_serde_error(&e.to_string())))?;
-    let sources = spec.secret.is_some() as u8 + (!spec.public_keys.is_empty()) as u8 + spec.jwks_url.is_some() as u8;
+fn build_verifier(
+    services: &InstanceServices,
+    spec_json: &str,
+) -> Result<HostVerifier, PluginError> {
+    let spec: JwtVerifierSpec = serde_json::from_str(spec_json).map_err(|e| {
+        PluginError::config(portcullis_plugin_api::redact_serde_error(&e.to_string()))
+    })?;
+    let sources = spec.secret.is_some() as u8
+        + (!spec.public_keys.is_empty()) as u8
+        + spec.jwks_url.is_some() as u8;
     if sources != 1 {
-        return Err(PluginError::config("set exactly one of `secret`, `public_keys` or `jwks_url`"));
+        return Err(PluginError::config(
+            "set exactly one of `secret`, `public_keys` or `jwks_url`",
+        ));
     }
     let mut families: Vec<KeyFamily> = Vec::new();
     let keys = if let Some(secret) = &spec.secret {
-        let key = Key::hmac(secret.as_bytes()).map_err(|e| PluginError::config(format!("secret: {e}")))?;
+        let key = Key::hmac(secret.as_bytes())
+            .map_err(|e| PluginError::config(format!("secret: {e}")))?;
         families.push(KeyFamily::Hmac);
         KeySource::Static(vec![key].into())
     } else if let Some(url) = &spec.jwks_url {
-        check_scheme(url, services.allow_http).map_err(|e| PluginError::config(format!("jwks_url: {e}")))?;
+        check_scheme(url, services.allow_http)
+            .map_err(|e| PluginError::config(format!("jwks_url: {e}")))?;
         families.push(KeyFamily::Rsa);
         KeySource::Jwks(services.shared.keys.set(url))
     } else {
         let mut keys = Vec::new();
         for (i, pem) in spec.public_keys.iter().enumerate() {
-            let key = Key::from_pem(pem).map_err(|e| PluginError::config(format!("public_keys[{i}]: {e}")))?;
+            let key = Key::from_pem(pem)
+                .map_err(|e| PluginError::config(format!("public_keys[{i}]: {e}")))?;
             families.push(key.family());
             keys.push(key);
         }
@@ -156,30 +197,51 @@ fn build_verifier(services: &InstanceServices, spec_json: &str) -> Result<HostVe
     } else {
         let mut algs = Vec::new();
         for name in &spec.algorithms {
-            let alg = Algorithm::parse(name)
-                .ok_or_else(|| PluginError::config(format!("algorithms: `{name}` is not a supported algorithm")))?;
+            let alg = Algorithm::parse(name).ok_or_else(|| {
+                PluginError::config(format!("algorithms: `{name}` is not a supported algorithm"))
+            })?;
             algs.push(alg);
         }
         algs
     };
-    if let (Some(_), true) = (&spec.secret, algorithms.iter().any(|a| a.family() != KeyFamily::Hmac)) {
-        return Err(PluginError::config("algorithms: a `secret` only works with HS256, HS384 or HS512"));
+    if let (Some(_), true) = (
+        &spec.secret,
+        algorithms.iter().any(|a| a.family() != KeyFamily::Hmac),
+    ) {
+        return Err(PluginError::config(
+            "algorithms: a `secret` only works with HS256, HS384 or HS512",
+        ));
     }
-    if !matches!(keys, KeySource::Static(_)) && algorithms.iter().any(|a| a.family() == KeyFamily::Hmac) {
-        return Err(PluginError::config("algorithms: HMAC algorithms need a `secret`, not public keys"));
+    if !matches!(keys, KeySource::Static(_))
+        && algorithms.iter().any(|a| a.family() == KeyFamily::Hmac)
+    {
+        return Err(PluginError::config(
+            "algorithms: HMAC algorithms need a `secret`, not public keys",
+        ));
     }
     let validation = Validation {
         algorithms,
         issuer: (!spec.issuer.is_empty()).then(|| spec.issuer.clone()),
         audience: (!spec.audience.is_empty()).then(|| spec.audience.clone()),
-        leeway_secs: spec.leeway_secs.unwrap_or(jose::DEFAULT_LEEWAY_SECS).min(600),
+        leeway_secs: spec
+            .leeway_secs
+            .unwrap_or(jose::DEFAULT_LEEWAY_SECS)
+            .min(600),
         require_exp: spec.require_exp.unwrap_or(true),
-        max_iat_skew_secs: Some(spec.leeway_secs.unwrap_or(jose::DEFAULT_LEEWAY_SECS).min(600)),
+        max_iat_skew_secs: Some(
+            spec.leeway_secs
+                .unwrap_or(jose::DEFAULT_LEEWAY_SECS)
+                .min(600),
+        ),
         required_claims: spec.required_claims.clone(),
         typ: (!spec.typ.is_empty()).then(|| spec.typ.clone()),
         max_token_bytes: services.max_token_bytes,
     };
-    Ok(HostVerifier(Arc::new(VerifierInner { keys, cache: services.shared.keys.clone(), validation })))
+    Ok(HostVerifier(Arc::new(VerifierInner {
+        keys,
+        cache: services.shared.keys.clone(),
+        validation,
+    })))
 }
 
 fn default_algorithms(families: &[KeyFamily], keys: &KeySource) -> Vec<Algorithm> {
@@ -187,7 +249,10 @@ fn default_algorithms(families: &[KeyFamily], keys: &KeySource) -> Vec<Algorithm
     let mut out = Vec::new();
     if let KeySource::Static(keys) = keys {
         for key in keys.iter() {
-            for alg in [HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA] {
+            for alg in [
+                HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512,
+                EdDSA,
+            ] {
                 if key.supports(alg) && !out.contains(&alg) {
                     out.push(alg);
                 }
@@ -208,15 +273,24 @@ impl HostVerifier {
         let now = now_secs();
         let this = &*self.0;
         let verified = match &this.keys {
-            KeySource::Static(keys) => jose::verify(&token, keys, &this.validation, now).map_err(reject)?,
+            KeySource::Static(keys) => {
+                jose::verify(&token, keys, &this.validation, now).map_err(reject)?
+            }
             KeySource::Jwks(set) => {
-                let keys = this.cache.keys(set).await.map_err(|e| PluginError::unavailable(e.to_string()))?;
+                let keys = this
+                    .cache
+                    .keys(set)
+                    .await
+                    .map_err(|e| PluginError::unavailable(e.to_string()))?;
                 match jose::verify(&token, &keys, &this.validation, now) {
-                    Err(JwsError::UnknownKid) => match this.cache.refresh_for_unknown_kid(set).await {
-                        Some(Ok(fresh)) => jose::verify(&token, &fresh, &this.validation, now).map_err(reject)?,
-                        Some(Err(e)) => return Err(PluginError::unavailable(e.to_string())),
-                        None => return Err(reject(JwsError::UnknownKid)),
-                    },
+                    Err(JwsError::UnknownKid) => {
+                        match this.cache.refresh_for_unknown_kid(set).await {
+                            Some(Ok(fresh)) => jose::verify(&token, &fresh, &this.validation, now)
+                                .map_err(reject)?,
+                            Some(Err(e)) => return Err(PluginError::unavailable(e.to_string())),
+                            None => return Err(reject(JwsError::UnknownKid)),
+                        }
+                    }
                     other => other.map_err(reject)?,
                 }
             }

@@ -21,7 +21,11 @@ pub struct JwtProvider {
 }
 
 impl AuthProvider for JwtProvider {
-    async fn authenticate(&self, token: String, _request: Request) -> Result<Option<User>, PluginError> {
+    async fn authenticate(
+        &self,
+        token: String,
+        _request: Request,
+    ) -> Result<Option<User>, PluginError> {
         self.verifier.verify(&token).await.map(Some)
     }
 
@@ -43,16 +47,51 @@ impl Plugin for JwtPlugin {
 
     fn config_keys() -> Vec<ConfigKey> {
         vec![
-            config_key("secret", "HMAC secret, at least 32 bytes (env JWT_AUTH_SECRET)", false, true),
-            config_key("public_keys", "PEM public keys or certificates", false, false),
+            config_key(
+                "secret",
+                "HMAC secret, at least 32 bytes (env JWT_AUTH_SECRET)",
+                false,
+                true,
+            ),
+            config_key(
+                "public_keys",
+                "PEM public keys or certificates",
+                false,
+                false,
+            ),
             config_key("jwks_url", "JWKS URL (https)", false, false),
-            config_key("algorithms", "allowed algorithms, pinned (default: from the keys)", false, false),
+            config_key(
+                "algorithms",
+                "allowed algorithms, pinned (default: from the keys)",
+                false,
+                false,
+            ),
             config_key("issuer", "accepted `iss` values", false, false),
-            config_key("audience", "accepted `aud` values; a token without `aud` is refused", false, false),
-            config_key("leeway_secs", "clock leeway in seconds (default 30)", false, false),
-            config_key("required_claims", "claims that must be present", false, false),
+            config_key(
+                "audience",
+                "accepted `aud` values; a token without `aud` is refused",
+                false,
+                false,
+            ),
+            config_key(
+                "leeway_secs",
+                "clock leeway in seconds (default 30)",
+                false,
+                false,
+            ),
+            config_key(
+                "required_claims",
+                "claims that must be present",
+                false,
+                false,
+            ),
             config_key("typ", "accepted header `typ` values", false, false),
-            config_key("require_exp", "whether `exp` is required (default true)", false, false),
+            config_key(
+                "require_exp",
+                "whether `exp` is required (default true)",
+                false,
+                false,
+            ),
         ]
     }
 
@@ -67,7 +106,10 @@ impl Plugin for JwtPlugin {
             }
         }
         let verifier = host.jwt_verifier(&config)?;
-        Ok(JwtProvider { verifier, issuers: config.issuer })
+        Ok(JwtProvider {
+            verifier,
+            issuers: config.issuer,
+        })
     }
 }
 

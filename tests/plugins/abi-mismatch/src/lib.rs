@@ -3,8 +3,8 @@
 #![allow(unsafe_code, non_local_definitions)]
 
 use abi_stable::{
-    export_root_module, library::RootModule, prefix_type::PrefixTypeTrait, sabi_types::VersionStrings,
-    std_types::RString, StableAbi,
+    export_root_module, library::RootModule, prefix_type::PrefixTypeTrait,
+    sabi_types::VersionStrings, std_types::RString, StableAbi,
 };
 
 #[repr(C)]
@@ -34,5 +34,9 @@ extern "C" fn new_provider(x: u64) -> u64 {
 
 #[export_root_module]
 pub fn root() -> OtherModuleRef {
-    OtherModule { manifest, new_provider }.leak_into_prefix()
+    OtherModule {
+        manifest,
+        new_provider,
+    }
+    .leak_into_prefix()
 }

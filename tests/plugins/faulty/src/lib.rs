@@ -2,7 +2,9 @@
 //! real library. `mode` in its config picks the fault; tokens are `good-<sub>` (anything else is
 //! rejected).
 
-use portcullis_plugin_api::{export_provider, AuthProvider, Host, Plugin, PluginError, Request, User};
+use portcullis_plugin_api::{
+    export_provider, AuthProvider, Host, Plugin, PluginError, Request, User,
+};
 use serde::Deserialize;
 
 /// The config.
@@ -20,18 +22,29 @@ pub struct Faulty {
 }
 
 impl AuthProvider for Faulty {
-    async fn authenticate(&self, token: String, _req: Request) -> Result<Option<User>, PluginError> {
+    async fn authenticate(
+        &self,
+        token: String,
+        _req: Request,
+    ) -> Result<Option<User>, PluginError> {
         match self.mode.as_str() {
             "panic_authenticate" => panic!("authenticate exploded"),
             "hang_authenticate" => std::future::pending().await,
             "unavailable" => Err(PluginError::unavailable("identity provider is down")),
-            "garbage_user" => Ok(Some(User::from_json("{not json".to_string()).unwrap_or_else(|_| {
-                // from_json only checks the first character; smuggle garbage past it.
-                User::from_claims(Default::default())
-            }))),
-            _ => Ok(token
-                .strip_prefix("good-")
-                .map(|sub| User::from_claims(serde_json::json!({ "sub": sub }).as_object().cloned().unwrap_or_default()))),
+            "garbage_user" => Ok(Some(
+                User::from_json("{not json".to_string()).unwrap_or_else(|_| {
+                    // from_json only checks the first character; smuggle garbage past it.
+                    User::from_claims(Default::default())
+                }),
+            )),
+            _ => Ok(token.strip_prefix("good-").map(|sub| {
+                User::from_claims(
+                    serde_json::json!({ "sub": sub })
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                )
+            })),
         }
     }
 
