@@ -128,26 +128,28 @@ impl<E: Endpoint> Endpoint for Gate<E> {
                     break 'answer preflight(cors, o);
                 }
             }
-            // 3. Body limit: by declared length here; a body without a length is counted as it is
-            // read.
-            if let Some(len) = req
+            // 3. Body limit: a declared length over the limit is refused at once; a body without a
+            // declared length (chunked) is cut off with an error once the limit has been read. A
+            // request without a body (a GET) is never refused for lacking a length.
+            let declared = req
                 .headers()
                 .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-            {
-                match len.trim().parse::<u64>() {
-                    Ok(n) if n > server.body_limit => {
-                        break 'answer error_response(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "Request body too large",
-                        )
-                    }
-                    Ok(_) => {}
-                    Err(_) => {
-                        break 'answer error_response(
-                            StatusCode::BAD_REQUEST,
-                            "Invalid Content-Length",
-                        )
+                .map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()));
+            match declared {
+                Some(Some(n)) if n > server.body_limit => {
+                    break 'answer error_response(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "Request body too large",
+                    )
+                }
+                Some(Some(_)) => {}
+                Some(None) => {
+                    break 'answer error_response(StatusCode::BAD_REQUEST, "Invalid Content-Length")
+                }
+                None => {
+                    if req.headers().contains_key(header::TRANSFER_ENCODING) {
+                        let body = limit_body(req.take_body(), server.body_limit);
+                        req.set_body(body);
                     }
                 }
             }
@@ -209,6 +211,22 @@ impl<E: Endpoint> Endpoint for Gate<E> {
         }
         Ok(resp)
     }
+}
+
+/// A body that fails with an error once more than `limit` bytes have been read.
+fn limit_body(body: poem::Body, limit: u64) -> poem::Body {
+    use futures_util::StreamExt as _;
+    let mut seen = 0u64;
+    let stream = body.into_bytes_stream().map(move |chunk| {
+        let chunk = chunk?;
+        seen += chunk.len() as u64;
+        if seen > limit {
+            Err(std::io::Error::other("request body too large"))
+        } else {
+            Ok(chunk)
+        }
+    });
+    poem::Body::from_bytes_stream(stream)
 }
 
 fn allowed_origin<'a>(cors: &CorsConfig, origin: &'a str) -> Option<&'a str> {

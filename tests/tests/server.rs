@@ -333,3 +333,83 @@ async fn admin_reload_applies_a_new_config_and_refuses_a_broken_one() {
     assert_eq!(st["last_success"]["result"], "applied");
     assert_eq!(st["generation"], 2);
 }
+
+#[tokio::test]
+async fn https_serves_with_the_configured_key_and_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl (installed by .ci/run) makes the test certificate");
+    assert!(status.success());
+    let cfg = jwt_config(RULES).replace(
+        "  port: 0\n",
+        &format!(
+            "  port: 0\n  https: {{ key: \"{}\", cert: \"{}\" }}\n",
+            key.display(),
+            cert.display()
+        ),
+    );
+    let s = Server::start(&cfg, &[jwt_plugin()]);
+    let tls = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let t = hs256(SECRET, good_claims("tls", json!({})));
+    let base = format!("https://{}", s.addr);
+    // poem installs the TLS config on its acceptor just after binding; the first handshakes may
+    // be dropped until it has, so wait for the first one that succeeds.
+    let mut ready = false;
+    for _ in 0..100 {
+        if tls.get(format!("{base}/health")).send().await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(ready, "no TLS handshake succeeded");
+    let r = tls
+        .get(format!("{base}/api/auth/me"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        tls.get(format!("{base}/api/auth/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    // Plain http on the TLS port does not get an answer from the API.
+    assert!(client()
+        .get(s.url("/health"))
+        .send()
+        .await
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true));
+}
