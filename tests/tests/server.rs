@@ -413,3 +413,41 @@ async fn https_serves_with_the_configured_key_and_certificate() {
         .map(|r| !r.status().is_success())
         .unwrap_or(true));
 }
+
+#[tokio::test]
+async fn tokens_are_routed_to_the_provider_of_their_issuer() {
+    let other = "other-secret-0123456789abcdefghijklmnopqrstuvwxyz";
+    let cfg = jwt_config(RULES).replace(
+        "auth:\n",
+        &format!("  - name: second\n    plugin: jwt\n    config:\n      secret: \"{other}\"\n      issuer: [\"https://second.test\"]\n      audience: [\"api\"]\nauth:\n"),
+    );
+    let s = Server::start(&cfg, &[jwt_plugin()]);
+    let mut second = good_claims("sam", json!({}));
+    second["iss"] = "https://second.test".into();
+    let r = get(&s, "/api/auth/me", Some(&hs256(other, second.clone()))).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["provider"], "second");
+    let r = get(
+        &s,
+        "/api/auth/me",
+        Some(&hs256(SECRET, good_claims("max", json!({})))),
+    )
+    .await;
+    assert_eq!(r.json::<Value>().await.unwrap()["provider"], "main");
+    // Cross-provider: the second issuer's claims signed with the first provider's secret.
+    assert_eq!(
+        get(&s, "/api/auth/me", Some(&hs256(SECRET, second)))
+            .await
+            .status(),
+        401
+    );
+    // An issuer nobody declares is the token's fault: 401, not 503.
+    let mut stranger = good_claims("zed", json!({}));
+    stranger["iss"] = "https://nobody.test".into();
+    assert_eq!(
+        get(&s, "/api/auth/me", Some(&hs256(SECRET, stranger)))
+            .await
+            .status(),
+        401
+    );
+}

@@ -167,11 +167,13 @@ async fn authenticate_and_authorize(
     }
     let candidates = candidates(rt, &token);
     if candidates.is_empty() {
-        return Err(Denial::Unavailable(if rt.providers.is_empty() {
-            "no identity provider is configured".into()
+        return Err(if rt.providers.is_empty() {
+            // Nothing can check any token: fail closed, and say it is our side.
+            Denial::Unavailable("no identity provider is configured".into())
         } else {
-            "no provider accepts this token's issuer".into()
-        }));
+            // Every provider names its issuers and none is this token's: the token's fault.
+            Denial::InvalidToken("no provider accepts this token's issuer".into())
+        });
     }
     let info = request_info(req);
     let timeout = rt.config.server.plugin_timeout;
