@@ -2,41 +2,7 @@
 //! (`new_provider` takes other arguments): abi_stable's layout check must refuse it.
 #![allow(unsafe_code, non_local_definitions)]
 
-use abi_stable::{
-    export_root_module, library::RootModule, prefix_type::PrefixTypeTrait,
-    sabi_types::VersionStrings, std_types::RString, StableAbi,
-};
+const API_VERSION: &str = portcullis_plugin_api::API_VERSION;
+const NAME: &str = "abi-mismatch";
 
-#[repr(C)]
-#[derive(StableAbi)]
-#[sabi(kind(Prefix(prefix_ref = OtherModuleRef)))]
-#[sabi(missing_field(panic))]
-pub struct OtherModule {
-    pub manifest: extern "C" fn() -> RString,
-    #[sabi(last_prefix_field)]
-    pub new_provider: extern "C" fn(u64) -> u64,
-}
-
-impl RootModule for OtherModuleRef {
-    abi_stable::declare_root_module_statics! {OtherModuleRef}
-    const BASE_NAME: &'static str = "portcullis_plugin";
-    const NAME: &'static str = "portcullis_plugin";
-    const VERSION_STRINGS: VersionStrings = VersionStrings::new(portcullis_plugin_api::API_VERSION);
-}
-
-extern "C" fn manifest() -> RString {
-    RString::from("abi-mismatch")
-}
-
-extern "C" fn new_provider(x: u64) -> u64 {
-    x
-}
-
-#[export_root_module]
-pub fn root() -> OtherModuleRef {
-    OtherModule {
-        manifest,
-        new_provider,
-    }
-    .leak_into_prefix()
-}
+include!("module.rs");

@@ -1,42 +1,8 @@
-//! Declares the plugin root module with the same layout idea but an old portcullis-plugin-api version (0.0.1)
-//! : the version check must refuse it.
+//! Declares the plugin root module built against an old portcullis-plugin-api (0.0.1): the version
+//! check must refuse it before the layout is looked at.
 #![allow(unsafe_code, non_local_definitions)]
 
-use abi_stable::{
-    export_root_module, library::RootModule, prefix_type::PrefixTypeTrait,
-    sabi_types::VersionStrings, std_types::RString, StableAbi,
-};
+const API_VERSION: &str = "0.0.1";
+const NAME: &str = "old-api";
 
-#[repr(C)]
-#[derive(StableAbi)]
-#[sabi(kind(Prefix(prefix_ref = OtherModuleRef)))]
-#[sabi(missing_field(panic))]
-pub struct OtherModule {
-    pub manifest: extern "C" fn() -> RString,
-    #[sabi(last_prefix_field)]
-    pub new_provider: extern "C" fn(u64) -> u64,
-}
-
-impl RootModule for OtherModuleRef {
-    abi_stable::declare_root_module_statics! {OtherModuleRef}
-    const BASE_NAME: &'static str = "portcullis_plugin";
-    const NAME: &'static str = "portcullis_plugin";
-    const VERSION_STRINGS: VersionStrings = VersionStrings::new("0.0.1");
-}
-
-extern "C" fn manifest() -> RString {
-    RString::from("old-api")
-}
-
-extern "C" fn new_provider(x: u64) -> u64 {
-    x
-}
-
-#[export_root_module]
-pub fn root() -> OtherModuleRef {
-    OtherModule {
-        manifest,
-        new_provider,
-    }
-    .leak_into_prefix()
-}
+include!("../../abi-mismatch/src/module.rs");
