@@ -504,16 +504,12 @@ fn compile_providers(value: Option<Value>, issues: &mut Issues) -> Vec<ProviderC
                 continue;
             }
         };
-        let authorize = raw
-            .authorize
-            .as_deref()
-            .and_then(|src| match Condition::compile(src) {
-                Ok(c) => Some(Arc::new(c)),
-                Err(e) => {
-                    issues.push(format!("{path}.authorize"), e);
-                    None
-                }
-            });
+        let authorize = compile_condition(
+            raw.authorize.as_deref(),
+            format!("{path}.authorize"),
+            issues,
+        )
+        .map(Arc::new);
         out.push(ProviderConfig {
             name: raw.name,
             plugin: raw.plugin,
@@ -523,6 +519,21 @@ fn compile_providers(value: Option<Value>, issues: &mut Issues) -> Vec<ProviderC
         });
     }
     out
+}
+
+/// Compiles an optional CEL expression, recording a failure at `path`.
+fn compile_condition(
+    source: Option<&str>,
+    path: impl Into<String>,
+    issues: &mut Issues,
+) -> Option<Condition> {
+    match Condition::compile(source?) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            issues.push(path, e);
+            None
+        }
+    }
 }
 
 fn valid_name(s: &str) -> bool {
@@ -669,16 +680,7 @@ fn compile_auth(raw: RawAuth, issues: &mut Issues) -> Option<AuthConfig> {
         query: raw.token.query,
         cookie: raw.token.cookie,
     };
-    let authorize = raw
-        .authorize
-        .as_deref()
-        .and_then(|src| match Condition::compile(src) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                issues.push("auth.authorize", e);
-                None
-            }
-        });
+    let authorize = compile_condition(raw.authorize.as_deref(), "auth.authorize", issues);
 
     let mut rules = Vec::new();
     let mut specs = Vec::new();
@@ -716,16 +718,11 @@ fn compile_auth(raw: RawAuth, issues: &mut Issues) -> Option<AuthConfig> {
                 }
             }
         };
-        let condition = rule
-            .condition
-            .as_deref()
-            .and_then(|src| match Condition::compile(src) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    issues.push(format!("{path}.condition"), e);
-                    None
-                }
-            });
+        let condition = compile_condition(
+            rule.condition.as_deref(),
+            format!("{path}.condition"),
+            issues,
+        );
         for kind in kinds {
             specs.push(PatternSpec {
                 kind,
