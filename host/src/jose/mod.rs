@@ -35,6 +35,7 @@ mod der;
 mod error;
 mod json;
 mod key;
+mod sign;
 mod verify;
 
 pub use self::alg::{Algorithm, KeyFamily, UnknownAlgorithm};
@@ -44,6 +45,7 @@ pub use self::key::{
     parse_jwks, parse_jwks_limited, Key, DEFAULT_MAX_JWKS_BYTES, DEFAULT_MAX_JWKS_KEYS,
     MIN_HMAC_SECRET_LEN,
 };
+pub use self::sign::{sign_rs256, SignError};
 pub use self::verify::{
     peek_issuer, verify, verify_signature, Header, Validation, Verified, DEFAULT_LEEWAY_SECS,
     DEFAULT_MAX_TOKEN_BYTES, MAX_KID_BYTES,
