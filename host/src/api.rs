@@ -126,6 +126,35 @@ struct ProviderInfo {
     authorize_overridden: bool,
 }
 
+/// A provider instance whose plugin file was removed; requests that need it get 503.
+#[derive(Object)]
+struct RetiredInfo {
+    /// Instance name.
+    name: String,
+    /// The plugin it needs.
+    plugin: String,
+    /// Why it is retired.
+    reason: String,
+}
+
+/// A file the served snapshot was built from.
+#[derive(Object)]
+struct FileInfo {
+    /// The path.
+    path: String,
+    /// SHA-256 of its content.
+    sha256: String,
+}
+
+/// The file watch.
+#[derive(Object)]
+struct WatchInfo {
+    /// Folders watched for changes.
+    watching: Vec<String>,
+    /// Folders that could not be watched, and why.
+    errors: Vec<String>,
+}
+
 /// A reload attempt.
 #[derive(Object)]
 struct AttemptInfo {
@@ -133,6 +162,8 @@ struct AttemptInfo {
     at: u64,
     /// What asked for it.
     trigger: String,
+    /// How long it took, in milliseconds.
+    duration_ms: u64,
     /// `applied`, `unchanged` or `failed`.
     result: String,
     /// Problems, one line each.
@@ -163,6 +194,10 @@ struct Status {
     config_file: String,
     /// SHA-256 of the config being served.
     config_hash: String,
+    /// Every file the served snapshot was built from, with its hash.
+    files: Vec<FileInfo>,
+    /// The file watch.
+    watch: WatchInfo,
     /// The last reload attempt.
     last_attempt: Option<AttemptInfo>,
     /// The last successful reload.
@@ -173,6 +208,8 @@ struct Status {
     plugins: Vec<PluginInfo>,
     /// Provider instances.
     providers: Vec<ProviderInfo>,
+    /// Instances whose plugin was removed.
+    retired: Vec<RetiredInfo>,
     /// JWKS caches.
     key_sets: Vec<KeySetInfo>,
 }
@@ -228,6 +265,7 @@ fn attempt(a: Option<crate::app::Attempt>) -> Option<AttemptInfo> {
     a.map(|a| AttemptInfo {
         at: a.at,
         trigger: a.trigger,
+        duration_ms: a.duration_ms,
         result: a.result,
         errors: a.errors,
     })
@@ -308,15 +346,43 @@ impl Api {
     #[oai(path = "/api/admin/status", method = "get", tag = "ApiTags::Admin")]
     async fn status(&self, _caller: Caller) -> ProtectedResponse<Status> {
         let st: ReloadStatus = self.app.status();
+        let watch = {
+            let w = self.app.watch_status();
+            let w = w.lock().unwrap_or_else(|p| p.into_inner());
+            WatchInfo {
+                watching: w.watching.clone(),
+                errors: w.errors.clone(),
+            }
+        };
         ProtectedResponse::Ok(Json(Status {
             generation: st.generation,
             config_file: self.app.config_path().display().to_string(),
             config_hash: st.config_hash,
+            files: st
+                .files
+                .into_iter()
+                .map(|f| FileInfo {
+                    path: f.path,
+                    sha256: f.sha256,
+                })
+                .collect(),
+            watch,
             last_attempt: attempt(st.last_attempt),
             last_success: attempt(st.last_success),
             mapped_libraries: self.app.mapped_libraries() as u64,
             plugins: self.plugins(),
             providers: self.providers(),
+            retired: self
+                .app
+                .runtime()
+                .retired
+                .iter()
+                .map(|r| RetiredInfo {
+                    name: r.name.clone(),
+                    plugin: r.plugin.clone(),
+                    reason: r.reason.clone(),
+                })
+                .collect(),
             key_sets: self
                 .app
                 .key_sets()
@@ -348,7 +414,7 @@ impl Api {
     /// Unchanged content is not reloaded.
     #[oai(path = "/api/admin/reload", method = "post", tag = "ApiTags::Admin")]
     async fn reload(&self, _caller: Caller) -> ProtectedResponse<ReloadResult> {
-        let (result, generation, errors) = match self.app.reload("admin").await {
+        let (result, generation, errors) = match self.app.request_reload("admin").await {
             ReloadOutcome::Applied(g) => ("applied", g, vec![]),
             ReloadOutcome::Unchanged(g) => ("unchanged", g, vec![]),
             ReloadOutcome::Failed(e) => ("failed", self.app.runtime().generation, e),

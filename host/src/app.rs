@@ -8,6 +8,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     config::{self, Config, EnvVars},
@@ -16,6 +17,7 @@ use crate::{
     plugin::{sha256_hex, Loader, SharedServices},
     runtime::{self, Runtime},
     state,
+    tls::{TlsMaterial, TlsState},
 };
 
 /// The last reload attempt and the last success.
@@ -25,12 +27,22 @@ pub struct ReloadStatus {
     pub generation: u64,
     /// Hash of the config file being served.
     pub config_hash: String,
-    /// Combined hash of the plugin files being served.
-    pub plugins_hash: String,
+    /// Every file the served snapshot was built from (config, plugins, TLS key and certificate)
+    /// with its SHA-256; a reload that finds the same list is skipped.
+    pub files: Vec<FileHash>,
     /// The last attempt.
     pub last_attempt: Option<Attempt>,
     /// The last attempt that published a snapshot.
     pub last_success: Option<Attempt>,
+}
+
+/// A file and the hash of its content.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FileHash {
+    /// The path.
+    pub path: String,
+    /// SHA-256 of the content, or `unreadable: ...` when it could not be read.
+    pub sha256: String,
 }
 
 /// One reload attempt.
@@ -38,8 +50,11 @@ pub struct ReloadStatus {
 pub struct Attempt {
     /// Unix seconds.
     pub at: u64,
-    /// What asked for it (`startup`, `admin`, `signal`, `watch`).
+    /// What asked for it (`startup`, `admin`, `signal`, `watch`; several joined by `+` when
+    /// requests arrived together and were served by one attempt).
     pub trigger: String,
+    /// How long the attempt took, in milliseconds.
+    pub duration_ms: u64,
     /// `applied`, `unchanged` or `failed`.
     pub result: String,
     /// The problems, one line each (no secrets).
@@ -65,7 +80,16 @@ pub struct App {
     config_path: PathBuf,
     status: Mutex<ReloadStatus>,
     reload_lock: tokio::sync::Mutex<()>,
+    reload_tx: mpsc::Sender<ReloadRequest>,
     listen: (String, u16),
+    tls: Option<Arc<TlsState>>,
+    watch: crate::watch::SharedWatchStatus,
+}
+
+/// A request for a reload, sent to the one reload task.
+struct ReloadRequest {
+    trigger: &'static str,
+    reply: Option<oneshot::Sender<ReloadOutcome>>,
 }
 
 fn now_secs() -> u64 {
@@ -83,18 +107,30 @@ pub fn read_config(path: &Path) -> Result<Config, config::ConfigError> {
     config::load_file(path, &vars)
 }
 
-/// A hash over every plugin file's name and content (what "unchanged" compares).
-fn plugins_hash(dir: &Path) -> String {
-    let mut acc = String::new();
-    if let Ok(files) = runtime::plugin_files(dir) {
-        for f in files {
-            let h = std::fs::read(&f)
-                .map(|b| sha256_hex(&b))
-                .unwrap_or_default();
-            acc.push_str(&format!("{}={h};", f.display()));
-        }
+fn file_hash(path: &Path) -> FileHash {
+    FileHash {
+        path: path.display().to_string(),
+        sha256: match std::fs::read(path) {
+            Ok(b) => sha256_hex(&b),
+            Err(e) => format!("unreadable: {e}"),
+        },
     }
-    sha256_hex(acc.as_bytes())
+}
+
+/// The files a snapshot of `config` is built from, with their hashes (what "unchanged" compares).
+fn input_files(config_path: &Path, config: &Config) -> Vec<FileHash> {
+    let mut out = vec![FileHash {
+        path: config_path.display().to_string(),
+        sha256: config.hash.clone(),
+    }];
+    if let Ok(files) = runtime::plugin_files(&config.plugins.dir) {
+        out.extend(files.iter().map(|f| file_hash(f)));
+    }
+    if let Some(h) = &config.server.https {
+        out.push(file_hash(&h.key));
+        out.push(file_hash(&h.cert));
+    }
+    out
 }
 
 impl App {
@@ -116,32 +152,80 @@ impl App {
             max_response_bytes: 4 * 1024 * 1024,
             http_timeout: Duration::from_secs(10),
         });
+        let started = std::time::Instant::now();
         let config_hash = config.hash.clone();
-        let plugins_hash = plugins_hash(&config.plugins.dir);
+        let files = input_files(config_path, &config);
         let listen = (config.server.host.clone(), config.server.port);
+        let tls = match &config.server.https {
+            Some(h) => Some(Arc::new(ArcSwap::from_pointee(
+                TlsMaterial::load(h).map_err(|e| vec![e])?,
+            ))),
+            None => None,
+        };
         let rt = runtime::build(config, 1, &loader, &shared, None).await?;
         let attempt = Attempt {
             at: now_secs(),
             trigger: "startup".into(),
+            duration_ms: started.elapsed().as_millis() as u64,
             result: "applied".into(),
             errors: vec![],
         };
         let status = ReloadStatus {
             generation: 1,
             config_hash,
-            plugins_hash,
+            files,
             last_attempt: Some(attempt.clone()),
             last_success: Some(attempt),
         };
-        Ok(Arc::new(App {
+        let (reload_tx, reload_rx) = mpsc::channel(64);
+        let app = Arc::new(App {
             runtime: ArcSwap::from_pointee(rt),
             loader,
             shared,
             config_path: config_path.to_path_buf(),
             status: Mutex::new(status),
             reload_lock: tokio::sync::Mutex::new(()),
+            reload_tx,
             listen,
-        }))
+            tls,
+            watch: Arc::default(),
+        });
+        tokio::spawn(reload_task(app.clone(), reload_rx));
+        Ok(app)
+    }
+
+    /// Asks the reload task for a reload and waits for its outcome. Requests that arrive while
+    /// one is queued are served by the same attempt.
+    pub async fn request_reload(&self, trigger: &'static str) -> ReloadOutcome {
+        let (reply, answer) = oneshot::channel();
+        let request = ReloadRequest {
+            trigger,
+            reply: Some(reply),
+        };
+        if self.reload_tx.send(request).await.is_err() {
+            return ReloadOutcome::Failed(vec!["the reload task has stopped".into()]);
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| ReloadOutcome::Failed(vec!["the reload task has stopped".into()]))
+    }
+
+    /// Asks for a reload without waiting (file watch). Dropped if one is already queued.
+    pub fn notify_reload(&self, trigger: &'static str) {
+        let _ = self.reload_tx.try_send(ReloadRequest {
+            trigger,
+            reply: None,
+        });
+    }
+
+    /// The file watch's state (shared with the watch task).
+    pub fn watch_status(&self) -> crate::watch::SharedWatchStatus {
+        self.watch.clone()
+    }
+
+    /// The TLS material connections are accepted with, when serving https.
+    pub fn tls(&self) -> Option<Arc<TlsState>> {
+        self.tls.clone()
     }
 
     /// The snapshot to serve one request with (load once, keep to the end).
@@ -176,6 +260,7 @@ impl App {
     /// everything is valid. On any problem the served snapshot stays as it was.
     pub async fn reload(&self, trigger: &str) -> ReloadOutcome {
         let _one_at_a_time = self.reload_lock.lock().await;
+        let started = std::time::Instant::now();
         let outcome = self.try_reload().await;
         let (result, errors) = match &outcome {
             ReloadOutcome::Applied(_) => ("applied", vec![]),
@@ -185,6 +270,7 @@ impl App {
         let attempt = Attempt {
             at: now_secs(),
             trigger: trigger.into(),
+            duration_ms: started.elapsed().as_millis() as u64,
             result: result.into(),
             errors,
         };
@@ -216,10 +302,10 @@ impl App {
             }
         };
         let current = self.runtime();
-        let plugins_hash = plugins_hash(&config.plugins.dir);
+        let files = input_files(&self.config_path, &config);
         {
             let st = self.status.lock().unwrap_or_else(|p| p.into_inner());
-            if st.config_hash == config.hash && st.plugins_hash == plugins_hash {
+            if st.files == files {
                 return ReloadOutcome::Unchanged(current.generation);
             }
         }
@@ -234,9 +320,25 @@ impl App {
                 "server.port: cannot change while running; restart to listen elsewhere".to_string(),
             );
         }
+        match (&config.server.https, &self.tls) {
+            (Some(_), None) | (None, Some(_)) => refused.push(
+                "server.https: cannot switch TLS on or off while running; restart to change it"
+                    .to_string(),
+            ),
+            _ => {}
+        }
         if !refused.is_empty() {
             return ReloadOutcome::Failed(refused);
         }
+        // New key or certificate content is checked before anything is swapped.
+        let new_tls = match (&config.server.https, &self.tls) {
+            (Some(h), Some(state)) => match TlsMaterial::load(h) {
+                Ok(m) if m.hash != state.load().hash => Some(m),
+                Ok(_) => None,
+                Err(e) => return ReloadOutcome::Failed(vec![e]),
+            },
+            _ => None,
+        };
         let generation = current.generation + 1;
         let config_hash = config.hash.clone();
         match runtime::build(
@@ -250,13 +352,37 @@ impl App {
         {
             Ok(rt) => {
                 self.runtime.store(Arc::new(rt));
+                if let (Some(m), Some(state)) = (new_tls, &self.tls) {
+                    state.store(Arc::new(m));
+                    tracing::info!("tls key and certificate replaced for new connections");
+                }
                 let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
                 st.generation = generation;
                 st.config_hash = config_hash;
-                st.plugins_hash = plugins_hash;
+                st.files = files;
                 ReloadOutcome::Applied(generation)
             }
             Err(errors) => ReloadOutcome::Failed(errors),
+        }
+    }
+}
+
+/// The one reload task: every trigger (file watch, `SIGHUP`, the admin endpoint) sends here.
+/// Requests queued while an attempt runs are served together by the next attempt.
+async fn reload_task(app: Arc<App>, mut rx: mpsc::Receiver<ReloadRequest>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let mut triggers: Vec<&str> = batch.iter().map(|r| r.trigger).collect();
+        triggers.sort_unstable();
+        triggers.dedup();
+        let outcome = app.reload(&triggers.join("+")).await;
+        for r in batch {
+            if let Some(reply) = r.reply {
+                let _ = reply.send(outcome.clone());
+            }
         }
     }
 }

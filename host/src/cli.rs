@@ -131,6 +131,9 @@ async fn serve(config: &Path) -> anyhow::Result<i32> {
         }
     };
     spawn_sighup(app.clone());
+    if let Err(e) = crate::watch::spawn(app.clone()) {
+        tracing::warn!("{e}; reload with SIGHUP or the admin endpoint");
+    }
     let generation = app.runtime().generation;
     let on_bound = |addr: std::net::SocketAddr, tls: bool| {
         let scheme = if tls { "https" } else { "http" };
@@ -150,7 +153,7 @@ fn spawn_sighup(app: Arc<App>) {
             return;
         };
         while hup.recv().await.is_some() {
-            app.reload("signal").await;
+            app.request_reload("signal").await;
         }
     });
 }

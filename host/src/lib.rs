@@ -17,3 +17,5 @@ pub mod plugin;
 pub mod runtime;
 pub mod server;
 pub mod state;
+pub mod tls;
+pub mod watch;

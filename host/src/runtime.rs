@@ -32,6 +32,20 @@ pub struct ProviderInstance {
     build_key: String,
 }
 
+/// An instance whose plugin file was deleted: requests that need it fail closed (503) until the
+/// plugin comes back or the config stops naming it.
+#[derive(Debug, Clone)]
+pub struct RetiredInstance {
+    /// Instance name from the YAML.
+    pub name: String,
+    /// The plugin it needs.
+    pub plugin: String,
+    /// The issuers it accepted when it was last built (to route tokens to the 503).
+    pub issuers: Vec<String>,
+    /// Why, for status and logs.
+    pub reason: String,
+}
+
 /// A plugin file's state in a snapshot.
 pub enum PluginFile {
     /// Loaded; its manifest is usable.
@@ -48,6 +62,8 @@ pub struct Runtime {
     pub config: Arc<Config>,
     /// Provider instances, in config order.
     pub providers: Vec<Arc<ProviderInstance>>,
+    /// Instances named by the config whose plugin file was deleted.
+    pub retired: Vec<RetiredInstance>,
     /// Every `*.so` found in the plugins folder.
     pub plugins: Vec<PluginFile>,
 }
@@ -122,6 +138,7 @@ pub async fn build(
     let plugins = load_plugins(&config, loader).await.map_err(|e| vec![e])?;
     let mut errors = Vec::new();
     let mut providers = Vec::new();
+    let mut retired = Vec::new();
     for (i, pc) in config.providers.iter().enumerate() {
         let at = format!("providers[{i}] ({})", pc.name);
         let plugin = plugins.iter().find_map(|p| match p {
@@ -129,6 +146,11 @@ pub async fn build(
             _ => None,
         });
         let Some(plugin) = plugin else {
+            if let Some(r) = retire(previous, pc, &plugins) {
+                tracing::warn!(provider = %r.name, "{}", r.reason);
+                retired.push(r);
+                continue;
+            }
             let failed: Vec<String> = plugins
                 .iter()
                 .filter_map(|p| match p {
@@ -201,7 +223,58 @@ pub async fn build(
         generation,
         config: Arc::new(config),
         providers,
+        retired,
         plugins,
+    })
+}
+
+/// An instance of the previous snapshot whose plugin file is gone (not merely unloadable: a file
+/// being rewritten in place fails to load and must not retire anything) is retired rather than
+/// failing the reload, so that deleting a plugin takes effect.
+fn retire(
+    previous: Option<&Runtime>,
+    pc: &crate::config::ProviderConfig,
+    plugins: &[PluginFile],
+) -> Option<RetiredInstance> {
+    let prev = previous?;
+    let (issuers, file) = prev
+        .providers
+        .iter()
+        .find(|p| p.name == pc.name && p.plugin.manifest.name == pc.plugin)
+        .map(|p| (p.issuers.clone(), Some(p.plugin.file.clone())))
+        .or_else(|| {
+            prev.retired
+                .iter()
+                .find(|r| r.name == pc.name && r.plugin == pc.plugin)
+                .map(|r| (r.issuers.clone(), None))
+        })?;
+    if let Some(file) = &file {
+        let still_there = file.exists()
+            || plugins.iter().any(|p| match p {
+                PluginFile::Failed(e) => e.file() == file.as_path(),
+                PluginFile::Loaded(_) => false,
+            });
+        if still_there {
+            return None;
+        }
+    }
+    let reason = match &file {
+        Some(f) => format!(
+            "provider {}: plugin `{}` was removed ({} is gone); requests that need it are refused until it is back",
+            pc.name,
+            pc.plugin,
+            f.display()
+        ),
+        None => format!(
+            "provider {}: plugin `{}` is still missing; requests that need it are refused",
+            pc.name, pc.plugin
+        ),
+    };
+    Some(RetiredInstance {
+        name: pc.name.clone(),
+        plugin: pc.plugin.clone(),
+        issuers,
+        reason,
     })
 }
 

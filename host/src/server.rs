@@ -5,7 +5,7 @@ use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use poem::{
     http::{header, HeaderValue, Method, StatusCode, Uri},
-    listener::{Acceptor, Listener, RustlsCertificate, RustlsConfig, TcpListener},
+    listener::{Acceptor, Listener, TcpListener},
     Endpoint, EndpointExt, IntoResponse, Request, Response, Route,
 };
 use poem_openapi::OpenApiService;
@@ -342,18 +342,11 @@ pub async fn serve(
                 .run_with_graceful_shutdown(endpoint(app.clone()), shutdown, drain)
                 .await
         }
-        Some(h) => {
-            let read = |what: &str, p: &std::path::Path| {
-                std::fs::read(p).map_err(|e| {
-                    std::io::Error::other(format!("server.https.{what}: {}: {e}", p.display()))
-                })
-            };
-            let tls = RustlsConfig::new().fallback(
-                RustlsCertificate::new()
-                    .key(read("key", &h.key)?)
-                    .cert(read("cert", &h.cert)?),
-            );
-            let acceptor = tcp.rustls(tls).into_acceptor().await?;
+        Some(_) => {
+            let state = app.tls().ok_or_else(|| {
+                std::io::Error::other("server.https is set but no TLS was loaded")
+            })?;
+            let acceptor = crate::tls::ReloadingTlsAcceptor::new(tcp.into_acceptor().await?, state);
             on_bound(first_addr(&acceptor)?, true);
             poem::Server::new_with_acceptor(acceptor)
                 .run_with_graceful_shutdown(endpoint(app.clone()), shutdown, drain)

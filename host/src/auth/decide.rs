@@ -21,7 +21,7 @@ use super::{
 use crate::{
     jose,
     matching::{CaseMode, PatternSet, PatternSpec},
-    runtime::{ProviderInstance, Runtime},
+    runtime::{ProviderInstance, RetiredInstance, Runtime},
 };
 
 /// Built-in routes that always need a user, whatever `auth.public` says.
@@ -165,8 +165,12 @@ async fn authenticate_and_authorize(
             "token is larger than the configured limit".into(),
         ));
     }
+    let retired = retired_for(rt, &token);
     let candidates = candidates(rt, &token);
     if candidates.is_empty() {
+        if let Some(r) = retired {
+            return Err(Denial::Unavailable(r.reason.clone()));
+        }
         return Err(if rt.providers.is_empty() {
             // Nothing can check any token: fail closed, and say it is our side.
             Denial::Unavailable("no identity provider is configured".into())
@@ -219,16 +223,41 @@ async fn authenticate_and_authorize(
             }
         }
     }
-    match unavailable {
-        Some(r) => Err(Denial::Unavailable(r)),
-        None => Err(Denial::InvalidToken(last_reason)),
+    match (unavailable, retired) {
+        (Some(r), _) => Err(Denial::Unavailable(r)),
+        // The instance that could have vouched for the token is retired: the check could not be
+        // made, which is our side's fault.
+        (None, Some(r)) => Err(Denial::Unavailable(r.reason.clone())),
+        (None, None) => Err(Denial::InvalidToken(last_reason)),
     }
+}
+
+/// A retired instance that could have been the one for this token: one declaring the token's
+/// issuer, else one declaring no issuer.
+fn retired_for<'a>(rt: &'a Runtime, token: &str) -> Option<&'a RetiredInstance> {
+    if rt.retired.is_empty() {
+        return None;
+    }
+    let iss = jose::peek_issuer(token, rt.config.server.max_token_bytes);
+    rt.retired
+        .iter()
+        .find(|r| iss.as_ref().is_some_and(|i| r.issuers.contains(i)))
+        .or_else(|| {
+            let claimed = iss
+                .as_ref()
+                .is_some_and(|i| rt.providers.iter().any(|p| p.issuers.contains(i)));
+            if claimed {
+                None
+            } else {
+                rt.retired.iter().find(|r| r.issuers.is_empty())
+            }
+        })
 }
 
 /// Providers to try for this token: the one whose declared issuer matches the token's `iss`; else
 /// those that declare no issuer, in config order. With one provider, that provider.
 fn candidates<'a>(rt: &'a Runtime, token: &str) -> Vec<&'a Arc<ProviderInstance>> {
-    if rt.providers.len() == 1 {
+    if rt.providers.len() == 1 && rt.retired.is_empty() {
         return rt.providers.iter().collect();
     }
     if let Some(iss) = jose::peek_issuer(token, rt.config.server.max_token_bytes) {

@@ -1,0 +1,213 @@
+//! The file watch: the config file's folder, the plugins folder and the TLS files' folders are
+//! watched (folders, not files: editors save by rename and Kubernetes swaps a `..data` symlink,
+//! which a watch on the file itself would lose). Relevant events are debounced and sent to the
+//! one reload task; the watched set follows the config after each reload.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use notify::{RecursiveMode, Watcher as _};
+use tokio::sync::mpsc;
+
+use crate::app::App;
+
+/// Quiet time after the last event before a reload starts.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+/// A steady stream of events (a slow copy) still reloads after this long.
+pub const MAX_DELAY: Duration = Duration::from_millis(1000);
+
+/// What a watched folder's events are relevant for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Interest {
+    /// These file names (and Kubernetes' `..`-prefixed entries).
+    Names(Vec<String>),
+    /// Any `*.so`.
+    Plugins,
+}
+
+/// The folders to watch and what in them matters.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Targets(BTreeMap<PathBuf, Vec<Interest>>);
+
+fn canonical_dir(dir: &Path) -> PathBuf {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf())
+}
+
+fn name_of(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+impl Targets {
+    fn add_file(&mut self, file: &Path) {
+        let dir = canonical_dir(file.parent().unwrap_or(Path::new(".")));
+        let name = name_of(file);
+        let entry = self.0.entry(dir).or_default();
+        match entry.iter_mut().find_map(|i| match i {
+            Interest::Names(n) => Some(n),
+            Interest::Plugins => None,
+        }) {
+            Some(names) => names.push(name),
+            None => entry.push(Interest::Names(vec![name])),
+        }
+    }
+
+    /// What the running app needs watched.
+    pub fn of(app: &App) -> Targets {
+        let mut t = Targets::default();
+        t.add_file(app.config_path());
+        let rt = app.runtime();
+        t.0.entry(canonical_dir(&rt.config.plugins.dir))
+            .or_default()
+            .push(Interest::Plugins);
+        if let Some(h) = &rt.config.server.https {
+            t.add_file(&h.key);
+            t.add_file(&h.cert);
+        }
+        t
+    }
+
+    /// Whether a change to `path` can change what the app serves.
+    pub fn is_relevant(&self, path: &Path) -> bool {
+        let Some(dir) = path.parent() else {
+            return false;
+        };
+        let Some(interests) = self.0.get(dir) else {
+            return false;
+        };
+        let name = name_of(path);
+        interests.iter().any(|i| match i {
+            Interest::Names(names) => names.contains(&name) || name.starts_with(".."),
+            Interest::Plugins => path.extension().is_some_and(|e| e == "so"),
+        })
+    }
+
+    /// The watched folders.
+    pub fn dirs(&self) -> impl Iterator<Item = &PathBuf> {
+        self.0.keys()
+    }
+}
+
+/// The watch's own state, for the status API.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct WatchStatus {
+    /// Folders being watched.
+    pub watching: Vec<String>,
+    /// Folders that could not be watched, and why (retried after every reload).
+    pub errors: Vec<String>,
+}
+
+/// Shared watch status.
+pub type SharedWatchStatus = Arc<Mutex<WatchStatus>>;
+
+/// Starts watching for `app`; events reach the reload task. Fails only when the platform has
+/// no file watch at all.
+pub fn spawn(app: Arc<App>) -> Result<(), String> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<notify::Result<notify::Event>>();
+    let mut watcher = notify::recommended_watcher(move |ev| {
+        let _ = tx.send(ev);
+    })
+    .map_err(|e| format!("file watch unavailable: {e}"))?;
+    let status2 = app.watch_status();
+    tokio::spawn(async move {
+        let mut targets = Targets::default();
+        let mut watched: Vec<PathBuf> = Vec::new();
+        retarget(&mut watcher, &mut watched, &mut targets, &app, &status2);
+        while let Some(ev) = rx.recv().await {
+            if !relevant(&targets, &ev) {
+                continue;
+            }
+            // Debounce: wait for a quiet moment, but not forever.
+            let first = Instant::now();
+            while first.elapsed() < MAX_DELAY {
+                match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            app.request_reload("watch").await;
+            retarget(&mut watcher, &mut watched, &mut targets, &app, &status2);
+        }
+    });
+    Ok(())
+}
+
+fn relevant(targets: &Targets, ev: &notify::Result<notify::Event>) -> bool {
+    match ev {
+        // The watch itself failed or overflowed: look at everything again.
+        Err(_) => true,
+        Ok(ev) if ev.need_rescan() => true,
+        Ok(ev) if ev.kind.is_access() => false,
+        Ok(ev) => ev.paths.iter().any(|p| targets.is_relevant(p)),
+    }
+}
+
+/// Watches what the app needs now; a folder that cannot be watched (not there yet) is retried
+/// after the next reload.
+fn retarget(
+    watcher: &mut notify::RecommendedWatcher,
+    watched: &mut Vec<PathBuf>,
+    targets: &mut Targets,
+    app: &App,
+    status: &SharedWatchStatus,
+) {
+    let wanted = Targets::of(app);
+    let mut errors = Vec::new();
+    watched.retain(|d| {
+        let keep = wanted.0.contains_key(d);
+        if !keep {
+            let _ = watcher.unwatch(d);
+        }
+        keep
+    });
+    for dir in wanted.dirs() {
+        if watched.contains(dir) {
+            continue;
+        }
+        match watcher.watch(dir, RecursiveMode::NonRecursive) {
+            Ok(()) => watched.push(dir.clone()),
+            Err(e) => {
+                let line = format!("{}: cannot watch: {e}", dir.display());
+                tracing::warn!("{line}; changes there need SIGHUP or the reload endpoint");
+                errors.push(line);
+            }
+        }
+    }
+    *targets = wanted;
+    let mut st = status.lock().unwrap_or_else(|p| p.into_inner());
+    st.watching = watched.iter().map(|d| d.display().to_string()).collect();
+    st.errors = errors;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relevance_follows_names_links_and_plugins() {
+        let mut t = Targets::default();
+        t.add_file(Path::new("/etc/portcullis/portcullis.yaml"));
+        t.0.entry(PathBuf::from("/opt/plugins"))
+            .or_default()
+            .push(Interest::Plugins);
+        assert!(t.is_relevant(Path::new("/etc/portcullis/portcullis.yaml")));
+        assert!(t.is_relevant(Path::new("/etc/portcullis/..data")));
+        assert!(t.is_relevant(Path::new("/etc/portcullis/..2026_11_26_20_00_00.123")));
+        assert!(!t.is_relevant(Path::new("/etc/portcullis/.portcullis.yaml.swp")));
+        assert!(!t.is_relevant(Path::new("/etc/portcullis/other.yaml")));
+        assert!(t.is_relevant(Path::new("/opt/plugins/libportcullis_jwt.so")));
+        assert!(!t.is_relevant(Path::new("/opt/plugins/libportcullis_jwt.d")));
+        assert!(!t.is_relevant(Path::new("/opt/elsewhere/x.so")));
+    }
+}
