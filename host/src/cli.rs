@@ -39,6 +39,10 @@ pub enum Command {
             default_value = "config/portcullis.yaml"
         )]
         config: PathBuf,
+        /// Do not watch the config and plugin folders; reload only on SIGHUP or the admin
+        /// endpoint (for file systems without change events).
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Checks a config (and the plugins it names) and prints every problem; exit 1 on any.
     Check {
@@ -101,7 +105,7 @@ pub fn init_logging(format: &str) {
 /// Runs a parsed command line; the returned code is the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Serve { config } => serve(&config).await,
+        Command::Serve { config, no_watch } => serve(&config, !no_watch).await,
         Command::Check { path } => check(&path).await,
         Command::Token {
             config,
@@ -120,7 +124,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-async fn serve(config: &Path) -> anyhow::Result<i32> {
+async fn serve(config: &Path, watch: bool) -> anyhow::Result<i32> {
     let app = match App::start(config).await {
         Ok(app) => app,
         Err(errors) => {
@@ -131,8 +135,10 @@ async fn serve(config: &Path) -> anyhow::Result<i32> {
         }
     };
     spawn_sighup(app.clone());
-    if let Err(e) = crate::watch::spawn(app.clone()) {
-        tracing::warn!("{e}; reload with SIGHUP or the admin endpoint");
+    if watch {
+        if let Err(e) = crate::watch::spawn(app.clone()) {
+            tracing::warn!("{e}; reload with SIGHUP or the admin endpoint");
+        }
     }
     let generation = app.runtime().generation;
     let on_bound = |addr: std::net::SocketAddr, tls: bool| {

@@ -119,19 +119,29 @@ pub fn spawn(app: Arc<App>) -> Result<(), String> {
     })
     .map_err(|e| format!("file watch unavailable: {e}"))?;
     let status2 = app.watch_status();
+    let mut targets = Targets::default();
+    let mut watched: Vec<PathBuf> = Vec::new();
+    retarget(&mut watcher, &mut watched, &mut targets, &app, &status2);
+    // A change made between the first read and the watch being in place would be missed: look
+    // once more now that it is (unchanged content costs a hash).
+    app.notify_reload("watch");
     tokio::spawn(async move {
-        let mut targets = Targets::default();
-        let mut watched: Vec<PathBuf> = Vec::new();
-        retarget(&mut watcher, &mut watched, &mut targets, &app, &status2);
         while let Some(ev) = rx.recv().await {
             if !relevant(&targets, &ev) {
                 continue;
             }
-            // Debounce: wait for a quiet moment, but not forever.
+            // Debounce: wait until relevant events stop for a moment, but not forever. Other
+            // files in the same folders (a log written next to the config) do not delay it.
             let first = Instant::now();
+            let mut quiet_from = Instant::now();
             while first.elapsed() < MAX_DELAY {
-                match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
-                    Ok(Some(_)) => continue,
+                let left = DEBOUNCE.saturating_sub(quiet_from.elapsed());
+                match tokio::time::timeout(left, rx.recv()).await {
+                    Ok(Some(ev)) => {
+                        if relevant(&targets, &ev) {
+                            quiet_from = Instant::now();
+                        }
+                    }
                     Ok(None) => return,
                     Err(_) => break,
                 }

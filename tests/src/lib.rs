@@ -66,6 +66,7 @@ pub struct Server {
     /// Its private folder (config, plugins, state, logs).
     pub dir: tempfile::TempDir,
     log: PathBuf,
+    config: PathBuf,
 }
 
 impl Server {
@@ -99,9 +100,22 @@ impl Server {
         }
         let cfg = dir.path().join("config.yaml");
         std::fs::write(&cfg, config).expect("write config");
+        Self::spawn_in(dir, cfg, &[], env)
+    }
+
+    /// Starts a server on a folder the caller prepared: `config` is the config file to pass (it
+    /// may be a symlink, as in a Kubernetes ConfigMap), `args` extra `serve` arguments.
+    #[allow(clippy::zombie_processes)]
+    pub fn spawn_in(
+        dir: tempfile::TempDir,
+        cfg: PathBuf,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Server, String> {
         let log = dir.path().join("server.log");
         let mut cmd = Command::new(binary());
         cmd.arg("serve")
+            .args(args)
             .arg("--config")
             .arg(&cfg)
             .env("PORTCULLIS_STATE_DIR", dir.path().join("state"))
@@ -134,6 +148,7 @@ impl Server {
                     addr,
                     dir,
                     log,
+                    config: cfg,
                 })
             }
             Err(_) => {
@@ -156,7 +171,17 @@ impl Server {
 
     /// The config file.
     pub fn config_path(&self) -> PathBuf {
-        self.dir.path().join("config.yaml")
+        self.config.clone()
+    }
+
+    /// The plugins folder the server was started with (`plugins/` in its folder).
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.dir.path().join("plugins")
+    }
+
+    /// The process id (to send signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether the process is still running.
@@ -390,4 +415,52 @@ pub fn good_claims(sub: &str, extra: serde_json::Value) -> serde_json::Value {
     c["iss"] = "https://issuer.test".into();
     c["aud"] = "api".into();
     c
+}
+
+/// Makes a self-signed P-256 certificate for `cn` (and IP 127.0.0.1) with `openssl`, which
+/// `.ci/run` installs.
+pub fn self_signed_cert(cn: &str, key: &Path, cert: &Path) {
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            &format!("/CN={cn}"),
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl (installed by .ci/run) makes the test certificate");
+    assert!(status.success(), "openssl failed to make a certificate");
+}
+
+/// The faulty test plugin's marker: the built file carries it, and [`flavored_plugin`] rewrites
+/// it to make a second version of the same plugin with different content and behaviour.
+pub const FLAVOR_MARKER: &[u8] = b"PORTCULLIS-FLAVOR:AAAAA";
+
+/// The faulty test plugin with its flavor (five ASCII letters) rewritten, as bytes.
+pub fn flavored_plugin(flavor: &str) -> Vec<u8> {
+    assert_eq!(flavor.len(), 5, "a flavor is five ASCII letters");
+    let mut bytes = std::fs::read(plugin("portcullis_test_faulty")).expect("faulty plugin built");
+    let at = bytes
+        .windows(FLAVOR_MARKER.len())
+        .position(|w| w == FLAVOR_MARKER)
+        .expect("flavor marker in the faulty plugin");
+    let start = at + FLAVOR_MARKER.len() - 5;
+    bytes[start..start + 5].copy_from_slice(flavor.as_bytes());
+    bytes
 }

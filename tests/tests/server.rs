@@ -338,32 +338,7 @@ async fn admin_reload_applies_a_new_config_and_refuses_a_broken_one() {
 async fn https_serves_with_the_configured_key_and_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
-    let status = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl (installed by .ci/run) makes the test certificate");
-    assert!(status.success());
+    self_signed_cert("localhost", &key, &cert);
     let cfg = jwt_config(RULES).replace(
         "  port: 0\n",
         &format!(
@@ -379,17 +354,15 @@ async fn https_serves_with_the_configured_key_and_certificate() {
         .unwrap();
     let t = hs256(SECRET, good_claims("tls", json!({})));
     let base = format!("https://{}", s.addr);
-    // poem installs the TLS config on its acceptor just after binding; the first handshakes may
-    // be dropped until it has, so wait for the first one that succeeds.
-    let mut ready = false;
-    for _ in 0..100 {
-        if tls.get(format!("{base}/health")).send().await.is_ok() {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(ready, "no TLS handshake succeeded");
+    // The TLS config is built before the listener accepts: the very first handshake works.
+    assert_eq!(
+        tls.get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let r = tls
         .get(format!("{base}/api/auth/me"))
         .bearer_auth(&t)

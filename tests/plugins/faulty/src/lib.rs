@@ -12,13 +12,30 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `ok`, `fail_ctor`, `panic_ctor`, `hang_ctor`, `panic_authenticate`, `hang_authenticate`,
-    /// `garbage_user`, `unavailable`, `deny`, `panic_authorize`.
+    /// `garbage_user`, `unavailable`, `deny`, `panic_authorize`, `slow` (fetches `url` through
+    /// the host before answering, so a test can hold a request in flight).
     pub mode: String,
+    /// For `slow`.
+    #[serde(default)]
+    pub url: Option<String>,
 }
 
 /// The provider.
 pub struct Faulty {
     mode: String,
+    url: Option<String>,
+    host: Host,
+}
+
+/// Tests rewrite the five letters after the colon in the built file to make a second version
+/// of this plugin (different content, different answers) without a second build.
+#[used]
+static FLAVOR: [u8; 23] = *b"PORTCULLIS-FLAVOR:AAAAA";
+
+/// This library copy's flavor, read from memory so that a rewritten file answers differently.
+fn flavor() -> String {
+    let bytes: &[u8; 23] = std::hint::black_box(&FLAVOR);
+    String::from_utf8_lossy(&bytes[18..]).into_owned()
 }
 
 impl AuthProvider for Faulty {
@@ -37,14 +54,21 @@ impl AuthProvider for Faulty {
                     User::from_claims(Default::default())
                 }),
             )),
-            _ => Ok(token.strip_prefix("good-").map(|sub| {
-                User::from_claims(
-                    serde_json::json!({ "sub": sub })
-                        .as_object()
-                        .cloned()
-                        .unwrap_or_default(),
-                )
-            })),
+            mode => {
+                if mode == "slow" {
+                    if let Some(url) = &self.url {
+                        self.host.get(url, &[]).await?;
+                    }
+                }
+                Ok(token.strip_prefix("good-").map(|sub| {
+                    User::from_claims(
+                        serde_json::json!({ "sub": sub, "flavor": flavor() })
+                            .as_object()
+                            .cloned()
+                            .unwrap_or_default(),
+                    )
+                }))
+            }
         }
     }
 
@@ -67,14 +91,18 @@ impl Plugin for FaultyPlugin {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str = "test plugin that fails on demand";
 
-    fn build(config: Config, _host: Host) -> Result<Faulty, PluginError> {
+    fn build(config: Config, host: Host) -> Result<Faulty, PluginError> {
         match config.mode.as_str() {
             "fail_ctor" => Err(PluginError::config("mode fail_ctor: refusing to start")),
             "panic_ctor" => panic!("constructor exploded"),
             "hang_ctor" => loop {
                 std::thread::sleep(std::time::Duration::from_secs(3600));
             },
-            _ => Ok(Faulty { mode: config.mode }),
+            _ => Ok(Faulty {
+                mode: config.mode,
+                url: config.url,
+                host,
+            }),
         }
     }
 }
