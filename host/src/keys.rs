@@ -1,5 +1,6 @@
-//! Key sets fetched from JWKS URLs, shared by every provider instance that names the same URL and
-//! kept across reloads.
+//! Key sets fetched from JWKS URLs or certificate-map URLs (Google's `securetoken` format: a JSON
+//! object mapping `kid` to a PEM X.509 certificate), shared by every provider instance that names
+//! the same URL and kept across reloads. Both formats get the same guarantees:
 //!
 //! * TTL from `Cache-Control: max-age` (bounded), 5 minutes when absent; an expired set keeps
 //!   serving while one background refresh runs.
@@ -58,6 +59,16 @@ impl Default for KeyCacheSettings {
     }
 }
 
+/// The document format a key set URL serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyFormat {
+    /// A JWKS (RFC 7517): `{"keys": [JWK, ...]}`.
+    Jwks,
+    /// A JSON object mapping each `kid` to an X.509 certificate in PEM, as Google serves at
+    /// `https://www.googleapis.com/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com`.
+    X509Map,
+}
+
 /// Why keys could not be had.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("keys from {url} are unavailable: {reason}")]
@@ -77,6 +88,7 @@ struct Fetched {
 /// One URL's key set.
 pub struct KeySet {
     url: String,
+    format: KeyFormat,
     current: ArcSwapOption<Fetched>,
     fetch_lock: tokio::sync::Mutex<()>,
     refreshing: AtomicBool,
@@ -105,7 +117,7 @@ pub struct KeySetStats {
 pub struct KeyCache {
     http: HttpClient,
     settings: KeyCacheSettings,
-    sets: Mutex<HashMap<String, Arc<KeySet>>>,
+    sets: Mutex<HashMap<(KeyFormat, String), Arc<KeySet>>>,
 }
 
 impl KeyCache {
@@ -118,13 +130,20 @@ impl KeyCache {
         }
     }
 
-    /// The set for `url` (created empty on first use; nothing is fetched yet).
+    /// The JWKS set for `url` (created empty on first use; nothing is fetched yet).
     pub fn set(&self, url: &str) -> Arc<KeySet> {
+        self.set_of(KeyFormat::Jwks, url)
+    }
+
+    /// The set for `url` served in `format` (created empty on first use). The same URL read in two
+    /// formats is two sets: a key is only ever looked up in a set parsed the way its provider said.
+    pub fn set_of(&self, format: KeyFormat, url: &str) -> Arc<KeySet> {
         let mut sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
-        sets.entry(url.to_string())
+        sets.entry((format, url.to_string()))
             .or_insert_with(|| {
                 Arc::new(KeySet {
                     url: url.to_string(),
+                    format,
                     current: ArcSwapOption::empty(),
                     fetch_lock: tokio::sync::Mutex::new(()),
                     refreshing: AtomicBool::new(false),
@@ -212,7 +231,7 @@ impl KeyCache {
             }
         }
         set.fetches.fetch_add(1, Ordering::Relaxed);
-        match self.fetch(&set.url).await {
+        match self.fetch(&set.url, set.format).await {
             Ok((keys, ttl)) => {
                 let keys: Arc<[Key]> = keys.into();
                 set.current.store(Some(Arc::new(Fetched {
@@ -241,7 +260,7 @@ impl KeyCache {
         }
     }
 
-    async fn fetch(&self, url: &str) -> Result<(Vec<Key>, Duration), String> {
+    async fn fetch(&self, url: &str, format: KeyFormat) -> Result<(Vec<Key>, Duration), String> {
         let resp = self
             .http
             .get_capped(
@@ -254,12 +273,12 @@ impl KeyCache {
         if resp.status != 200 {
             return Err(format!("http status {}", resp.status));
         }
-        let (keys, _skipped) = crate::jose::parse_jwks_limited(
-            &resp.body,
-            self.settings.max_keys,
-            self.settings.max_bytes,
-        )
-        .map_err(|e| e.to_string())?;
+        let parse = match format {
+            KeyFormat::Jwks => crate::jose::parse_jwks_limited,
+            KeyFormat::X509Map => crate::jose::parse_x509_map_limited,
+        };
+        let (keys, _skipped) = parse(&resp.body, self.settings.max_keys, self.settings.max_bytes)
+            .map_err(|e| e.to_string())?;
         if keys.is_empty() {
             return Err("the key set has no usable signing keys".into());
         }

@@ -39,6 +39,17 @@ pub trait HostServices: Clone + Send + Sync {
     /// fetched and cached by the host (one refetch on an unknown `kid`, shared and rate-limited).
     #[sabi(last_prefix_field)]
     fn jwt_verifier(&self, spec_json: RStr<'_>) -> RResult<JwtVerifierBox, PluginError>;
+
+    /// Signs `claims_json` (a JSON object's text) as a compact JWS with RS256 and the given PEM
+    /// private key (PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`); `kid` goes into the header
+    /// when given. For plugins that authenticate themselves to their provider (a service
+    /// account's JWT bearer grant, RFC 7523). Errors never contain key material.
+    fn sign_jwt_rs256(
+        &self,
+        claims_json: RStr<'_>,
+        kid: ROption<RStr<'_>>,
+        private_key_pem: RStr<'_>,
+    ) -> RResult<RString, PluginError>;
 }
 
 /// The host services object handed to `new_provider`; cheap to clone.
@@ -62,7 +73,7 @@ pub type JwtVerifierBox = JwtVerifier_TO<'static, RBox<()>>;
 ///
 /// Algorithms are pinned here, never taken from a token. When `algorithms` is empty the host
 /// derives them from the keys: HS256/384/512 for a secret, the key type's algorithms for PEM keys,
-/// RS256 for a JWKS URL.
+/// RS256 for a JWKS URL or an x509 certificate URL.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct JwtVerifierSpec {
@@ -75,6 +86,12 @@ pub struct JwtVerifierSpec {
     /// A JWKS URL, `https://` (plain `http://` only when the instance's YAML sets
     /// `dangerous: { allow_http: true }`).
     pub jwks_url: Option<String>,
+    /// A URL serving a JSON object that maps `kid` to a PEM X.509 certificate (Google's
+    /// `securetoken` format, used by Firebase Auth). Cached like a JWKS: TTL from
+    /// `Cache-Control: max-age`, one shared refetch on an unknown `kid`. `https://` only (plain
+    /// `http://` under `dangerous: { allow_http: true }`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub x509_url: Option<String>,
     /// Accepted `iss` values; empty = not checked.
     pub issuer: Vec<String>,
     /// Accepted `aud` values; empty = not checked. When set, a token without `aud` is refused.

@@ -214,6 +214,25 @@ impl Host {
         .await
     }
 
+    /// Signs `claims` (a JSON object) with RS256 and a PEM private key, on the host (plugins carry
+    /// no crypto of their own). `kid`, when given, goes into the header.
+    pub fn sign_jwt_rs256(
+        &self,
+        claims: &serde_json::Value,
+        kid: Option<&str>,
+        private_key_pem: &str,
+    ) -> Result<String, PluginError> {
+        let claims = claims.to_string();
+        self.inner
+            .sign_jwt_rs256(
+                RStr::from_str(&claims),
+                kid.map(RStr::from_str).into(),
+                RStr::from_str(private_key_pem),
+            )
+            .into_result()
+            .map(Into::into)
+    }
+
     /// Builds a JWT verifier backed by the host's key cache.
     pub fn jwt_verifier(&self, spec: &JwtVerifierSpec) -> Result<Verifier, PluginError> {
         let json = serde_json::to_string(spec)

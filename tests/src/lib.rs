@@ -19,6 +19,9 @@ use std::{
 
 use base64::Engine as _;
 
+pub mod mock_google;
+pub mod mock_oidc;
+
 /// `target/debug` (or whichever profile the tests were built with).
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

@@ -435,6 +435,51 @@ pub(super) fn verify_raw(alg: Algorithm, key: &Key, message: &[u8], sig: &[u8]) 
     }
 }
 
+/// Parses a certificate map as Google's `securetoken` endpoint serves it: a JSON object mapping
+/// each `kid` to an X.509 certificate in PEM (`{"<kid>": "-----BEGIN CERTIFICATE-----\n…"}`).
+/// Only each certificate's public key is used (as Firebase's Admin SDK does; the certificate is
+/// not validated as a chain). The byte cap is checked before parsing; a body with an `error`
+/// member (Google's OAuth-style error answer) is refused; entries that are not strings or do not
+/// parse are skipped, and the second value is how many were.
+pub fn parse_x509_map_limited(
+    bytes: &[u8],
+    max_keys: usize,
+    max_bytes: usize,
+) -> Result<(Vec<Key>, usize), KeyError> {
+    if bytes.len() > max_bytes {
+        return Err(KeyError::TooLarge { max: max_bytes });
+    }
+    let doc = json::parse_object(bytes).map_err(|e| match e {
+        JsonError::Duplicate => KeyError::DuplicateMember,
+        JsonError::TooDeep => KeyError::Malformed("certificate map json is nested too deeply"),
+        JsonError::NotObject => KeyError::Malformed("certificate map is not a json object"),
+        JsonError::Syntax => KeyError::Malformed("certificate map is not valid json"),
+    })?;
+    if doc.contains_key("error") {
+        return Err(KeyError::Malformed(
+            "certificate endpoint answered with an error object",
+        ));
+    }
+    if doc.len() > max_keys {
+        return Err(KeyError::TooManyKeys { max: max_keys });
+    }
+    let mut keys = Vec::with_capacity(doc.len());
+    let mut skipped = 0;
+    for (kid, value) in &doc {
+        let parsed = match value {
+            Value::String(pem) if !kid.is_empty() && kid.len() <= super::MAX_KID_BYTES => {
+                Key::from_pem(pem).ok()
+            }
+            _ => None,
+        };
+        match parsed {
+            Some(key) => keys.push(key.with_kid(kid.clone())),
+            None => skipped += 1,
+        }
+    }
+    Ok((keys, skipped))
+}
+
 /// Parses a JWKS document (`{"keys":[...]}`) of at most [`DEFAULT_MAX_JWKS_BYTES`] bytes and
 /// `max_keys` keys. Keys that do not parse, or are not for signatures, are skipped; the second
 /// value is how many were skipped.

@@ -42,8 +42,8 @@ pub use self::alg::{Algorithm, KeyFamily, UnknownAlgorithm};
 pub use self::error::{JwsError, KeyError};
 pub use self::json::MAX_JSON_DEPTH;
 pub use self::key::{
-    parse_jwks, parse_jwks_limited, Key, DEFAULT_MAX_JWKS_BYTES, DEFAULT_MAX_JWKS_KEYS,
-    MIN_HMAC_SECRET_LEN,
+    parse_jwks, parse_jwks_limited, parse_x509_map_limited, Key, DEFAULT_MAX_JWKS_BYTES,
+    DEFAULT_MAX_JWKS_KEYS, MIN_HMAC_SECRET_LEN,
 };
 pub use self::sign::{sign_rs256, SignError};
 pub use self::verify::{

@@ -1136,6 +1136,64 @@ fn pem_forms_are_accepted() {
     assert!(Key::from_pem("not a key").is_err());
 }
 
+#[test]
+fn google_certificate_maps_parse_kid_to_key() {
+    let f = fx();
+    let cert = pem("CERTIFICATE", &fake_certificate(&f.rsa_spki));
+    let doc = json!({
+        "0d8a67399e7882acae7d7f68b2280256a796a582": cert,
+        "e5a91d9f39fa4de254a1e89df00f05b7e248b985": "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+        "bad-type": 7,
+    });
+    let (keys, skipped) =
+        parse_x509_map_limited(doc.to_string().as_bytes(), 10, 64 * 1024).expect("map");
+    assert_eq!(skipped, 2);
+    assert_eq!(keys.len(), 1);
+    assert_eq!(
+        keys[0].kid(),
+        Some("0d8a67399e7882acae7d7f68b2280256a796a582")
+    );
+    assert_eq!(keys[0].family(), KeyFamily::Rsa);
+    // The key verifies a token that names it, and only inside this set.
+    let token = mint(
+        Algorithm::RS256,
+        Some("0d8a67399e7882acae7d7f68b2280256a796a582"),
+        &claims(),
+    );
+    assert!(verify(&token, &keys, &validation(&[Algorithm::RS256]), NOW).is_ok());
+    let other = mint(Algorithm::RS256, Some("unknown"), &claims());
+    assert_eq!(
+        verify(&other, &keys, &validation(&[Algorithm::RS256]), NOW),
+        Err(JwsError::UnknownKid)
+    );
+
+    // An empty map parses to no keys (the cache then refuses it as empty).
+    let (keys, _) = parse_x509_map_limited(b"{}", 10, 1024).expect("empty");
+    assert!(keys.is_empty());
+    // Google's error answer, a JWKS, HTML, duplicates, too big, too many: refused.
+    for (body, cap) in [
+        (
+            r#"{"error":"invalid_request","error_description":"x"}"#.to_string(),
+            1024,
+        ),
+        ("<html><body>503</body></html>".to_string(), 1024),
+        ("[1,2]".to_string(), 1024),
+        (r#"{"a":"x","a":"y"}"#.to_string(), 1024),
+        (format!(r#"{{"k":"{}"}}"#, "x".repeat(2000)), 1024),
+    ] {
+        assert!(
+            parse_x509_map_limited(body.as_bytes(), 10, cap).is_err(),
+            "{body:.40}"
+        );
+    }
+    let many: serde_json::Map<String, Value> =
+        (0..11).map(|i| (format!("k{i}"), json!("x"))).collect();
+    assert!(matches!(
+        parse_x509_map_limited(Value::Object(many).to_string().as_bytes(), 10, 64 * 1024),
+        Err(KeyError::TooManyKeys { max: 10 })
+    ));
+}
+
 /// A structurally valid X.509 certificate around `spki` (the signature is junk: the verifier
 /// only extracts the key).
 fn fake_certificate(spki: &[u8]) -> Vec<u8> {

@@ -18,7 +18,7 @@ use portcullis_plugin_api::{
 use crate::{
     http::{check_scheme, HttpClient},
     jose::{self, Algorithm, JwsError, Key, KeyFamily, Validation},
-    keys::{KeyCache, KeySet},
+    keys::{KeyCache, KeyFormat, KeySet},
 };
 
 /// What every instance's services share.
@@ -139,6 +139,23 @@ impl HostServices for InstanceServices {
             .map(|v| JwtVerifier_TO::from_value(v, TD_Opaque))
             .into()
     }
+
+    fn sign_jwt_rs256(
+        &self,
+        claims_json: RStr<'_>,
+        kid: ROption<RStr<'_>>,
+        private_key_pem: RStr<'_>,
+    ) -> RResult<RString, PluginError> {
+        let claims: serde_json::Value = match serde_json::from_str(claims_json.as_str()) {
+            Ok(v) => v,
+            Err(_) => return RResult::RErr(PluginError::internal("claims to sign are not json")),
+        };
+        let kid = kid.into_option().map(|k| k.as_str());
+        jose::sign_rs256(&claims, kid, private_key_pem.as_str())
+            .map(RString::from)
+            .map_err(|e| PluginError::config(format!("signing failed: {e}")))
+            .into()
+    }
 }
 
 enum KeySource {
@@ -165,10 +182,11 @@ fn build_verifier(
     })?;
     let sources = spec.secret.is_some() as u8
         + (!spec.public_keys.is_empty()) as u8
-        + spec.jwks_url.is_some() as u8;
+        + spec.jwks_url.is_some() as u8
+        + spec.x509_url.is_some() as u8;
     if sources != 1 {
         return Err(PluginError::config(
-            "set exactly one of `secret`, `public_keys` or `jwks_url`",
+            "set exactly one of `secret`, `public_keys`, `jwks_url` or `x509_url`",
         ));
     }
     let mut families: Vec<KeyFamily> = Vec::new();
@@ -182,6 +200,11 @@ fn build_verifier(
             .map_err(|e| PluginError::config(format!("jwks_url: {e}")))?;
         families.push(KeyFamily::Rsa);
         KeySource::Jwks(services.shared.keys.set(url))
+    } else if let Some(url) = &spec.x509_url {
+        check_scheme(url, services.allow_http)
+            .map_err(|e| PluginError::config(format!("x509_url: {e}")))?;
+        families.push(KeyFamily::Rsa);
+        KeySource::Jwks(services.shared.keys.set_of(KeyFormat::X509Map, url))
     } else {
         let mut keys = Vec::new();
         for (i, pem) in spec.public_keys.iter().enumerate() {

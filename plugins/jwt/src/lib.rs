@@ -12,7 +12,8 @@ use portcullis_plugin_api::{
 
 /// The seed's error text when no key is configured.
 pub const MISSING_SECRET: &str = "JWT auth secret is required: set `secret` (or the environment \
-                                  variable JWT_AUTH_SECRET), `public_keys` or `jwks_url`";
+                                  variable JWT_AUTH_SECRET), `public_keys`, `jwks_url` or \
+                                  `x509_url`";
 
 /// A configured instance.
 pub struct JwtProvider {
@@ -61,6 +62,12 @@ impl Plugin for JwtPlugin {
             ),
             config_key("jwks_url", "JWKS URL (https)", false, false),
             config_key(
+                "x509_url",
+                "URL of a kid -> PEM certificate map (Google securetoken format; https)",
+                false,
+                false,
+            ),
+            config_key(
                 "algorithms",
                 "allowed algorithms, pinned (default: from the keys)",
                 false,
@@ -98,7 +105,8 @@ impl Plugin for JwtPlugin {
     fn build(mut config: JwtVerifierSpec, host: Host) -> Result<JwtProvider, PluginError> {
         let has_key = config.secret.as_deref().is_some_and(|s| !s.is_empty())
             || !config.public_keys.is_empty()
-            || config.jwks_url.is_some();
+            || config.jwks_url.is_some()
+            || config.x509_url.is_some();
         if !has_key {
             match host.env("JWT_AUTH_SECRET").filter(|s| !s.is_empty()) {
                 Some(secret) => config.secret = Some(secret),

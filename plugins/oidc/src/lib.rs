@@ -1,0 +1,394 @@
+//! The `oidc` provider: bearer JWTs from any OpenID Connect provider (Okta, Keycloak, Entra ID,
+//! Google, Auth0, ...), with the keys found through discovery.
+//!
+//! `{issuer}/.well-known/openid-configuration` is read on first use (a provider is built
+//! synchronously, so discovery cannot run at load) and kept for the life of the instance; a reload
+//! builds a new instance and so discovers again. The document's `issuer` must be identical to the
+//! configured one (OpenID Connect Discovery 1.0 §4.3). Its `jwks_uri` goes to the host's key cache
+//! (TTL from `Cache-Control`, one shared refetch on an unknown `kid`, last good keys kept while the
+//! provider is down). Algorithms are discovery's `id_token_signing_alg_values_supported`
+//! intersected with the configured list and with the asymmetric algorithms: `none` and HMAC are
+//! never accepted.
+
+use std::{
+    collections::BTreeMap,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use futures_util::lock::Mutex as AsyncMutex;
+use portcullis_plugin_api::{
+    config_key, export_provider, AuthProvider, ConfigKey, Host, JwtVerifierSpec, Plugin,
+    PluginError, Request, User, Verifier,
+};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The error when required options are missing; the names of the missing ones follow.
+pub const MISSING_OPTIONS: &str = "OIDC issuer and audience are required";
+
+/// Algorithms an OIDC key set may be used with (asymmetric only).
+pub const ASYMMETRIC: [&str; 10] = [
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+];
+
+/// One value or a list.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A single value.
+    One(String),
+    /// Several values.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// The instance's `config:` mapping.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The issuer URL, exactly as tokens carry it in `iss` (env `OIDC_ISSUER`).
+    pub issuer: Option<String>,
+    /// Accepted `aud` values; one must match (env `OIDC_AUDIENCE`, comma-separated).
+    pub audience: Option<OneOrMany>,
+    /// Allowed algorithms; intersected with discovery's list (default: discovery's list).
+    pub algorithms: Vec<String>,
+    /// Claims that must be present.
+    pub required_claims: Vec<String>,
+    /// Claim values that must match: the claim equals the value, or is an array containing it.
+    pub claims: BTreeMap<String, Value>,
+    /// Accepted header `typ` values (e.g. `at+jwt`); empty = not checked.
+    pub typ: Vec<String>,
+    /// Clock leeway in seconds (default 30).
+    pub leeway_secs: Option<u64>,
+}
+
+/// A configured instance.
+pub struct OidcProvider {
+    host: Host,
+    issuer: String,
+    audience: Vec<String>,
+    algorithms: Vec<String>,
+    required_claims: Vec<String>,
+    claims: BTreeMap<String, Value>,
+    typ: Vec<String>,
+    leeway_secs: Option<u64>,
+    verifier: AsyncMutex<Option<Verifier>>,
+    attempts: AtomicU64,
+    last_error: std::sync::Mutex<Option<(u64, PluginError)>>,
+}
+
+/// `{issuer minus one trailing '/'}/.well-known/openid-configuration`.
+pub fn discovery_url(issuer: &str) -> String {
+    let base = issuer.strip_suffix('/').unwrap_or(issuer);
+    format!("{base}/.well-known/openid-configuration")
+}
+
+/// The algorithms to pin: discovery's list (RS256 when it has none) ∩ configured (when set) ∩
+/// asymmetric.
+pub fn pick_algorithms(discovered: Option<&[Value]>, configured: &[String]) -> Vec<String> {
+    let offered: Vec<&str> = match discovered {
+        Some(list) => list.iter().filter_map(Value::as_str).collect(),
+        None => vec!["RS256"],
+    };
+    ASYMMETRIC
+        .iter()
+        .filter(|a| offered.contains(a))
+        .filter(|a| configured.is_empty() || configured.iter().any(|c| c == *a))
+        .map(|a| a.to_string())
+        .collect()
+}
+
+/// Whether a claim value satisfies an expected one.
+pub fn claim_matches(actual: Option<&Value>, expected: &Value) -> bool {
+    match actual {
+        Some(v) if v == expected => true,
+        Some(Value::Array(items)) => items.iter().any(|i| i == expected),
+        _ => false,
+    }
+}
+
+impl OidcProvider {
+    async fn discover(&self) -> Result<Verifier, PluginError> {
+        let url = discovery_url(&self.issuer);
+        let resp = self
+            .host
+            .get(&url, &[("accept", "application/json")])
+            .await?;
+        if resp.status != 200 {
+            return Err(PluginError::unavailable(format!(
+                "oidc discovery answered http {}",
+                resp.status
+            )));
+        }
+        let doc: Value = serde_json::from_slice(&resp.body)
+            .map_err(|_| PluginError::unavailable("oidc discovery document is not json"))?;
+        let issuer = doc.get("issuer").and_then(Value::as_str);
+        if issuer != Some(self.issuer.as_str()) {
+            return Err(PluginError::unavailable(
+                "oidc discovery document names another issuer than the configured one",
+            ));
+        }
+        let jwks_uri = doc
+            .get("jwks_uri")
+            .and_then(Value::as_str)
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| PluginError::unavailable("oidc discovery document has no jwks_uri"))?;
+        let algorithms = pick_algorithms(
+            doc.get("id_token_signing_alg_values_supported")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice),
+            &self.algorithms,
+        );
+        if algorithms.is_empty() {
+            return Err(PluginError::unavailable(
+                "no signing algorithm is both offered by the provider and allowed here",
+            ));
+        }
+        let spec = JwtVerifierSpec {
+            algorithms,
+            jwks_url: Some(jwks_uri.to_string()),
+            issuer: vec![self.issuer.clone()],
+            audience: self.audience.clone(),
+            leeway_secs: self.leeway_secs,
+            required_claims: self.required_claims.clone(),
+            typ: self.typ.clone(),
+            require_exp: Some(true),
+            ..JwtVerifierSpec::default()
+        };
+        // A jwks_uri the host refuses (plain http without `dangerous`) is a provider problem
+        // found at run time: the check cannot be made.
+        self.host
+            .jwt_verifier(&spec)
+            .map_err(|e| PluginError::unavailable(format!("oidc jwks_uri: {e}")))
+    }
+
+    /// The verifier, discovering on first use. Concurrent first callers share one discovery; a
+    /// caller that waited while it failed gets that failure rather than trying again at once.
+    async fn verifier(&self) -> Result<Verifier, PluginError> {
+        let seen = self.attempts.load(Ordering::Acquire);
+        let mut slot = self.verifier.lock().await;
+        if let Some(v) = &*slot {
+            return Ok(v.clone());
+        }
+        {
+            let last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((attempt, err)) = &*last {
+                if *attempt > seen {
+                    return Err(err.clone());
+                }
+            }
+        }
+        let attempt = self.attempts.fetch_add(1, Ordering::AcqRel) + 1;
+        match self.discover().await {
+            Ok(v) => {
+                *slot = Some(v.clone());
+                Ok(v)
+            }
+            Err(e) => {
+                self.host.warn(&e.message);
+                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((attempt, e.clone()));
+                Err(e)
+            }
+        }
+    }
+}
+
+impl AuthProvider for OidcProvider {
+    async fn authenticate(
+        &self,
+        token: String,
+        _request: Request,
+    ) -> Result<Option<User>, PluginError> {
+        let verifier = self.verifier().await?;
+        let user = verifier.verify(&token).await?;
+        if !self.claims.is_empty() {
+            let claims = user.claims()?;
+            for (name, expected) in &self.claims {
+                if !claim_matches(claims.get(name), expected) {
+                    return Err(PluginError::invalid_token(format!(
+                        "claim `{name}` does not have the required value"
+                    )));
+                }
+            }
+        }
+        Ok(Some(user))
+    }
+
+    fn issuers(&self) -> Vec<String> {
+        vec![self.issuer.clone()]
+    }
+}
+
+/// The plugin.
+pub struct OidcPlugin;
+
+impl Plugin for OidcPlugin {
+    type Provider = OidcProvider;
+    type Config = Config;
+    const NAME: &'static str = "oidc";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str =
+        "any OpenID Connect provider: issuer discovery, JWKS, audience and claim checks";
+
+    fn config_keys() -> Vec<ConfigKey> {
+        vec![
+            config_key(
+                "issuer",
+                "issuer URL, exactly as in `iss` (env OIDC_ISSUER)",
+                true,
+                false,
+            ),
+            config_key(
+                "audience",
+                "accepted `aud` value(s) (env OIDC_AUDIENCE, comma-separated)",
+                true,
+                false,
+            ),
+            config_key(
+                "algorithms",
+                "allowed algorithms, intersected with discovery's (never none/HS*)",
+                false,
+                false,
+            ),
+            config_key(
+                "required_claims",
+                "claims that must be present",
+                false,
+                false,
+            ),
+            config_key(
+                "claims",
+                "claim values that must match (equal, or contained in an array claim)",
+                false,
+                false,
+            ),
+            config_key("typ", "accepted header `typ` values", false, false),
+            config_key(
+                "leeway_secs",
+                "clock leeway in seconds (default 30)",
+                false,
+                false,
+            ),
+        ]
+    }
+
+    fn validate(config: &Config) -> Result<(), PluginError> {
+        for a in &config.algorithms {
+            if !ASYMMETRIC.contains(&a.as_str()) {
+                return Err(PluginError::config(format!(
+                    "algorithms: `{a}` is not allowed; use asymmetric algorithms ({})",
+                    ASYMMETRIC.join(", ")
+                )));
+            }
+        }
+        if let Some(issuer) = &config.issuer {
+            if !issuer.is_empty()
+                && !issuer.starts_with("https://")
+                && !issuer.starts_with("http://")
+            {
+                return Err(PluginError::config("issuer: must be an https:// URL"));
+            }
+        }
+        Ok(())
+    }
+
+    fn build(config: Config, host: Host) -> Result<OidcProvider, PluginError> {
+        let issuer = config
+            .issuer
+            .filter(|s| !s.is_empty())
+            .or_else(|| host.env("OIDC_ISSUER").filter(|s| !s.is_empty()));
+        let audience: Vec<String> = match config.audience {
+            Some(a) => a.into_vec(),
+            None => host
+                .env("OIDC_AUDIENCE")
+                .map(|s| s.split(',').map(|a| a.trim().to_string()).collect())
+                .unwrap_or_default(),
+        }
+        .into_iter()
+        .filter(|a| !a.is_empty())
+        .collect();
+        let mut missing = Vec::new();
+        if issuer.is_none() {
+            missing.push("`issuer` (or OIDC_ISSUER)");
+        }
+        if audience.is_empty() {
+            missing.push("`audience` (or OIDC_AUDIENCE)");
+        }
+        let Some(issuer) = issuer.filter(|_| missing.is_empty()) else {
+            return Err(PluginError::config(format!(
+                "{MISSING_OPTIONS}: set {}",
+                missing.join(" and ")
+            )));
+        };
+        if !issuer.starts_with("https://") && !issuer.starts_with("http://") {
+            return Err(PluginError::config("issuer: must be an https:// URL"));
+        }
+        Ok(OidcProvider {
+            host,
+            issuer,
+            audience,
+            algorithms: config.algorithms,
+            required_claims: config.required_claims,
+            claims: config.claims,
+            typ: config.typ,
+            leeway_secs: config.leeway_secs,
+            verifier: AsyncMutex::new(None),
+            attempts: AtomicU64::new(0),
+            last_error: std::sync::Mutex::new(None),
+        })
+    }
+}
+
+export_provider!(OidcPlugin);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn discovery_url_drops_one_trailing_slash() {
+        assert_eq!(
+            discovery_url("https://t.auth0.com/"),
+            "https://t.auth0.com/.well-known/openid-configuration"
+        );
+        assert_eq!(
+            discovery_url("https://kc.example/realms/main"),
+            "https://kc.example/realms/main/.well-known/openid-configuration"
+        );
+    }
+
+    #[test]
+    fn algorithms_never_include_none_or_hmac() {
+        let offered = [
+            json!("HS256"),
+            json!("RS256"),
+            json!("none"),
+            json!("PS256"),
+        ];
+        assert_eq!(pick_algorithms(Some(&offered), &[]), vec!["RS256", "PS256"]);
+        assert_eq!(
+            pick_algorithms(Some(&offered), &["PS256".into(), "HS256".into()]),
+            vec!["PS256"]
+        );
+        assert_eq!(pick_algorithms(None, &[]), vec!["RS256"]);
+        assert!(pick_algorithms(Some(&[json!("HS256")]), &[]).is_empty());
+    }
+
+    #[test]
+    fn claim_checks_match_values_and_array_members() {
+        assert!(claim_matches(Some(&json!(true)), &json!(true)));
+        assert!(claim_matches(Some(&json!(["a", "b"])), &json!("b")));
+        assert!(!claim_matches(Some(&json!("a")), &json!("b")));
+        assert!(!claim_matches(None, &json!("b")));
+    }
+}

@@ -1,0 +1,181 @@
+//! A local OpenID Connect provider: `{issuer}/.well-known/openid-configuration` (OpenID Connect
+//! Discovery 1.0, Keycloak-style issuer with a path) and the JWKS it names, with request counts and
+//! switchable failures.
+
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc, Mutex,
+};
+
+use poem::{handler, http::StatusCode, web::Data, EndpointExt, Request, Response, Route};
+use serde_json::{json, Value};
+
+pub use crate::mock_google::Mode;
+
+struct State {
+    issuer: Mutex<String>,
+    /// What the discovery document claims as `issuer` (normally the real one).
+    doc_issuer: Mutex<Option<String>>,
+    algs: Mutex<Value>,
+    keys: Mutex<Vec<Value>>,
+    discovery_mode: Mutex<Mode>,
+    jwks_mode: Mutex<Mode>,
+    discovery_hits: AtomicU64,
+    jwks_hits: AtomicU64,
+}
+
+/// The local provider.
+pub struct MockOidc {
+    /// `http://127.0.0.1:port`.
+    pub base: String,
+    /// The issuer: `{base}/realms/main`.
+    pub issuer: String,
+    state: Arc<State>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+async fn misbehave(mode: Mode) -> Option<Response> {
+    match mode {
+        Mode::Ok => None,
+        Mode::Error500 => Some(
+            Response::builder()
+                .status(StatusCode::INTERNAL_SERVER_ERROR)
+                .body("internal error"),
+        ),
+        Mode::Html => Some(
+            Response::builder()
+                .content_type("text/html")
+                .body("<html><body>Sign in</body></html>"),
+        ),
+        Mode::Empty => Some(
+            Response::builder()
+                .content_type("application/json")
+                .body(r#"{"keys":[]}"#),
+        ),
+        Mode::Huge => Some(
+            Response::builder()
+                .content_type("application/json")
+                .body(format!(r#"{{"keys":[],"x":"{}"}}"#, "a".repeat(5 << 20))),
+        ),
+        Mode::Slow => {
+            tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+            None
+        }
+    }
+}
+
+#[handler]
+async fn route(req: &Request, Data(state): Data<&Arc<State>>) -> Response {
+    let issuer = state.issuer.lock().expect("lock").clone();
+    let path = req.uri().path();
+    let issuer_path = issuer.splitn(4, '/').nth(3).unwrap_or_default();
+    if path == format!("/{issuer_path}/.well-known/openid-configuration") {
+        state.discovery_hits.fetch_add(1, Ordering::SeqCst);
+        let mode = *state.discovery_mode.lock().expect("lock");
+        if let Some(r) = misbehave(mode).await {
+            return r;
+        }
+        let doc_issuer = state
+            .doc_issuer
+            .lock()
+            .expect("lock")
+            .clone()
+            .unwrap_or_else(|| issuer.clone());
+        let algs = state.algs.lock().expect("lock").clone();
+        return Response::builder().content_type("application/json").body(
+            json!({
+                "issuer": doc_issuer,
+                "authorization_endpoint": format!("{issuer}/protocol/openid-connect/auth"),
+                "token_endpoint": format!("{issuer}/protocol/openid-connect/token"),
+                "userinfo_endpoint": format!("{issuer}/protocol/openid-connect/userinfo"),
+                "jwks_uri": format!("{issuer}/protocol/openid-connect/certs"),
+                "response_types_supported": ["code", "id_token", "code id_token"],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": algs,
+            })
+            .to_string(),
+        );
+    }
+    if path == format!("/{issuer_path}/protocol/openid-connect/certs") {
+        state.jwks_hits.fetch_add(1, Ordering::SeqCst);
+        let mode = *state.jwks_mode.lock().expect("lock");
+        if let Some(r) = misbehave(mode).await {
+            return r;
+        }
+        let keys = state.keys.lock().expect("lock").clone();
+        return Response::builder()
+            .content_type("application/json")
+            .header("cache-control", "public, max-age=300")
+            .body(json!({ "keys": keys }).to_string());
+    }
+    Response::builder()
+        .status(StatusCode::NOT_FOUND)
+        .body("not found")
+}
+
+impl MockOidc {
+    /// Starts a provider publishing `keys` (JWKs).
+    pub async fn start(keys: Vec<Value>) -> MockOidc {
+        let state = Arc::new(State {
+            issuer: Mutex::new(String::new()),
+            doc_issuer: Mutex::new(None),
+            algs: Mutex::new(json!(["RS256", "HS256", "none", "PS256"])),
+            keys: Mutex::new(keys),
+            discovery_mode: Mutex::new(Mode::Ok),
+            jwks_mode: Mutex::new(Mode::Ok),
+            discovery_hits: AtomicU64::new(0),
+            jwks_hits: AtomicU64::new(0),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let base = format!("http://{addr}");
+        let issuer = format!("{base}/realms/main");
+        *state.issuer.lock().expect("lock") = issuer.clone();
+        let app = Route::new().at("/*path", route).data(state.clone());
+        let acceptor =
+            poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind(addr))
+                .await
+                .expect("bind oidc");
+        let task = tokio::spawn(async move {
+            let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
+        });
+        MockOidc {
+            base,
+            issuer,
+            state,
+            _task: task,
+        }
+    }
+
+    /// Replaces the key set.
+    pub fn set_keys(&self, keys: Vec<Value>) {
+        *self.state.keys.lock().expect("lock") = keys;
+    }
+    /// Makes the discovery document claim another issuer.
+    pub fn set_document_issuer(&self, issuer: Option<&str>) {
+        *self.state.doc_issuer.lock().expect("lock") = issuer.map(str::to_string);
+    }
+    /// Sets `id_token_signing_alg_values_supported`.
+    pub fn set_algorithms(&self, algs: Value) {
+        *self.state.algs.lock().expect("lock") = algs;
+    }
+    /// Sets how discovery answers.
+    pub fn discovery_mode(&self, m: Mode) {
+        *self.state.discovery_mode.lock().expect("lock") = m;
+    }
+    /// Sets how the JWKS endpoint answers.
+    pub fn jwks_mode(&self, m: Mode) {
+        *self.state.jwks_mode.lock().expect("lock") = m;
+    }
+    /// Discovery requests so far.
+    pub fn discovery_hits(&self) -> u64 {
+        self.state.discovery_hits.load(Ordering::SeqCst)
+    }
+    /// JWKS requests so far.
+    pub fn jwks_hits(&self) -> u64 {
+        self.state.jwks_hits.load(Ordering::SeqCst)
+    }
+}
