@@ -11,7 +11,7 @@ use std::{
 use portcullis_plugin_api::{abi_stable::std_types::RStr, ProviderBox};
 
 use crate::{
-    auth::condition::Condition,
+    auth::{authz_cache, condition::Condition, AuthzCache},
     config::Config,
     plugin::{InstanceServices, LoadedPlugin, Loader, PluginLoadError, SharedServices},
 };
@@ -28,6 +28,9 @@ pub struct ProviderInstance {
     pub issuers: Vec<String>,
     /// YAML override of the plugin's `authorize`.
     pub authorize: Option<Arc<Condition>>,
+    /// Answers of the plugin's `authorize`, per subject; `None` when turned off. It lives exactly as
+    /// long as `provider`: a rebuilt instance starts with an empty cache.
+    pub authz_cache: Option<Arc<AuthzCache>>,
     /// What the instance was built from (plugin hash + config), to reuse it across reloads.
     build_key: String,
 }
@@ -185,9 +188,16 @@ pub async fn build(
             prev.providers
                 .iter()
                 .find(|p| p.name == pc.name && p.build_key == build_key)
-                .map(|p| p.provider.clone())
         });
-        let provider = match reused {
+        // The same instance keeps its cached answers (same plugin, same config); anything else
+        // starts empty.
+        let authz_cache = pc.authorization_cache.map(|ttl| {
+            reused
+                .and_then(|p| p.authz_cache.clone())
+                .filter(|c| c.ttl() == ttl)
+                .unwrap_or_else(|| Arc::new(AuthzCache::new(ttl, authz_cache::MAX_ENTRIES)))
+        });
+        let provider = match reused.map(|p| p.provider.clone()) {
             Some(p) => p,
             None => {
                 let services = InstanceServices::new(
@@ -213,6 +223,7 @@ pub async fn build(
             provider,
             issuers,
             authorize: pc.authorize.clone(),
+            authz_cache,
             build_key,
         }));
     }

@@ -93,6 +93,9 @@ mod provider;
 mod sdk;
 #[allow(unsafe_code)]
 mod types;
+mod url;
+
+pub mod conformance;
 
 pub use error::{ErrorKind, PluginError};
 pub use host::{
@@ -106,6 +109,7 @@ pub use sdk::{
     User, Verifier,
 };
 pub use types::{ConfigKey, HttpRequest, HttpResponse, LogLevel, Manifest, RequestInfo};
+pub use url::{path_segment, query_value};
 
 /// Re-exports the boundary crates so that plugins and the host use the same versions.
 pub use abi_stable;
@@ -166,5 +170,9 @@ mod tests {
         assert_eq!(m, "invalid type: string \"…\", expected u64");
         let m = super::redact_serde_error("unknown field `sekret`, expected one of `secret`");
         assert!(m.contains("`sekret`"));
+        let m = super::redact_serde_error(
+            "unknown field `sk_live_0123456789abcdefghijklmnopqrstuvwxyz`, expected `secret`",
+        );
+        assert_eq!(m, "unknown field `…`, expected `secret`");
     }
 }

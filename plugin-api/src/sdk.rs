@@ -307,6 +307,11 @@ where
 }
 
 fn parse_config<P: Plugin>(config: RStr<'_>) -> Result<P::Config, PluginError> {
+    // serde reads a struct from a JSON list too (`[]` is a config with every default): a provider's
+    // config is a mapping, so anything else is refused before it reaches the plugin's type.
+    if !config.as_str().trim_start().starts_with('{') {
+        return Err(PluginError::config("the provider config must be a mapping"));
+    }
     serde_json::from_str(config.as_str())
         .map_err(|e| PluginError::config(redact_serde_error(&e.to_string())))
 }
@@ -336,7 +341,23 @@ pub fn redact_serde_error(message: &str) -> String {
         }
     }
     out.push_str(rest);
-    out
+    // Backtick-quoted names come from the schema (`expected one of ...`) or from the input's keys
+    // (`unknown field ...`). Schema names are short; a long one is more likely a misplaced value
+    // (a secret pasted as a key), so it is elided too.
+    let mut redacted = String::with_capacity(out.len());
+    let mut parts = out.split('`');
+    if let Some(first) = parts.next() {
+        redacted.push_str(first);
+    }
+    for (i, part) in parts.enumerate() {
+        redacted.push('`');
+        if i % 2 == 0 && part.chars().count() > 32 {
+            redacted.push('…');
+        } else {
+            redacted.push_str(part);
+        }
+    }
+    redacted
 }
 
 struct Adapter<P>(Arc<P>);

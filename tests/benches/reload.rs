@@ -68,7 +68,10 @@ async fn main() {
         std::fs::write(s.config_path(), config(k)).unwrap();
         let t0 = Instant::now();
         while status(&c, &me, &token).await != want {
-            assert!(t0.elapsed() < Duration::from_secs(10), "change {k} not applied");
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "change {k} not applied"
+            );
         }
         latencies.push(t0.elapsed());
     }
@@ -95,7 +98,10 @@ async fn main() {
                     break;
                 }
             }
-            assert!(t0.elapsed() < Duration::from_secs(10), "swap {i} not applied");
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "swap {i} not applied"
+            );
         }
     }
     let rss_after = rss_kib(s.pid());

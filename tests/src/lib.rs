@@ -19,8 +19,13 @@ use std::{
 
 use base64::Engine as _;
 
+pub mod mock;
+pub mod mock_auth0;
+pub mod mock_clerk;
 pub mod mock_google;
 pub mod mock_oidc;
+pub mod mock_supabase;
+pub mod mock_workos;
 
 /// `target/debug` (or whichever profile the tests were built with).
 pub fn target_dir() -> PathBuf {

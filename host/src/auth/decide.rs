@@ -301,11 +301,21 @@ async fn authorize(
     // 1. The provider's own check, or its YAML override.
     let allowed = match &p.authorize {
         Some(cond) => cond.eval(&input).unwrap_or(false),
-        None => call(
-            p.provider.authorize(user_json, info.clone()),
-            rt.config.server.plugin_timeout,
-        )
-        .await
+        None => {
+            let check = call(
+                p.provider.authorize(user_json, info.clone()),
+                rt.config.server.plugin_timeout,
+            );
+            // Cached per (instance, subject); a user without a `sub` is always asked about.
+            let sub = match user.claims.get("sub") {
+                Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.as_str()),
+                _ => None,
+            };
+            match (&p.authz_cache, sub) {
+                (Some(cache), Some(sub)) => cache.get_or_check(sub, check).await,
+                _ => check.await,
+            }
+        }
         .map_err(|e| match e.kind {
             ErrorKind::UNAVAILABLE | ErrorKind::CONFIG => {
                 Denial::Unavailable(format!("provider {}: {}", p.name, e.message))

@@ -1,8 +1,10 @@
 //! The auth pipeline: token extraction, provider choice, authorization rules in CEL.
 
+pub mod authz_cache;
 pub mod condition;
 mod decide;
 mod token;
 
+pub use authz_cache::AuthzCache;
 pub use decide::{decide, AuthUser, Decision, Denial, RequestParts, Trace};
 pub use token::{extract as extract_token, TokenError};

@@ -116,6 +116,8 @@ pub struct ProviderConfig {
     pub authorize: Option<Arc<Condition>>,
     /// `dangerous.allow_http`: plain-http URLs allowed for this instance.
     pub allow_http: bool,
+    /// How long answers of the plugin's own `authorize` are cached per subject; `None` = off.
+    pub authorization_cache: Option<Duration>,
 }
 
 /// How the token is found.
@@ -510,15 +512,61 @@ fn compile_providers(value: Option<Value>, issues: &mut Issues) -> Vec<ProviderC
             issues,
         )
         .map(Arc::new);
+        let authorization_cache = authorization_cache(
+            raw.authorization_cache.as_ref(),
+            &format!("{path}.authorization_cache"),
+            issues,
+        );
         out.push(ProviderConfig {
             name: raw.name,
             plugin: raw.plugin,
             config,
             authorize,
             allow_http: raw.dangerous.allow_http,
+            authorization_cache,
         });
     }
     out
+}
+
+/// `authorization_cache:` — a duration such as `30s`, or `0` to turn the cache off. Absent: the
+/// default TTL.
+fn authorization_cache(value: Option<&Value>, path: &str, issues: &mut Issues) -> Option<Duration> {
+    use crate::auth::authz_cache::{DEFAULT_TTL, MAX_TTL};
+    let ttl = match value {
+        None | Some(Value::Null) => return Some(DEFAULT_TTL),
+        Some(Value::Number(n)) if n.as_u64() == Some(0) => return None,
+        Some(Value::Bool(false)) => return None,
+        Some(Value::String(s)) if s.trim() == "0" => return None,
+        Some(Value::String(s)) => match humantime::parse_duration(s.trim()) {
+            Ok(d) => d,
+            Err(_) => {
+                issues.push(
+                    path,
+                    "not a duration (examples: 30s, 2m; 0 turns the cache off)",
+                );
+                return None;
+            }
+        },
+        Some(_) => {
+            issues.push(
+                path,
+                "must be a duration such as 30s, or 0 to turn the cache off",
+            );
+            return None;
+        }
+    };
+    if ttl.is_zero() {
+        None
+    } else if ttl > MAX_TTL {
+        issues.push(
+            path,
+            "at most 1h: cached answers outlive membership changes",
+        );
+        None
+    } else {
+        Some(ttl)
+    }
 }
 
 /// Compiles an optional CEL expression, recording a failure at `path`.

@@ -74,6 +74,9 @@ pub struct RawProvider {
     pub authorize: Option<String>,
     #[serde(default)]
     pub dangerous: RawDangerous,
+    /// How long the plugin's `authorize` answers are cached per subject (`30s`; `0` = off).
+    #[serde(default)]
+    pub authorization_cache: Option<Value>,
 }
 
 /// Settings that weaken security, logged loudly at start.

@@ -1,0 +1,124 @@
+//! Answers of a provider's own `authorize` hook, cached per subject for a short time.
+//!
+//! Providers such as WorkOS and Clerk ask a remote API on every `authorize`; the seed calls it on
+//! every request. One cache belongs to one provider *instance* (it is created with the instance and
+//! dropped with it), and entries are keyed by the user's `sub`, so a reload that builds a new
+//! instance, or another provider, can never reuse an answer. Only definite answers (allow or deny)
+//! are kept; an error (identity provider down, timeout, panic) is never cached. Concurrent misses
+//! for one subject share a single call.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use portcullis_plugin_api::PluginError;
+
+/// The default time an answer is kept.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
+/// The longest TTL the config accepts: this is a cache of answers that can change, not a policy.
+pub const MAX_TTL: Duration = Duration::from_secs(3600);
+/// Subjects kept per instance; the least recently used go first.
+pub const MAX_ENTRIES: u64 = 10_000;
+
+/// One provider instance's cache of `authorize` answers.
+pub struct AuthzCache {
+    ttl: Duration,
+    answers: moka::future::Cache<String, bool>,
+}
+
+impl std::fmt::Debug for AuthzCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthzCache")
+            .field("ttl", &self.ttl)
+            .field("entries", &self.answers.entry_count())
+            .finish()
+    }
+}
+
+impl AuthzCache {
+    /// An empty cache keeping answers for `ttl`, at most `capacity` subjects.
+    pub fn new(ttl: Duration, capacity: u64) -> AuthzCache {
+        AuthzCache {
+            ttl,
+            answers: moka::future::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+
+    /// How long an answer is kept.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The cached answer for `sub`, or the result of `check` (kept only when it is `Ok`).
+    pub async fn get_or_check<F>(&self, sub: &str, check: F) -> Result<bool, PluginError>
+    where
+        F: Future<Output = Result<bool, PluginError>>,
+    {
+        self.answers
+            .try_get_with(sub.to_string(), check)
+            .await
+            .map_err(|e: Arc<PluginError>| (*e).clone())
+    }
+
+    /// Forgets every answer.
+    pub fn clear(&self) {
+        self.answers.invalidate_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test]
+    async fn answers_are_cached_errors_are_not() {
+        let cache = AuthzCache::new(Duration::from_secs(60), 100);
+        let calls = AtomicU32::new(0);
+        let check = |answer: Result<bool, PluginError>| {
+            let calls = &calls;
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                answer
+            }
+        };
+        assert!(cache.get_or_check("a", check(Ok(true))).await.unwrap());
+        assert!(cache.get_or_check("a", check(Ok(false))).await.unwrap());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // A deny is a definite answer too.
+        assert!(!cache.get_or_check("b", check(Ok(false))).await.unwrap());
+        assert!(!cache.get_or_check("b", check(Ok(true))).await.unwrap());
+        // Errors are passed on and not kept.
+        let e = cache
+            .get_or_check("c", check(Err(PluginError::unavailable("down"))))
+            .await;
+        assert_eq!(e.unwrap_err().message.as_str(), "down");
+        assert!(cache.get_or_check("c", check(Ok(true))).await.unwrap());
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_share_one_call() {
+        let cache = Arc::new(AuthzCache::new(Duration::from_secs(60), 100));
+        let calls = Arc::new(AtomicU32::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (cache, calls) = (cache.clone(), calls.clone());
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_check("same", async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::task::yield_now().await;
+                        Ok(true)
+                    })
+                    .await
+            }));
+        }
+        for t in tasks {
+            assert!(t.await.unwrap().unwrap());
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}

@@ -1,0 +1,220 @@
+//! The `auth0` provider: Auth0 access tokens, verified by the host against the tenant's JWKS
+//! (`https://{domain}/.well-known/jwks.json`), issuer `https://{domain}/` and a required audience.
+//!
+//! The seed's `MastraAuthAuth0`, with a key cache instead of a JWKS fetch per request.
+//! Authorization: any valid user with a `sub` (the seed allowed any user; its newer version also
+//! requires a subject).
+
+use portcullis_plugin_api::{
+    config_key, export_provider, AuthProvider, ConfigKey, Host, JwtVerifierSpec, Plugin,
+    PluginError, Request, User, Verifier,
+};
+use serde::Deserialize;
+
+/// The seed's message when the domain or the audience is missing.
+pub const MISSING: &str = "Auth0 domain and audience are required, please provide them in the \
+                           options or set the environment variables AUTH0_DOMAIN and \
+                           AUTH0_AUDIENCE";
+
+/// A string or a list of strings.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// One value.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// The `config:` of an `auth0` instance.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Tenant domain, e.g. `my-tenant.us.auth0.com` (env `AUTH0_DOMAIN`).
+    pub domain: Option<String>,
+    /// API identifier the tokens must be issued for (env `AUTH0_AUDIENCE`); a list accepts any.
+    pub audience: Option<OneOrMany>,
+    /// Where the tenant is served (default `https://{domain}`): for tests and private deployments.
+    /// The issuer becomes `{base_url}/`, the keys `{base_url}/.well-known/jwks.json`.
+    pub base_url: Option<String>,
+    /// Pinned algorithms (default `[RS256]`; PS256 for APIs configured so).
+    pub algorithms: Option<Vec<String>>,
+    /// Clock leeway in seconds (default 30).
+    pub leeway_secs: Option<u64>,
+}
+
+/// A configured instance.
+pub struct Auth0Provider {
+    verifier: Verifier,
+    issuer: String,
+}
+
+impl AuthProvider for Auth0Provider {
+    async fn authenticate(
+        &self,
+        token: String,
+        _request: Request,
+    ) -> Result<Option<User>, PluginError> {
+        self.verifier.verify(&token).await.map(Some)
+    }
+
+    async fn authorize(&self, user: User, _request: Request) -> Result<bool, PluginError> {
+        Ok(user.subject().is_some())
+    }
+
+    fn issuers(&self) -> Vec<String> {
+        vec![self.issuer.clone()]
+    }
+}
+
+fn check_domain(domain: &str) -> Result<(), PluginError> {
+    let ok = !domain.is_empty()
+        && domain.len() <= 253
+        && domain
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == ':');
+    if ok {
+        Ok(())
+    } else {
+        Err(PluginError::config(
+            "domain: write the tenant host name only, e.g. my-tenant.us.auth0.com (no https://, no path)",
+        ))
+    }
+}
+
+fn base_url(value: &str) -> Result<String, PluginError> {
+    let v = value.trim_end_matches('/');
+    let rest = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.contains(['?', '#', ' ', '@']) => Ok(v.to_string()),
+        _ => Err(PluginError::config(
+            "base_url: must be an https:// URL without query or fragment",
+        )),
+    }
+}
+
+/// The plugin.
+pub struct Auth0Plugin;
+
+impl Plugin for Auth0Plugin {
+    type Provider = Auth0Provider;
+    type Config = Config;
+    const NAME: &'static str = "auth0";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str =
+        "Auth0 access tokens verified against the tenant's JWKS, issuer and audience";
+
+    fn config_keys() -> Vec<ConfigKey> {
+        vec![
+            config_key(
+                "domain",
+                "tenant domain, e.g. my-tenant.us.auth0.com (env AUTH0_DOMAIN)",
+                true,
+                false,
+            ),
+            config_key(
+                "audience",
+                "API identifier tokens must carry in `aud` (env AUTH0_AUDIENCE)",
+                true,
+                false,
+            ),
+            config_key(
+                "base_url",
+                "where the tenant is served (default https://{domain})",
+                false,
+                false,
+            ),
+            config_key(
+                "algorithms",
+                "pinned algorithms (default [RS256])",
+                false,
+                false,
+            ),
+            config_key(
+                "leeway_secs",
+                "clock leeway in seconds (default 30)",
+                false,
+                false,
+            ),
+        ]
+    }
+
+    fn validate(config: &Config) -> Result<(), PluginError> {
+        if let Some(d) = config.domain.as_deref().filter(|d| !d.is_empty()) {
+            check_domain(d)?;
+        }
+        if let Some(b) = &config.base_url {
+            base_url(b)?;
+        }
+        if let Some(OneOrMany::Many(list)) = &config.audience {
+            if list.is_empty() || list.iter().any(String::is_empty) {
+                return Err(PluginError::config(
+                    "audience: list at least one non-empty audience",
+                ));
+            }
+        }
+        if let Some(algs) = &config.algorithms {
+            let ok = !algs.is_empty()
+                && algs.iter().all(|a| {
+                    matches!(
+                        a.as_str(),
+                        "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512"
+                    )
+                });
+            if !ok {
+                return Err(PluginError::config(
+                    "algorithms: Auth0 keys are RSA; use RS256 (or RS384, RS512, PS256, PS384, PS512)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn build(config: Config, host: Host) -> Result<Auth0Provider, PluginError> {
+        let domain = config
+            .domain
+            .filter(|s| !s.is_empty())
+            .or_else(|| host.env("AUTH0_DOMAIN").filter(|s| !s.is_empty()));
+        let audience = config
+            .audience
+            .map(OneOrMany::into_vec)
+            .filter(|a| !a.is_empty() && a.iter().all(|s| !s.is_empty()))
+            .or_else(|| {
+                host.env("AUTH0_AUDIENCE")
+                    .filter(|s| !s.is_empty())
+                    .map(|a| vec![a])
+            });
+        let (Some(domain), Some(audience)) = (domain, audience) else {
+            return Err(PluginError::config(MISSING));
+        };
+        check_domain(&domain)?;
+        let base = match &config.base_url {
+            Some(b) => base_url(b)?,
+            None => format!("https://{domain}"),
+        };
+        let issuer = format!("{base}/");
+        let verifier = host.jwt_verifier(&JwtVerifierSpec {
+            algorithms: config.algorithms.unwrap_or_else(|| vec!["RS256".into()]),
+            jwks_url: Some(format!("{base}/.well-known/jwks.json")),
+            issuer: vec![issuer.clone()],
+            audience,
+            leeway_secs: config.leeway_secs,
+            required_claims: vec!["sub".into()],
+            ..JwtVerifierSpec::default()
+        })?;
+        Ok(Auth0Provider { verifier, issuer })
+    }
+}
+
+export_provider!(Auth0Plugin);
