@@ -191,7 +191,10 @@ pub async fn build(
         });
         // The same instance keeps its cached answers (same plugin, same config); anything else
         // starts empty.
-        let authz_cache = pc.authorization_cache.map(|ttl| {
+        let ttl = pc
+            .authorization_cache
+            .ttl(plugin.manifest.authorize_by_subject);
+        let authz_cache = ttl.map(|ttl| {
             reused
                 .and_then(|p| p.authz_cache.clone())
                 .filter(|c| c.ttl() == ttl)

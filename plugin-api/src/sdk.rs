@@ -123,6 +123,12 @@ pub trait Plugin: 'static {
     const VERSION: &'static str;
     /// One line on what it does.
     const DESCRIPTION: &'static str;
+    /// Set to `true` when the provider's `authorize` depends only on the user's `sub` (a remote
+    /// membership lookup, for example) and never on the request, the path or other claims. The
+    /// host then caches its answers per subject for a short time by default. Leave it `false`
+    /// (the default) when `authorize` looks at anything else: caching would then be wrong.
+    const AUTHORIZE_BY_SUBJECT: bool = false;
+
     /// The configuration keys, for `portcullis plugin inspect` and for redaction.
     fn config_keys() -> Vec<ConfigKey> {
         Vec::new()
@@ -404,6 +410,7 @@ extern "C" fn manifest<P: Plugin>() -> RResult<Manifest, PluginError> {
             description: P::DESCRIPTION.into(),
             api_version: API_VERSION.into(),
             config_keys: P::config_keys().into_iter().collect(),
+            authorize_by_subject: P::AUTHORIZE_BY_SUBJECT,
         })
     })
     .into()

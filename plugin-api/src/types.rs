@@ -59,6 +59,10 @@ pub struct Manifest {
     pub api_version: RString,
     /// The configuration keys it accepts.
     pub config_keys: RVec<ConfigKey>,
+    /// Whether the provider's `authorize` answer depends only on the user's `sub` (and time):
+    /// not on the request, the path or other claims. Only then does the host cache its answers
+    /// per subject by default (see `authorization_cache` in docs/providers.md).
+    pub authorize_by_subject: bool,
 }
 
 /// Severity of a log line a plugin writes through the host.

@@ -225,3 +225,37 @@ async fn an_allow_list_refuses_unlisted_plugin_hashes() {
         .expect("server started with an unlisted plugin");
     assert!(err.contains("is not in plugins.allow"), "{err}");
 }
+
+#[tokio::test]
+async fn an_authorize_that_depends_on_the_path_is_not_answered_from_a_per_subject_cache() {
+    // The faulty plugin does not declare subject-only authorization, so nothing is cached by
+    // default: the same user is allowed on one path and refused on another.
+    let s = Server::start(
+        &faulty_config("deny_admin_paths", ""),
+        &[plugin("portcullis_test_faulty")],
+    );
+    let status = |path: &'static str| {
+        let url = s.url(path);
+        async move {
+            client()
+                .get(url)
+                .bearer_auth("good-eve")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(status("/api/auth/me").await, 200);
+    assert_eq!(status("/api/admin/status").await, 403);
+    assert_eq!(status("/api/auth/me").await, 200);
+    let inspected = inspect(&plugin("portcullis_test_faulty")).1;
+    assert!(
+        inspected.contains("\"authorize_by_subject\": false"),
+        "{inspected}"
+    );
+    assert!(inspect(&plugin("portcullis_plugin_jwt"))
+        .1
+        .contains("\"authorize_by_subject\": false"));
+}

@@ -183,6 +183,8 @@ impl Plugin for SupabasePlugin {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str =
         "Supabase Auth access tokens, with an optional admin flag read through PostgREST";
+    // The answer depends on the subject alone (a lookup by `sub`): the host may cache it.
+    const AUTHORIZE_BY_SUBJECT: bool = true;
 
     fn config_keys() -> Vec<ConfigKey> {
         vec![

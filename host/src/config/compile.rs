@@ -116,8 +116,33 @@ pub struct ProviderConfig {
     pub authorize: Option<Arc<Condition>>,
     /// `dangerous.allow_http`: plain-http URLs allowed for this instance.
     pub allow_http: bool,
-    /// How long answers of the plugin's own `authorize` are cached per subject; `None` = off.
-    pub authorization_cache: Option<Duration>,
+    /// How long answers of the plugin's own `authorize` are cached per subject.
+    pub authorization_cache: AuthzCacheSetting,
+}
+
+/// `authorization_cache:` of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthzCacheSetting {
+    /// Not set: the default TTL when the plugin declares that its `authorize` depends only on
+    /// the subject, else off.
+    Default,
+    /// `0`: off.
+    Off,
+    /// Set: this TTL, whatever the plugin declares (the operator vouches for it).
+    Ttl(Duration),
+}
+
+impl AuthzCacheSetting {
+    /// The TTL to use for a plugin that does (or does not) declare subject-only authorization.
+    pub fn ttl(self, authorize_by_subject: bool) -> Option<Duration> {
+        match self {
+            AuthzCacheSetting::Default if authorize_by_subject => {
+                Some(crate::auth::authz_cache::DEFAULT_TTL)
+            }
+            AuthzCacheSetting::Default | AuthzCacheSetting::Off => None,
+            AuthzCacheSetting::Ttl(d) => Some(d),
+        }
+    }
 }
 
 /// How the token is found.
@@ -530,14 +555,18 @@ fn compile_providers(value: Option<Value>, issues: &mut Issues) -> Vec<ProviderC
 }
 
 /// `authorization_cache:` — a duration such as `30s`, or `0` to turn the cache off. Absent: the
-/// default TTL.
-fn authorization_cache(value: Option<&Value>, path: &str, issues: &mut Issues) -> Option<Duration> {
-    use crate::auth::authz_cache::{DEFAULT_TTL, MAX_TTL};
+/// default, which depends on the plugin (see [`AuthzCacheSetting`]).
+fn authorization_cache(
+    value: Option<&Value>,
+    path: &str,
+    issues: &mut Issues,
+) -> AuthzCacheSetting {
+    use crate::auth::authz_cache::MAX_TTL;
     let ttl = match value {
-        None | Some(Value::Null) => return Some(DEFAULT_TTL),
-        Some(Value::Number(n)) if n.as_u64() == Some(0) => return None,
-        Some(Value::Bool(false)) => return None,
-        Some(Value::String(s)) if s.trim() == "0" => return None,
+        None | Some(Value::Null) => return AuthzCacheSetting::Default,
+        Some(Value::Number(n)) if n.as_u64() == Some(0) => return AuthzCacheSetting::Off,
+        Some(Value::Bool(false)) => return AuthzCacheSetting::Off,
+        Some(Value::String(s)) if s.trim() == "0" => return AuthzCacheSetting::Off,
         Some(Value::String(s)) => match humantime::parse_duration(s.trim()) {
             Ok(d) => d,
             Err(_) => {
@@ -545,7 +574,7 @@ fn authorization_cache(value: Option<&Value>, path: &str, issues: &mut Issues) -
                     path,
                     "not a duration (examples: 30s, 2m; 0 turns the cache off)",
                 );
-                return None;
+                return AuthzCacheSetting::Off;
             }
         },
         Some(_) => {
@@ -553,19 +582,19 @@ fn authorization_cache(value: Option<&Value>, path: &str, issues: &mut Issues) -
                 path,
                 "must be a duration such as 30s, or 0 to turn the cache off",
             );
-            return None;
+            return AuthzCacheSetting::Off;
         }
     };
     if ttl.is_zero() {
-        None
+        AuthzCacheSetting::Off
     } else if ttl > MAX_TTL {
         issues.push(
             path,
             "at most 1h: cached answers outlive membership changes",
         );
-        None
+        AuthzCacheSetting::Off
     } else {
-        Some(ttl)
+        AuthzCacheSetting::Ttl(ttl)
     }
 }
 

@@ -7,8 +7,9 @@ mod expand;
 mod raw;
 
 pub use compile::{
-    compile_str, load_file, parse_size, AuthConfig, Config, CorsConfig, HttpsConfig, PluginsConfig,
-    ProviderConfig, Rule, ServerConfig, TokenConfig, DEFAULT_BODY_LIMIT, DEFAULT_PORT,
+    compile_str, load_file, parse_size, AuthConfig, AuthzCacheSetting, Config, CorsConfig,
+    HttpsConfig, PluginsConfig, ProviderConfig, Rule, ServerConfig, TokenConfig,
+    DEFAULT_BODY_LIMIT, DEFAULT_PORT,
 };
 pub use error::{ConfigError, ConfigIssue};
 pub use expand::{expand_str, EnvVars, VarSource};

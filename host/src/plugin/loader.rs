@@ -136,6 +136,8 @@ pub struct PluginManifest {
     pub api_version: String,
     /// Accepted configuration keys.
     pub config_keys: Vec<ConfigKeyInfo>,
+    /// Whether `authorize` depends only on the user's `sub` (its answers may be cached).
+    pub authorize_by_subject: bool,
 }
 
 /// One configuration key a plugin accepts.
@@ -168,6 +170,7 @@ impl From<Manifest> for PluginManifest {
                     secret: k.secret,
                 })
                 .collect(),
+            authorize_by_subject: m.authorize_by_subject,
         }
     }
 }

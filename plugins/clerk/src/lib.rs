@@ -175,6 +175,8 @@ impl Plugin for ClerkPlugin {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str =
         "Clerk session tokens (JWKS, authorized parties) and organization-membership authorization";
+    // The answer depends on the subject alone (a lookup by `sub`): the host may cache it.
+    const AUTHORIZE_BY_SUBJECT: bool = true;
 
     fn config_keys() -> Vec<ConfigKey> {
         vec![

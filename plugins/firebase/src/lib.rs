@@ -590,6 +590,8 @@ impl Plugin for FirebasePlugin {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str =
         "Firebase Auth ID tokens; access iff Firestore user_access/{uid} exists";
+    // The answer depends on the subject alone (a lookup by `sub`): the host may cache it.
+    const AUTHORIZE_BY_SUBJECT: bool = true;
 
     fn config_keys() -> Vec<ConfigKey> {
         vec![

@@ -207,6 +207,8 @@ impl Plugin for WorkosPlugin {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str =
         "WorkOS AuthKit access tokens (JWKS) and organization-role authorization";
+    // The answer depends on the subject alone (a lookup by `sub`): the host may cache it.
+    const AUTHORIZE_BY_SUBJECT: bool = true;
 
     fn config_keys() -> Vec<ConfigKey> {
         vec![

@@ -12,7 +12,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `ok`, `fail_ctor`, `panic_ctor`, `hang_ctor`, `panic_authenticate`, `hang_authenticate`,
-    /// `garbage_user`, `unavailable`, `deny`, `panic_authorize`, `slow` (fetches `url` through
+    /// `garbage_user`, `unavailable`, `deny`, `deny_admin_paths`, `panic_authorize`, `slow` (fetches `url` through
     /// the host before answering, so a test can hold a request in flight).
     pub mode: String,
     /// For `slow`.
@@ -72,9 +72,11 @@ impl AuthProvider for Faulty {
         }
     }
 
-    async fn authorize(&self, _user: User, _req: Request) -> Result<bool, PluginError> {
+    async fn authorize(&self, _user: User, req: Request) -> Result<bool, PluginError> {
         match self.mode.as_str() {
             "deny" => Ok(false),
+            // An answer that depends on the path, which no per-subject cache may remember.
+            "deny_admin_paths" => Ok(!req.path.contains("/admin")),
             "panic_authorize" => panic!("authorize exploded"),
             _ => Ok(true),
         }
