@@ -100,6 +100,25 @@ impl Server {
         plugins: &[PathBuf],
         env: &[(&str, &str)],
     ) -> Result<Server, String> {
+        Self::try_start_with_args(config, plugins, env, &[])
+    }
+
+    /// As [`Server::start`], without the file watch (`serve --no-watch`): for tests of the
+    /// explicit reload triggers, which the watch would otherwise race.
+    pub fn start_without_watch(config: &str, plugins: &[PathBuf]) -> Server {
+        match Self::try_start_with_args(config, plugins, &[], &["--no-watch"]) {
+            Ok(s) => s,
+            Err(e) => panic!("server did not start: {e}"),
+        }
+    }
+
+    /// As [`Server::try_start`], with extra `serve` arguments.
+    pub fn try_start_with_args(
+        config: &str,
+        plugins: &[PathBuf],
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Result<Server, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let pdir = dir.path().join("plugins");
         std::fs::create_dir_all(&pdir).expect("plugins dir");
@@ -108,7 +127,7 @@ impl Server {
         }
         let cfg = dir.path().join("config.yaml");
         std::fs::write(&cfg, config).expect("write config");
-        Self::spawn_in(dir, cfg, &[], env)
+        Self::spawn_in(dir, cfg, args, env)
     }
 
     /// Starts a server on a folder the caller prepared: `config` is the config file to pass (it

@@ -64,6 +64,17 @@ fn handle(state: &State, req: &MockRequest) -> Reply {
         if req.header("authorization") != Some(&format!("Bearer {API_KEY}")) {
             return Reply::json(401, &json!({"message": "Unauthorized"}));
         }
+        // A parameter given twice is refused, so a `sub` that smuggles `&user_id=` into the query
+        // shows up as a failed check instead of passing unnoticed.
+        let mut names: Vec<&str> = req.query.iter().map(|(k, _)| k.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            return Reply::json(
+                422,
+                &json!({"code": "invalid_request_parameters", "message": "Validation failed",
+                        "errors": [{"field": "query", "code": "duplicate parameter"}]}),
+            );
+        }
         let Some(user) = req.param("user_id") else {
             return Reply::json(
                 422,

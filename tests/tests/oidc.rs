@@ -99,6 +99,11 @@ async fn discovered_keys_verify_tokens_and_every_bad_token_is_401() {
         }
         c
     };
+    let no_sub = {
+        let mut c = good.clone();
+        c.as_object_mut().unwrap().remove("sub");
+        c
+    };
     let stranger = RsaKey::generate("k1");
     let mut hs = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     hs.kid = Some("k1".into());
@@ -119,6 +124,7 @@ async fn discovered_keys_verify_tokens_and_every_bad_token_is_401() {
             k1.sign(&set(json!({"exp": t - 3600, "iat": t - 7200}))),
         ),
         ("bad signature", stranger.sign(&good)),
+        ("no sub", k1.sign(&no_sub)),
         ("unknown kid", k1.sign_with_kid("k9", &good)),
         ("alg none", unsigned(&good)),
         ("HS256 with the public key", confused),

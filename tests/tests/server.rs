@@ -299,7 +299,7 @@ async fn the_token_command_mints_for_the_config() {
 
 #[tokio::test]
 async fn admin_reload_applies_a_new_config_and_refuses_a_broken_one() {
-    let s = start();
+    let s = Server::start_without_watch(&jwt_config(RULES), &[jwt_plugin()]);
     let admin = hs256(SECRET, good_claims("hal", json!({"role": "admin"})));
     let reload = || {
         client()

@@ -211,7 +211,9 @@ async fn authenticate_and_authorize(
             Err(e) if e.kind == ErrorKind::INVALID_TOKEN => {
                 last_reason = format!("provider {}: {}", p.name, e.message);
             }
-            Err(e) if e.kind == ErrorKind::UNAVAILABLE => {
+            // A provider that cannot reach its identity provider, or whose settings make the
+            // check impossible (a URL the host refuses): the check could not be made, 503.
+            Err(e) if e.kind == ErrorKind::UNAVAILABLE || e.kind == ErrorKind::CONFIG => {
                 unavailable = Some(format!("provider {}: {}", p.name, e.message));
             }
             Err(e) => {

@@ -126,7 +126,11 @@ impl AuthProvider for ClerkProvider {
                 Ok(!list.data.is_empty() || list.total_count.unwrap_or(0) > 0)
             }
             // An unknown user: no memberships (the API does not say which of 404 or an empty list).
-            404 => Ok(false),
+            // Only Clerk's own not-found answer counts: a 404 from a wrong `api_base` or a proxy
+            // would otherwise deny (and cache the denial for) everyone.
+            404 if clerk_error_code(&resp.body).as_deref() == Some("resource_not_found") => {
+                Ok(false)
+            }
             status => {
                 let code = serde_json::from_slice::<ClerkErrors>(&resp.body)
                     .ok()
@@ -292,3 +296,11 @@ impl Plugin for ClerkPlugin {
 }
 
 export_provider!(ClerkPlugin);
+
+/// The first error code of a `ClerkErrors` body, if the body is one.
+fn clerk_error_code(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<ClerkErrors>(body)
+        .ok()
+        .and_then(|b| b.errors.into_iter().next())
+        .map(|e| e.code)
+}

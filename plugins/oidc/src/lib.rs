@@ -223,6 +223,10 @@ impl AuthProvider for OidcProvider {
         Ok(Some(user))
     }
 
+    async fn authorize(&self, user: User, _request: Request) -> Result<bool, PluginError> {
+        Ok(user.subject().is_some())
+    }
+
     fn issuers(&self) -> Vec<String> {
         vec![self.issuer.clone()]
     }
@@ -337,7 +341,14 @@ impl Plugin for OidcPlugin {
             issuer,
             audience,
             algorithms: config.algorithms,
-            required_claims: config.required_claims,
+            // Every user has a subject: rules, logs and caches key on it.
+            required_claims: {
+                let mut c = config.required_claims;
+                if !c.iter().any(|k| k == "sub") {
+                    c.push("sub".to_string());
+                }
+                c
+            },
             claims: config.claims,
             typ: config.typ,
             leeway_secs: config.leeway_secs,
