@@ -171,7 +171,11 @@ async fn key_rotation_is_picked_up_and_an_unknown_kid_storm_costs_one_fetch() {
 async fn discovery_and_jwks_failures_fail_closed_and_recover() {
     let k1 = RsaKey::generate("k1");
     let idp = MockOidc::start(vec![k1.jwk.clone()]).await;
-    let s = Server::start(&config(&idp.issuer, ""), &[oidc_plugin()]);
+    // Every failure mode must be seen by a request of its own: no retry pause.
+    let s = Server::start(
+        &config(&idp.issuer, "      discovery_retry_secs: 0\n"),
+        &[oidc_plugin()],
+    );
     let token = k1.sign(&claims_for(&idp.issuer, "ann"));
     for mode in [
         Mode::Error500,
@@ -262,4 +266,26 @@ async fn missing_options_are_named_and_hmac_is_refused() {
         &[("OIDC_ISSUER", "https://idp.example/")],
     );
     drop(s);
+}
+
+#[tokio::test]
+async fn a_failed_discovery_is_not_retried_by_every_request() {
+    let k1 = RsaKey::generate("k1");
+    let idp = MockOidc::start(vec![k1.jwk.clone()]).await;
+    idp.discovery_mode(Mode::Error500);
+    let s = Server::start(
+        &config(&idp.issuer, "      discovery_retry_secs: 300\n"),
+        &[oidc_plugin()],
+    );
+    let token = k1.sign(&claims_for(&idp.issuer, "ann"));
+    for _ in 0..10 {
+        assert_eq!(status(&s, &token).await, 503);
+    }
+    let tokens = (0..20).map(|_| token.clone()).collect();
+    assert!(storm(&s, tokens).await.iter().all(|&c| c == 503));
+    assert_eq!(
+        idp.discovery_hits(),
+        1,
+        "one discovery per retry window while the provider is down"
+    );
 }

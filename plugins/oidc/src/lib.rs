@@ -68,6 +68,9 @@ pub struct Config {
     pub typ: Vec<String>,
     /// Clock leeway in seconds (default 30).
     pub leeway_secs: Option<u64>,
+    /// After a failed discovery, seconds during which requests get that failure again instead
+    /// of asking a provider that is down once more (default 5; 0 asks every time).
+    pub discovery_retry_secs: Option<u64>,
 }
 
 /// A configured instance.
@@ -80,9 +83,11 @@ pub struct OidcProvider {
     claims: BTreeMap<String, Value>,
     typ: Vec<String>,
     leeway_secs: Option<u64>,
+    discovery_retry_ms: u64,
     verifier: AsyncMutex<Option<Verifier>>,
     attempts: AtomicU64,
-    last_error: std::sync::Mutex<Option<(u64, PluginError)>>,
+    /// The last failed discovery: its attempt number, when it failed (ms) and why.
+    last_error: std::sync::Mutex<Option<(u64, u64, PluginError)>>,
 }
 
 /// `{issuer minus one trailing '/'}/.well-known/openid-configuration`.
@@ -180,8 +185,12 @@ impl OidcProvider {
         }
         {
             let last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((attempt, err)) = &*last {
-                if *attempt > seen {
+            if let Some((attempt, at, err)) = &*last {
+                // A failure that happened while this caller waited, or a recent one: do not
+                // ask a provider that is down again for every request.
+                let recent =
+                    self.host.now_unix_millis().saturating_sub(*at) < self.discovery_retry_ms;
+                if *attempt > seen || recent {
                     return Err(err.clone());
                 }
             }
@@ -195,7 +204,7 @@ impl OidcProvider {
             Err(e) => {
                 self.host.warn(&e.message);
                 *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some((attempt, e.clone()));
+                    Some((attempt, self.host.now_unix_millis(), e.clone()));
                 Err(e)
             }
         }
@@ -282,6 +291,12 @@ impl Plugin for OidcPlugin {
                 false,
                 false,
             ),
+            config_key(
+                "discovery_retry_secs",
+                "after a failed discovery, seconds before asking again (default 5)",
+                false,
+                false,
+            ),
         ]
     }
 
@@ -352,6 +367,7 @@ impl Plugin for OidcPlugin {
             claims: config.claims,
             typ: config.typ,
             leeway_secs: config.leeway_secs,
+            discovery_retry_ms: config.discovery_retry_secs.unwrap_or(5).min(300) * 1000,
             verifier: AsyncMutex::new(None),
             attempts: AtomicU64::new(0),
             last_error: std::sync::Mutex::new(None),
