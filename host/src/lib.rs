@@ -13,6 +13,7 @@ pub mod http;
 pub mod jose;
 pub mod keys;
 pub mod matching;
+pub mod metrics;
 pub mod plugin;
 pub mod runtime;
 pub mod server;
