@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use poem::{Request, Result};
+use poem::{IntoResponse, Request, Result};
 use poem_openapi::{
+    param::Header,
     payload::Json,
-    registry::{MetaSecurityScheme, Registry},
+    registry::{MetaResponses, MetaSecurityScheme, Registry},
     ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, Object, OpenApi,
 };
 
@@ -255,6 +256,76 @@ enum ProtectedResponse<T: poem_openapi::types::ToJSON + Send + Sync> {
     Internal(Json<ErrorBody>),
 }
 
+/// The answers of `/forward-auth`, for the spec (handlers answer with [`ForwardAuthAnswer`]).
+#[allow(dead_code)]
+#[derive(ApiResponse)]
+enum ForwardAuthDoc {
+    /// Allowed. When a user was needed, the identity headers (`gateway.identity_headers`, by
+    /// default `X-User-Id` from `sub`) carry who it is.
+    #[oai(status = 200)]
+    Ok,
+    /// No original method or URI, or an ambiguous path encoding.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No token or a bad one; carries `WWW-Authenticate: Bearer`.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// Authenticated but not allowed.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// Forward auth is off (`gateway.forward_auth: false`).
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// A plugin failed.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// The identity provider could not be asked.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+/// A forward-auth verdict: status and headers decided at run time.
+pub struct ForwardAuthAnswer(poem::Response);
+
+impl IntoResponse for ForwardAuthAnswer {
+    fn into_response(self) -> poem::Response {
+        self.0
+    }
+}
+
+impl ApiResponse for ForwardAuthAnswer {
+    fn meta() -> MetaResponses {
+        ForwardAuthDoc::meta()
+    }
+
+    fn register(registry: &mut Registry) {
+        ForwardAuthDoc::register(registry);
+    }
+}
+
+#[allow(dead_code)]
+#[derive(ApiResponse)]
+enum ExplainResponse {
+    /// The decision and why. No token, cookie or header value is ever part of it.
+    #[oai(status = 200)]
+    Ok(Json<Box<crate::explain::Explanation>>),
+    /// The request to explain is malformed (method, header names or values).
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No token or a bad one on the explain call itself.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// The caller may not use admin endpoints.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// The identity provider could not be asked about the caller.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+    /// A plugin failed.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+}
+
 /// The built-in routes.
 pub struct Api {
     /// The application.
@@ -427,8 +498,76 @@ impl Api {
     }
 }
 
+/// The gateway and explain routes (a second `OpenApi` impl: one per concern keeps each short).
+pub struct GatewayApi {
+    /// The application.
+    pub app: Arc<App>,
+}
+
+#[OpenApi]
+impl GatewayApi {
+    /// Forward auth for nginx `auth_request` and Traefik ForwardAuth: the verdict on the request
+    /// named by `X-Original-Method` + `X-Original-URI` (nginx) or `X-Forwarded-Method` +
+    /// `X-Forwarded-Uri` (Traefik), judged with the caller's own `Authorization` / cookies, as
+    /// if it had been sent here. Off unless `gateway.forward_auth: true`.
+    #[oai(
+        path = "/forward-auth",
+        method = "get",
+        method = "head",
+        method = "post",
+        tag = "ApiTags::Gateway"
+    )]
+    // One parameter per header the proxies send, so that the spec lists each of them.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_auth(
+        &self,
+        req: &Request,
+        /// nginx: the original request target (`$request_uri`).
+        #[oai(name = "X-Original-URI")]
+        _original_uri: Header<Option<String>>,
+        /// nginx: the original method (`$request_method`).
+        #[oai(name = "X-Original-Method")]
+        _original_method: Header<Option<String>>,
+        /// Traefik: the original path and query.
+        #[oai(name = "X-Forwarded-Uri")]
+        _forwarded_uri: Header<Option<String>>,
+        /// Traefik: the original method.
+        #[oai(name = "X-Forwarded-Method")]
+        _forwarded_method: Header<Option<String>>,
+        /// Traefik: the original host (logged).
+        #[oai(name = "X-Forwarded-Host")]
+        _forwarded_host: Header<Option<String>>,
+        /// Traefik: the original scheme (logged).
+        #[oai(name = "X-Forwarded-Proto")]
+        _forwarded_proto: Header<Option<String>>,
+    ) -> ForwardAuthAnswer {
+        ForwardAuthAnswer(crate::forward_auth::answer(&self.app, req.headers()).await)
+    }
+
+    /// Explains the decision the server would make now for a method, a path and optionally a
+    /// token and headers: the canonical path, the patterns and route that matched, where the token
+    /// was found, the provider, the rule that decided, or why the token was refused. Secrets are
+    /// never echoed.
+    #[oai(path = "/api/admin/explain", method = "post", tag = "ApiTags::Admin")]
+    async fn explain(
+        &self,
+        _caller: Caller,
+        body: Json<crate::explain::ExplainRequest>,
+    ) -> ExplainResponse {
+        let rt = self.app.runtime();
+        match crate::explain::explain(&rt, body.0).await {
+            Ok(e) => ExplainResponse::Ok(Json(Box::new(e))),
+            Err(crate::explain::BadInput(error)) => {
+                ExplainResponse::BadRequest(Json(ErrorBody { error }))
+            }
+        }
+    }
+}
+
 #[derive(poem_openapi::Tags)]
 enum ApiTags {
+    /// Verdicts for a proxy in front of other services.
+    Gateway,
     /// Always-public endpoints.
     System,
     /// The caller's identity.

@@ -14,6 +14,7 @@ use crate::{
     config::{self, Config, EnvVars},
     http::HttpClient,
     keys::{KeyCache, KeyCacheSettings},
+    metrics::Metrics,
     plugin::{sha256_hex, Loader, SharedServices},
     runtime::{self, Runtime},
     state,
@@ -84,6 +85,7 @@ pub struct App {
     listen: (String, u16),
     tls: Option<Arc<TlsState>>,
     watch: crate::watch::SharedWatchStatus,
+    metrics: Arc<Metrics>,
 }
 
 /// A request for a reload, sent to the one reload task.
@@ -162,7 +164,9 @@ impl App {
             ))),
             None => None,
         };
+        let metrics = Arc::new(Metrics::new(shared.keys.clone(), loader.clone()));
         let rt = runtime::build(config, 1, &loader, &shared, None).await?;
+        metrics.observe_reload("applied", 1);
         let attempt = Attempt {
             at: now_secs(),
             trigger: "startup".into(),
@@ -189,6 +193,7 @@ impl App {
             listen,
             tls,
             watch: Arc::default(),
+            metrics,
         });
         tokio::spawn(reload_task(app.clone(), reload_rx));
         Ok(app)
@@ -226,6 +231,11 @@ impl App {
     /// The TLS material connections are accepted with, when serving https.
     pub fn tls(&self) -> Option<Arc<TlsState>> {
         self.tls.clone()
+    }
+
+    /// The process's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The snapshot to serve one request with (load once, keep to the end).
@@ -267,6 +277,8 @@ impl App {
             ReloadOutcome::Unchanged(_) => ("unchanged", vec![]),
             ReloadOutcome::Failed(e) => ("failed", e.clone()),
         };
+        self.metrics
+            .observe_reload(result, self.runtime().generation);
         let attempt = Attempt {
             at: now_secs(),
             trigger: trigger.into(),

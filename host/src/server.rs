@@ -11,7 +11,7 @@ use poem::{
 use poem_openapi::OpenApiService;
 
 use crate::{
-    api::Api,
+    api::{Api, GatewayApi},
     app::App,
     auth::{decide, Denial, RequestParts},
     config::CorsConfig,
@@ -26,7 +26,8 @@ pub fn error_response(status: StatusCode, message: &str) -> Response {
         .body(serde_json::json!({ "error": message }).to_string())
 }
 
-fn denial_response(d: &Denial) -> Response {
+/// The answer to a refused request (status, fixed body, `WWW-Authenticate` on 401).
+pub fn denial_response(d: &Denial) -> Response {
     match d {
         Denial::NoToken => {
             let mut r = error_response(StatusCode::UNAUTHORIZED, "Authentication required");
@@ -153,7 +154,12 @@ impl<E: Endpoint> Endpoint for Gate<E> {
                     }
                 }
             }
-            // 4. The decision.
+            // 4. The decision. The forward-auth endpoint is itself a decision about another
+            // request (named in its headers), so it is not judged on its own path.
+            if rt.config.gateway.forward_auth && canonical == crate::forward_auth::PATH {
+                break 'answer self.serve(req, server.timeout).await;
+            }
+            let decided_at = Instant::now();
             let decision = {
                 let parts = RequestParts {
                     method: &method,
@@ -163,6 +169,9 @@ impl<E: Endpoint> Endpoint for Gate<E> {
                 };
                 decide(&rt, &parts).await
             };
+            self.app
+                .metrics()
+                .observe_decision(&decision, decided_at.elapsed());
             match decision.result {
                 Err(d) => {
                     match &d {
@@ -179,18 +188,16 @@ impl<E: Endpoint> Endpoint for Gate<E> {
                     if let Some(u) = user {
                         req.extensions_mut().insert(u);
                     }
+                    if let Some(index) = decision.trace.route {
+                        req.extensions_mut().insert(crate::proxy::RouteHit {
+                            runtime: rt.clone(),
+                            index,
+                        });
+                    }
                 }
             }
             // 5. Serve, within the time limit.
-            match tokio::time::timeout(server.timeout, self.inner.call(req)).await {
-                Err(_) => error_response(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout"),
-                Ok(Ok(r)) => r.into_response(),
-                Ok(Err(e)) => {
-                    let status = e.status();
-                    let msg = status.canonical_reason().unwrap_or("Error");
-                    error_response(status, msg)
-                }
-            }
+            self.serve(req, server.timeout).await
         };
 
         if let (Some(cors), Some(o)) = (&server.cors, &origin) {
@@ -210,6 +217,21 @@ impl<E: Endpoint> Endpoint for Gate<E> {
             );
         }
         Ok(resp)
+    }
+}
+
+impl<E: Endpoint> Gate<E> {
+    /// Calls the inner endpoint within `timeout`; errors become JSON error bodies.
+    async fn serve(&self, req: Request, timeout: std::time::Duration) -> Response {
+        match tokio::time::timeout(timeout, self.inner.call(req)).await {
+            Err(_) => error_response(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout"),
+            Ok(Ok(r)) => r.into_response(),
+            Ok(Err(e)) => {
+                let status = e.status();
+                let msg = status.canonical_reason().unwrap_or("Error");
+                error_response(status, msg)
+            }
+        }
     }
 }
 
@@ -279,8 +301,9 @@ fn add_cors(resp: &mut Response, cors: &CorsConfig, origin: &str) {
 }
 
 /// The OpenAPI service for the built-in routes.
-pub fn openapi(app: Arc<App>) -> OpenApiService<Api, ()> {
-    OpenApiService::new(Api { app }, "Portcullis", env!("CARGO_PKG_VERSION"))
+pub fn openapi(app: Arc<App>) -> OpenApiService<(Api, GatewayApi), ()> {
+    let apis = (Api { app: app.clone() }, GatewayApi { app });
+    OpenApiService::new(apis, "Portcullis", env!("CARGO_PKG_VERSION"))
         .description(
             "An authenticating server whose identity providers are run-time-loaded plugins.",
         )
@@ -292,7 +315,7 @@ pub fn endpoint(app: Arc<App>) -> impl Endpoint<Output = Response> {
     let service = openapi(app.clone());
     let spec = service.spec();
     let ui = service.swagger_ui_html();
-    let (app2, app3) = (app.clone(), app.clone());
+    let (app2, app3, app4) = (app.clone(), app.clone(), app.clone());
     let route = Route::new()
         .at(
             "/openapi.json",
@@ -318,8 +341,21 @@ pub fn endpoint(app: Arc<App>) -> impl Endpoint<Output = Response> {
                 }
             }),
         )
+        .at(
+            "/metrics",
+            poem::endpoint::make_sync(move |_| {
+                if app4.runtime().config.server.metrics {
+                    Response::builder()
+                        .content_type(crate::metrics::CONTENT_TYPE)
+                        .body(app4.metrics().render())
+                } else {
+                    error_response(StatusCode::NOT_FOUND, "Not Found")
+                }
+            }),
+        )
         .nest("/", service);
-    Gate { inner: route, app }.map_to_response()
+    let inner = crate::proxy::Upstreams::new(route, app.clone());
+    Gate { inner, app }.map_to_response()
 }
 
 /// Binds the configured address (TLS when `server.https` is set), calls `on_bound` with the

@@ -78,7 +78,10 @@ fn broken() -> Vec<(String, Vec<&'static str>)> {
         (base("").replace("  port: 0\n", "  port: 0\n  cors: { origin: \"*\", credentials: true }\n"), vec!["server.cors.credentials"]),
         (format!("{}  - name: main\n    plugin: jwt\n", base("").split("auth:").next().unwrap()), vec!["duplicate provider name"]),
         (base("auth:\n  rules: {}\n"), vec!["auth.rules"]),
-        (base("").replace("providers:", "routes: []\nproviders:"), vec!["routes"]),
+        (
+            base("").replace("providers:", "routes:\n  - { path: /x, upstream: \"ftp://x\" }\nproviders:"),
+            vec!["routes[0].upstream"],
+        ),
     ]
 }
 

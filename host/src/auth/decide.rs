@@ -78,6 +78,9 @@ pub struct Trace {
     pub public_pattern: Option<usize>,
     /// A built-in route that always needs a user.
     pub builtin_route: bool,
+    /// Index of the `routes:` entry that serves the path, if any; its `requires_auth` decides
+    /// whether a user is needed, and its `providers` who may vouch.
+    pub route: Option<usize>,
     /// The provider instance used.
     pub provider: Option<String>,
     /// Index of the rule that decided, if any.
@@ -115,10 +118,20 @@ pub async fn decide(rt: &Runtime, req: &RequestParts<'_>) -> Decision {
             trace,
         };
     }
+    if !trace.builtin_route {
+        trace.route = rt.config.routes.find(req.method, req.path);
+    }
+    let route_requires = trace
+        .route
+        .and_then(|i| rt.config.routes.list.get(i))
+        .map(|r| r.requires_auth);
     trace.requires_auth = trace.builtin_route
-        || (trace.protected_pattern.is_some() && trace.public_pattern.is_none());
+        || route_requires
+            .unwrap_or(trace.protected_pattern.is_some() && trace.public_pattern.is_none());
     if !trace.requires_auth {
-        trace.reason = if trace.public_pattern.is_some() {
+        trace.reason = if route_requires.is_some() {
+            "route does not require auth"
+        } else if trace.public_pattern.is_some() {
             "public path"
         } else {
             "path not protected"
@@ -166,7 +179,21 @@ async fn authenticate_and_authorize(
         ));
     }
     let retired = retired_for(rt, &token);
-    let candidates = candidates(rt, &token);
+    let mut candidates = candidates(rt, &token);
+    // A route may name the only instances that can vouch for its callers.
+    if let Some(allowed) = trace
+        .route
+        .and_then(|i| rt.config.routes.list.get(i))
+        .and_then(|r| r.providers.as_ref())
+    {
+        let before = candidates.len();
+        candidates.retain(|p| allowed.contains(&p.name));
+        if before > 0 && candidates.is_empty() {
+            return Err(Denial::InvalidToken(
+                "this route does not accept tokens from that provider".into(),
+            ));
+        }
+    }
     if candidates.is_empty() {
         if let Some(r) = retired {
             return Err(Denial::Unavailable(r.reason.clone()));

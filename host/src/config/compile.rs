@@ -12,6 +12,7 @@ use serde_yaml::Value;
 use super::{
     error::{join_path, ConfigError, Issues},
     expand::{expand_tree, VarSource},
+    gateway::{compile_gateway, compile_routes, GatewayConfig, RoutesConfig},
     raw::*,
 };
 use crate::{
@@ -39,6 +40,10 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     /// `auth:`.
     pub auth: AuthConfig,
+    /// `gateway:`.
+    pub gateway: GatewayConfig,
+    /// `routes:`.
+    pub routes: RoutesConfig,
 }
 
 /// `server:` with defaults applied.
@@ -66,6 +71,8 @@ pub struct ServerConfig {
     pub plugin_timeout: Duration,
     /// Tokens longer than this are refused before decoding.
     pub max_token_bytes: usize,
+    /// Serve Prometheus metrics at `/metrics`.
+    pub metrics: bool,
 }
 
 /// CORS options.
@@ -172,6 +179,10 @@ pub struct AuthConfig {
     pub protected: PatternSet,
     /// Paths open to all (case-sensitive: fail closed).
     pub public: PatternSet,
+    /// `protected` entries as text, by index (for explanations).
+    pub protected_src: Vec<String>,
+    /// `public` entries as text, by index (for explanations).
+    pub public_src: Vec<String>,
     /// Token sources.
     pub token: TokenConfig,
     /// `authorize` CEL, consulted when no rule matched.
@@ -217,11 +228,13 @@ pub fn compile_str(text: &str, file: &Path, vars: &dyn VarSource) -> Result<Conf
     let plugins = take("plugins");
     let providers = take("providers");
     let auth = take("auth");
+    let gateway = take("gateway");
+    let routes = take("routes");
     for (k, _) in root.iter() {
         let key = k.as_str().unwrap_or("?");
         issues.push(
             key,
-            "unknown key (expected version, server, plugins, providers, auth)",
+            "unknown key (expected version, server, plugins, providers, auth, gateway, routes)",
         );
     }
     match version.as_ref().and_then(Value::as_u64) {
@@ -252,6 +265,9 @@ pub fn compile_str(text: &str, file: &Path, vars: &dyn VarSource) -> Result<Conf
     let providers = compile_providers(providers, &mut issues);
     let auth = de::<RawAuth>(auth, "auth", &mut issues).unwrap_or_default();
     let auth = compile_auth(auth, &mut issues);
+    let gateway = compile_gateway(gateway, &mut issues);
+    let provider_names: Vec<String> = providers.iter().map(|p| p.name.clone()).collect();
+    let routes = compile_routes(routes, &provider_names, server.timeout, &mut issues);
 
     if !issues.is_empty() {
         return Err(ConfigError::Invalid {
@@ -270,6 +286,8 @@ pub fn compile_str(text: &str, file: &Path, vars: &dyn VarSource) -> Result<Conf
         plugins,
         providers,
         auth,
+        gateway,
+        routes,
     })
 }
 
@@ -284,7 +302,11 @@ fn de<T: DeserializeOwned>(value: Option<Value>, path: &str, issues: &mut Issues
     de_value(value, path, issues)
 }
 
-fn de_value<T: DeserializeOwned>(value: Value, path: &str, issues: &mut Issues) -> Option<T> {
+pub(super) fn de_value<T: DeserializeOwned>(
+    value: Value,
+    path: &str,
+    issues: &mut Issues,
+) -> Option<T> {
     let mut unknown = Vec::new();
     let result: Result<T, _> = {
         let mut record = |p: serde_ignored::Path<'_>| unknown.push(p.to_string());
@@ -343,7 +365,12 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
     }
 }
 
-fn duration(value: Option<&str>, default: Duration, path: &str, issues: &mut Issues) -> Duration {
+pub(super) fn duration(
+    value: Option<&str>,
+    default: Duration,
+    path: &str,
+    issues: &mut Issues,
+) -> Duration {
     match value {
         None => default,
         Some(s) => match humantime::parse_duration(s.trim()) {
@@ -451,6 +478,7 @@ fn compile_server(raw: RawServer, base: &Path, issues: &mut Issues) -> ServerCon
             issues,
         ),
         max_token_bytes,
+        metrics: raw.metrics.unwrap_or(true),
     }
 }
 
@@ -677,7 +705,7 @@ const METHODS: [&str; 11] = [
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "ALL", "*",
 ];
 
-fn methods_upper(methods: Vec<String>, path: &str, issues: &mut Issues) -> Vec<String> {
+pub(super) fn methods_upper(methods: Vec<String>, path: &str, issues: &mut Issues) -> Vec<String> {
     methods
         .into_iter()
         .map(|m| {
@@ -690,12 +718,26 @@ fn methods_upper(methods: Vec<String>, path: &str, issues: &mut Issues) -> Vec<S
         .collect()
 }
 
+/// A pattern entry as one line of text: `/api/*`, `regex:^/docs/`, with `[GET, POST]` when
+/// restricted to methods.
+fn describe(spec: &PatternSpec) -> String {
+    let mut s = match &spec.kind {
+        PatternKind::Path(p) => p.clone(),
+        PatternKind::Regex(r) => format!("regex:{r}"),
+    };
+    if let Some(m) = &spec.methods {
+        s.push_str(&format!(" [{}]", m.join(", ")));
+    }
+    s
+}
+
 fn pattern_list(
     values: Option<Vec<Value>>,
     default: &[&str],
     path: &str,
     case: CaseMode,
     issues: &mut Issues,
+    sources: &mut Vec<String>,
 ) -> Option<PatternSet> {
     let specs: Vec<PatternSpec> = match values {
         None => default
@@ -718,6 +760,7 @@ fn pattern_list(
             specs
         }
     };
+    *sources = specs.iter().map(describe).collect();
     match PatternSet::compile(&specs, case) {
         Ok(set) => Some(set),
         Err(errs) => {
@@ -730,12 +773,14 @@ fn pattern_list(
 }
 
 fn compile_auth(raw: RawAuth, issues: &mut Issues) -> Option<AuthConfig> {
+    let (mut protected_src, mut public_src) = (Vec::new(), Vec::new());
     let protected = pattern_list(
         raw.protected,
         &["/api/*"],
         "auth.protected",
         CaseMode::Insensitive,
         issues,
+        &mut protected_src,
     );
     let public = pattern_list(
         raw.public,
@@ -743,6 +788,7 @@ fn compile_auth(raw: RawAuth, issues: &mut Issues) -> Option<AuthConfig> {
         "auth.public",
         CaseMode::Sensitive,
         issues,
+        &mut public_src,
     );
     let header = raw.token.header.unwrap_or_else(|| "Authorization".into());
     if header.is_empty()
@@ -825,6 +871,8 @@ fn compile_auth(raw: RawAuth, issues: &mut Issues) -> Option<AuthConfig> {
     Some(AuthConfig {
         protected: protected?,
         public: public?,
+        protected_src,
+        public_src,
         token,
         authorize,
         rules,

@@ -4,6 +4,7 @@
 mod compile;
 mod error;
 mod expand;
+mod gateway;
 mod raw;
 
 pub use compile::{
@@ -13,3 +14,4 @@ pub use compile::{
 };
 pub use error::{ConfigError, ConfigIssue};
 pub use expand::{expand_str, EnvVars, VarSource};
+pub use gateway::{is_reserved, GatewayConfig, RouteConfig, RoutesConfig, RESERVED_PATHS};

@@ -17,6 +17,7 @@ pub struct RawServer {
     pub https: Option<RawHttps>,
     pub plugin_timeout: Option<String>,
     pub max_token_bytes: Option<usize>,
+    pub metrics: Option<bool>,
 }
 
 /// `server.cors`: `false` to turn CORS off, or options.

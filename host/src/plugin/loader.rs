@@ -206,6 +206,18 @@ pub struct Loader {
     staging: PathBuf,
     seq: AtomicU64,
     by_hash: Mutex<HashMap<String, Arc<LoadedPlugin>>>,
+    counts: [AtomicU64; 3],
+}
+
+/// How [`Loader::load`] calls ended, since the loader was made (for metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadCounts {
+    /// A new library copy was mapped.
+    pub mapped: u64,
+    /// The same content was already mapped and was reused.
+    pub reused: u64,
+    /// The file was refused or could not be loaded.
+    pub failed: u64,
 }
 
 impl Loader {
@@ -216,6 +228,7 @@ impl Loader {
             staging,
             seq: AtomicU64::new(0),
             by_hash: Mutex::new(HashMap::new()),
+            counts: Default::default(),
         })
     }
 
@@ -230,6 +243,16 @@ impl Loader {
         self.by_hash.lock().map(|m| m.len()).unwrap_or(0)
     }
 
+    /// How loads have ended so far.
+    pub fn load_counts(&self) -> LoadCounts {
+        let [m, r, f] = &self.counts;
+        LoadCounts {
+            mapped: m.load(Ordering::Relaxed),
+            reused: r.load(Ordering::Relaxed),
+            failed: f.load(Ordering::Relaxed),
+        }
+    }
+
     /// Loads the plugin in `file` (or returns the copy already mapped for the same content).
     /// `allow` is the list of trusted SHA-256 hashes; `None` trusts every file.
     pub fn load(
@@ -237,11 +260,21 @@ impl Loader {
         file: &Path,
         allow: Option<&[String]>,
     ) -> Result<Arc<LoadedPlugin>, PluginLoadError> {
-        let bytes = fs::read(file).map_err(|e| PluginLoadError::Io {
-            file: file.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        self.load_bytes(file, &bytes, allow)
+        let before = self.mapped_count();
+        let result = fs::read(file)
+            .map_err(|e| PluginLoadError::Io {
+                file: file.to_path_buf(),
+                reason: e.to_string(),
+            })
+            .and_then(|bytes| self.load_bytes(file, &bytes, allow));
+        // Loads run one at a time (one reload task), so a grown table means this call mapped.
+        let slot = match &result {
+            Ok(_) if self.mapped_count() > before => 0,
+            Ok(_) => 1,
+            Err(_) => 2,
+        };
+        self.counts[slot].fetch_add(1, Ordering::Relaxed);
+        result
     }
 
     /// Loads a plugin from content already read from `file`.

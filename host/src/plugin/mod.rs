@@ -4,6 +4,6 @@ mod loader;
 mod services;
 
 pub use loader::{
-    sha256_hex, ConfigKeyInfo, LoadedPlugin, Loader, PluginLoadError, PluginManifest,
+    sha256_hex, ConfigKeyInfo, LoadCounts, LoadedPlugin, Loader, PluginLoadError, PluginManifest,
 };
 pub use services::{HostVerifier, InstanceServices, SharedServices};

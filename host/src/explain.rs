@@ -1,0 +1,237 @@
+//! Decision explain: for a method, a path and (optionally) a token and headers, the decision the
+//! server would make now and why — the canonical path, the patterns and route that matched, where
+//! the token was found, the provider that was asked, the rule that decided, or why the token was
+//! refused. The token itself, cookies and header values are never part of the answer.
+
+use std::collections::HashMap;
+
+use poem::http::{HeaderMap, HeaderName, HeaderValue};
+use poem_openapi::Object;
+
+use crate::{
+    auth::{decide, extract_token, Denial, RequestParts},
+    config::TokenConfig,
+    matching::canonicalize,
+    runtime::Runtime,
+};
+
+/// What to explain.
+#[derive(Object, Debug, Clone)]
+pub struct ExplainRequest {
+    /// HTTP method (any case).
+    pub method: String,
+    /// The request target: a path, optionally with `?query` (an opted-in query token is read from it).
+    pub path: String,
+    /// A bearer token, sent as the configured token header. Never echoed.
+    pub token: Option<String>,
+    /// Other request headers (a cookie token, `Access-Control-Request-Method`, ...). Never echoed.
+    pub headers: Option<HashMap<String, String>>,
+}
+
+/// A pattern that matched.
+#[derive(Object, Debug, Clone)]
+pub struct PatternMatch {
+    /// Its index in the list.
+    pub index: u64,
+    /// The entry as configured.
+    pub pattern: String,
+}
+
+/// The route that serves the path.
+#[derive(Object, Debug, Clone)]
+pub struct RouteMatch {
+    /// Its index in `routes:`.
+    pub index: u64,
+    /// Its path pattern.
+    pub path: String,
+    /// Where it forwards.
+    pub upstream: String,
+    /// Its `requires_auth`.
+    pub requires_auth: bool,
+    /// Its `providers`, when restricted.
+    pub providers: Option<Vec<String>>,
+}
+
+/// Why.
+#[derive(Object, Debug, Clone)]
+pub struct Explanation {
+    /// Generation of the snapshot that decided.
+    pub generation: u64,
+    /// Upper-case method.
+    pub method: String,
+    /// The canonical path (absent when the path was refused).
+    pub canonical_path: Option<String>,
+    /// `allow` or `deny`.
+    pub decision: String,
+    /// The status a real request would get from the gate (200 = let through to the route).
+    pub status: u16,
+    /// The reason in words.
+    pub reason: String,
+    /// Whether a user is needed.
+    pub requires_auth: bool,
+    /// A built-in route (`/api/auth/*`, `/api/admin/*`) that always needs a user.
+    pub builtin_route: bool,
+    /// The `auth.protected` entry that matched first.
+    pub protected_pattern: Option<PatternMatch>,
+    /// The `auth.public` entry that matched first.
+    pub public_pattern: Option<PatternMatch>,
+    /// The `routes:` entry that serves the path.
+    pub route: Option<RouteMatch>,
+    /// Where the token was found: `header`, `query` or `cookie` (absent: none).
+    pub token_source: Option<String>,
+    /// The provider instance that vouched (or failed to).
+    pub provider: Option<String>,
+    /// Index of the `auth.rules` entry that decided.
+    pub rule: Option<u64>,
+    /// The user's `sub`, when one was established.
+    pub subject: Option<String>,
+}
+
+/// Why the request to explain could not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadInput(pub String);
+
+fn token_source(cfg: &TokenConfig, headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    let only = |header: &str, query: Option<String>, cookie: Option<String>| TokenConfig {
+        header: header.to_string(),
+        query,
+        cookie,
+    };
+    // A header name nobody sends, so that only the other source is looked at.
+    const NONE: &str = "x-portcullis-no-such-header";
+    let tries = [
+        ("header", only(&cfg.header, None, None)),
+        ("query", only(NONE, cfg.query.clone(), None)),
+        ("cookie", only(NONE, None, cfg.cookie.clone())),
+    ];
+    tries
+        .into_iter()
+        .find_map(|(name, c)| match extract_token(&c, headers, query) {
+            Ok(Some(_)) | Err(_) => Some(name.to_string()),
+            Ok(None) => None,
+        })
+}
+
+/// Decides `input` under `rt` and says why.
+pub async fn explain(rt: &Runtime, input: ExplainRequest) -> Result<Explanation, BadInput> {
+    let method = input.method.trim().to_ascii_uppercase();
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(BadInput("method: not an HTTP method".into()));
+    }
+    let mut headers = HeaderMap::new();
+    for (k, v) in input.headers.unwrap_or_default() {
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| BadInput(format!("headers: `{k}` is not a header name")))?;
+        let value = HeaderValue::from_str(&v)
+            .map_err(|_| BadInput(format!("headers.{k}: not a valid header value")))?;
+        headers.append(name, value);
+    }
+    let auth = &rt.config.auth;
+    if let Some(t) = &input.token {
+        let name = HeaderName::from_bytes(auth.token.header.as_bytes())
+            .map_err(|_| BadInput("the token header name is invalid".into()))?;
+        let value = HeaderValue::from_str(&format!("Bearer {t}"))
+            .map_err(|_| BadInput("token: not a valid header value".into()))?;
+        headers.insert(name, value);
+    }
+    let (path, query) = match input.path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (input.path.as_str(), None),
+    };
+    let mut out = Explanation {
+        generation: rt.generation,
+        method: method.clone(),
+        canonical_path: None,
+        decision: "deny".into(),
+        status: 400,
+        reason: String::new(),
+        requires_auth: false,
+        builtin_route: false,
+        protected_pattern: None,
+        public_pattern: None,
+        route: None,
+        token_source: None,
+        provider: None,
+        rule: None,
+        subject: None,
+    };
+    let canonical = match canonicalize(path) {
+        Ok(p) => p,
+        Err(e) => {
+            out.reason = format!("bad request path: {e}");
+            return Ok(out);
+        }
+    };
+    let d = decide(
+        rt,
+        &RequestParts {
+            method: &method,
+            path: &canonical,
+            headers: &headers,
+            query,
+        },
+    )
+    .await;
+    let t = &d.trace;
+    let pattern = |i: Option<usize>, src: &[String]| {
+        i.map(|i| PatternMatch {
+            index: i as u64,
+            pattern: src.get(i).cloned().unwrap_or_default(),
+        })
+    };
+    out.protected_pattern = pattern(t.protected_pattern, &auth.protected_src);
+    out.public_pattern = pattern(t.public_pattern, &auth.public_src);
+    out.route = t
+        .route
+        .and_then(|i| rt.config.routes.list.get(i).map(|r| (i, r)))
+        .map(|(i, r)| RouteMatch {
+            index: i as u64,
+            path: r.path.clone(),
+            upstream: r.upstream.to_string(),
+            requires_auth: r.requires_auth,
+            providers: r.providers.clone(),
+        });
+    if t.requires_auth {
+        out.token_source = token_source(&auth.token, &headers, query);
+    }
+    out.canonical_path = Some(canonical);
+    out.requires_auth = t.requires_auth;
+    out.builtin_route = t.builtin_route;
+    out.provider = t.provider.clone();
+    out.rule = t.rule.map(|r| r as u64);
+    out.reason = t.reason.clone();
+    match &d.result {
+        Ok(user) => {
+            out.decision = "allow".into();
+            out.status = 200;
+            if out.reason.is_empty() {
+                out.reason = match t.rule {
+                    Some(i) => format!("allowed by auth.rules[{i}]"),
+                    None if auth.authorize.is_some() => "allowed by auth.authorize".into(),
+                    None => "authenticated; no rules, so any authenticated user".into(),
+                };
+            }
+            out.subject = user.as_ref().and_then(|u| {
+                u.claims
+                    .get("sub")
+                    .and_then(|s| s.as_str())
+                    .map(str::to_string)
+            });
+        }
+        Err(denial) => {
+            out.status = match denial {
+                Denial::NoToken | Denial::InvalidToken(_) => 401,
+                Denial::Forbidden(_) => 403,
+                Denial::Unavailable(_) => 503,
+                Denial::Internal(_) => 500,
+            };
+        }
+    }
+    // Belt and braces: the token never comes back, whatever a plugin put in a reason.
+    if let Some(tok) = input.token.as_deref().filter(|t| t.len() >= 8) {
+        if out.reason.contains(tok) {
+            out.reason = out.reason.replace(tok, "[token]");
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,86 @@
+//! A local upstream for route and forward-auth tests: answers every request with a JSON echo of
+//! what reached it (method, path, query, headers, body length and SHA-256). `/slow*` never answers
+//! (for timeout tests).
+
+use std::net::SocketAddr;
+
+use poem::{http::StatusCode, Body, Request, Response};
+
+/// A running echo upstream.
+pub struct Echo {
+    /// Its address.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Echo {
+    /// Starts on 127.0.0.1:0.
+    pub async fn start() -> Echo {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let acceptor =
+            poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind(addr))
+                .await
+                .expect("bind echo");
+        let app = poem::endpoint::make(|mut req: Request| async move {
+            if req.uri().path().starts_with("/slow") {
+                std::future::pending::<()>().await;
+            }
+            let body = req.take_body().into_vec().await.unwrap_or_default();
+            let mut headers = serde_json::Map::new();
+            for (k, v) in req.headers() {
+                let v = String::from_utf8_lossy(v.as_bytes()).to_string();
+                match headers.get_mut(k.as_str()) {
+                    Some(serde_json::Value::String(prev)) => {
+                        prev.push_str(" | ");
+                        prev.push_str(&v);
+                    }
+                    _ => {
+                        headers.insert(k.as_str().to_string(), v.into());
+                    }
+                }
+            }
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body);
+            let echo = serde_json::json!({
+                "method": req.method().as_str(),
+                "path": req.uri().path(),
+                "query": req.uri().query(),
+                "headers": headers,
+                "body_len": body.len(),
+                "body_sha256": hex(digest.as_ref()),
+            });
+            Response::builder()
+                .status(StatusCode::OK)
+                .content_type("application/json")
+                .header("x-upstream", "echo")
+                .body(Body::from(echo.to_string()))
+        });
+        let task = tokio::spawn(async move {
+            let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
+        });
+        Echo { addr, task }
+    }
+
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// SHA-256 of `b` in hex.
+pub fn sha256_hex(b: &[u8]) -> String {
+    hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b).as_ref())
+}
