@@ -17,5 +17,6 @@ pub mod plugin;
 pub mod runtime;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 pub mod tls;
 pub mod watch;

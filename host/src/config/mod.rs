@@ -8,7 +8,8 @@ mod raw;
 
 pub use compile::{
     compile_str, load_file, parse_size, AuthConfig, Config, CorsConfig, HttpsConfig, PluginsConfig,
-    ProviderConfig, Rule, ServerConfig, TokenConfig, DEFAULT_BODY_LIMIT, DEFAULT_PORT,
+    ProviderConfig, Rule, ServerConfig, TelemetryConfig, TokenConfig, DEFAULT_BODY_LIMIT,
+    DEFAULT_PORT,
 };
 pub use error::{ConfigError, ConfigIssue};
 pub use expand::{expand_str, EnvVars, VarSource};

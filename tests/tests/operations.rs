@@ -1,0 +1,328 @@
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+//! Operations end to end: spans exported to a local OTLP receiver, a request id on every log
+//! line, Swagger UI without a CDN.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::ExportTraceServiceRequest,
+    common::v1::{any_value::Value as Any, AnyValue, KeyValue},
+};
+use poem::{
+    handler,
+    listener::{Acceptor as _, Listener as _, TcpListener},
+    web::Data,
+    EndpointExt as _, Route,
+};
+use portcullis_tests::*;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Serves `route` on 127.0.0.1:0 and returns its address.
+async fn serve_local(route: impl poem::Endpoint + 'static) -> std::net::SocketAddr {
+    let acceptor = TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .unwrap();
+    let addr = *acceptor.local_addr()[0].as_socket_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = poem::Server::new_with_acceptor(acceptor).run(route).await;
+    });
+    addr
+}
+
+// ---------------------------------------------------------------------------------------------
+// OTLP
+
+type Bodies = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// A local OTLP/HTTP traces receiver: keeps every `POST /v1/traces` body.
+async fn otlp_receiver() -> (String, Bodies) {
+    #[handler]
+    fn traces(Data(bodies): Data<&Bodies>, body: Vec<u8>) -> poem::Response {
+        bodies.lock().unwrap().push(body);
+        // An empty ExportTraceServiceResponse is zero bytes of protobuf.
+        poem::Response::builder()
+            .content_type("application/x-protobuf")
+            .body(Vec::<u8>::new())
+    }
+    let bodies = Bodies::default();
+    let addr = serve_local(
+        Route::new()
+            .at("/v1/traces", poem::post(traces))
+            .data(bodies.clone()),
+    )
+    .await;
+    (format!("http://{addr}"), bodies)
+}
+
+#[derive(Debug)]
+struct ExportedSpan {
+    name: String,
+    service: String,
+    trace_id: String,
+    attrs: HashMap<String, String>,
+}
+
+fn text(v: &Option<AnyValue>) -> String {
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(Any::StringValue(s)) => s.clone(),
+        Some(Any::IntValue(i)) => i.to_string(),
+        Some(Any::BoolValue(b)) => b.to_string(),
+        Some(Any::DoubleValue(d)) => d.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn attrs(kvs: &[KeyValue]) -> HashMap<String, String> {
+    kvs.iter()
+        .map(|kv| (kv.key.clone(), text(&kv.value)))
+        .collect()
+}
+
+fn decode(bodies: &Bodies) -> Vec<ExportedSpan> {
+    let mut out = Vec::new();
+    for body in bodies.lock().unwrap().iter() {
+        let req = <ExportTraceServiceRequest as prost::Message>::decode(&body[..]).unwrap();
+        for rs in req.resource_spans {
+            let resource = attrs(&rs.resource.map(|r| r.attributes).unwrap_or_default());
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    out.push(ExportedSpan {
+                        name: s.name.clone(),
+                        service: resource.get("service.name").cloned().unwrap_or_default(),
+                        trace_id: s.trace_id.iter().map(|b| format!("{b:02x}")).collect(),
+                        attrs: attrs(&s.attributes),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+#[tokio::test]
+async fn spans_of_requests_and_plugin_calls_reach_an_otlp_receiver_without_secrets() {
+    let (endpoint, bodies) = otlp_receiver().await;
+    let cfg = jwt_config(&format!(
+        "auth:\n  protected: [\"/api/*\"]\ntelemetry:\n  otlp_endpoint: {endpoint}\n  service_name: portcullis-test\n"
+    ));
+    // Export every 50 ms instead of every 5 s, so the test waits less.
+    let s = Server::start_with_env(&cfg, &[jwt_plugin()], &[("OTEL_BSP_SCHEDULE_DELAY", "50")]);
+    let good = hs256(SECRET, good_claims("alice", json!({})));
+    let forged = hs256(
+        "another-secret-0123456789abcdefghijklmnopqrstuvwxyz",
+        good_claims("mallory", json!({})),
+    );
+
+    let r = client()
+        .get(s.url("/api/auth/me"))
+        .bearer_auth(&good)
+        .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let r = client()
+        .get(s.url("/api/auth/me"))
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    let has = |spans: &[ExportedSpan], name: &str, want: &[(&str, &str)]| {
+        spans.iter().any(|sp| {
+            sp.name == name
+                && want
+                    .iter()
+                    .all(|(k, v)| sp.attrs.get(*k).map(String::as_str) == Some(*v))
+        })
+    };
+    let arrived = eventually(WAIT, || {
+        let spans = decode(&bodies);
+        has(
+            &spans,
+            "auth.construct",
+            &[("provider", "main"), ("plugin", "jwt")],
+        ) && has(
+            &spans,
+            "auth.authenticate",
+            &[("provider", "main"), ("plugin", "jwt"), ("outcome", "ok")],
+        ) && has(&spans, "auth.authenticate", &[("outcome", "invalid_token")])
+            && has(&spans, "auth.authorize", &[("provider", "main")])
+            && has(
+                &spans,
+                "http.request",
+                &[
+                    ("request_id", &id),
+                    ("status", "200"),
+                    ("path", "/api/auth/me"),
+                ],
+            )
+            && has(&spans, "http.request", &[("status", "401")])
+    })
+    .await;
+    let spans = decode(&bodies);
+    assert!(arrived, "spans missing; got {spans:#?}\nlog:\n{}", s.log());
+
+    assert!(spans.iter().all(|sp| sp.service == "portcullis-test"));
+    // The caller's traceparent makes the request (and the plugin calls inside it) part of its trace.
+    let request = spans
+        .iter()
+        .find(|sp| sp.name == "http.request" && sp.attrs.get("request_id") == Some(&id))
+        .unwrap();
+    assert_eq!(request.trace_id, TRACE_ID);
+    assert!(spans
+        .iter()
+        .any(|sp| sp.name == "auth.authenticate" && sp.trace_id == TRACE_ID));
+
+    // Nothing secret went out: not the tokens, not their signatures, not the HMAC secret.
+    let all: Vec<u8> = bodies.lock().unwrap().concat();
+    let all = String::from_utf8_lossy(&all);
+    for secret in [
+        good.as_str(),
+        forged.as_str(),
+        good.rsplit('.').next().unwrap(),
+        SECRET,
+    ] {
+        assert!(!all.contains(secret), "a secret was exported");
+    }
+    // The human log names the request on the lines logged inside it.
+    let log = s.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("request refused") && l.contains("http.request{request_id=")),
+        "{log}"
+    );
+    assert!(!log.contains(&good) && !log.contains(&forged));
+}
+
+#[tokio::test]
+async fn a_telemetry_change_is_refused_by_name_until_restart() {
+    let s = Server::start(&jwt_config(""), &[jwt_plugin()]);
+    let token = hs256(SECRET, good_claims("ops", json!({})));
+    let with_telemetry = format!(
+        "{}telemetry:\n  otlp_endpoint: http://127.0.0.1:9/\n",
+        jwt_config("")
+    );
+    std::fs::write(s.config_path(), with_telemetry).unwrap();
+    let r: Value = client()
+        .post(s.url("/api/admin/reload"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["result"], "failed", "{r}");
+    assert!(r["errors"][0]
+        .as_str()
+        .unwrap()
+        .contains("telemetry: cannot change while running"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logs
+
+#[tokio::test]
+async fn every_json_log_line_of_a_request_carries_its_id_and_no_token() {
+    let cfg = jwt_config("auth:\n  protected: [\"/api/*\"]\n").replace(
+        "openapi_docs: true }",
+        "openapi_docs: true, api_req_logs: true }",
+    );
+    let s = Server::start_with_env(&cfg, &[jwt_plugin()], &[("PORTCULLIS_LOG_FORMAT", "json")]);
+    let forged = hs256(
+        "another-secret-0123456789abcdefghijklmnopqrstuvwxyz",
+        good_claims("mallory", json!({})),
+    );
+    // A sane incoming id is kept; anything else is replaced by one of ours.
+    let r = client()
+        .get(s.url("/api/auth/me"))
+        .bearer_auth(&forged)
+        .header("x-request-id", "req-abc_123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["x-request-id"], "req-abc_123");
+    let r = client()
+        .get(s.url("/health"))
+        .header("x-request-id", "no spaces; no <html>")
+        .send()
+        .await
+        .unwrap();
+    let made = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_ne!(made, "no spaces; no <html>");
+    assert!(!made.is_empty() && made.bytes().all(|b| b.is_ascii_hexdigit()));
+
+    let lines = || -> Vec<Value> {
+        s.log()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    assert!(
+        eventually(WAIT, || lines()
+            .iter()
+            .filter(|l| l["target"] == "portcullis::access")
+            .count()
+            == 2)
+        .await,
+        "{}",
+        s.log()
+    );
+    let in_request: Vec<Value> = lines()
+        .into_iter()
+        .filter(|l| l["span"]["name"] == "http.request")
+        .collect();
+    let ids: Vec<&str> = in_request
+        .iter()
+        .map(|l| l["span"]["request_id"].as_str().unwrap_or(""))
+        .collect();
+    // The refusal and two access lines, each naming its request.
+    assert!(in_request.len() >= 3, "{}", s.log());
+    assert!(
+        ids.iter().all(|i| *i == "req-abc_123" || *i == made),
+        "{ids:?}"
+    );
+    assert!(in_request
+        .iter()
+        .any(|l| l["fields"]["message"] == "request refused"
+            && l["span"]["request_id"] == "req-abc_123"));
+    assert!(!s.log().contains(&forged));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Swagger UI
+
+#[tokio::test]
+async fn swagger_ui_is_self_contained_with_no_cdn() {
+    let s = Server::start(&jwt_config(""), &[jwt_plugin()]);
+    let r = client().get(s.url("/swagger-ui")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap().to_ascii_lowercase();
+    assert!(html.contains("swaggeruibundle"), "the bundle is inline");
+    for cdn in ["unpkg", "jsdelivr", "cdnjs", "googleapis", "cloudflare"] {
+        assert!(!html.contains(cdn), "references {cdn}");
+    }
+    // No asset is fetched from elsewhere: no script or stylesheet with an absolute URL.
+    for tag in [
+        "<script src=\"http",
+        "<script src='http",
+        "<link rel=\"stylesheet\" href=\"http",
+    ] {
+        assert!(!html.contains(tag), "external asset: {tag}");
+    }
+    assert!(!html.contains("<script src="), "every script is inline");
+    assert!(!html.contains("<link "), "every stylesheet is inline");
+}
