@@ -1,10 +1,13 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 //! Operations end to end: spans exported to a local OTLP receiver, a request id on every log
-//! line, Swagger UI without a CDN.
+//! line, SIGTERM draining, Swagger UI without a CDN.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -300,6 +303,98 @@ async fn every_json_log_line_of_a_request_carries_its_id_and_no_token() {
         .any(|l| l["fields"]["message"] == "request refused"
             && l["span"]["request_id"] == "req-abc_123"));
     assert!(!s.log().contains(&forged));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown
+
+/// A local endpoint the faulty plugin's `slow` mode fetches: the first call waits until released.
+struct Held {
+    url: String,
+    release: tokio::sync::oneshot::Sender<()>,
+    entered: Arc<AtomicBool>,
+}
+
+async fn held_endpoint() -> Held {
+    type State = (
+        Arc<tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>,
+        Arc<AtomicBool>,
+    );
+    #[handler]
+    async fn slow(Data(state): Data<&State>) -> &'static str {
+        if let Some(rx) = state.0.lock().await.take() {
+            state.1.store(true, Ordering::SeqCst);
+            let _ = rx.await;
+        }
+        "ok"
+    }
+    let (release, rx) = tokio::sync::oneshot::channel();
+    let entered = Arc::new(AtomicBool::new(false));
+    let state: State = (Arc::new(tokio::sync::Mutex::new(Some(rx))), entered.clone());
+    let addr = serve_local(Route::new().at("/slow", poem::get(slow)).data(state)).await;
+    Held {
+        url: format!("http://{addr}/slow"),
+        release,
+        entered,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_finishes_the_request_in_flight_refuses_new_connections_and_exits_0() {
+    let held = held_endpoint().await;
+    let cfg = format!(
+        "version: 1\nserver:\n  host: 127.0.0.1\n  port: 0\nplugins:\n  dir: plugins\nproviders:\n  - name: f\n    plugin: faulty\n    dangerous: {{ allow_http: true }}\n    config: {{ mode: slow, url: \"{}\" }}\nauth:\n  protected: [\"/api/*\"]\n",
+        held.url
+    );
+    let mut s = Server::start(&cfg, &[plugin("portcullis_test_faulty")]);
+    let in_flight = tokio::spawn({
+        let url = s.url("/api/auth/me");
+        async move {
+            let r = client()
+                .get(url)
+                .bearer_auth("good-slow")
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    });
+    assert!(eventually(WAIT, || held.entered.load(Ordering::SeqCst)).await);
+
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    // The listener closes: new connections are refused while the request is still held.
+    let mut refused = false;
+    let end = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < end {
+        if tokio::net::TcpStream::connect(s.addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "still accepting after SIGTERM; log:\n{}", s.log());
+    assert!(
+        !in_flight.is_finished(),
+        "the held request is still in flight"
+    );
+    assert!(s.alive(), "the process waits for the request in flight");
+
+    let _ = held.release.send(());
+    let (code, body) = in_flight.await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    // Exits on its own once drained, well within the 30 s drain window.
+    assert!(
+        eventually(WAIT, || s.exit_status().is_some()).await,
+        "did not exit after draining; log:\n{}",
+        s.log()
+    );
+    let status = s.exit_status().unwrap();
+    assert_eq!(status.code(), Some(0), "log:\n{}", s.log());
+    assert!(s.log().contains("draining in-flight requests"));
 }
 
 // ---------------------------------------------------------------------------------------------
