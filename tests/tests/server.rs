@@ -299,7 +299,18 @@ async fn the_token_command_mints_for_the_config() {
 
 #[tokio::test]
 async fn admin_reload_applies_a_new_config_and_refuses_a_broken_one() {
-    let s = start();
+    // Without the file watch: it could apply the edit before the endpoint does (then `unchanged`).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    let so = jwt_plugin();
+    std::fs::copy(
+        &so,
+        dir.path().join("plugins").join(so.file_name().unwrap()),
+    )
+    .unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, jwt_config(RULES)).unwrap();
+    let s = Server::spawn_in(dir, cfg, &["--no-watch"], &[]).unwrap();
     let admin = hs256(SECRET, good_claims("hal", json!({"role": "admin"})));
     let reload = || {
         client()
