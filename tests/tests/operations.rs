@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 //! Operations end to end: spans exported to a local OTLP receiver, a request id on every log
-//! line, SIGTERM draining, Swagger UI without a CDN.
+//! line, SIGTERM draining, the Kubernetes manifests and Dockerfile, Swagger UI without a CDN.
 
 use std::{
     collections::HashMap,
@@ -420,4 +420,172 @@ async fn swagger_ui_is_self_contained_with_no_cdn() {
     }
     assert!(!html.contains("<script src="), "every script is inline");
     assert!(!html.contains("<link "), "every stylesheet is inline");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kubernetes manifests and Dockerfile
+
+fn repo() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn manifests() -> Vec<(String, serde_yaml::Value)> {
+    let dir = repo().join("deploy/k8s");
+    let mut out = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v: serde_yaml::Value = serde::Deserialize::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            out.push((name, v));
+        }
+    }
+    out
+}
+
+fn kind<'a>(docs: &'a [(String, serde_yaml::Value)], k: &str) -> Vec<&'a serde_yaml::Value> {
+    docs.iter()
+        .map(|(_, v)| v)
+        .filter(|v| v["kind"] == k)
+        .collect()
+}
+
+fn s(v: &serde_yaml::Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+struct Vars;
+impl portcullis::config::VarSource for Vars {
+    fn get(&self, name: &str) -> Option<String> {
+        (name == "JWT_AUTH_SECRET").then(|| SECRET.to_string())
+    }
+}
+
+#[test]
+fn kubernetes_manifests_keep_their_invariants() {
+    let docs = manifests();
+    let deployments = kind(&docs, "Deployment");
+    assert_eq!(deployments.len(), 1);
+    let d = deployments[0];
+    assert!(
+        d["spec"]["replicas"].as_u64().unwrap() >= 2,
+        "several replicas"
+    );
+    let labels = &d["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(&d["spec"]["selector"]["matchLabels"], labels);
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let volumes = pod["volumes"].as_sequence().unwrap();
+    let volume = |name: &str| volumes.iter().find(|v| v["name"] == name).unwrap();
+
+    let containers = pod["containers"].as_sequence().unwrap();
+    let c = containers
+        .iter()
+        .find(|c| c["name"] == "portcullis")
+        .unwrap();
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(c[probe]["httpGet"]["path"], "/health", "{probe}");
+    }
+    assert!(c["resources"]["requests"]["memory"].is_string());
+    assert!(c["resources"]["limits"]["memory"].is_string());
+    let sc = &c["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+
+    let mounts = c["volumeMounts"].as_sequence().unwrap();
+    let mount = |vol: &str| mounts.iter().find(|m| m["name"] == vol).unwrap();
+    // The config: a ConfigMap mounted as a folder, never with subPath (which never updates).
+    for m in mounts {
+        assert!(
+            m.get("subPath").is_none() && m.get("subPathExpr").is_none(),
+            "{m:?}"
+        );
+    }
+    let config_mount = s(&mount("config")["mountPath"]).to_string();
+    let cm_name = s(&volume("config")["configMap"]["name"]).to_string();
+    let args: Vec<&str> = c["args"].as_sequence().unwrap().iter().map(s).collect();
+    let config_arg = args[args.iter().position(|a| *a == "--config").unwrap() + 1];
+    let (folder, file) = config_arg.rsplit_once('/').unwrap();
+    assert_eq!(
+        folder, config_mount,
+        "--config points into the ConfigMap folder"
+    );
+    // The root file system is read-only: the plugin loader's copies need a writable /tmp.
+    assert!(mounts.iter().any(|m| m["mountPath"] == "/tmp"));
+
+    // The ConfigMap holds a config that compiles, whose plugins folder is the plugins volume.
+    let cms = kind(&docs, "ConfigMap");
+    let cm = cms
+        .iter()
+        .find(|m| m["metadata"]["name"] == cm_name.as_str())
+        .unwrap();
+    let text = s(&cm["data"][file]);
+    let cfg = portcullis::config::compile_str(text, std::path::Path::new(config_arg), &Vars)
+        .unwrap_or_else(|e| panic!("the ConfigMap's config: {e}"));
+    assert_eq!(cfg.server.host, "0.0.0.0");
+    let plugins_mount = s(&mount("plugins")["mountPath"]);
+    assert_eq!(cfg.plugins.dir, std::path::Path::new(plugins_mount));
+    assert!(volume("plugins").get("configMap").is_none());
+    assert!(c["ports"][0]["containerPort"].as_u64() == Some(cfg.server.port.into()));
+
+    // Draining fits in the grace period: preStop + the server's 30 s drain.
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(
+        grace > 30,
+        "grace period {grace}s is shorter than the drain window"
+    );
+
+    // The Service and the PodDisruptionBudget select the pods.
+    let svc = kind(&docs, "Service");
+    assert_eq!(svc.len(), 1);
+    let pdb = kind(&docs, "PodDisruptionBudget");
+    assert_eq!(pdb.len(), 1);
+    let pod_labels = labels.as_mapping().unwrap();
+    for (k, v) in svc[0]["spec"]["selector"].as_mapping().unwrap() {
+        assert_eq!(pod_labels.get(k), Some(v));
+    }
+    assert_eq!(&pdb[0]["spec"]["selector"]["matchLabels"], labels);
+
+    // The kustomization lists every manifest.
+    let kustomization =
+        std::fs::read_to_string(repo().join("deploy/k8s/kustomization.yaml")).unwrap();
+    for (file, _) in docs.iter().filter(|(f, _)| f != "kustomization.yaml") {
+        assert!(
+            kustomization.contains(file.as_str()),
+            "{file} not in kustomization.yaml"
+        );
+    }
+}
+
+#[test]
+fn the_dockerfile_runs_the_server_and_every_plugin_as_a_non_root_user() {
+    let text = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
+    let froms: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert!(froms.len() >= 2, "multi-stage");
+    assert!(froms[0].contains("rust:"));
+    assert!(froms.last().unwrap().contains("-slim"));
+    let user = text
+        .lines()
+        .rfind(|l| l.starts_with("USER "))
+        .unwrap()
+        .trim_start_matches("USER ")
+        .trim();
+    assert!(
+        !user.starts_with("root") && !user.starts_with("0"),
+        "{user}"
+    );
+    assert!(text.contains("libportcullis_plugin_*.so"));
+    assert!(text.contains("/etc/portcullis/portcullis.yaml"));
+    let ignore = std::fs::read_to_string(repo().join(".dockerignore")).unwrap();
+    assert!(ignore.lines().any(|l| l.trim() == "target/"));
 }
