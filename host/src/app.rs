@@ -332,6 +332,11 @@ impl App {
                 "server.port: cannot change while running; restart to listen elsewhere".to_string(),
             );
         }
+        if config.telemetry != current.config.telemetry {
+            refused.push(
+                "telemetry: cannot change while running; restart to export elsewhere".to_string(),
+            );
+        }
         match (&config.server.https, &self.tls) {
             (Some(_), None) | (None, Some(_)) => refused.push(
                 "server.https: cannot switch TLS on or off while running; restart to change it"

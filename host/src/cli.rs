@@ -9,20 +9,26 @@ use std::{
 use anyhow::{anyhow, bail, Context as _};
 use clap::{Parser, Subcommand};
 
-use crate::{app::App, plugin::Loader, runtime, server};
+use crate::{
+    app::App,
+    plugin::Loader,
+    runtime, server,
+    telemetry::{self, LogFormat, Telemetry},
+};
 
 /// Portcullis: an authenticating server with run-time-loaded identity-provider plugins.
 #[derive(Parser, Debug)]
 #[command(name = "portcullis", version, about)]
 pub struct Cli {
-    /// Log format: `human` or `json`.
+    /// Log format: `human` or `json` (one object per line).
     #[arg(
         long,
         global = true,
         env = "PORTCULLIS_LOG_FORMAT",
+        value_enum,
         default_value = "human"
     )]
-    pub log_format: String,
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -88,18 +94,15 @@ pub enum PluginCommand {
     },
 }
 
-/// Sets up logging to stderr.
-pub fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        let _ = builder.json().try_init();
-    } else {
-        let _ = builder.try_init();
-    }
+/// Sets up logging to stderr and, for `serve`, span export as the config's `telemetry:` and the
+/// standard `OTEL_*` variables say. Before the async runtime starts; [`Telemetry::shutdown`]
+/// before exiting. A config that does not load exports nothing here; `serve` then reports why.
+pub fn init_telemetry(cli: &Cli) -> Telemetry {
+    let config = match &cli.command {
+        Command::Serve { config, .. } => crate::app::read_config(config).ok().map(|c| c.telemetry),
+        _ => None,
+    };
+    telemetry::init(cli.log_format, config.as_ref())
 }
 
 /// Runs a parsed command line; the returned code is the process exit code.

@@ -21,5 +21,6 @@ pub mod proxy;
 pub mod runtime;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 pub mod tls;
 pub mod watch;

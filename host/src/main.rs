@@ -2,7 +2,7 @@ use clap::Parser as _;
 
 fn main() {
     let cli = portcullis::cli::Cli::parse();
-    portcullis::cli::init_logging(&cli.log_format);
+    let telemetry = portcullis::cli::init_telemetry(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -20,5 +20,7 @@ fn main() {
             1
         }
     };
+    // Outside the runtime: flushing waits for the exporter thread.
+    telemetry.shutdown();
     std::process::exit(code);
 }

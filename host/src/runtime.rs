@@ -14,6 +14,7 @@ use crate::{
     auth::{authz_cache, condition::Condition, AuthzCache},
     config::Config,
     plugin::{InstanceServices, LoadedPlugin, Loader, PluginLoadError, SharedServices},
+    telemetry::{self, PluginCall},
 };
 
 /// One provider instance in a snapshot.
@@ -209,8 +210,9 @@ pub async fn build(
                     pc.allow_http,
                     config.server.max_token_bytes,
                 );
-                match construct(&plugin, config_json, services, config.server.plugin_timeout).await
-                {
+                let ctor = construct(&plugin, config_json, services, config.server.plugin_timeout);
+                let (name, plugin_name) = (&pc.name, &plugin.manifest.name);
+                match telemetry::traced(PluginCall::Construct, name, plugin_name, ctor).await {
                     Ok(p) => Arc::new(p),
                     Err(e) => {
                         errors.push(format!("{at}: {e}"));
@@ -302,7 +304,9 @@ async fn construct(
 ) -> Result<ProviderBox, String> {
     let module = plugin.module;
     let file = plugin.file.display().to_string();
+    let span = tracing::Span::current();
     let task = tokio::task::spawn_blocking(move || {
+        let _in_span = span.enter();
         let host = portcullis_plugin_api::host_box(services);
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             (module.new_provider())(RStr::from_str(&config_json), host)

@@ -9,6 +9,7 @@ use poem::{
     Endpoint, EndpointExt, IntoResponse, Request, Response, Route,
 };
 use poem_openapi::OpenApiService;
+use tracing::Instrument as _;
 
 use crate::{
     api::{Api, GatewayApi},
@@ -16,6 +17,7 @@ use crate::{
     auth::{decide, Denial, RequestParts},
     config::CorsConfig,
     matching::canonicalize,
+    telemetry,
 };
 
 /// A JSON error answer with the seed's body shape.
@@ -84,11 +86,19 @@ fn request_id(req: &Request) -> String {
 impl<E: Endpoint> Endpoint for Gate<E> {
     type Output = Response;
 
-    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        let id = request_id(&req);
+        let span = telemetry::request_span(&id, req.method().as_str(), req.headers());
+        self.gate(req, id).instrument(span).await
+    }
+}
+
+impl<E: Endpoint> Gate<E> {
+    /// Everything a request goes through, inside its span (every log line names the request).
+    async fn gate(&self, mut req: Request, id: String) -> poem::Result<Response> {
         let started = Instant::now();
         let rt = self.app.runtime();
         let server = &rt.config.server;
-        let id = request_id(&req);
         let method = req.method().as_str().to_ascii_uppercase();
         let origin = req
             .headers()
@@ -107,6 +117,7 @@ impl<E: Endpoint> Endpoint for Gate<E> {
                 }
             };
             log_path.clone_from(&canonical);
+            telemetry::record_path(&canonical);
             if canonical != req.uri().path() {
                 let pq = match req.uri().query() {
                     Some(q) => format!("{canonical}?{q}"),
@@ -206,6 +217,7 @@ impl<E: Endpoint> Endpoint for Gate<E> {
         if let Ok(v) = HeaderValue::from_str(&id) {
             resp.headers_mut().insert("x-request-id", v);
         }
+        telemetry::record_status(resp.status().as_u16());
         if server.api_req_logs {
             tracing::info!(
                 target: "portcullis::access",

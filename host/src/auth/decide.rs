@@ -22,6 +22,10 @@ use crate::{
     jose,
     matching::{CaseMode, PatternSet, PatternSpec},
     runtime::{ProviderInstance, RetiredInstance, Runtime},
+    telemetry::{
+        self,
+        PluginCall::{Authenticate, Authorize},
+    },
 };
 
 /// Built-in routes that always need a user, whatever `auth.public` says.
@@ -214,7 +218,8 @@ async fn authenticate_and_authorize(
         let fut = p
             .provider
             .authenticate(RString::from(token.as_str()), info.clone());
-        match call(fut, timeout).await {
+        let plugin = &p.plugin.manifest.name;
+        match telemetry::traced(Authenticate, &p.name, plugin, call(fut, timeout)).await {
             Ok(portcullis_plugin_api::abi_stable::std_types::ROption::RSome(user)) => {
                 trace.provider = Some(p.name.clone());
                 let claims: serde_json::Value = match serde_json::from_str(user.as_str()) {
@@ -331,9 +336,14 @@ async fn authorize(
     let allowed = match &p.authorize {
         Some(cond) => cond.eval(&input).unwrap_or(false),
         None => {
-            let check = call(
-                p.provider.authorize(user_json, info.clone()),
-                rt.config.server.plugin_timeout,
+            let check = telemetry::traced(
+                Authorize,
+                &p.name,
+                &p.plugin.manifest.name,
+                call(
+                    p.provider.authorize(user_json, info.clone()),
+                    rt.config.server.plugin_timeout,
+                ),
             );
             // Cached per (instance, subject); a user without a `sub` is always asked about.
             let sub = match user.claims.get("sub") {

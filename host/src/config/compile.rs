@@ -44,6 +44,19 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// `routes:`.
     pub routes: RoutesConfig,
+    /// `telemetry:`.
+    pub telemetry: TelemetryConfig,
+}
+
+/// `telemetry:`: where traces go. Read once at start (see `crate::telemetry`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// Base URL of an OTLP/HTTP receiver (`http://collector:4318`); `/v1/traces` is added
+    /// unless the URL already ends with it. `None`: the standard `OTEL_EXPORTER_OTLP_*`
+    /// environment variables decide.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans (else `OTEL_SERVICE_NAME`, else `portcullis`).
+    pub service_name: Option<String>,
 }
 
 /// `server:` with defaults applied.
@@ -230,11 +243,12 @@ pub fn compile_str(text: &str, file: &Path, vars: &dyn VarSource) -> Result<Conf
     let auth = take("auth");
     let gateway = take("gateway");
     let routes = take("routes");
+    let telemetry = take("telemetry");
     for (k, _) in root.iter() {
         let key = k.as_str().unwrap_or("?");
         issues.push(
             key,
-            "unknown key (expected version, server, plugins, providers, auth, gateway, routes)",
+            "unknown key (expected version, server, plugins, providers, auth, gateway, routes, telemetry)",
         );
     }
     match version.as_ref().and_then(Value::as_u64) {
@@ -268,6 +282,8 @@ pub fn compile_str(text: &str, file: &Path, vars: &dyn VarSource) -> Result<Conf
     let gateway = compile_gateway(gateway, &mut issues);
     let provider_names: Vec<String> = providers.iter().map(|p| p.name.clone()).collect();
     let routes = compile_routes(routes, &provider_names, server.timeout, &mut issues);
+    let telemetry = de::<RawTelemetry>(telemetry, "telemetry", &mut issues).unwrap_or_default();
+    let telemetry = compile_telemetry(telemetry, &mut issues);
 
     if !issues.is_empty() {
         return Err(ConfigError::Invalid {
@@ -288,7 +304,31 @@ pub fn compile_str(text: &str, file: &Path, vars: &dyn VarSource) -> Result<Conf
         auth,
         gateway,
         routes,
+        telemetry,
     })
+}
+
+fn compile_telemetry(raw: RawTelemetry, issues: &mut Issues) -> TelemetryConfig {
+    let otlp_endpoint =
+        raw.otlp_endpoint
+            .filter(|e| !e.is_empty())
+            .and_then(|e| match reqwest::Url::parse(&e) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+                    Some(e)
+                }
+                _ => {
+                    issues.push(
+                        "telemetry.otlp_endpoint",
+                        "not an http(s) URL (example: http://otel-collector:4318)",
+                    );
+                    None
+                }
+            });
+    let service_name = raw.service_name.filter(|s| !s.is_empty());
+    TelemetryConfig {
+        otlp_endpoint,
+        service_name,
+    }
 }
 
 /// Deserializes `value` (absent = `None`), recording unknown keys and the first type error.

@@ -56,6 +56,14 @@ pub struct RawHttps {
     pub cert: String,
 }
 
+/// `telemetry:` (traces; read at start).
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(default)]
+pub struct RawTelemetry {
+    pub otlp_endpoint: Option<String>,
+    pub service_name: Option<String>,
+}
+
 /// `plugins:`.
 #[derive(Deserialize, Default, Debug, Clone)]
 #[serde(default)]

@@ -1,0 +1,591 @@
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+//! Operations end to end: spans exported to a local OTLP receiver, a request id on every log
+//! line, SIGTERM draining, the Kubernetes manifests and Dockerfile, Swagger UI without a CDN.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::ExportTraceServiceRequest,
+    common::v1::{any_value::Value as Any, AnyValue, KeyValue},
+};
+use poem::{
+    handler,
+    listener::{Acceptor as _, Listener as _, TcpListener},
+    web::Data,
+    EndpointExt as _, Route,
+};
+use portcullis_tests::*;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Serves `route` on 127.0.0.1:0 and returns its address.
+async fn serve_local(route: impl poem::Endpoint + 'static) -> std::net::SocketAddr {
+    let acceptor = TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .unwrap();
+    let addr = *acceptor.local_addr()[0].as_socket_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = poem::Server::new_with_acceptor(acceptor).run(route).await;
+    });
+    addr
+}
+
+// ---------------------------------------------------------------------------------------------
+// OTLP
+
+type Bodies = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// A local OTLP/HTTP traces receiver: keeps every `POST /v1/traces` body.
+async fn otlp_receiver() -> (String, Bodies) {
+    #[handler]
+    fn traces(Data(bodies): Data<&Bodies>, body: Vec<u8>) -> poem::Response {
+        bodies.lock().unwrap().push(body);
+        // An empty ExportTraceServiceResponse is zero bytes of protobuf.
+        poem::Response::builder()
+            .content_type("application/x-protobuf")
+            .body(Vec::<u8>::new())
+    }
+    let bodies = Bodies::default();
+    let addr = serve_local(
+        Route::new()
+            .at("/v1/traces", poem::post(traces))
+            .data(bodies.clone()),
+    )
+    .await;
+    (format!("http://{addr}"), bodies)
+}
+
+#[derive(Debug)]
+struct ExportedSpan {
+    name: String,
+    service: String,
+    trace_id: String,
+    attrs: HashMap<String, String>,
+}
+
+fn text(v: &Option<AnyValue>) -> String {
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(Any::StringValue(s)) => s.clone(),
+        Some(Any::IntValue(i)) => i.to_string(),
+        Some(Any::BoolValue(b)) => b.to_string(),
+        Some(Any::DoubleValue(d)) => d.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn attrs(kvs: &[KeyValue]) -> HashMap<String, String> {
+    kvs.iter()
+        .map(|kv| (kv.key.clone(), text(&kv.value)))
+        .collect()
+}
+
+fn decode(bodies: &Bodies) -> Vec<ExportedSpan> {
+    let mut out = Vec::new();
+    for body in bodies.lock().unwrap().iter() {
+        let req = <ExportTraceServiceRequest as prost::Message>::decode(&body[..]).unwrap();
+        for rs in req.resource_spans {
+            let resource = attrs(&rs.resource.map(|r| r.attributes).unwrap_or_default());
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    out.push(ExportedSpan {
+                        name: s.name.clone(),
+                        service: resource.get("service.name").cloned().unwrap_or_default(),
+                        trace_id: s.trace_id.iter().map(|b| format!("{b:02x}")).collect(),
+                        attrs: attrs(&s.attributes),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+#[tokio::test]
+async fn spans_of_requests_and_plugin_calls_reach_an_otlp_receiver_without_secrets() {
+    let (endpoint, bodies) = otlp_receiver().await;
+    let cfg = jwt_config(&format!(
+        "auth:\n  protected: [\"/api/*\"]\ntelemetry:\n  otlp_endpoint: {endpoint}\n  service_name: portcullis-test\n"
+    ));
+    // Export every 50 ms instead of every 5 s, so the test waits less.
+    let s = Server::start_with_env(&cfg, &[jwt_plugin()], &[("OTEL_BSP_SCHEDULE_DELAY", "50")]);
+    let good = hs256(SECRET, good_claims("alice", json!({})));
+    let forged = hs256(
+        "another-secret-0123456789abcdefghijklmnopqrstuvwxyz",
+        good_claims("mallory", json!({})),
+    );
+
+    let r = client()
+        .get(s.url("/api/auth/me"))
+        .bearer_auth(&good)
+        .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let r = client()
+        .get(s.url("/api/auth/me"))
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    let has = |spans: &[ExportedSpan], name: &str, want: &[(&str, &str)]| {
+        spans.iter().any(|sp| {
+            sp.name == name
+                && want
+                    .iter()
+                    .all(|(k, v)| sp.attrs.get(*k).map(String::as_str) == Some(*v))
+        })
+    };
+    let arrived = eventually(WAIT, || {
+        let spans = decode(&bodies);
+        has(
+            &spans,
+            "auth.construct",
+            &[("provider", "main"), ("plugin", "jwt")],
+        ) && has(
+            &spans,
+            "auth.authenticate",
+            &[("provider", "main"), ("plugin", "jwt"), ("outcome", "ok")],
+        ) && has(&spans, "auth.authenticate", &[("outcome", "invalid_token")])
+            && has(&spans, "auth.authorize", &[("provider", "main")])
+            && has(
+                &spans,
+                "http.request",
+                &[
+                    ("request_id", &id),
+                    ("status", "200"),
+                    ("path", "/api/auth/me"),
+                ],
+            )
+            && has(&spans, "http.request", &[("status", "401")])
+    })
+    .await;
+    let spans = decode(&bodies);
+    assert!(arrived, "spans missing; got {spans:#?}\nlog:\n{}", s.log());
+
+    assert!(spans.iter().all(|sp| sp.service == "portcullis-test"));
+    // The caller's traceparent makes the request (and the plugin calls inside it) part of its trace.
+    let request = spans
+        .iter()
+        .find(|sp| sp.name == "http.request" && sp.attrs.get("request_id") == Some(&id))
+        .unwrap();
+    assert_eq!(request.trace_id, TRACE_ID);
+    assert!(spans
+        .iter()
+        .any(|sp| sp.name == "auth.authenticate" && sp.trace_id == TRACE_ID));
+
+    // Nothing secret went out: not the tokens, not their signatures, not the HMAC secret.
+    let all: Vec<u8> = bodies.lock().unwrap().concat();
+    let all = String::from_utf8_lossy(&all);
+    for secret in [
+        good.as_str(),
+        forged.as_str(),
+        good.rsplit('.').next().unwrap(),
+        SECRET,
+    ] {
+        assert!(!all.contains(secret), "a secret was exported");
+    }
+    // The human log names the request on the lines logged inside it.
+    let log = s.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("request refused") && l.contains("http.request{request_id=")),
+        "{log}"
+    );
+    assert!(!log.contains(&good) && !log.contains(&forged));
+}
+
+#[tokio::test]
+async fn a_telemetry_change_is_refused_by_name_until_restart() {
+    let s = Server::start(&jwt_config(""), &[jwt_plugin()]);
+    let token = hs256(SECRET, good_claims("ops", json!({})));
+    let with_telemetry = format!(
+        "{}telemetry:\n  otlp_endpoint: http://127.0.0.1:9/\n",
+        jwt_config("")
+    );
+    std::fs::write(s.config_path(), with_telemetry).unwrap();
+    let r: Value = client()
+        .post(s.url("/api/admin/reload"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["result"], "failed", "{r}");
+    assert!(r["errors"][0]
+        .as_str()
+        .unwrap()
+        .contains("telemetry: cannot change while running"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logs
+
+#[tokio::test]
+async fn every_json_log_line_of_a_request_carries_its_id_and_no_token() {
+    let cfg = jwt_config("auth:\n  protected: [\"/api/*\"]\n").replace(
+        "openapi_docs: true }",
+        "openapi_docs: true, api_req_logs: true }",
+    );
+    let s = Server::start_with_env(&cfg, &[jwt_plugin()], &[("PORTCULLIS_LOG_FORMAT", "json")]);
+    let forged = hs256(
+        "another-secret-0123456789abcdefghijklmnopqrstuvwxyz",
+        good_claims("mallory", json!({})),
+    );
+    // A sane incoming id is kept; anything else is replaced by one of ours.
+    let r = client()
+        .get(s.url("/api/auth/me"))
+        .bearer_auth(&forged)
+        .header("x-request-id", "req-abc_123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["x-request-id"], "req-abc_123");
+    let r = client()
+        .get(s.url("/health"))
+        .header("x-request-id", "no spaces; no <html>")
+        .send()
+        .await
+        .unwrap();
+    let made = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_ne!(made, "no spaces; no <html>");
+    assert!(!made.is_empty() && made.bytes().all(|b| b.is_ascii_hexdigit()));
+
+    let lines = || -> Vec<Value> {
+        s.log()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    assert!(
+        eventually(WAIT, || lines()
+            .iter()
+            .filter(|l| l["target"] == "portcullis::access")
+            .count()
+            == 2)
+        .await,
+        "{}",
+        s.log()
+    );
+    let in_request: Vec<Value> = lines()
+        .into_iter()
+        .filter(|l| l["span"]["name"] == "http.request")
+        .collect();
+    let ids: Vec<&str> = in_request
+        .iter()
+        .map(|l| l["span"]["request_id"].as_str().unwrap_or(""))
+        .collect();
+    // The refusal and two access lines, each naming its request.
+    assert!(in_request.len() >= 3, "{}", s.log());
+    assert!(
+        ids.iter().all(|i| *i == "req-abc_123" || *i == made),
+        "{ids:?}"
+    );
+    assert!(in_request
+        .iter()
+        .any(|l| l["fields"]["message"] == "request refused"
+            && l["span"]["request_id"] == "req-abc_123"));
+    assert!(!s.log().contains(&forged));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown
+
+/// A local endpoint the faulty plugin's `slow` mode fetches: the first call waits until released.
+struct Held {
+    url: String,
+    release: tokio::sync::oneshot::Sender<()>,
+    entered: Arc<AtomicBool>,
+}
+
+async fn held_endpoint() -> Held {
+    type State = (
+        Arc<tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>,
+        Arc<AtomicBool>,
+    );
+    #[handler]
+    async fn slow(Data(state): Data<&State>) -> &'static str {
+        if let Some(rx) = state.0.lock().await.take() {
+            state.1.store(true, Ordering::SeqCst);
+            let _ = rx.await;
+        }
+        "ok"
+    }
+    let (release, rx) = tokio::sync::oneshot::channel();
+    let entered = Arc::new(AtomicBool::new(false));
+    let state: State = (Arc::new(tokio::sync::Mutex::new(Some(rx))), entered.clone());
+    let addr = serve_local(Route::new().at("/slow", poem::get(slow)).data(state)).await;
+    Held {
+        url: format!("http://{addr}/slow"),
+        release,
+        entered,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_finishes_the_request_in_flight_refuses_new_connections_and_exits_0() {
+    let held = held_endpoint().await;
+    let cfg = format!(
+        "version: 1\nserver:\n  host: 127.0.0.1\n  port: 0\nplugins:\n  dir: plugins\nproviders:\n  - name: f\n    plugin: faulty\n    dangerous: {{ allow_http: true }}\n    config: {{ mode: slow, url: \"{}\" }}\nauth:\n  protected: [\"/api/*\"]\n",
+        held.url
+    );
+    let mut s = Server::start(&cfg, &[plugin("portcullis_test_faulty")]);
+    let in_flight = tokio::spawn({
+        let url = s.url("/api/auth/me");
+        async move {
+            let r = client()
+                .get(url)
+                .bearer_auth("good-slow")
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    });
+    assert!(eventually(WAIT, || held.entered.load(Ordering::SeqCst)).await);
+
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    // The listener closes: new connections are refused while the request is still held.
+    let mut refused = false;
+    let end = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < end {
+        if tokio::net::TcpStream::connect(s.addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "still accepting after SIGTERM; log:\n{}", s.log());
+    assert!(
+        !in_flight.is_finished(),
+        "the held request is still in flight"
+    );
+    assert!(s.alive(), "the process waits for the request in flight");
+
+    let _ = held.release.send(());
+    let (code, body) = in_flight.await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    // Exits on its own once drained, well within the 30 s drain window.
+    assert!(
+        eventually(WAIT, || s.exit_status().is_some()).await,
+        "did not exit after draining; log:\n{}",
+        s.log()
+    );
+    let status = s.exit_status().unwrap();
+    assert_eq!(status.code(), Some(0), "log:\n{}", s.log());
+    assert!(s.log().contains("draining in-flight requests"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Swagger UI
+
+#[tokio::test]
+async fn swagger_ui_is_self_contained_with_no_cdn() {
+    let s = Server::start(&jwt_config(""), &[jwt_plugin()]);
+    let r = client().get(s.url("/swagger-ui")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap().to_ascii_lowercase();
+    assert!(html.contains("swaggeruibundle"), "the bundle is inline");
+    for cdn in ["unpkg", "jsdelivr", "cdnjs", "googleapis", "cloudflare"] {
+        assert!(!html.contains(cdn), "references {cdn}");
+    }
+    // No asset is fetched from elsewhere: no script or stylesheet with an absolute URL.
+    for tag in [
+        "<script src=\"http",
+        "<script src='http",
+        "<link rel=\"stylesheet\" href=\"http",
+    ] {
+        assert!(!html.contains(tag), "external asset: {tag}");
+    }
+    assert!(!html.contains("<script src="), "every script is inline");
+    assert!(!html.contains("<link "), "every stylesheet is inline");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kubernetes manifests and Dockerfile
+
+fn repo() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn manifests() -> Vec<(String, serde_yaml::Value)> {
+    let dir = repo().join("deploy/k8s");
+    let mut out = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v: serde_yaml::Value = serde::Deserialize::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            out.push((name, v));
+        }
+    }
+    out
+}
+
+fn kind<'a>(docs: &'a [(String, serde_yaml::Value)], k: &str) -> Vec<&'a serde_yaml::Value> {
+    docs.iter()
+        .map(|(_, v)| v)
+        .filter(|v| v["kind"] == k)
+        .collect()
+}
+
+fn s(v: &serde_yaml::Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+struct Vars;
+impl portcullis::config::VarSource for Vars {
+    fn get(&self, name: &str) -> Option<String> {
+        (name == "JWT_AUTH_SECRET").then(|| SECRET.to_string())
+    }
+}
+
+#[test]
+fn kubernetes_manifests_keep_their_invariants() {
+    let docs = manifests();
+    let deployments = kind(&docs, "Deployment");
+    assert_eq!(deployments.len(), 1);
+    let d = deployments[0];
+    assert!(
+        d["spec"]["replicas"].as_u64().unwrap() >= 2,
+        "several replicas"
+    );
+    let labels = &d["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(&d["spec"]["selector"]["matchLabels"], labels);
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let volumes = pod["volumes"].as_sequence().unwrap();
+    let volume = |name: &str| volumes.iter().find(|v| v["name"] == name).unwrap();
+
+    let containers = pod["containers"].as_sequence().unwrap();
+    let c = containers
+        .iter()
+        .find(|c| c["name"] == "portcullis")
+        .unwrap();
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(c[probe]["httpGet"]["path"], "/health", "{probe}");
+    }
+    assert!(c["resources"]["requests"]["memory"].is_string());
+    assert!(c["resources"]["limits"]["memory"].is_string());
+    let sc = &c["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+
+    let mounts = c["volumeMounts"].as_sequence().unwrap();
+    let mount = |vol: &str| mounts.iter().find(|m| m["name"] == vol).unwrap();
+    // The config: a ConfigMap mounted as a folder, never with subPath (which never updates).
+    for m in mounts {
+        assert!(
+            m.get("subPath").is_none() && m.get("subPathExpr").is_none(),
+            "{m:?}"
+        );
+    }
+    let config_mount = s(&mount("config")["mountPath"]).to_string();
+    let cm_name = s(&volume("config")["configMap"]["name"]).to_string();
+    let args: Vec<&str> = c["args"].as_sequence().unwrap().iter().map(s).collect();
+    let config_arg = args[args.iter().position(|a| *a == "--config").unwrap() + 1];
+    let (folder, file) = config_arg.rsplit_once('/').unwrap();
+    assert_eq!(
+        folder, config_mount,
+        "--config points into the ConfigMap folder"
+    );
+    // The root file system is read-only: the plugin loader's copies need a writable /tmp.
+    assert!(mounts.iter().any(|m| m["mountPath"] == "/tmp"));
+
+    // The ConfigMap holds a config that compiles, whose plugins folder is the plugins volume.
+    let cms = kind(&docs, "ConfigMap");
+    let cm = cms
+        .iter()
+        .find(|m| m["metadata"]["name"] == cm_name.as_str())
+        .unwrap();
+    let text = s(&cm["data"][file]);
+    let cfg = portcullis::config::compile_str(text, std::path::Path::new(config_arg), &Vars)
+        .unwrap_or_else(|e| panic!("the ConfigMap's config: {e}"));
+    assert_eq!(cfg.server.host, "0.0.0.0");
+    let plugins_mount = s(&mount("plugins")["mountPath"]);
+    assert_eq!(cfg.plugins.dir, std::path::Path::new(plugins_mount));
+    assert!(volume("plugins").get("configMap").is_none());
+    assert!(c["ports"][0]["containerPort"].as_u64() == Some(cfg.server.port.into()));
+
+    // Draining fits in the grace period: preStop + the server's 30 s drain.
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(
+        grace > 30,
+        "grace period {grace}s is shorter than the drain window"
+    );
+
+    // The Service and the PodDisruptionBudget select the pods.
+    let svc = kind(&docs, "Service");
+    assert_eq!(svc.len(), 1);
+    let pdb = kind(&docs, "PodDisruptionBudget");
+    assert_eq!(pdb.len(), 1);
+    let pod_labels = labels.as_mapping().unwrap();
+    for (k, v) in svc[0]["spec"]["selector"].as_mapping().unwrap() {
+        assert_eq!(pod_labels.get(k), Some(v));
+    }
+    assert_eq!(&pdb[0]["spec"]["selector"]["matchLabels"], labels);
+
+    // The kustomization lists every manifest.
+    let kustomization =
+        std::fs::read_to_string(repo().join("deploy/k8s/kustomization.yaml")).unwrap();
+    for (file, _) in docs.iter().filter(|(f, _)| f != "kustomization.yaml") {
+        assert!(
+            kustomization.contains(file.as_str()),
+            "{file} not in kustomization.yaml"
+        );
+    }
+}
+
+#[test]
+fn the_dockerfile_runs_the_server_and_every_plugin_as_a_non_root_user() {
+    let text = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
+    let froms: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert!(froms.len() >= 2, "multi-stage");
+    assert!(froms[0].contains("rust:"));
+    assert!(froms.last().unwrap().contains("-slim"));
+    let user = text
+        .lines()
+        .rfind(|l| l.starts_with("USER "))
+        .unwrap()
+        .trim_start_matches("USER ")
+        .trim();
+    assert!(
+        !user.starts_with("root") && !user.starts_with("0"),
+        "{user}"
+    );
+    assert!(text.contains("libportcullis_plugin_*.so"));
+    assert!(text.contains("/etc/portcullis/portcullis.yaml"));
+    let ignore = std::fs::read_to_string(repo().join(".dockerignore")).unwrap();
+    assert!(ignore.lines().any(|l| l.trim() == "target/"));
+}
