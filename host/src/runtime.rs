@@ -34,6 +34,10 @@ pub struct ProviderInstance {
     pub authz_cache: Option<Arc<AuthzCache>>,
     /// What the instance was built from (plugin hash + config), to reuse it across reloads.
     build_key: String,
+    /// Bench-only (feature `bench-direct`): for a `jwt` instance, its verifier called by the host
+    /// directly instead of through the plugin.
+    #[cfg(feature = "bench-direct")]
+    pub direct: Option<crate::plugin::HostVerifier>,
 }
 
 /// An instance whose plugin file was deleted: requests that need it fail closed (503) until the
@@ -222,6 +226,18 @@ pub async fn build(
             }
         };
         let issuers = provider.issuers().into_iter().map(String::from).collect();
+        #[cfg(feature = "bench-direct")]
+        let direct = (plugin.manifest.name == "jwt")
+            .then(|| {
+                let services = InstanceServices::new(
+                    shared.clone(),
+                    &pc.name,
+                    pc.allow_http,
+                    config.server.max_token_bytes,
+                );
+                crate::plugin::direct_verifier(&services, &pc.config)
+            })
+            .flatten();
         providers.push(Arc::new(ProviderInstance {
             name: pc.name.clone(),
             plugin,
@@ -230,6 +246,8 @@ pub async fn build(
             authorize: pc.authorize.clone(),
             authz_cache,
             build_key,
+            #[cfg(feature = "bench-direct")]
+            direct,
         }));
     }
     if !errors.is_empty() {

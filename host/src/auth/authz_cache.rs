@@ -55,6 +55,9 @@ impl AuthzCache {
     where
         F: Future<Output = Result<bool, PluginError>>,
     {
+        if let Some(answer) = self.answers.get(sub).await {
+            return Ok(answer);
+        }
         self.answers
             .try_get_with(sub.to_string(), check)
             .await

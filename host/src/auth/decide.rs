@@ -3,7 +3,7 @@
 
 use std::{
     panic::AssertUnwindSafe,
-    sync::{Arc, LazyLock},
+    sync::{Arc, LazyLock, OnceLock},
     time::Duration,
 };
 
@@ -19,6 +19,7 @@ use super::{
     token::{self, TokenError},
 };
 use crate::{
+    config::AuthConfig,
     jose,
     matching::{CaseMode, PatternSet, PatternSpec},
     runtime::{ProviderInstance, RetiredInstance, Runtime},
@@ -215,14 +216,18 @@ async fn authenticate_and_authorize(
     let mut unavailable = None;
     let mut last_reason = String::from("token rejected");
     for p in candidates {
-        let fut = p
-            .provider
-            .authenticate(RString::from(token.as_str()), info.clone());
         let plugin = &p.plugin.manifest.name;
-        match telemetry::traced(Authenticate, &p.name, plugin, call(fut, timeout)).await {
-            Ok(portcullis_plugin_api::abi_stable::std_types::ROption::RSome(user)) => {
+        match telemetry::traced(
+            Authenticate,
+            &p.name,
+            plugin,
+            authenticate(p, &token, &info, timeout),
+        )
+        .await
+        {
+            Ok(portcullis_plugin_api::abi_stable::std_types::ROption::RSome(user_json)) => {
                 trace.provider = Some(p.name.clone());
-                let claims: serde_json::Value = match serde_json::from_str(user.as_str()) {
+                let claims: serde_json::Value = match serde_json::from_str(user_json.as_str()) {
                     Ok(v @ serde_json::Value::Object(_)) => v,
                     _ => {
                         return Err(Denial::Internal(format!(
@@ -235,8 +240,8 @@ async fn authenticate_and_authorize(
                     provider: p.name.clone(),
                     claims,
                 });
-                let json = RString::from(user.claims.to_string());
-                authorize(rt, p, user.clone(), json, &info, req, trace).await?;
+                // The provider's own text goes back to its `authorize`: no re-serialising.
+                authorize(rt, p, user.clone(), user_json, &info, req, trace).await?;
                 return Ok(user);
             }
             Ok(_) => last_reason = format!("provider {} rejected the token", p.name),
@@ -264,6 +269,27 @@ async fn authenticate_and_authorize(
         (None, Some(r)) => Err(Denial::Unavailable(r.reason.clone())),
         (None, None) => Err(Denial::InvalidToken(last_reason)),
     }
+}
+
+/// Asks instance `p` about `token`.
+async fn authenticate(
+    p: &ProviderInstance,
+    token: &str,
+    info: &RequestInfo,
+    timeout: Duration,
+) -> Result<portcullis_plugin_api::abi_stable::std_types::ROption<RString>, PluginError> {
+    #[cfg(feature = "bench-direct")]
+    if let Some(v) = &p.direct {
+        return v
+            .verify_token(token)
+            .await
+            .map(portcullis_plugin_api::abi_stable::std_types::ROption::RSome);
+    }
+    call(
+        p.provider.authenticate(RString::from(token), info.clone()),
+        timeout,
+    )
+    .await
 }
 
 /// A retired instance that could have been the one for this token: one declaring the token's
@@ -320,31 +346,27 @@ async fn authorize(
     trace: &mut Trace,
 ) -> Result<(), Denial> {
     let auth = &rt.config.auth;
-    let needs_cel = p.authorize.is_some() || !auth.rules.is_empty() || auth.authorize.is_some();
-    let cel_user = if needs_cel {
-        user_value(&user.claims)
-    } else {
-        cel::Value::Null
-    };
-    let input = CondInput {
+    // The claims as a CEL value, made once, and only if a condition is evaluated.
+    let cel_user = OnceLock::new();
+    let input = || CondInput {
         method: req.method,
         path: req.path,
-        user: &cel_user,
+        user: cel_user.get_or_init(|| user_value(&user.claims)),
     };
 
     // 1. The provider's own check, or its YAML override.
     let allowed = match &p.authorize {
-        Some(cond) => cond.eval(&input).unwrap_or(false),
+        Some(cond) => cond.eval(&input()).unwrap_or(false),
         None => {
-            let check = telemetry::traced(
-                Authorize,
-                &p.name,
-                &p.plugin.manifest.name,
+            // The plugin is called only when the answer is not cached (the call happens when this
+            // future is first polled).
+            let check = telemetry::traced(Authorize, &p.name, &p.plugin.manifest.name, async {
                 call(
                     p.provider.authorize(user_json, info.clone()),
                     rt.config.server.plugin_timeout,
-                ),
-            );
+                )
+                .await
+            });
             // Cached per (instance, subject); a user without a `sub` is always asked about.
             let sub = match user.claims.get("sub") {
                 Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.as_str()),
@@ -372,9 +394,30 @@ async fn authorize(
         )));
     }
 
-    // 2. The route policy: the first rule that applies decides.
+    // 2. The route policy.
+    let (result, rule) = route_policy(auth, req.method, req.path, &user.claims, &cel_user);
+    trace.rule = rule;
+    result
+}
+
+/// The route policy for an authenticated user whose claims are `claims`: the first rule of
+/// `auth.rules` that applies decides, else `auth.authorize`, else allowed when there are no rules.
+/// Also returns the index of the rule that decided. `cel_user` holds the claims as a CEL value,
+/// made on first need (a path whose rules have no condition never makes it).
+pub fn route_policy(
+    auth: &AuthConfig,
+    method: &str,
+    path: &str,
+    claims: &serde_json::Value,
+    cel_user: &OnceLock<cel::Value>,
+) -> (Result<(), Denial>, Option<usize>) {
+    let input = || CondInput {
+        method,
+        path,
+        user: cel_user.get_or_init(|| user_value(claims)),
+    };
     let mut hits = Vec::new();
-    auth.rule_paths.matches(req.method, req.path, &mut hits);
+    auth.rule_paths.matches(method, path, &mut hits);
     let mut last = usize::MAX;
     for spec in hits {
         let Some(&i) = auth.rule_of_spec.get(spec) else {
@@ -389,29 +432,29 @@ async fn authorize(
             None => true,
             // Fail closed: an evaluation error never makes an allow rule apply, and always makes a
             // deny rule apply.
-            Some(c) => c.eval(&input).unwrap_or(!rule.allow),
+            Some(c) => c.eval(&input()).unwrap_or(!rule.allow),
         };
         if applies {
-            trace.rule = Some(i);
-            return if rule.allow {
+            let result = if rule.allow {
                 Ok(())
             } else {
                 Err(Denial::Forbidden(format!("denied by auth.rules[{i}]")))
             };
+            return (result, Some(i));
         }
     }
-    if let Some(cond) = &auth.authorize {
-        return if cond.eval(&input).unwrap_or(false) {
+    let result = if let Some(cond) = &auth.authorize {
+        if cond.eval(&input()).unwrap_or(false) {
             Ok(())
         } else {
             Err(Denial::Forbidden("denied by auth.authorize".into()))
-        };
-    }
-    if auth.rules.is_empty() {
+        }
+    } else if auth.rules.is_empty() {
         Ok(())
     } else {
         Err(Denial::Forbidden("no rule allowed the request".into()))
-    }
+    };
+    (result, None)
 }
 
 /// Calls into a plugin: bounded by `timeout`, a panic caught and turned into an error.

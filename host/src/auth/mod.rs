@@ -6,5 +6,5 @@ mod decide;
 mod token;
 
 pub use authz_cache::AuthzCache;
-pub use decide::{decide, AuthUser, Decision, Denial, RequestParts, Trace};
+pub use decide::{decide, route_policy, AuthUser, Decision, Denial, RequestParts, Trace};
 pub use token::{extract as extract_token, TokenError};

@@ -6,4 +6,9 @@ mod services;
 pub use loader::{
     sha256_hex, ConfigKeyInfo, LoadCounts, LoadedPlugin, Loader, PluginLoadError, PluginManifest,
 };
-pub use services::{HostVerifier, InstanceServices, SharedServices};
+#[cfg(feature = "bench-direct")]
+pub use services::direct_verifier;
+pub use services::{
+    HostVerifier, InstanceServices, SharedServices, ACCEPTED_TOKENS_CAPACITY,
+    ACCEPTED_TOKENS_MAX_AGE_SECS,
+};

@@ -57,6 +57,12 @@ impl InstanceServices {
             max_token_bytes,
         }
     }
+
+    /// The verifier [`HostServices::jwt_verifier`] builds from `spec_json`, for the host's own use
+    /// (benchmarks, the bench-only direct path): no plugin boundary in between.
+    pub fn verifier(&self, spec_json: &str) -> Result<HostVerifier, PluginError> {
+        build_verifier(self, spec_json)
+    }
 }
 
 fn now_secs() -> u64 {
@@ -171,6 +177,107 @@ struct VerifierInner {
     keys: KeySource,
     cache: Arc<KeyCache>,
     validation: Validation,
+    /// Tokens this verifier accepted recently. It belongs to this verifier alone: a rebuilt
+    /// provider instance builds a new verifier and starts empty.
+    accepted: AcceptedTokens,
+}
+
+/// Tokens a verifier kept per instance; the oldest go first.
+pub const ACCEPTED_TOKENS_CAPACITY: usize = 4096;
+/// The longest a verification is reused, whatever the token's `exp`.
+pub const ACCEPTED_TOKENS_MAX_AGE_SECS: u64 = 300;
+
+/// A bounded memory of tokens that passed every check, so that a token sent again is not
+/// verified again (the RSA or ECDSA check is most of a request's cost).
+///
+/// * Keyed by the SHA-256 of the whole token: only the very same token hits.
+/// * An entry is used only before the token's `exp` (no leeway) and at most
+///   [`ACCEPTED_TOKENS_MAX_AGE_SECS`] after it was verified; `nbf` and `iat` were checked against
+///   an earlier clock, and time only moves them further into the past. Past that the token is
+///   verified in full again.
+/// * Tokens checked against a JWKS remember the key set they were verified with; once the set is
+///   refreshed (a key may have been withdrawn) they are verified again.
+/// * Failures are never kept.
+struct AcceptedTokens {
+    inner: std::sync::Mutex<AcceptedInner>,
+}
+
+#[derive(Default)]
+struct AcceptedInner {
+    entries: std::collections::HashMap<[u8; 32], Accepted>,
+    /// Insertion order, for eviction; each key of `entries` appears exactly once.
+    order: std::collections::VecDeque<[u8; 32]>,
+}
+
+struct Accepted {
+    claims: RString,
+    /// Unix seconds; used while `now < until`.
+    until: u64,
+    /// The key set the token was verified with (JWKS sources only).
+    keys: Option<Arc<[Key]>>,
+}
+
+fn token_digest(token: &str) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+impl AcceptedTokens {
+    fn new() -> Self {
+        AcceptedTokens {
+            inner: std::sync::Mutex::new(AcceptedInner::default()),
+        }
+    }
+
+    /// The claims of an accepted token still usable at `now` with key set `keys`.
+    fn get(&self, digest: &[u8; 32], now: u64, keys: Option<&Arc<[Key]>>) -> Option<RString> {
+        let inner = self.inner.lock().ok()?;
+        let hit = inner.entries.get(digest)?;
+        let same_keys = match (&hit.keys, keys) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        (now < hit.until && same_keys).then(|| hit.claims.clone())
+    }
+
+    fn put(&self, digest: [u8; 32], accepted: Accepted) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        if let Some(e) = inner.entries.get_mut(&digest) {
+            *e = accepted;
+            return;
+        }
+        while inner.entries.len() >= ACCEPTED_TOKENS_CAPACITY {
+            match inner.order.pop_front() {
+                Some(old) => {
+                    inner.entries.remove(&old);
+                }
+                None => break,
+            }
+        }
+        inner.entries.insert(digest, accepted);
+        inner.order.push_back(digest);
+    }
+}
+
+/// Until when a token verified at `now` may be reused: before its `exp`, and for at most
+/// [`ACCEPTED_TOKENS_MAX_AGE_SECS`]. `None` (do not keep) for an `exp` that is not a plain number.
+fn reuse_until(claims: &serde_json::Map<String, serde_json::Value>, now: u64) -> Option<u64> {
+    let cap = now + ACCEPTED_TOKENS_MAX_AGE_SECS;
+    match claims.get("exp") {
+        None => Some(cap),
+        Some(serde_json::Value::Number(n)) => {
+            let exp = n
+                .as_u64()
+                .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f.floor() as u64))?;
+            Some(exp.min(cap))
+        }
+        Some(_) => None,
+    }
 }
 
 fn build_verifier(
@@ -264,6 +371,7 @@ fn build_verifier(
         keys,
         cache: services.shared.keys.clone(),
         validation,
+        accepted: AcceptedTokens::new(),
     })))
 }
 
@@ -287,17 +395,36 @@ fn default_algorithms(families: &[KeyFamily], keys: &KeySource) -> Vec<Algorithm
     out
 }
 
+/// Bench-only (feature `bench-direct`): the verifier a `jwt` instance configured with `config`
+/// would build, for the host to call directly.
+#[cfg(feature = "bench-direct")]
+pub fn direct_verifier(
+    services: &InstanceServices,
+    config: &serde_json::Value,
+) -> Option<HostVerifier> {
+    let spec: JwtVerifierSpec = serde_json::from_value(config.clone()).ok()?;
+    services.verifier(&serde_json::to_string(&spec).ok()?).ok()
+}
+
 fn reject(e: JwsError) -> PluginError {
     PluginError::invalid_token(e.to_string())
 }
 
 impl HostVerifier {
-    async fn verify_token(&self, token: String) -> Result<RString, PluginError> {
+    /// Verifies `token`; on success the claims, as the JSON text of the payload.
+    pub async fn verify_token(&self, token: &str) -> Result<RString, PluginError> {
         let now = now_secs();
         let this = &*self.0;
-        let verified = match &this.keys {
+        let digest = token_digest(token);
+        let (verified, keys) = match &this.keys {
             KeySource::Static(keys) => {
-                jose::verify(&token, keys, &this.validation, now).map_err(reject)?
+                if let Some(claims) = this.accepted.get(&digest, now, None) {
+                    return Ok(claims);
+                }
+                (
+                    jose::verify(token, keys, &this.validation, now).map_err(reject)?,
+                    None,
+                )
             }
             KeySource::Jwks(set) => {
                 let keys = this
@@ -305,20 +432,37 @@ impl HostVerifier {
                     .keys(set)
                     .await
                     .map_err(|e| PluginError::unavailable(e.to_string()))?;
-                match jose::verify(&token, &keys, &this.validation, now) {
+                if let Some(claims) = this.accepted.get(&digest, now, Some(&keys)) {
+                    return Ok(claims);
+                }
+                match jose::verify(token, &keys, &this.validation, now) {
                     Err(JwsError::UnknownKid) => {
                         match this.cache.refresh_for_unknown_kid(set).await {
-                            Some(Ok(fresh)) => jose::verify(&token, &fresh, &this.validation, now)
-                                .map_err(reject)?,
+                            Some(Ok(fresh)) => (
+                                jose::verify(token, &fresh, &this.validation, now)
+                                    .map_err(reject)?,
+                                Some(fresh),
+                            ),
                             Some(Err(e)) => return Err(PluginError::unavailable(e.to_string())),
                             None => return Err(reject(JwsError::UnknownKid)),
                         }
                     }
-                    other => other.map_err(reject)?,
+                    other => (other.map_err(reject)?, Some(keys)),
                 }
             }
         };
-        Ok(RString::from(verified.claims_json))
+        let claims = RString::from(verified.claims_json);
+        if let Some(until) = reuse_until(&verified.claims, now) {
+            this.accepted.put(
+                digest,
+                Accepted {
+                    claims: claims.clone(),
+                    until,
+                    keys,
+                },
+            );
+        }
+        Ok(claims)
     }
 }
 
@@ -326,6 +470,83 @@ impl JwtVerifier for HostVerifier {
     fn verify(&self, token: RStr<'_>) -> FfiFuture<RResult<RString, PluginError>> {
         let this = self.clone();
         let token = token.to_string();
-        async move { this.verify_token(token).await.into() }.into_ffi()
+        async move { this.verify_token(&token).await.into() }.into_ffi()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn claims(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn reuse_ends_at_exp_and_is_capped() {
+        let now = 1_000_000;
+        assert_eq!(
+            reuse_until(&claims(serde_json::json!({"exp": now + 10})), now),
+            Some(now + 10)
+        );
+        assert_eq!(
+            reuse_until(&claims(serde_json::json!({"exp": now + 100_000})), now),
+            Some(now + ACCEPTED_TOKENS_MAX_AGE_SECS)
+        );
+        assert_eq!(
+            reuse_until(&claims(serde_json::json!({})), now),
+            Some(now + ACCEPTED_TOKENS_MAX_AGE_SECS)
+        );
+        assert_eq!(
+            reuse_until(&claims(serde_json::json!({"exp": "x"})), now),
+            None
+        );
+    }
+
+    #[test]
+    fn accepted_tokens_expire_follow_the_key_set_and_stay_bounded() {
+        let m = AcceptedTokens::new();
+        let d = token_digest("a.b.c");
+        m.put(
+            d,
+            Accepted {
+                claims: "{}".into(),
+                until: 100,
+                keys: None,
+            },
+        );
+        assert!(m.get(&d, 99, None).is_some());
+        assert!(m.get(&d, 100, None).is_none(), "used only before exp");
+        let other = token_digest("a.b.d");
+        assert!(m.get(&other, 1, None).is_none());
+        // A JWKS entry is tied to the key set it was verified with.
+        let k1: Arc<[Key]> = Arc::from(Vec::new());
+        let k2: Arc<[Key]> = Arc::from(Vec::new());
+        m.put(
+            other,
+            Accepted {
+                claims: "{}".into(),
+                until: 100,
+                keys: Some(k1.clone()),
+            },
+        );
+        assert!(m.get(&other, 1, Some(&k1)).is_some());
+        assert!(m.get(&other, 1, Some(&k2)).is_none());
+        assert!(m.get(&other, 1, None).is_none());
+        for i in 0..ACCEPTED_TOKENS_CAPACITY + 10 {
+            m.put(
+                token_digest(&i.to_string()),
+                Accepted {
+                    claims: "{}".into(),
+                    until: 100,
+                    keys: None,
+                },
+            );
+        }
+        let inner = m.inner.lock().unwrap();
+        assert_eq!(inner.entries.len(), ACCEPTED_TOKENS_CAPACITY);
+        assert_eq!(inner.order.len(), ACCEPTED_TOKENS_CAPACITY);
+        assert!(!inner.entries.contains_key(&d), "oldest evicted first");
     }
 }

@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Summary of bench/run.sh: per-scenario medians over rounds, ratios computed within each round
+(side by side) with their median, and the targets of issue #6."""
+import statistics
+import sys
+from collections import defaultdict
+
+rows = defaultdict(dict)  # round -> scenario -> fields
+extra = {}
+for line in open(sys.argv[1]):
+    parts = line.rstrip("\n").split("\t")
+    if len(parts) < 3:
+        continue
+    rnd, sc, rest = parts[0], parts[1], parts[2]
+    fields = {}
+    for kv in rest.replace("RESULT ", "").split():
+        k, _, v = kv.partition("=")
+        try:
+            fields[k] = float(v)
+        except ValueError:
+            pass
+    if rnd == "-":
+        extra.update(fields)
+    else:
+        rows[rnd][sc] = fields
+
+rounds = [r for r in rows if r != "c50"]
+names = {
+    "s1": "public route (baseline)",
+    "s2": "jwt, RS256 static key, same token",
+    "s3": "jwt, JWKS URL, same token",
+    "s4": "s2 compiled in, no plugin ABI",
+    "s5": "new RS256 token every request",
+    "s6": "workos + local memberships API",
+    "s7": "s2 while reloading every 200 ms",
+}
+med = lambda xs: statistics.median(xs) if xs else float("nan")
+print()
+print(f"{'scenario':<40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}   (median of {len(rounds)} rounds)")
+for sc, name in names.items():
+    vals = [rows[r][sc] for r in rounds if sc in rows[r]]
+    if not vals:
+        continue
+    print(f"{sc + ' ' + name:<40} {med([v['rps'] for v in vals]):>9.0f} "
+          f"{med([v['p50'] for v in vals]):>8.3f} {med([v['p99'] for v in vals]):>8.3f} "
+          f"{int(sum(v['errors'] for v in vals)):>7}")
+for r in rounds:
+    if "s7-reloads" in rows[r]:
+        f = rows[r]["s7-reloads"]
+        print(f"  round {r}: s7 config writes {f.get('writes', 0):.0f}, reloads applied {f.get('applied', 0):.0f}")
+
+verify = extra.get("verify_per_s", float("nan"))
+def ratio(a, b, scale=1.0):
+    xs = []
+    for r in rounds:
+        ra, rb = rows[r].get(a), rows[r].get(b) if b else None
+        if ra and (rb or b is None):
+            xs.append(ra["rps"] / (rb["rps"] if rb else scale))
+    return med(xs), xs
+
+print()
+print(f"{'target':<44} {'measured':>10} {'':>6}  per round")
+checks = []
+for label, a, b, goal in [
+    ("s2 >= 0.90 x s1", "s2", "s1", 0.90),
+    ("s3 >= 0.90 x s1", "s3", "s1", 0.90),
+    ("s2 >= 0.95 x s4 (plugin ABI)", "s2", "s4", 0.95),
+    ("s7 >= 0.80 x s2", "s7", "s2", 0.80),
+]:
+    m, xs = ratio(a, b)
+    ok = m >= goal
+    checks.append(ok)
+    print(f"{label:<44} {m:>10.3f} {'met' if ok else 'MISSED':>6}  {' '.join(f'{x:.3f}' for x in xs)}")
+m, xs = ratio("s5", None, verify)
+ok = m >= 0.5
+print(f"{'s5 >= 0.5 x openssl verify/s (' + format(verify, '.0f') + ')':<44} {m:>10.3f} {'met' if ok else 'MISSED':>6}  {' '.join(f'{x:.3f}' for x in xs)}")
+s7err = sum(rows[r].get("s7", {}).get("errors", 0) for r in rounds)
+print(f"{'s7 zero errors':<44} {s7err:>10.0f} {'met' if s7err == 0 else 'MISSED':>6}")
+c50 = rows.get("c50", {}).get("s2-c50")
+if c50:
+    print(f"{'s2 p99 at 50 connections <= 2 ms':<44} {c50['p99']:>9.3f}ms {'met' if c50['p99'] <= 2 else 'MISSED':>6}  ({c50['rps']:.0f} req/s, p50 {c50['p50']:.3f} ms)")
+rss = extra.get("idle_rss_kib")
+if rss:
+    print(f"{'idle RSS, all plugins <= 30 MB':<44} {rss / 1024:>8.1f}MB {'met' if rss <= 30 * 1024 else 'MISSED':>6}")
+print("(1,000 rules <= 2 x 10 rules: see `cargo bench -p portcullis-tests --bench auth -- rules`)")

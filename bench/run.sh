@@ -1,0 +1,272 @@
+#!/usr/bin/env bash
+# Load benchmark (issue #6): what authentication through a run-time-loaded plugin costs per request.
+#
+#   bench/run.sh                      # all scenarios, side by side, ROUNDS rounds
+#   DURATION=5 ROUNDS=3 CONNECTIONS=10 TOKENS=20000 bench/run.sh
+#   SKIP_BUILD=1 bench/run.sh         # reuse the release binaries already built
+#   SCENARIOS="s1 s2 s4" bench/run.sh # a subset (of s1..s7, c50, rss)
+#
+# Installs wrk (Debian) when missing, builds the release binaries, starts a local JWKS and a local
+# WorkOS (bench helper `portcullis-bench`, on 127.0.0.1), then runs, in every round, one server per
+# scenario pinned to CPU 1 and wrk with one thread pinned to CPU 0, for DURATION seconds each:
+#   s1 public route              GET /health, public (the baseline)
+#   s2 jwt, RS256 static key     GET /health made protected, the same token every time
+#   s3 jwt, JWKS URL             as s2, keys from the local JWKS
+#   s4 s2 without the plugin     the same verification compiled into the host (feature bench-direct)
+#   s5 a new token every request as s2, cycling through TOKENS distinct tokens
+#   s6 workos                    the workos plugin against the local WorkOS (JWKS + memberships)
+#   s7 s2 while reloading        the config file is rewritten every 200 ms
+# then s2 again under 50 connections (p99), the idle RSS of a server with every shipped plugin
+# loaded, and `openssl speed rsa2048` (verify/s on one core). Ratios are computed within a round
+# and the median over rounds is printed. Loopback only; everything it starts it stops.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DURATION=${DURATION:-5}
+ROUNDS=${ROUNDS:-3}
+CONNECTIONS=${CONNECTIONS:-10}
+TOKENS=${TOKENS:-20000}
+WORK=${WORK:-$ROOT/target/bench}
+BASE_PORT=${BASE_PORT:-18100}
+SERVER_CPU=${SERVER_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+REL=$ROOT/target/release
+SCENARIOS=${SCENARIOS:-s1 s2 s3 s4 s5 s6 s7 c50 rss}
+want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+
+if ! command -v wrk >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update && apt-get install -y wrk
+  else
+    echo "wrk is missing: sudo apt-get install -y wrk" >&2
+    exit 1
+  fi
+fi
+if [ -z "${SKIP_BUILD:-}" ]; then
+  cargo build --release
+  cargo build --release -p portcullis-tests --bin portcullis-bench
+  cargo build --release -p portcullis --features bench-direct --bin portcullis-direct
+fi
+
+mkdir -p "$WORK"
+RESULTS=$WORK/results.tsv
+: >"$RESULTS"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# --- local identity-provider servers ------------------------------------------------------------
+MOCKS=$WORK/mocks
+mkdir -p "$MOCKS"
+rm -f "$MOCKS/ready"
+taskset -c "$LOAD_CPU" "$REL/portcullis-bench" mocks "$MOCKS" "$TOKENS" >"$WORK/mocks.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 1200); do [ -f "$MOCKS/ready" ] && break; sleep 0.1; done
+[ -f "$MOCKS/ready" ] || { echo "bench helper did not start:" >&2; cat "$WORK/mocks.log" >&2; exit 1; }
+PEM=$(sed 's/^/          /' "$MOCKS/public.pem")
+JWKS_URL=$(cat "$MOCKS/jwks_url")
+WORKOS_BASE=$(cat "$MOCKS/workos_base")
+TOKEN=$(cat "$MOCKS/token_static")
+TOKEN_JWKS=$(cat "$MOCKS/token_jwks")
+TOKEN_WORKOS=$(cat "$MOCKS/token_workos")
+ISSUER=https://bench.portcullis.test
+
+# --- configs ------------------------------------------------------------------------------------
+# $1 port, $2 providers block, $3 "public" to leave /health public, $4 extra comment line
+config() {
+  local auth
+  if [ "$3" = public ]; then
+    auth='  protected: ["/api/*"]
+  public: ["/health"]'
+  else
+    auth='  protected: ["/api/*", "/health"]
+  public: []'
+  fi
+  cat <<EOF
+# ${4:-bench}
+version: 1
+server:
+  host: 127.0.0.1
+  port: $1
+  build: { api_req_logs: false, swagger_ui: false, openapi_docs: false }
+plugins:
+  dir: plugins
+providers:
+$2
+auth:
+$auth
+  rules:
+    - path: /api/admin/*
+      condition: "user.role == 'admin'"
+      allow: true
+    - path: /api/admin/*
+      allow: false
+    - path: /health
+      allow: true
+    - path: /api/*
+      allow: true
+EOF
+}
+JWT_STATIC="  - name: jwt
+    plugin: jwt
+    config:
+      algorithms: [RS256]
+      issuer: [\"$ISSUER\"]
+      audience: [api]
+      public_keys:
+        - |
+$PEM"
+JWT_JWKS="  - name: jwks
+    plugin: jwt
+    dangerous: { allow_http: true }
+    config:
+      algorithms: [RS256]
+      issuer: [\"$ISSUER\"]
+      audience: [api]
+      jwks_url: \"$JWKS_URL\""
+WORKOS="  - name: workos
+    plugin: workos
+    dangerous: { allow_http: true }
+    config:
+      api_key: sk_test_workos_0123456789abcdef
+      client_id: client_01HXYZ123456789ABCDEFGHIJ
+      api_base: \"$WORKOS_BASE\""
+
+# --- servers ------------------------------------------------------------------------------------
+SERVER_PID=
+# $1 name, $2 port, $3 binary, $4 config text, $5.. plugin crate names
+start_server() {
+  local name=$1 port=$2 bin=$3 cfg=$4
+  shift 4
+  local dir=$WORK/servers/$name
+  if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health" || true)" != 000 ]; then
+    echo "port $port is already in use: set BASE_PORT" >&2
+    exit 1
+  fi
+  rm -rf "$dir" && mkdir -p "$dir/plugins"
+  for p in "$@"; do cp "$REL/lib$p.so" "$dir/plugins/"; done
+  printf '%s\n' "$cfg" >"$dir/config.yaml"
+  (cd "$dir" && PORTCULLIS_LOG=warn exec taskset -c "$SERVER_CPU" "$bin" serve --config config.yaml >server.log 2>&1) &
+  SERVER_PID=$!
+  PIDS+=("$SERVER_PID")
+  for _ in $(seq 1 300); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health" || true)
+    [ "$code" != 000 ] && return 0
+    sleep 0.1
+  done
+  echo "server $name did not start:" >&2
+  cat "$dir/server.log" >&2
+  exit 1
+}
+stop_server() {
+  kill "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+}
+expect_200() { # $1 url, $2 token
+  local code
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $2" "$1")
+  [ "$code" = 200 ] || { echo "expected 200 from $1, got $code" >&2; exit 1; }
+}
+# $1 round, $2 scenario, $3 url, $4 connections, rest: wrk arguments
+load() {
+  local round=$1 sc=$2 url=$3 conns=$4
+  shift 4
+  local out
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" --timeout 5s -s bench/wrk.lua "$url" "$@" | grep '^RESULT')
+  local rss
+  rss=$(awk '/^VmRSS/ {print $2}' "/proc/$SERVER_PID/status")
+  echo -e "$round\t$sc\t$out rss_kib=$rss" >>"$RESULTS"
+  printf 'round %s %-4s %s rss=%s KiB\n' "$round" "$sc" "${out#RESULT }" "$rss"
+}
+
+URL=/health
+bench_jwt() { # $1 round, $2 scenario, $3 binary, extra: wrk args
+  local r=$1 sc=$2 bin=$3
+  shift 3
+  start_server "$sc" $((BASE_PORT + 2)) "$bin" "$(config $((BASE_PORT + 2)) "$JWT_STATIC" protected)" portcullis_plugin_jwt
+  expect_200 "http://127.0.0.1:$((BASE_PORT + 2))$URL" "$TOKEN"
+  load "$r" "$sc" "http://127.0.0.1:$((BASE_PORT + 2))$URL" "$CONNECTIONS" "$@"
+  stop_server
+}
+
+for r in $(seq 1 "$ROUNDS"); do
+  # s1: the same route, public.
+  if want s1; then
+    start_server s1 $((BASE_PORT + 1)) "$REL/portcullis" "$(config $((BASE_PORT + 1)) "$JWT_STATIC" public)" portcullis_plugin_jwt
+    load "$r" s1 "http://127.0.0.1:$((BASE_PORT + 1))$URL" "$CONNECTIONS"
+    stop_server
+  fi
+  want s2 && bench_jwt "$r" s2 "$REL/portcullis" -H "Authorization: Bearer $TOKEN"
+  # s3: keys from the local JWKS.
+  if want s3; then
+  start_server s3 $((BASE_PORT + 3)) "$REL/portcullis" "$(config $((BASE_PORT + 3)) "$JWT_JWKS" protected)" portcullis_plugin_jwt
+  expect_200 "http://127.0.0.1:$((BASE_PORT + 3))$URL" "$TOKEN_JWKS"
+  load "$r" s3 "http://127.0.0.1:$((BASE_PORT + 3))$URL" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN_JWKS"
+  stop_server
+  fi
+  want s4 && bench_jwt "$r" s4 "$REL/portcullis-direct" -H "Authorization: Bearer $TOKEN"
+  want s5 && bench_jwt "$r" s5 "$REL/portcullis" -- "$MOCKS/tokens.txt"
+  if want s6; then
+  # s6: WorkOS-style provider, authorization by the local memberships API.
+  start_server s6 $((BASE_PORT + 6)) "$REL/portcullis" "$(config $((BASE_PORT + 6)) "$WORKOS" protected)" portcullis_plugin_workos
+  expect_200 "http://127.0.0.1:$((BASE_PORT + 6))$URL" "$TOKEN_WORKOS"
+  load "$r" s6 "http://127.0.0.1:$((BASE_PORT + 6))$URL" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN_WORKOS"
+  stop_server
+  fi
+  want s7 || continue
+  # s7: as s2 while the config file is rewritten every 200 ms (each write is a new config).
+  P7=$((BASE_PORT + 7))
+  start_server s7 $P7 "$REL/portcullis" "$(config $P7 "$JWT_STATIC" protected)" portcullis_plugin_jwt
+  expect_200 "http://127.0.0.1:$P7$URL" "$TOKEN"
+  gen0=$(curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$P7/api/admin/status" | grep -o '"generation":[0-9]*' | cut -d: -f2)
+  (
+    end=$((SECONDS + DURATION))
+    k=0
+    while [ $SECONDS -lt $end ]; do
+      k=$((k + 1))
+      config $P7 "$JWT_STATIC" protected "reload $k" >"$WORK/servers/s7/config.tmp"
+      mv "$WORK/servers/s7/config.tmp" "$WORK/servers/s7/config.yaml"
+      sleep 0.2
+    done
+    echo $k >"$WORK/servers/s7/writes"
+  ) &
+  WRITER=$!
+  load "$r" s7 "http://127.0.0.1:$P7$URL" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN"
+  wait $WRITER
+  sleep 0.5
+  gen1=$(curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$P7/api/admin/status" | grep -o '"generation":[0-9]*' | cut -d: -f2)
+  echo -e "$r\ts7-reloads\twrites=$(cat "$WORK/servers/s7/writes") applied=$((gen1 - gen0))" >>"$RESULTS"
+  echo "round $r s7   config writes $(cat "$WORK/servers/s7/writes"), reloads applied $((gen1 - gen0))"
+  stop_server
+done
+
+# p99 of s2 under 50 connections.
+want c50 && CONNECTIONS=50 bench_jwt c50 s2-c50 "$REL/portcullis" -H "Authorization: Bearer $TOKEN"
+
+# Idle RSS with every shipped plugin loaded and three providers built.
+if want rss; then
+ALL="$JWT_STATIC
+$JWT_JWKS
+$WORKOS"
+start_server rss $((BASE_PORT + 9)) "$REL/portcullis" "$(config $((BASE_PORT + 9)) "$ALL" protected)" \
+  portcullis_plugin_jwt portcullis_plugin_workos portcullis_plugin_clerk portcullis_plugin_auth0 \
+  portcullis_plugin_firebase portcullis_plugin_oidc
+expect_200 "http://127.0.0.1:$((BASE_PORT + 9))$URL" "$TOKEN"
+expect_200 "http://127.0.0.1:$((BASE_PORT + 9))$URL" "$TOKEN_JWKS"
+expect_200 "http://127.0.0.1:$((BASE_PORT + 9))$URL" "$TOKEN_WORKOS"
+sleep 2
+RSS=$(awk '/^VmRSS/ {print $2}' "/proc/$SERVER_PID/status")
+echo -e "-\trss\tidle_rss_kib=$RSS" >>"$RESULTS"
+echo "idle RSS, 6 plugins loaded, 3 providers: $RSS KiB"
+stop_server
+fi
+
+# The machine's raw RSA-2048 verify rate, one core (OpenSSL 3.0 prints verify/s last).
+VERIFY=$(taskset -c "$SERVER_CPU" openssl speed -seconds 3 rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ {print $NF}')
+echo -e "-\topenssl\tverify_per_s=$VERIFY" >>"$RESULTS"
+echo "openssl speed rsa2048: $VERIFY verify/s (one core)"
+
+python3 bench/report.py "$RESULTS"
