@@ -187,7 +187,7 @@ async fn authenticate_and_authorize(
         let fut = p
             .provider
             .authenticate(RString::from(token.as_str()), info.clone());
-        match call(fut, timeout).await {
+        match call(&p.in_flight, fut, timeout).await {
             Ok(portcullis_plugin_api::abi_stable::std_types::ROption::RSome(user)) => {
                 trace.provider = Some(p.name.clone());
                 let claims: serde_json::Value = match serde_json::from_str(user.as_str()) {
@@ -303,6 +303,7 @@ async fn authorize(
         Some(cond) => cond.eval(&input).unwrap_or(false),
         None => {
             let check = call(
+                &p.in_flight,
                 p.provider.authorize(user_json, info.clone()),
                 rt.config.server.plugin_timeout,
             );
@@ -375,13 +376,20 @@ async fn authorize(
     }
 }
 
-/// Calls into a plugin: bounded by `timeout`, a panic caught and turned into an error.
+/// Calls into a plugin: one of the instance's `in_flight` permits held for the call (none free:
+/// unavailable at once), bounded by `timeout`, a panic caught and turned into an error.
 async fn call<T>(
+    in_flight: &tokio::sync::Semaphore,
     fut: portcullis_plugin_api::async_ffi::FfiFuture<
         portcullis_plugin_api::abi_stable::std_types::RResult<T, PluginError>,
     >,
     timeout: Duration,
 ) -> Result<T, PluginError> {
+    let Ok(_permit) = in_flight.try_acquire() else {
+        return Err(PluginError::unavailable(
+            "too many plugin calls in flight on this instance (server.plugin_max_in_flight)",
+        ));
+    };
     match tokio::time::timeout(timeout, AssertUnwindSafe(fut).catch_unwind()).await {
         Err(_) => Err(PluginError::unavailable(format!(
             "plugin call did not finish within {timeout:?}"

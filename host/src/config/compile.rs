@@ -66,6 +66,11 @@ pub struct ServerConfig {
     pub plugin_timeout: Duration,
     /// Tokens longer than this are refused before decoding.
     pub max_token_bytes: usize,
+    /// Most plugin calls in flight at once per provider instance; past it: 503 at once.
+    pub plugin_max_in_flight: usize,
+    /// A request's headers must arrive within this time of the connection opening or the last
+    /// response (an idle connection is closed after it too).
+    pub header_read_timeout: Duration,
 }
 
 /// CORS options.
@@ -404,6 +409,16 @@ fn compile_server(raw: RawServer, base: &Path, issues: &mut Issues) -> ServerCon
     if !(512..=1024 * 1024).contains(&max_token_bytes) {
         issues.push("server.max_token_bytes", "must be between 512 and 1048576");
     }
+    let plugin_max_in_flight = raw.plugin_max_in_flight.unwrap_or(256);
+    if !(1..=65536).contains(&plugin_max_in_flight) {
+        issues.push("server.plugin_max_in_flight", "must be between 1 and 65536");
+    }
+    let header_read_timeout = duration(
+        raw.header_read_timeout.as_deref(),
+        Duration::from_secs(30),
+        "server.header_read_timeout",
+        issues,
+    );
     ServerConfig {
         host: raw.host.unwrap_or_else(|| "localhost".into()),
         port,
@@ -426,6 +441,8 @@ fn compile_server(raw: RawServer, base: &Path, issues: &mut Issues) -> ServerCon
             issues,
         ),
         max_token_bytes,
+        plugin_max_in_flight,
+        header_read_timeout,
     }
 }
 
