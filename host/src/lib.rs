@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod conn_guard;
 pub mod http;
 pub mod jose;
 pub mod keys;
