@@ -182,7 +182,11 @@ pub fn compile_str(text: &str, file: &Path, vars: &dyn VarSource) -> Result<Conf
         reason: yaml_reason(&e),
     })?;
     let mut issues = Issues::default();
-    expand_tree(&mut doc, "", vars, &mut issues);
+    let recorded = Recording {
+        inner: vars,
+        values: Default::default(),
+    };
+    expand_tree(&mut doc, "", &recorded, &mut issues);
 
     let Value::Mapping(mut root) = doc else {
         issues.push("", "the config must be a YAML mapping with `version: 1`");
@@ -234,10 +238,18 @@ pub fn compile_str(text: &str, file: &Path, vars: &dyn VarSource) -> Result<Conf
     let auth = compile_auth(auth, &mut issues);
 
     if !issues.is_empty() {
-        return Err(ConfigError::Invalid {
-            file: name,
-            issues: issues.0,
-        });
+        // A message may quote a value that came from `${VAR}` (a pattern or CEL expression built
+        // from one): never let it out.
+        let values = recorded.values.into_inner();
+        let mut issues = issues.0;
+        for issue in &mut issues {
+            for v in values.iter().filter(|v| v.len() >= 4) {
+                if issue.message.contains(v.as_str()) {
+                    issue.message = issue.message.replace(v.as_str(), "<redacted ${VAR} value>");
+                }
+            }
+        }
+        return Err(ConfigError::Invalid { file: name, issues });
     }
     let auth = auth.ok_or_else(|| ConfigError::Invalid {
         file: name.clone(),
@@ -251,6 +263,20 @@ pub fn compile_str(text: &str, file: &Path, vars: &dyn VarSource) -> Result<Conf
         providers,
         auth,
     })
+}
+
+/// A [`VarSource`] that remembers every value it handed out, to keep them out of error messages.
+struct Recording<'a> {
+    inner: &'a dyn VarSource,
+    values: std::cell::RefCell<Vec<String>>,
+}
+
+impl VarSource for Recording<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        let v = self.inner.get(name)?;
+        self.values.borrow_mut().push(v.clone());
+        Some(v)
+    }
 }
 
 /// Deserializes `value` (absent = `None`), recording unknown keys and the first type error.
