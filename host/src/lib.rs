@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod conn_guard;
 pub mod explain;
 pub mod forward_auth;
 pub mod http;

@@ -32,6 +32,10 @@ pub struct ProviderInstance {
     /// Answers of the plugin's `authorize`, per subject; `None` when turned off. It lives exactly as
     /// long as `provider`: a rebuilt instance starts with an empty cache.
     pub authz_cache: Option<Arc<AuthzCache>>,
+    /// Bounds the plugin calls in flight on this instance (`server.plugin_max_in_flight`), so a
+    /// plugin that hangs cannot pile up unbounded work: a call that finds it full fails closed.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    in_flight_limit: usize,
     /// What the instance was built from (plugin hash + config), to reuse it across reloads.
     build_key: String,
     /// Bench-only (feature `bench-direct`): for a `jwt` instance, its verifier called by the host
@@ -238,6 +242,12 @@ pub async fn build(
                 crate::plugin::direct_verifier(&services, &pc.config)
             })
             .flatten();
+        // The same instance keeps counting the calls it has in flight across reloads.
+        let in_flight_limit = config.server.plugin_max_in_flight;
+        let in_flight = reused
+            .filter(|p| p.in_flight_limit == in_flight_limit)
+            .map(|p| p.in_flight.clone())
+            .unwrap_or_else(|| Arc::new(tokio::sync::Semaphore::new(in_flight_limit)));
         providers.push(Arc::new(ProviderInstance {
             name: pc.name.clone(),
             plugin,
@@ -245,6 +255,8 @@ pub async fn build(
             issuers,
             authorize: pc.authorize.clone(),
             authz_cache,
+            in_flight,
+            in_flight_limit,
             build_key,
             #[cfg(feature = "bench-direct")]
             direct,

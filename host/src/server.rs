@@ -384,7 +384,8 @@ pub async fn serve(
     let drain = Some(std::time::Duration::from_secs(30));
     match &s.https {
         None => {
-            let acceptor = tcp.into_acceptor().await?;
+            let acceptor =
+                crate::conn_guard::GuardedAcceptor::new(tcp.into_acceptor().await?, app.clone());
             on_bound(first_addr(&acceptor)?, false);
             poem::Server::new_with_acceptor(acceptor)
                 .run_with_graceful_shutdown(endpoint(app.clone()), shutdown, drain)
@@ -395,6 +396,8 @@ pub async fn serve(
                 std::io::Error::other("server.https is set but no TLS was loaded")
             })?;
             let acceptor = crate::tls::ReloadingTlsAcceptor::new(tcp.into_acceptor().await?, state);
+            // Above TLS, so the guard sees plain HTTP (and a stalled handshake is cut off too).
+            let acceptor = crate::conn_guard::GuardedAcceptor::new(acceptor, app.clone());
             on_bound(first_addr(&acceptor)?, true);
             poem::Server::new_with_acceptor(acceptor)
                 .run_with_graceful_shutdown(endpoint(app.clone()), shutdown, drain)

@@ -20,6 +20,7 @@ use std::{
 use base64::Engine as _;
 
 pub mod echo;
+pub mod forge;
 pub mod mock;
 pub mod mock_auth0;
 pub mod mock_clerk;

@@ -149,3 +149,24 @@ fn secrets_never_appear_in_config_errors() {
     );
     assert!(!out.contains(secret), "secret leaked:\n{out}");
 }
+
+/// Regression (found by `scripts/fuzz.sh config`): a pattern or CEL expression built from a
+/// `${VAR}` quoted the variable's value in its error message.
+#[test]
+fn a_var_value_quoted_by_a_pattern_or_cel_error_is_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("quoted.yaml");
+    let secret = "sk_live_QUOTED_SECRET_987654321";
+    std::fs::write(
+        &path,
+        "version: 1\nauth:\n  public: [\"/x${LEAKY}*\"]\n  rules:\n    - path: /api/*\n      condition: \"user.key == '${LEAKY}' &&\"\n      allow: true\n",
+    )
+    .unwrap();
+    let (ok, out) = check(&path, &[("LEAKY", secret)]);
+    assert!(!ok);
+    assert!(
+        out.contains("auth.public[0]") && out.contains("auth.rules[0].condition"),
+        "{out}"
+    );
+    assert!(!out.contains(secret), "secret leaked:\n{out}");
+}

@@ -199,6 +199,7 @@ async fn plugin_answers_map_to_the_documented_statuses() {
         ("deny", "good-amy", 403),
         ("unavailable", "good-amy", 503),
         ("panic_authorize", "good-amy", 500),
+        ("garbage_user", "good-amy", 500),
     ] {
         let s = Server::start(
             &faulty_config(mode, ""),
@@ -258,4 +259,70 @@ async fn an_authorize_that_depends_on_the_path_is_not_answered_from_a_per_subjec
     assert!(inspect(&plugin("portcullis_plugin_jwt"))
         .1
         .contains("\"authorize_by_subject\": false"));
+}
+
+/// A hung plugin cannot pile up work: at most `server.plugin_max_in_flight` calls per instance
+/// are in flight; the rest fail closed with 503 at once instead of queueing behind the hung ones,
+/// and the slots come back when the timeout cuts the hung calls off.
+#[tokio::test]
+async fn a_hung_plugin_holds_at_most_plugin_max_in_flight_calls() {
+    let s = Server::start(
+        &faulty_config(
+            "hang_authenticate",
+            "  plugin_timeout: 10s\n  plugin_max_in_flight: 2\n",
+        ),
+        &[plugin("portcullis_test_faulty")],
+    );
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let url = s.url("/api/auth/me");
+        tasks.push(tokio::spawn(async move {
+            let r = client()
+                .get(url)
+                .bearer_auth(format!("good-{i}"))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), std::time::Instant::now())
+        }));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    assert!(answers.iter().all(|(code, _)| *code == 503), "{answers:?}");
+    let quick = answers
+        .iter()
+        .filter(|(_, at)| at.duration_since(started) < std::time::Duration::from_secs(8))
+        .count();
+    assert_eq!(
+        quick, 8,
+        "8 of 10 must be refused without waiting for the timeout"
+    );
+    let log = s.log();
+    assert_eq!(
+        log.matches("too many plugin calls in flight").count(),
+        8,
+        "{log}"
+    );
+    assert_eq!(log.matches("did not finish within").count(), 2, "{log}");
+    // The cut-off calls gave their slots back: the next call is admitted (and cut off again).
+    let r = client()
+        .get(s.url("/api/auth/me"))
+        .bearer_auth("good-z")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(s.log().matches("did not finish within").count(), 3);
+    assert_eq!(
+        client()
+            .get(s.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }

@@ -286,6 +286,7 @@ async fn authenticate(
             .map(portcullis_plugin_api::abi_stable::std_types::ROption::RSome);
     }
     call(
+        &p.in_flight,
         p.provider.authenticate(RString::from(token), info.clone()),
         timeout,
     )
@@ -362,6 +363,7 @@ async fn authorize(
             // future is first polled).
             let check = telemetry::traced(Authorize, &p.name, &p.plugin.manifest.name, async {
                 call(
+                    &p.in_flight,
                     p.provider.authorize(user_json, info.clone()),
                     rt.config.server.plugin_timeout,
                 )
@@ -457,13 +459,20 @@ pub fn route_policy(
     (result, None)
 }
 
-/// Calls into a plugin: bounded by `timeout`, a panic caught and turned into an error.
+/// Calls into a plugin: one of the instance's `in_flight` permits held for the call (none free:
+/// unavailable at once), bounded by `timeout`, a panic caught and turned into an error.
 async fn call<T>(
+    in_flight: &tokio::sync::Semaphore,
     fut: portcullis_plugin_api::async_ffi::FfiFuture<
         portcullis_plugin_api::abi_stable::std_types::RResult<T, PluginError>,
     >,
     timeout: Duration,
 ) -> Result<T, PluginError> {
+    let Ok(_permit) = in_flight.try_acquire() else {
+        return Err(PluginError::unavailable(
+            "too many plugin calls in flight on this instance (server.plugin_max_in_flight)",
+        ));
+    };
     match tokio::time::timeout(timeout, AssertUnwindSafe(fut).catch_unwind()).await {
         Err(_) => Err(PluginError::unavailable(format!(
             "plugin call did not finish within {timeout:?}"

@@ -86,6 +86,11 @@ pub struct ServerConfig {
     pub max_token_bytes: usize,
     /// Serve Prometheus metrics at `/metrics`.
     pub metrics: bool,
+    /// Most plugin calls in flight at once per provider instance; past it: 503 at once.
+    pub plugin_max_in_flight: usize,
+    /// A request's headers must arrive within this time of the connection opening or the last
+    /// response (an idle connection is closed after it too).
+    pub header_read_timeout: Duration,
 }
 
 /// CORS options.
@@ -226,7 +231,11 @@ pub fn compile_str(text: &str, file: &Path, vars: &dyn VarSource) -> Result<Conf
         reason: yaml_reason(&e),
     })?;
     let mut issues = Issues::default();
-    expand_tree(&mut doc, "", vars, &mut issues);
+    let recorded = Recording {
+        inner: vars,
+        values: Default::default(),
+    };
+    expand_tree(&mut doc, "", &recorded, &mut issues);
 
     let Value::Mapping(mut root) = doc else {
         issues.push("", "the config must be a YAML mapping with `version: 1`");
@@ -286,10 +295,18 @@ pub fn compile_str(text: &str, file: &Path, vars: &dyn VarSource) -> Result<Conf
     let telemetry = compile_telemetry(telemetry, &mut issues);
 
     if !issues.is_empty() {
-        return Err(ConfigError::Invalid {
-            file: name,
-            issues: issues.0,
-        });
+        // A message may quote a value that came from `${VAR}` (a pattern or CEL expression built
+        // from one): never let it out.
+        let values = recorded.values.into_inner();
+        let mut issues = issues.0;
+        for issue in &mut issues {
+            for v in values.iter().filter(|v| v.len() >= 4) {
+                if issue.message.contains(v.as_str()) {
+                    issue.message = issue.message.replace(v.as_str(), "<redacted ${VAR} value>");
+                }
+            }
+        }
+        return Err(ConfigError::Invalid { file: name, issues });
     }
     let auth = auth.ok_or_else(|| ConfigError::Invalid {
         file: name.clone(),
@@ -328,6 +345,20 @@ fn compile_telemetry(raw: RawTelemetry, issues: &mut Issues) -> TelemetryConfig 
     TelemetryConfig {
         otlp_endpoint,
         service_name,
+    }
+}
+
+/// A [`VarSource`] that remembers every value it handed out, to keep them out of error messages.
+struct Recording<'a> {
+    inner: &'a dyn VarSource,
+    values: std::cell::RefCell<Vec<String>>,
+}
+
+impl VarSource for Recording<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        let v = self.inner.get(name)?;
+        self.values.borrow_mut().push(v.clone());
+        Some(v)
     }
 }
 
@@ -496,6 +527,16 @@ fn compile_server(raw: RawServer, base: &Path, issues: &mut Issues) -> ServerCon
     if !(512..=1024 * 1024).contains(&max_token_bytes) {
         issues.push("server.max_token_bytes", "must be between 512 and 1048576");
     }
+    let plugin_max_in_flight = raw.plugin_max_in_flight.unwrap_or(256);
+    if !(1..=65536).contains(&plugin_max_in_flight) {
+        issues.push("server.plugin_max_in_flight", "must be between 1 and 65536");
+    }
+    let header_read_timeout = duration(
+        raw.header_read_timeout.as_deref(),
+        Duration::from_secs(30),
+        "server.header_read_timeout",
+        issues,
+    );
     ServerConfig {
         host: raw.host.unwrap_or_else(|| "localhost".into()),
         port,
@@ -519,6 +560,8 @@ fn compile_server(raw: RawServer, base: &Path, issues: &mut Issues) -> ServerCon
         ),
         max_token_bytes,
         metrics: raw.metrics.unwrap_or(true),
+        plugin_max_in_flight,
+        header_read_timeout,
     }
 }
 

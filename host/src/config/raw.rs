@@ -18,6 +18,8 @@ pub struct RawServer {
     pub plugin_timeout: Option<String>,
     pub max_token_bytes: Option<usize>,
     pub metrics: Option<bool>,
+    pub plugin_max_in_flight: Option<usize>,
+    pub header_read_timeout: Option<String>,
 }
 
 /// `server.cors`: `false` to turn CORS off, or options.

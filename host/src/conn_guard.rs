@@ -1,0 +1,232 @@
+//! Slow-client guard: a request's headers must arrive within `server.header_read_timeout`.
+//!
+//! poem's server has an idle timeout but no header-read timeout (hyper's needs a timer poem does
+//! not give it), so a client sending its headers a byte at a time (Slowloris) would hold a
+//! connection, and its task, forever. [`HeaderDeadline`] wraps every accepted connection (above
+//! TLS, so it sees plain HTTP): a deadline is armed when the connection opens and again after each
+//! response is written, and cleared when the end of a header block (`\r\n\r\n`) has been read.
+//! Past the deadline, reads fail and the connection is closed. An idle keep-alive connection is
+//! therefore closed after the same time. HTTP/2 (recognized by its preface) is left to its own
+//! flow control: the guard stands down once the preface has been read.
+
+use std::{
+    future::Future,
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use poem::{
+    http::uri::Scheme,
+    listener::Acceptor,
+    web::{LocalAddr, RemoteAddr},
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::app::App;
+
+/// An acceptor whose connections carry a [`HeaderDeadline`]; the time limit is read from the
+/// current config when each connection is accepted, so a reload applies to new connections.
+pub struct GuardedAcceptor<A> {
+    inner: A,
+    app: Arc<App>,
+}
+
+impl<A> GuardedAcceptor<A> {
+    /// Wraps `inner`.
+    pub fn new(inner: A, app: Arc<App>) -> Self {
+        GuardedAcceptor { inner, app }
+    }
+}
+
+impl<A: Acceptor> Acceptor for GuardedAcceptor<A> {
+    type Io = HeaderDeadline<A::Io>;
+
+    fn local_addr(&self) -> Vec<LocalAddr> {
+        self.inner.local_addr()
+    }
+
+    async fn accept(&mut self) -> io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
+        let (io, local, remote, scheme) = self.inner.accept().await?;
+        let limit = self.app.runtime().config.server.header_read_timeout;
+        Ok((HeaderDeadline::new(io, limit), local, remote, scheme))
+    }
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A connection whose request headers must arrive in time.
+pub struct HeaderDeadline<T> {
+    io: T,
+    limit: Duration,
+    /// Armed while a header block is awaited.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The last bytes read, to find `\r\n\r\n` across reads.
+    tail: [u8; 3],
+    /// Bytes read so far on this connection, up to the length of the HTTP/2 preface.
+    head: Vec<u8>,
+    /// The guard stood down (HTTP/2).
+    off: bool,
+    /// The task last blocked on a read: woken when a new deadline is armed, so that it polls
+    /// (and so registers) the new deadline.
+    reader: Option<std::task::Waker>,
+}
+
+impl<T> HeaderDeadline<T> {
+    /// Wraps `io`; the first deadline starts now.
+    pub fn new(io: T, limit: Duration) -> Self {
+        HeaderDeadline {
+            io,
+            limit,
+            deadline: Some(Box::pin(tokio::time::sleep(limit))),
+            tail: [0; 3],
+            head: Vec::new(),
+            off: false,
+            reader: None,
+        }
+    }
+
+    fn rearm(&mut self) {
+        if self.off {
+            return;
+        }
+        self.deadline = Some(Box::pin(tokio::time::sleep(self.limit)));
+        if let Some(w) = self.reader.take() {
+            w.wake();
+        }
+    }
+
+    fn saw(&mut self, bytes: &[u8]) {
+        if self.off || bytes.is_empty() {
+            return;
+        }
+        if self.head.len() < H2_PREFACE.len() {
+            let take = (H2_PREFACE.len() - self.head.len()).min(bytes.len());
+            self.head.extend_from_slice(&bytes[..take]);
+            if self.head.len() == H2_PREFACE.len() && self.head == H2_PREFACE {
+                self.off = true;
+                self.deadline = None;
+                return;
+            }
+        }
+        if self.deadline.is_some() {
+            let mut window = Vec::with_capacity(3 + bytes.len());
+            window.extend_from_slice(&self.tail);
+            window.extend_from_slice(bytes);
+            if window.windows(4).any(|w| w == b"\r\n\r\n") {
+                self.deadline = None;
+            }
+        }
+        let n = bytes.len();
+        if n >= 3 {
+            self.tail.copy_from_slice(&bytes[n - 3..]);
+        } else {
+            self.tail.rotate_left(n);
+            self.tail[3 - n..].copy_from_slice(bytes);
+        }
+    }
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "request headers not received within server.header_read_timeout",
+    )
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for HeaderDeadline<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(d) = &mut this.deadline {
+            if d.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(timed_out()));
+            }
+        }
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        match &r {
+            Poll::Ready(Ok(())) => {
+                let new = buf.filled()[before..].to_vec();
+                this.saw(&new);
+            }
+            Poll::Pending => this.reader = Some(cx.waker().clone()),
+            Poll::Ready(Err(_)) => {}
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for HeaderDeadline<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            // A response went out: the next request's headers are awaited from now.
+            if *n > 0 {
+                this.rearm();
+            }
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &r {
+            if *n > 0 {
+                this.rearm();
+            }
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_deadline_clears_at_the_end_of_the_headers_even_split_across_reads() {
+        let mut g = HeaderDeadline::new((), Duration::from_secs(1));
+        g.saw(b"GET / HTTP/1.1\r\nHost: x\r");
+        assert!(g.deadline.is_some());
+        g.saw(b"\n\r");
+        assert!(g.deadline.is_some());
+        g.saw(b"\n");
+        assert!(g.deadline.is_none());
+    }
+
+    #[tokio::test]
+    async fn http2_turns_the_guard_off() {
+        let mut g = HeaderDeadline::new((), Duration::from_secs(1));
+        g.saw(&H2_PREFACE[..5]);
+        g.saw(&H2_PREFACE[5..]);
+        assert!(g.off && g.deadline.is_none());
+    }
+}
