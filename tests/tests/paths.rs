@@ -3,7 +3,7 @@
 //! against protected routes: never a 2xx without a valid token, never a 2xx on an admin route for
 //! a non-admin, ambiguous encodings refused with 400 whoever asks, and the server keeps serving.
 
-use portcullis_tests::*;
+use portcullis_tests::{echo::Echo, *};
 use serde_json::json;
 
 const RULES: &str = "auth:\n  rules:\n    - path: /api/admin/*\n      condition: \"user.role == 'admin'\"\n      allow: true\n    - path: /api/admin/*\n      allow: false\n    - path: /api/*\n      allow: true\n";
@@ -238,4 +238,104 @@ async fn raw_bytes_nul_and_overlong_paths_never_pass() {
         raw_status(s.addr, "/api/admin/status", &[("authorization", &admin)]).await,
         200
     );
+}
+
+/// Sends a raw GET for `target` and returns the status and the body.
+async fn raw_answer(addr: std::net::SocketAddr, target: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// The same corpus against routes forwarded to an upstream: `/open/*` is public and
+/// `/open/vault/*` needs a user, as `/api/*` and `/api/admin/*` do above. Whatever the spelling,
+/// the upstream never receives a `/open/vault` path from a caller without a token, and it only
+/// ever sees canonical paths.
+#[tokio::test]
+async fn no_spelling_reaches_a_proxied_route_without_a_token() {
+    let up = Echo::start().await;
+    let cfg = jwt_config("auth:\n  protected: [\"/api/*\"]\n")
+        + &format!(
+            "routes:\n  - {{ path: /open/vault/*, upstream: \"{u}\" }}\n  - {{ path: /open/*, requires_auth: false, upstream: \"{u}\" }}\n",
+            u = up.url()
+        );
+    let s = Server::start(&cfg, &[jwt_plugin()]);
+    let user = format!(
+        "Bearer {}",
+        hs256(SECRET, good_claims("u", json!({"role": "user"})))
+    );
+    let moved = |t: &str| {
+        t.replace("api", "open")
+            .replace("API", "OPEN")
+            .replace("admin", "vault")
+            .replace("ADMIN", "VAULT")
+    };
+    let mut failures = Vec::new();
+    let mut reached_upstream = 0;
+    for target in spellings().iter().map(|t| moved(t)) {
+        let (code, body) = raw_answer(s.addr, &target).await;
+        if code == 0 {
+            failures.push(format!("{target}: no answer"));
+        }
+        if (200..300).contains(&code) {
+            reached_upstream += 1;
+            let echo: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let path = echo["path"].as_str().unwrap_or("");
+            if path.starts_with("/open/vault") || path.to_ascii_lowercase().contains("vault") {
+                failures.push(format!("{target}: upstream got {path} without a token"));
+            }
+            if !path.starts_with('/')
+                || path.contains("/./")
+                || path.contains("/../")
+                || path.contains("//")
+            {
+                failures.push(format!(
+                    "{target}: upstream got a non-canonical path {path}"
+                ));
+            }
+        }
+    }
+    for (target, what) in ambiguous() {
+        let target = moved(&target);
+        let code = raw_status(s.addr, &target, &[]).await;
+        if code != 400 {
+            failures.push(format!("{target} ({what}): {code}, want 400"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Controls: the public route is served without a token, the protected one only with it, and
+    // the upstream sees the canonical path.
+    assert!(
+        reached_upstream > 0,
+        "some spellings are public paths and were forwarded"
+    );
+    assert_eq!(raw_status(s.addr, "/open/x", &[]).await, 200);
+    assert_eq!(raw_status(s.addr, "/open/vault/status", &[]).await, 401);
+    assert_eq!(
+        raw_status(s.addr, "/open/x/../vault/status", &[]).await,
+        401
+    );
+    let r = client()
+        .get(s.url("/open/x/../vault/status"))
+        .bearer_auth(user.trim_start_matches("Bearer "))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let echo: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(echo["path"], "/open/vault/status");
 }

@@ -117,12 +117,18 @@ pub struct RouteConfig {
     pub connect_timeout: Duration,
 }
 
-/// `routes:` compiled: the list and one case-sensitive matcher (routing is case-sensitive).
+/// `routes:` compiled: the list, one case-sensitive matcher over every route, and one
+/// case-insensitive matcher over the routes that need a user. A path that a route needing a user
+/// matches in any case is that route's (an upstream may fold case: `/Vault` must not slip past
+/// `/vault/*` into a public route); a public route matches its exact spelling only.
 #[derive(Debug)]
 pub struct RoutesConfig {
     /// The routes, in order: the first that matches serves.
     pub list: Vec<RouteConfig>,
     matcher: PatternSet,
+    protected: PatternSet,
+    /// Index in `list` of each pattern of `protected`.
+    protected_index: Vec<usize>,
 }
 
 impl Default for RoutesConfig {
@@ -131,6 +137,9 @@ impl Default for RoutesConfig {
             list: Vec::new(),
             matcher: PatternSet::compile(&[], CaseMode::Sensitive)
                 .unwrap_or_else(|_| unreachable!("an empty set compiles")),
+            protected: PatternSet::compile(&[], CaseMode::Insensitive)
+                .unwrap_or_else(|_| unreachable!("an empty set compiles")),
+            protected_index: Vec::new(),
         }
     }
 }
@@ -141,7 +150,15 @@ impl RoutesConfig {
         if self.list.is_empty() || is_reserved(path) {
             return None;
         }
-        self.matcher.first_match(method, path)
+        let exact = self.matcher.first_match(method, path);
+        let folded = self
+            .protected
+            .first_match(method, path)
+            .and_then(|i| self.protected_index.get(i).copied());
+        match (exact, folded) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -300,11 +317,33 @@ pub(super) fn compile_routes(
             connect_timeout,
         });
     }
-    match PatternSet::compile(&specs, CaseMode::Sensitive) {
-        Ok(matcher) => RoutesConfig { list, matcher },
-        Err(errs) => {
+    let protected_index: Vec<usize> = (0..list.len()).filter(|&i| list[i].requires_auth).collect();
+    let protected_specs: Vec<PatternSpec> = protected_index
+        .iter()
+        .filter_map(|&i| specs.get(i).cloned())
+        .collect();
+    let protected = PatternSet::compile(&protected_specs, CaseMode::Insensitive);
+    match (PatternSet::compile(&specs, CaseMode::Sensitive), protected) {
+        (Ok(matcher), Ok(protected)) => RoutesConfig {
+            list,
+            matcher,
+            protected,
+            protected_index,
+        },
+        (Err(errs), _) => {
             for (i, e) in errs {
                 let i = origin.get(i).copied().unwrap_or(i);
+                issues.push(format!("routes[{i}].path"), e.to_string());
+            }
+            RoutesConfig::default()
+        }
+        (Ok(_), Err(errs)) => {
+            for (i, e) in errs {
+                let i = protected_index
+                    .get(i)
+                    .and_then(|&j| origin.get(j))
+                    .copied()
+                    .unwrap_or(i);
                 issues.push(format!("routes[{i}].path"), e.to_string());
             }
             RoutesConfig::default()

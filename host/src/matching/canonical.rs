@@ -7,13 +7,16 @@
 //! 2. Rejected: raw or percent-encoded control characters (0x00–0x1F, 0x7F, including NUL); an encoded `/`
 //!    (`%2F`); a raw or encoded backslash (`\`, `%5C`); a malformed escape (`%`, `%4`, `%zz`); escapes (and raw
 //!    characters) that together decode to bytes that are not valid UTF-8; a raw `?` or `#` (the caller must
-//!    have split off the query; seeing one means it did not).
+//!    have split off the query; seeing one means it did not); a double-encoded escape (`%25` followed by
+//!    two hex digits, e.g. `%252e`); a raw `;` (path parameters, which servlet containers strip); a
+//!    segment ending in `.` or an encoded space other than `.` and `..` (`/vault./x`, which Windows
+//!    servers read as `/vault/x`). These are spellings an upstream could read as another path.
 //! 3. Escapes of unreserved characters (ALPHA / DIGIT / `-` `.` `_` `~`) are decoded; every other escape stays
 //!    an escape, with upper-case hex (`%3a` → `%3A`, `%c3%a9` → `%C3%A9`). `%25` stays `%25`, so nothing is
-//!    decoded twice (`%252e` stays `%252e`).
+//!    decoded twice.
 //! 4. Raw characters that are not allowed in a path (RFC 3986 `pchar`: space, `"`, `<`, `>`, `[`, `]`, `^`,
 //!    `` ` ``, `{`, `|`, `}` and every non-ASCII character) are percent-encoded, so each path has exactly one
-//!    spelling. Sub-delims (`!$&'()*+,;=`), `:` and `@` are ordinary characters (`;` is not stripped).
+//!    spelling. Sub-delims other than `;` (`!$&'()*+,=`), `:` and `@` are ordinary characters.
 //! 5. Repeated slashes are merged (`//api///x` → `/api/x`).
 //! 6. Dot segments (after decoding, so `%2e%2e` is `..`) are resolved as in RFC 3986 §5.2.4; `..` above the
 //!    root stays at the root. A trailing slash is kept (`/api/admin/` stays; `/api/admin/.` → `/api/admin/`,
@@ -55,6 +58,18 @@ pub enum PathError {
     /// A raw `?` or `#` (the query or fragment was not split off).
     #[error("request path contains a raw '?' or '#'")]
     QueryOrFragment,
+    /// `%25` followed by two hex digits: an escape of an escape, which an upstream that decodes
+    /// twice would read as another path.
+    #[error("request path contains a double-encoded escape")]
+    DoubleEncoded,
+    /// A raw `;`: servlet containers and some frameworks cut a segment at `;` (path parameters),
+    /// so `/vault;x/status` would be `/vault/status` to them.
+    #[error("request path contains ';'")]
+    Semicolon,
+    /// A segment ending in `.` or an encoded space (other than `.` and `..`): some servers and
+    /// file systems drop them, so `/vault./status` would be `/vault/status` to them.
+    #[error("request path has a segment ending in '.' or a space")]
+    TrailingDot,
 }
 
 /// Compute the canonical form of `raw_path` (the request-target path exactly as received, without the
@@ -78,6 +93,10 @@ pub fn canonicalize(raw_path: &str) -> Result<String, PathError> {
         let mark = out.len();
         out.push('/');
         normalize_segment(raw_seg, &mut out, &mut utf8_run)?;
+        let seg = &out[mark + 1..];
+        if seg != "." && seg != ".." && (seg.ends_with('.') || seg.ends_with("%20")) {
+            return Err(PathError::TrailingDot);
+        }
         match &out[mark + 1..] {
             "" | "." => {
                 out.truncate(mark);
@@ -127,6 +146,12 @@ fn normalize_segment(seg: &str, out: &mut String, utf8_run: &mut Vec<u8>) -> Res
             let hi = bytes.get(i + 1).copied().and_then(hex_value);
             let lo = bytes.get(i + 2).copied().and_then(hex_value);
             match (hi, lo) {
+                (Some(2), Some(5))
+                    if bytes.get(i + 3).copied().and_then(hex_value).is_some()
+                        && bytes.get(i + 4).copied().and_then(hex_value).is_some() =>
+                {
+                    return Err(PathError::DoubleEncoded)
+                }
                 (Some(hi), Some(lo)) => {
                     i += 3;
                     ((hi << 4) | lo, true)
@@ -150,6 +175,7 @@ fn normalize_segment(seg: &str, out: &mut String, utf8_run: &mut Vec<u8>) -> Res
             b'\\' => return Err(PathError::Backslash),
             b'/' => return Err(PathError::EncodedSlash),
             b'?' | b'#' if !encoded => return Err(PathError::QueryOrFragment),
+            b';' if !encoded => return Err(PathError::Semicolon),
             _ if is_unreserved(value) => out.push(char::from(value)),
             _ if encoded => push_escape(out, value),
             _ if is_sub_delim(value) || value == b':' || value == b'@' => {
@@ -258,9 +284,23 @@ mod tests {
     }
 
     #[test]
-    fn security_semicolon_is_ordinary() {
-        assert_eq!(ok("/api/admin;x"), "/api/admin;x");
-        assert_eq!(ok("/api/admin;x/..;/y"), "/api/admin;x/..;/y");
+    fn security_semicolon_is_refused() {
+        // Servlet containers read `/api/admin;x/..;/y` as `/api/admin/../y`: refuse the spelling.
+        assert_eq!(err("/api/admin;x"), PathError::Semicolon);
+        assert_eq!(err("/api/admin;x/..;/y"), PathError::Semicolon);
+        // Encoded, it is an ordinary (kept-escaped) character that no server splits at.
+        assert_eq!(ok("/api/admin%3bx"), "/api/admin%3Bx");
+    }
+
+    #[test]
+    fn security_trailing_dots_and_spaces_are_refused() {
+        assert_eq!(err("/api/admin./status"), PathError::TrailingDot);
+        assert_eq!(err("/api/admin%2e/status"), PathError::TrailingDot);
+        assert_eq!(err("/api/admin%20/status"), PathError::TrailingDot);
+        assert_eq!(err("/api/admin/status."), PathError::TrailingDot);
+        assert_eq!(err("/a/.../b"), PathError::TrailingDot);
+        assert_eq!(ok("/api/v1.2/x"), "/api/v1.2/x");
+        assert_eq!(ok("/api/.well-known/x"), "/api/.well-known/x");
     }
 
     #[test]
@@ -304,8 +344,7 @@ mod tests {
         assert_eq!(ok("/a/b/c/./../../g"), "/a/g");
         assert_eq!(ok("/a/x/.."), "/a/");
         assert_eq!(ok("/a/x/%2e%2e"), "/a/");
-        // `...` and `..x` are ordinary segments.
-        assert_eq!(ok("/a/.../b"), "/a/.../b");
+        // `..x` is an ordinary segment (`...` ends in a dot: refused, see above).
         assert_eq!(ok("/a/..x/b"), "/a/..x/b");
     }
 
@@ -318,10 +357,14 @@ mod tests {
     }
 
     #[test]
-    fn double_encoding_is_not_decoded_twice() {
-        assert_eq!(ok("/api/%252e%252e/admin"), "/api/%252e%252e/admin");
-        assert_eq!(ok("/api/%252F"), "/api/%252F");
+    fn double_encoding_is_refused() {
+        // An upstream that decodes twice would read `%252e%252e` as `..`.
+        assert_eq!(err("/api/%252e%252e/admin"), PathError::DoubleEncoded);
+        assert_eq!(err("/api/%252F"), PathError::DoubleEncoded);
+        assert_eq!(err("/api/%2541"), PathError::DoubleEncoded);
+        // A percent sign that starts no escape once decoded is fine, and never decoded twice.
         assert_eq!(ok("/%25"), "/%25");
+        assert_eq!(ok("/100%25-sure"), "/100%25-sure");
     }
 
     #[test]
@@ -330,7 +373,7 @@ mod tests {
         assert_eq!(ok("/a%3Ab"), "/a%3Ab");
         assert_eq!(ok("/a%3bb"), "/a%3Bb");
         // Kept escapes of reserved characters stay distinct from the raw character.
-        assert_ne!(ok("/a%3Bb"), ok("/a;b"));
+        assert_ne!(ok("/a%3Ab"), ok("/a:b"));
     }
 
     #[test]
@@ -338,7 +381,7 @@ mod tests {
         assert_eq!(ok("/%7Euser"), "/~user");
         assert_eq!(ok("/%7euser"), "/~user");
         assert_eq!(ok("/%61%70%69/%41dmin"), "/api/Admin");
-        assert_eq!(ok("/a%2Db%5Fc%2E"), "/a-b_c.");
+        assert_eq!(ok("/a%2Db%5Fc%2Ed"), "/a-b_c.d");
         assert_eq!(ok("/%30%39"), "/09");
     }
 
@@ -409,7 +452,7 @@ mod tests {
 
     #[test]
     fn sub_delims_and_disallowed_ascii() {
-        assert_eq!(ok("/a!$&'()*+,;=:@b"), "/a!$&'()*+,;=:@b");
+        assert_eq!(ok("/a!$&'()*+,=:@b"), "/a!$&'()*+,=:@b");
         assert_eq!(ok("/a b"), "/a%20b");
         assert_eq!(ok("/a%20b"), "/a%20b");
         assert_eq!(ok("/{x}|<y>"), "/%7Bx%7D%7C%3Cy%3E");
@@ -429,8 +472,8 @@ mod tests {
             "/api/x/../admin",
             "//a//b/",
             "/caf%c3%a9/%7e",
-            "/a b/%3a;x",
-            "/api/%252e%252e/admin",
+            "/a b/%3a%3bx",
+            "/api/%25/admin",
             "/x/.%2E/y/.",
         ] {
             let once = ok(raw);
