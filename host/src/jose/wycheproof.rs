@@ -1,8 +1,8 @@
 //! Wycheproof conformance: `json_web_signature_test.json` through [`verify_signature`] and
 //! `ecdsa_secp256r1_sha256_p1363_test.json` through the raw ES256 path ([`verify_raw`]).
 //!
-//! The vector files are read at test time from `shared/vectors/wycheproof`, found by walking up
-//! from `CARGO_MANIFEST_DIR`; a missing file fails the test, it never skips it.
+//! The vector files are read at test time from `host/tests/vectors/wycheproof` (kept in the
+//! repository with their license); a missing file fails the test, it never skips it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,18 +13,13 @@ use super::key::{verify_raw, Curve};
 use super::*;
 
 fn vectors_dir() -> PathBuf {
-    let start = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for dir in start.ancestors() {
-        let candidate = dir.join("shared/vectors/wycheproof");
-        if candidate.is_dir() {
-            return candidate;
-        }
-    }
-    panic!(
-        "wycheproof vectors not found: no `shared/vectors/wycheproof` directory in {} or any \
-         of its ancestors",
-        start.display()
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/wycheproof");
+    assert!(
+        dir.is_dir(),
+        "wycheproof vectors not found at {}: they are part of the repository",
+        dir.display()
     );
+    dir
 }
 
 fn load(name: &str) -> Value {
