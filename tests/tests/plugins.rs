@@ -326,3 +326,24 @@ async fn a_hung_plugin_holds_at_most_plugin_max_in_flight_calls() {
         200
     );
 }
+
+#[test]
+fn staged_copies_are_removed_once_mapped() {
+    let staging = tempfile::tempdir().unwrap();
+    let dir = staging.path().join("stage");
+    let loader = portcullis::plugin::Loader::new(dir.clone()).unwrap();
+    let p = loader.load(&jwt_plugin(), None).unwrap();
+    assert_eq!(p.manifest.name, "jwt");
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "nothing stays in the staging folder: {left:?}"
+    );
+    // The mapping outlives the file: the module still answers, and the same content is reused.
+    assert_eq!(loader.load(&jwt_plugin(), None).unwrap().hash, p.hash);
+    assert_eq!(loader.mapped_count(), 1);
+    assert!(matches!(
+        (p.module.manifest())(),
+        portcullis_plugin_api::abi_stable::std_types::RResult::ROk(_)
+    ));
+}

@@ -181,7 +181,7 @@ pub struct LoadedPlugin {
     pub file: PathBuf,
     /// SHA-256 of the content, hex.
     pub hash: String,
-    /// The private copy that is mapped.
+    /// The private copy that was mapped (removed once mapped; the mapping keeps the code).
     pub staged: PathBuf,
     /// What the plugin says about itself.
     pub manifest: PluginManifest,
@@ -234,7 +234,16 @@ impl Loader {
 
     /// A loader staging under a fresh private folder in the system temp dir.
     pub fn in_temp_dir() -> std::io::Result<Loader> {
-        let dir = std::env::temp_dir().join(format!("portcullis-staging-{}", std::process::id()));
+        // The process id alone is not unique over time: a process killed without cleaning up
+        // leaves its folder behind for the next process that gets the same id.
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!(
+            "portcullis-staging-{}-{nanos:x}",
+            std::process::id()
+        ));
         Loader::new(dir)
     }
 
@@ -309,15 +318,11 @@ impl Loader {
             reason: format!("staging copy: {e}"),
         })?;
         let result = open_module(file, &staged);
-        let module = match result {
-            Ok(m) => m,
-            Err(e) => {
-                // A library that failed its checks stays mapped (dlopen cannot be undone safely),
-                // but its staged file is of no further use.
-                let _ = fs::remove_file(&staged);
-                return Err(e);
-            }
-        };
+        // Once mapped, the library lives on in its mapping (the inode stays alive while mapped, so
+        // its number is never handed to a later copy): the staged file is removed either way, and
+        // nothing is left in the temp folder however the process ends.
+        let _ = fs::remove_file(&staged);
+        let module = result?;
         let manifest = match (module.manifest())() {
             abi_stable::std_types::RResult::ROk(m) => PluginManifest::from(m),
             abi_stable::std_types::RResult::RErr(e) => {
