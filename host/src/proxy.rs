@@ -316,7 +316,7 @@ pub fn strip_query_param(query: &str, name: &str) -> String {
         .split('&')
         .filter(|pair| {
             let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            percent_decode(key).as_deref() != Some(name)
+            crate::auth::token::form_decode(key).as_deref() != Some(name)
         })
         .collect::<Vec<_>>()
         .join("&")
@@ -330,30 +330,6 @@ pub fn strip_cookie(value: &str, name: &str) -> Option<String> {
         .filter(|c| !c.is_empty() && c.split_once('=').map_or(*c, |(k, _)| k.trim()) != name)
         .collect();
     (!rest.is_empty()).then(|| rest.join("; "))
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = s.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

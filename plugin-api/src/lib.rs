@@ -109,7 +109,7 @@ pub use sdk::{
     User, Verifier,
 };
 pub use types::{ConfigKey, HttpRequest, HttpResponse, LogLevel, Manifest, RequestInfo};
-pub use url::{path_segment, query_value};
+pub use url::{base_url, path_segment, query_value};
 
 /// Re-exports the boundary crates so that plugins and the host use the same versions.
 pub use abi_stable;

@@ -42,6 +42,23 @@ pub fn query_value(value: &str) -> String {
     encode(value)
 }
 
+/// Checks a configured base URL (`api_base`, `base_url`, ...) and returns it without trailing
+/// slashes: `https://` (or `http://`, which the host then refuses unless the instance sets
+/// `dangerous.allow_http`), a host, and no query, fragment, credentials or spaces. `key` names the
+/// option in the error.
+pub fn base_url(key: &str, value: &str) -> Result<String, crate::PluginError> {
+    let v = value.trim_end_matches('/');
+    let rest = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.contains(['?', '#', ' ', '@']) => Ok(v.to_string()),
+        _ => Err(crate::PluginError::config(format!(
+            "{key}: must be an https:// URL without query or fragment"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 pub mod authz_cache;
 pub mod condition;
 mod decide;
-mod token;
+pub(crate) mod token;
 
 pub use authz_cache::AuthzCache;
 pub use decide::{decide, route_policy, AuthUser, Decision, Denial, RequestParts, Trace};

@@ -41,8 +41,8 @@ pub fn extract<'a>(
     if let (Some(name), Some(q)) = (&cfg.query, query) {
         for pair in q.split('&') {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            if decode(k).as_deref() == Some(name.as_str()) {
-                let v = decode(v).ok_or(TokenError::Malformed)?;
+            if form_decode(k).as_deref() == Some(name.as_str()) {
+                let v = form_decode(v).ok_or(TokenError::Malformed)?;
                 if v.is_empty() {
                     return Ok(None);
                 }
@@ -82,7 +82,9 @@ fn is_b64token(s: &str) -> bool {
         })
 }
 
-fn decode(s: &str) -> Option<String> {
+/// Decodes a query-string or form component: `%XX` escapes (two hex digits, nothing else) and `+`
+/// as a space; `None` for a malformed escape or bytes that are not UTF-8.
+pub(crate) fn form_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -90,6 +92,9 @@ fn decode(s: &str) -> Option<String> {
         match bytes[i] {
             b'%' => {
                 let hex = s.get(i + 1..i + 3)?;
+                if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return None;
+                }
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 3;
             }
@@ -199,5 +204,15 @@ mod tests {
             extract(&on, &h, Some("access_token=q")),
             Ok(Some("hdr".into()))
         );
+    }
+
+    #[test]
+    fn form_decoding_takes_two_hex_digits_and_nothing_else() {
+        assert_eq!(form_decode("a%20b+c").as_deref(), Some("a b c"));
+        assert_eq!(form_decode("%7e").as_deref(), Some("~"));
+        assert_eq!(form_decode("%+1"), None);
+        assert_eq!(form_decode("%-1"), None);
+        assert_eq!(form_decode("%4"), None);
+        assert_eq!(form_decode("%ff"), None);
     }
 }

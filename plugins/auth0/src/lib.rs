@@ -6,7 +6,7 @@
 //! requires a subject).
 
 use portcullis_plugin_api::{
-    config_key, export_provider, AuthProvider, ConfigKey, Host, JwtVerifierSpec, Plugin,
+    base_url, config_key, export_provider, AuthProvider, ConfigKey, Host, JwtVerifierSpec, Plugin,
     PluginError, Request, User, Verifier,
 };
 use serde::Deserialize;
@@ -91,19 +91,6 @@ fn check_domain(domain: &str) -> Result<(), PluginError> {
     }
 }
 
-fn base_url(value: &str) -> Result<String, PluginError> {
-    let v = value.trim_end_matches('/');
-    let rest = v
-        .strip_prefix("https://")
-        .or_else(|| v.strip_prefix("http://"));
-    match rest {
-        Some(r) if !r.is_empty() && !r.contains(['?', '#', ' ', '@']) => Ok(v.to_string()),
-        _ => Err(PluginError::config(
-            "base_url: must be an https:// URL without query or fragment",
-        )),
-    }
-}
-
 /// The plugin.
 pub struct Auth0Plugin;
 
@@ -155,7 +142,7 @@ impl Plugin for Auth0Plugin {
             check_domain(d)?;
         }
         if let Some(b) = &config.base_url {
-            base_url(b)?;
+            base_url("base_url", b)?;
         }
         if let Some(OneOrMany::Many(list)) = &config.audience {
             if list.is_empty() || list.iter().any(String::is_empty) {
@@ -200,7 +187,7 @@ impl Plugin for Auth0Plugin {
         };
         check_domain(&domain)?;
         let base = match &config.base_url {
-            Some(b) => base_url(b)?,
+            Some(b) => base_url("base_url", b)?,
             None => format!("https://{domain}"),
         };
         let issuer = format!("{base}/");

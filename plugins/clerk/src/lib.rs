@@ -8,8 +8,8 @@
 //! authorization cache.
 
 use portcullis_plugin_api::{
-    config_key, export_provider, path_segment, AuthProvider, ConfigKey, Host, JwtVerifierSpec,
-    Plugin, PluginError, Request, User, Verifier,
+    base_url, config_key, export_provider, path_segment, AuthProvider, ConfigKey, Host,
+    JwtVerifierSpec, Plugin, PluginError, Request, User, Verifier,
 };
 use serde::Deserialize;
 
@@ -153,19 +153,6 @@ impl AuthProvider for ClerkProvider {
 
     fn issuers(&self) -> Vec<String> {
         self.issuers.clone()
-    }
-}
-
-fn base_url(key: &str, value: &str) -> Result<String, PluginError> {
-    let v = value.trim_end_matches('/');
-    let rest = v
-        .strip_prefix("https://")
-        .or_else(|| v.strip_prefix("http://"));
-    match rest {
-        Some(r) if !r.is_empty() && !r.contains(['?', '#', ' ', '@']) => Ok(v.to_string()),
-        _ => Err(PluginError::config(format!(
-            "{key}: must be an https:// URL without query or fragment"
-        ))),
     }
 }
 

@@ -9,8 +9,8 @@
 //!   first ten) and looks at each membership's `role` and `roles`.
 
 use portcullis_plugin_api::{
-    config_key, export_provider, path_segment, query_value, AuthProvider, ConfigKey, Host,
-    JwtVerifierSpec, Plugin, PluginError, Request, User, Verifier,
+    base_url, config_key, export_provider, path_segment, query_value, AuthProvider, ConfigKey,
+    Host, JwtVerifierSpec, Plugin, PluginError, Request, User, Verifier,
 };
 use serde::Deserialize;
 
@@ -180,20 +180,6 @@ impl AuthProvider for WorkosProvider {
 
     fn issuers(&self) -> Vec<String> {
         self.issuers.clone()
-    }
-}
-
-/// A base URL without a trailing `/`, or why not.
-fn base_url(key: &str, value: &str) -> Result<String, PluginError> {
-    let v = value.trim_end_matches('/');
-    let rest = v
-        .strip_prefix("https://")
-        .or_else(|| v.strip_prefix("http://"));
-    match rest {
-        Some(r) if !r.is_empty() && !r.contains(['?', '#', ' ', '@']) => Ok(v.to_string()),
-        _ => Err(PluginError::config(format!(
-            "{key}: must be an https:// URL without query or fragment"
-        ))),
     }
 }
 
