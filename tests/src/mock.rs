@@ -322,6 +322,32 @@ pub async fn get_with_token(
     (status, started.elapsed())
 }
 
+/// `GET path` with each of `tokens`, all at once: the statuses in the tokens' order (0 when no
+/// answer came). For the "concurrent first requests share one fetch" tests.
+pub async fn storm(s: &crate::Server, path: &str, tokens: Vec<String>) -> Vec<u16> {
+    let url = s.url(path);
+    let tasks: Vec<_> = tokens
+        .into_iter()
+        .map(|t| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                crate::client()
+                    .get(url)
+                    .bearer_auth(t)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.unwrap_or(0));
+    }
+    out
+}
+
 /// The longest a request may take when the identity provider misbehaves: the tests' configs set
 /// `server.plugin_timeout: 2s`, and the answer must come within it (plus scheduling slack).
 pub const FAIL_CLOSED_WITHIN: Duration = Duration::from_secs(6);

@@ -48,40 +48,7 @@ fn start_uncached(g: &MockGoogle) -> Server {
 }
 
 async fn status(s: &Server, token: &str) -> u16 {
-    client()
-        .get(s.url("/api/auth/me"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
-/// Sends `n` requests at once; returns their statuses.
-async fn storm(s: &Server, tokens: Vec<String>) -> Vec<u16> {
-    let url = s.url("/api/auth/me");
-    let tasks: Vec<_> = tokens
-        .into_iter()
-        .map(|t| {
-            let url = url.clone();
-            tokio::spawn(async move {
-                client()
-                    .get(url)
-                    .bearer_auth(t)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
-            })
-        })
-        .collect();
-    let mut out = Vec::new();
-    for t in tasks {
-        out.push(t.await.unwrap());
-    }
-    out
+    mock::get_with_token(s, "/api/auth/me", token).await.0
 }
 
 fn with(mut claims: Value, changes: Value) -> Value {
@@ -106,7 +73,10 @@ async fn allowed_user_is_200_others_403_and_one_access_token_serves_everyone() {
     let tokens = (0..20)
         .map(|_| k1.sign(&id_token_claims(PROJECT, "ada")))
         .collect();
-    assert!(storm(&s, tokens).await.iter().all(|&c| c == 200));
+    assert!(mock::storm(&s, "/api/auth/me", tokens)
+        .await
+        .iter()
+        .all(|&c| c == 200));
     assert_eq!(g.certs_hits(), 1);
     assert_eq!(g.token_hits(), 1, "the access token must be fetched once");
     assert_eq!(
@@ -269,7 +239,10 @@ async fn key_rotation_is_picked_up_and_an_unknown_kid_storm_costs_one_fetch() {
             )
         })
         .collect();
-    assert!(storm(&s, tokens).await.iter().all(|&c| c == 401));
+    assert!(mock::storm(&s, "/api/auth/me", tokens)
+        .await
+        .iter()
+        .all(|&c| c == 401));
     assert_eq!(g.certs_hits(), 2, "unknown-kid storm refetched");
     assert_eq!(
         status(&s, &k1.sign(&id_token_claims(PROJECT, "ada"))).await,

@@ -28,39 +28,7 @@ fn claims_for(issuer: &str, sub: &str) -> Value {
 }
 
 async fn status(s: &Server, token: &str) -> u16 {
-    client()
-        .get(s.url("/api/auth/me"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
-async fn storm(s: &Server, tokens: Vec<String>) -> Vec<u16> {
-    let url = s.url("/api/auth/me");
-    let tasks: Vec<_> = tokens
-        .into_iter()
-        .map(|t| {
-            let url = url.clone();
-            tokio::spawn(async move {
-                client()
-                    .get(url)
-                    .bearer_auth(t)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
-            })
-        })
-        .collect();
-    let mut out = Vec::new();
-    for t in tasks {
-        out.push(t.await.unwrap());
-    }
-    out
+    mock::get_with_token(s, "/api/auth/me", token).await.0
 }
 
 #[tokio::test]
@@ -77,7 +45,10 @@ async fn discovered_keys_verify_tokens_and_every_bad_token_is_401() {
     // Discovery is lazy and shared: twenty first requests, one discovery, one JWKS fetch.
     let good = claims_for(&idp.issuer, "ann");
     let tokens = (0..20).map(|_| k1.sign(&good)).collect();
-    assert!(storm(&s, tokens).await.iter().all(|&c| c == 200));
+    assert!(mock::storm(&s, "/api/auth/me", tokens)
+        .await
+        .iter()
+        .all(|&c| c == 200));
     assert_eq!(idp.discovery_hits(), 1);
     assert_eq!(idp.jwks_hits(), 1);
 
@@ -161,7 +132,10 @@ async fn key_rotation_is_picked_up_and_an_unknown_kid_storm_costs_one_fetch() {
     let tokens = (0..50)
         .map(|i| k1.sign_with_kid(&format!("nope-{i}"), &good))
         .collect();
-    assert!(storm(&s, tokens).await.iter().all(|&c| c == 401));
+    assert!(mock::storm(&s, "/api/auth/me", tokens)
+        .await
+        .iter()
+        .all(|&c| c == 401));
     assert_eq!(idp.jwks_hits(), 2, "unknown-kid storm refetched");
     assert_eq!(status(&s, &k1.sign(&good)).await, 200);
     assert_eq!(idp.discovery_hits(), 1);
@@ -282,7 +256,10 @@ async fn a_failed_discovery_is_not_retried_by_every_request() {
         assert_eq!(status(&s, &token).await, 503);
     }
     let tokens = (0..20).map(|_| token.clone()).collect();
-    assert!(storm(&s, tokens).await.iter().all(|&c| c == 503));
+    assert!(mock::storm(&s, "/api/auth/me", tokens)
+        .await
+        .iter()
+        .all(|&c| c == 503));
     assert_eq!(
         idp.discovery_hits(),
         1,
