@@ -125,6 +125,14 @@ struct ProviderInfo {
     issuers: Vec<String>,
     /// Whether the YAML overrides the plugin's authorize.
     authorize_overridden: bool,
+    /// How long an accepted token is answered again without the plugin, in seconds (never past
+    /// its `exp`); absent when every request asks the plugin.
+    authentication_cache_secs: Option<u64>,
+    /// Tokens held by that cache now (some may be past their time, not yet evicted).
+    authentication_cache_entries: Option<u64>,
+    /// How long the plugin's `authorize` answers are kept per subject, in seconds; absent when
+    /// off.
+    authorization_cache_secs: Option<u64>,
 }
 
 /// A provider instance whose plugin file was removed; requests that need it get 503.
@@ -391,6 +399,9 @@ impl Api {
                 plugin_hash: p.plugin.hash.clone(),
                 issuers: p.issuers.clone(),
                 authorize_overridden: p.authorize.is_some(),
+                authentication_cache_secs: p.authn_cache.as_ref().map(|c| c.max_age().as_secs()),
+                authentication_cache_entries: p.authn_cache.as_ref().map(|c| c.len() as u64),
+                authorization_cache_secs: p.authz_cache.as_ref().map(|c| c.ttl().as_secs()),
             })
             .collect()
     }

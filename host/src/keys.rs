@@ -83,6 +83,8 @@ struct Fetched {
     keys: Arc<[Key]>,
     at: Instant,
     ttl: Duration,
+    /// Which fetch of the set this is (never reused, unlike an address).
+    generation: u64,
 }
 
 /// One URL's key set.
@@ -230,7 +232,7 @@ impl KeyCache {
                 return Ok(f.keys.clone());
             }
         }
-        set.fetches.fetch_add(1, Ordering::Relaxed);
+        let generation = set.fetches.fetch_add(1, Ordering::Relaxed) + 1;
         match self.fetch(&set.url, set.format).await {
             Ok((keys, ttl)) => {
                 let keys: Arc<[Key]> = keys.into();
@@ -238,6 +240,7 @@ impl KeyCache {
                     keys: keys.clone(),
                     at: Instant::now(),
                     ttl,
+                    generation,
                 })));
                 *set.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 Ok(keys)
@@ -292,6 +295,15 @@ impl KeyCache {
 }
 
 impl KeySet {
+    /// The keys held now, as `(which fetch, fresh until)`; `None` before the first good fetch.
+    /// Two equal witnesses mean the very same key set.
+    pub fn witness(&self) -> Option<(u64, Instant)> {
+        self.current
+            .load()
+            .as_ref()
+            .map(|f| (f.generation, f.at + f.ttl))
+    }
+
     /// Counters.
     pub fn stats(&self) -> KeySetStats {
         KeySetStats {
@@ -310,6 +322,66 @@ impl KeySet {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
         }
+    }
+}
+
+/// The key sets one provider instance verifies with (every JWKS or certificate-map set its
+/// verifiers were built on), so that the host can tell whether an answer it kept for a token
+/// still stands on the same, fresh keys.
+#[derive(Default)]
+pub struct InstanceKeySets {
+    sets: arc_swap::ArcSwap<Vec<Arc<KeySet>>>,
+}
+
+/// The state of an instance's key sets at one moment (see [`InstanceKeySets::stamp`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyStamp {
+    /// Per set, in registration order: which fetch it held.
+    generations: Box<[u64]>,
+    /// The earliest time one of them turns stale (`None`: the instance has no key set).
+    fresh_until: Option<Instant>,
+}
+
+impl InstanceKeySets {
+    /// Records that the instance verifies with `set` (once per set).
+    pub fn register(&self, set: &Arc<KeySet>) {
+        self.sets.rcu(|sets| {
+            let mut sets = Vec::clone(sets);
+            if !sets.iter().any(|s| Arc::ptr_eq(s, set)) {
+                sets.push(set.clone());
+            }
+            sets
+        });
+    }
+
+    /// The sets' state now; `None` while one of them holds no keys yet.
+    pub fn stamp(&self) -> Option<KeyStamp> {
+        let sets = self.sets.load();
+        let mut generations = Vec::with_capacity(sets.len());
+        let mut fresh_until: Option<Instant> = None;
+        for set in sets.iter() {
+            let (generation, until) = set.witness()?;
+            generations.push(generation);
+            fresh_until = Some(fresh_until.map_or(until, |t| t.min(until)));
+        }
+        Some(KeyStamp {
+            generations: generations.into(),
+            fresh_until,
+        })
+    }
+
+    /// Whether the sets are still exactly those of `stamp` (no set refreshed, none added) and none
+    /// is stale at `now`.
+    pub fn unchanged_since(&self, stamp: &KeyStamp, now: Instant) -> bool {
+        if stamp.fresh_until.is_some_and(|t| now >= t) {
+            return false;
+        }
+        let sets = self.sets.load();
+        sets.len() == stamp.generations.len()
+            && sets
+                .iter()
+                .zip(stamp.generations.iter())
+                .all(|(set, g)| set.witness().is_some_and(|(now_g, _)| now_g == *g))
     }
 }
 

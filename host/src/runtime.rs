@@ -11,8 +11,9 @@ use std::{
 use portcullis_plugin_api::{abi_stable::std_types::RStr, ProviderBox};
 
 use crate::{
-    auth::{authz_cache, condition::Condition, AuthzCache},
+    auth::{authn_cache, authz_cache, condition::Condition, AuthnCache, AuthzCache},
     config::Config,
+    keys::InstanceKeySets,
     plugin::{InstanceServices, LoadedPlugin, Loader, PluginLoadError, SharedServices},
     telemetry::{self, PluginCall},
 };
@@ -32,6 +33,12 @@ pub struct ProviderInstance {
     /// Answers of the plugin's `authorize`, per subject; `None` when turned off. It lives exactly as
     /// long as `provider`: a rebuilt instance starts with an empty cache.
     pub authz_cache: Option<Arc<AuthzCache>>,
+    /// Tokens the instance accepted, answered again without the plugin; `None` when off. Like
+    /// `authz_cache`, it lives exactly as long as `provider`.
+    pub authn_cache: Option<Arc<AuthnCache>>,
+    /// The key sets the instance's verifiers use (an accepted token is reused only while they are
+    /// unchanged and fresh).
+    pub key_sets: Arc<InstanceKeySets>,
     /// Bounds the plugin calls in flight on this instance (`server.plugin_max_in_flight`), so a
     /// plugin that hangs cannot pile up unbounded work: a call that finds it full fails closed.
     pub in_flight: Arc<tokio::sync::Semaphore>,
@@ -200,16 +207,17 @@ pub async fn build(
         });
         // The same instance keeps its cached answers (same plugin, same config); anything else
         // starts empty.
-        let ttl = pc
-            .authorization_cache
-            .ttl(plugin.manifest.authorize_by_subject);
+        let ttl = pc.authorization_cache.ttl(
+            plugin.manifest.authorize_by_subject,
+            authz_cache::DEFAULT_TTL,
+        );
         let authz_cache = ttl.map(|ttl| {
             reused
                 .and_then(|p| p.authz_cache.clone())
                 .filter(|c| c.ttl() == ttl)
                 .unwrap_or_else(|| Arc::new(AuthzCache::new(ttl, authz_cache::MAX_ENTRIES)))
         });
-        let provider = match reused.map(|p| p.provider.clone()) {
+        let (provider, key_sets) = match reused.map(|p| (p.provider.clone(), p.key_sets.clone())) {
             Some(p) => p,
             None => {
                 let services = InstanceServices::new(
@@ -218,10 +226,11 @@ pub async fn build(
                     pc.allow_http,
                     config.server.max_token_bytes,
                 );
+                let key_sets = services.key_sets().clone();
                 let ctor = construct(&plugin, config_json, services, config.server.plugin_timeout);
                 let (name, plugin_name) = (&pc.name, &plugin.manifest.name);
                 match telemetry::traced(PluginCall::Construct, name, plugin_name, ctor).await {
-                    Ok(p) => Arc::new(p),
+                    Ok(p) => (Arc::new(p), key_sets),
                     Err(e) => {
                         errors.push(format!("{at}: {e}"));
                         continue;
@@ -230,6 +239,16 @@ pub async fn build(
             }
         };
         let issuers = provider.issuers().into_iter().map(String::from).collect();
+        let max_age = pc.authentication_cache.ttl(
+            provider.reusable_authentication(),
+            authn_cache::DEFAULT_MAX_AGE,
+        );
+        let authn_cache = max_age.map(|age| {
+            reused
+                .and_then(|p| p.authn_cache.clone())
+                .filter(|c| c.max_age() == age)
+                .unwrap_or_else(|| Arc::new(AuthnCache::new(age, authn_cache::MAX_ENTRIES)))
+        });
         #[cfg(feature = "bench-direct")]
         let direct = (plugin.manifest.name == "jwt")
             .then(|| {
@@ -255,6 +274,8 @@ pub async fn build(
             issuers,
             authorize: pc.authorize.clone(),
             authz_cache,
+            authn_cache,
+            key_sets,
             in_flight,
             in_flight_limit,
             build_key,

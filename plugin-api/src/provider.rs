@@ -33,8 +33,15 @@ pub trait Provider: Send + Sync {
 
     /// The `iss` values this instance accepts; the host routes a JWT to the instance whose issuer it
     /// names. Empty = the instance does not say (opaque tokens, or any issuer).
-    #[sabi(last_prefix_field)]
     fn issuers(&self) -> RVec<RString>;
+
+    /// Whether the host may reuse this instance's answer for a token it accepted: `true` only when
+    /// `authenticate` depends on nothing but the token, the keys the host verified it with and the
+    /// clock (not on the request, nor on a remote call whose answer can change, such as a
+    /// revocation check). The host then keeps the accepted user until the token's `exp`, for a
+    /// bounded time, and only while the instance's key sets are unchanged and fresh.
+    #[sabi(last_prefix_field)]
+    fn reusable_authentication(&self) -> bool;
 }
 
 /// A provider instance as returned by `new_provider`.

@@ -107,6 +107,16 @@ pub trait AuthProvider: Send + Sync + 'static {
     fn issuers(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// Return `true` when `authenticate` depends only on the token, the keys the host verified it
+    /// with ([`Verifier`]) and the clock: not on the request, and not on a remote call whose answer
+    /// can change (a revocation or introspection endpoint). The host then remembers an accepted
+    /// token per instance (until its `exp`, at most `authentication_cache`, and only while the
+    /// instance's key sets are the same and fresh) and answers it again without calling
+    /// `authenticate`. Default `false`: every request is asked.
+    fn reusable_authentication(&self) -> bool {
+        false
+    }
 }
 
 /// A plugin: its manifest, its configuration type and how to build a provider.
@@ -399,6 +409,11 @@ impl<P: AuthProvider> Provider for Adapter<P> {
             .into_iter()
             .map(RString::from)
             .collect()
+    }
+
+    fn reusable_authentication(&self) -> bool {
+        // A panic here means "no": the host then asks on every request.
+        guard(|| Ok(self.0.reusable_authentication())).unwrap_or(false)
     }
 }
 

@@ -364,34 +364,43 @@ pub struct JwksServer {
     pub base: String,
     keys: Arc<Mutex<serde_json::Value>>,
     hits: Arc<AtomicU64>,
+    max_age: Arc<AtomicU64>,
     _task: tokio::task::JoinHandle<()>,
 }
+
+type JwksState = (
+    Arc<Mutex<serde_json::Value>>,
+    Arc<AtomicU64>,
+    Arc<AtomicU64>,
+);
 
 impl JwksServer {
     /// Starts serving `{"keys": keys}`.
     pub async fn start(keys: Vec<serde_json::Value>) -> JwksServer {
         use poem::{handler, web::Data, EndpointExt, Route};
         #[handler]
-        fn jwks(
-            Data(state): Data<&(Arc<Mutex<serde_json::Value>>, Arc<AtomicU64>)>,
-        ) -> poem::Response {
+        fn jwks(Data(state): Data<&JwksState>) -> poem::Response {
             state.1.fetch_add(1, Ordering::SeqCst);
             let body = state.0.lock().expect("lock").clone();
+            let max_age = state.2.load(Ordering::SeqCst);
             poem::Response::builder()
                 .content_type("application/json")
-                .header("cache-control", "public, max-age=300")
+                .header("cache-control", format!("public, max-age={max_age}"))
                 .body(body.to_string())
         }
         let keys = Arc::new(Mutex::new(serde_json::json!({ "keys": keys })));
         let hits = Arc::new(AtomicU64::new(0));
+        let max_age = Arc::new(AtomicU64::new(300));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         drop(listener);
-        let app = Route::new()
-            .at("/jwks", poem::get(jwks))
-            .data((keys.clone(), hits.clone()));
+        let app = Route::new().at("/jwks", poem::get(jwks)).data((
+            keys.clone(),
+            hits.clone(),
+            max_age.clone(),
+        ));
         let acceptor =
             poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind(addr))
                 .await
@@ -403,8 +412,14 @@ impl JwksServer {
             base: format!("http://{addr}"),
             keys,
             hits,
+            max_age,
             _task: task,
         }
+    }
+
+    /// The `max-age` the next answers carry (300 s until set).
+    pub fn set_max_age(&self, secs: u64) {
+        self.max_age.store(secs, Ordering::SeqCst);
     }
 
     /// The JWKS URL.

@@ -256,9 +256,10 @@ async fn an_authorize_that_depends_on_the_path_is_not_answered_from_a_per_subjec
         inspected.contains("\"authorize_by_subject\": false"),
         "{inspected}"
     );
+    // The jwt plugin's `authorize` is the default (every authenticated user): exact per subject.
     assert!(inspect(&plugin("portcullis_plugin_jwt"))
         .1
-        .contains("\"authorize_by_subject\": false"));
+        .contains("\"authorize_by_subject\": true"));
 }
 
 /// A hung plugin cannot pile up work: at most `server.plugin_max_in_flight` calls per instance

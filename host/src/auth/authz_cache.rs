@@ -7,7 +7,10 @@
 //! are kept; an error (identity provider down, timeout, panic) is never cached. Concurrent misses
 //! for one subject share a single call.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
 
 use portcullis_plugin_api::PluginError;
 
@@ -16,33 +19,35 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
 /// The longest TTL the config accepts: this is a cache of answers that can change, not a policy.
 pub const MAX_TTL: Duration = Duration::from_secs(3600);
 /// Subjects kept per instance; the least recently used go first.
-pub const MAX_ENTRIES: u64 = 10_000;
+pub const MAX_ENTRIES: usize = 10_000;
 
 /// One provider instance's cache of `authorize` answers.
 pub struct AuthzCache {
     ttl: Duration,
-    answers: moka::future::Cache<String, bool>,
+    /// Per subject: the answer and when it was given. An answer older than `ttl` is never used.
+    answers: quick_cache::sync::Cache<String, (bool, Instant)>,
 }
 
 impl std::fmt::Debug for AuthzCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthzCache")
             .field("ttl", &self.ttl)
-            .field("entries", &self.answers.entry_count())
+            .field("entries", &self.answers.len())
             .finish()
     }
 }
 
 impl AuthzCache {
     /// An empty cache keeping answers for `ttl`, at most `capacity` subjects.
-    pub fn new(ttl: Duration, capacity: u64) -> AuthzCache {
+    pub fn new(ttl: Duration, capacity: usize) -> AuthzCache {
         AuthzCache {
             ttl,
-            answers: moka::future::Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(ttl)
-                .build(),
+            answers: quick_cache::sync::Cache::new(capacity.max(1)),
         }
+    }
+
+    fn fresh(&self, (answer, at): (bool, Instant)) -> Option<bool> {
+        (at.elapsed() < self.ttl).then_some(answer)
     }
 
     /// How long an answer is kept.
@@ -55,18 +60,32 @@ impl AuthzCache {
     where
         F: Future<Output = Result<bool, PluginError>>,
     {
-        if let Some(answer) = self.answers.get(sub).await {
-            return Ok(answer);
+        if let Some(kept) = self.answers.get(sub) {
+            if let Some(answer) = self.fresh(kept) {
+                return Ok(answer);
+            }
+            self.answers.remove(sub);
         }
-        self.answers
-            .try_get_with(sub.to_string(), check)
-            .await
-            .map_err(|e: Arc<PluginError>| (*e).clone())
+        // The first miss holds a placeholder and asks; the others wait for its answer. If it
+        // fails (or its request goes away), the placeholder is dropped and a waiter asks in turn.
+        match self.answers.get_value_or_guard_async(sub).await {
+            Ok(kept) => match self.fresh(kept) {
+                Some(answer) => Ok(answer),
+                None => check.await,
+            },
+            Err(placeholder) => {
+                let result = check.await;
+                if let Ok(answer) = result {
+                    let _ = placeholder.insert((answer, Instant::now()));
+                }
+                result
+            }
+        }
     }
 
     /// Forgets every answer.
     pub fn clear(&self) {
-        self.answers.invalidate_all();
+        self.answers.clear();
     }
 }
 
@@ -74,7 +93,10 @@ impl AuthzCache {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    };
 
     #[tokio::test]
     async fn answers_are_cached_errors_are_not() {
@@ -100,6 +122,15 @@ mod tests {
         assert_eq!(e.unwrap_err().message.as_str(), "down");
         assert!(cache.get_or_check("c", check(Ok(true))).await.unwrap());
         assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn an_answer_older_than_the_ttl_is_asked_again() {
+        let cache = AuthzCache::new(Duration::from_millis(100), 100);
+        assert!(cache.get_or_check("a", async { Ok(true) }).await.unwrap());
+        assert!(cache.get_or_check("a", async { Ok(false) }).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(!cache.get_or_check("a", async { Ok(false) }).await.unwrap());
     }
 
     #[tokio::test]

@@ -211,17 +211,31 @@ async fn authenticate_and_authorize(
             Denial::InvalidToken("no provider accepts this token's issuer".into())
         });
     }
-    let info = request_info(req);
+    // Made on first need: a token answered from an instance's cache never builds it.
+    let info = OnceLock::new();
     let timeout = rt.config.server.plugin_timeout;
     let mut unavailable = None;
     let mut last_reason = String::from("token rejected");
     for p in candidates {
+        if let Some(hit) = p
+            .authn_cache
+            .as_ref()
+            .and_then(|c| c.get(&token, &p.key_sets))
+        {
+            trace.provider = Some(p.name.clone());
+            authorize(rt, p, &hit.user, &hit.user_json, &info, req, trace).await?;
+            return Ok(hit.user.clone());
+        }
+        // The key sets as they are before the plugin is asked: a set refreshed meanwhile makes
+        // what is kept below unusable rather than wrongly current.
+        let stamp = p.authn_cache.as_ref().and_then(|_| p.key_sets.stamp());
         let plugin = &p.plugin.manifest.name;
+        let request = info.get_or_init(|| request_info(req));
         match telemetry::traced(
             Authenticate,
             &p.name,
             plugin,
-            authenticate(p, &token, &info, timeout),
+            authenticate(p, &token, request, timeout),
         )
         .await
         {
@@ -240,8 +254,18 @@ async fn authenticate_and_authorize(
                     provider: p.name.clone(),
                     claims,
                 });
+                if let (Some(cache), Some(stamp)) = (&p.authn_cache, stamp) {
+                    let token_claims = jose::peek_claims(&token, rt.config.server.max_token_bytes);
+                    cache.insert(
+                        &token,
+                        token_claims.as_ref(),
+                        user.clone(),
+                        user_json.clone(),
+                        stamp,
+                    );
+                }
                 // The provider's own text goes back to its `authorize`: no re-serialising.
-                authorize(rt, p, user.clone(), user_json, &info, req, trace).await?;
+                authorize(rt, p, &user, &user_json, &info, req, trace).await?;
                 return Ok(user);
             }
             Ok(_) => last_reason = format!("provider {} rejected the token", p.name),
@@ -340,9 +364,9 @@ fn candidates<'a>(rt: &'a Runtime, token: &str) -> Vec<&'a Arc<ProviderInstance>
 async fn authorize(
     rt: &Runtime,
     p: &ProviderInstance,
-    user: Arc<AuthUser>,
-    user_json: RString,
-    info: &RequestInfo,
+    user: &AuthUser,
+    user_json: &RString,
+    info: &OnceLock<RequestInfo>,
     req: &RequestParts<'_>,
     trace: &mut Trace,
 ) -> Result<(), Denial> {
@@ -362,9 +386,10 @@ async fn authorize(
             // The plugin is called only when the answer is not cached (the call happens when this
             // future is first polled).
             let check = telemetry::traced(Authorize, &p.name, &p.plugin.manifest.name, async {
+                let info = info.get_or_init(|| request_info(req)).clone();
                 call(
                     &p.in_flight,
-                    p.provider.authorize(user_json, info.clone()),
+                    p.provider.authorize(user_json.clone(), info),
                     rt.config.server.plugin_timeout,
                 )
                 .await

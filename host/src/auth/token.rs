@@ -73,13 +73,23 @@ pub fn extract<'a>(
     Ok(None)
 }
 
+/// The bytes of an RFC 6750 `b64token` before its `=` padding, as a table (a token is checked on
+/// every request, byte by byte).
+static B64TOKEN_CHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        b += 1;
+    }
+    t
+};
+
 /// RFC 6750 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
 fn is_b64token(s: &str) -> bool {
     let body = s.trim_end_matches('=');
-    !body.is_empty()
-        && body.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
+    !body.is_empty() && body.bytes().all(|b| B64TOKEN_CHAR[usize::from(b)])
 }
 
 /// Decodes a query-string or form component: `%XX` escapes (two hex digits, nothing else) and `+`

@@ -142,30 +142,31 @@ pub struct ProviderConfig {
     /// `dangerous.allow_http`: plain-http URLs allowed for this instance.
     pub allow_http: bool,
     /// How long answers of the plugin's own `authorize` are cached per subject.
-    pub authorization_cache: AuthzCacheSetting,
+    pub authorization_cache: CacheSetting,
+    /// How long a token the instance accepted is reused without asking the plugin.
+    pub authentication_cache: CacheSetting,
 }
 
-/// `authorization_cache:` of an instance.
+/// `authorization_cache:` or `authentication_cache:` of an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthzCacheSetting {
-    /// Not set: the default TTL when the plugin declares that its `authorize` depends only on
-    /// the subject, else off.
+pub enum CacheSetting {
+    /// Not set: the default time when the plugin declares that caching is exact for it
+    /// (`authorize` by subject only; `authenticate` by token only), else off.
     Default,
     /// `0`: off.
     Off,
-    /// Set: this TTL, whatever the plugin declares (the operator vouches for it).
+    /// Set: this time, whatever the plugin declares (the operator vouches for it).
     Ttl(Duration),
 }
 
-impl AuthzCacheSetting {
-    /// The TTL to use for a plugin that does (or does not) declare subject-only authorization.
-    pub fn ttl(self, authorize_by_subject: bool) -> Option<Duration> {
+impl CacheSetting {
+    /// The time to use for a plugin that does (or does not) declare the cache exact, with
+    /// `default` as the default.
+    pub fn ttl(self, declared: bool, default: Duration) -> Option<Duration> {
         match self {
-            AuthzCacheSetting::Default if authorize_by_subject => {
-                Some(crate::auth::authz_cache::DEFAULT_TTL)
-            }
-            AuthzCacheSetting::Default | AuthzCacheSetting::Off => None,
-            AuthzCacheSetting::Ttl(d) => Some(d),
+            CacheSetting::Default if declared => Some(default),
+            CacheSetting::Default | CacheSetting::Off => None,
+            CacheSetting::Ttl(d) => Some(d),
         }
     }
 }
@@ -648,9 +649,18 @@ fn compile_providers(value: Option<Value>, issues: &mut Issues) -> Vec<ProviderC
             issues,
         )
         .map(Arc::new);
-        let authorization_cache = authorization_cache(
+        let authorization_cache = cache_setting(
             raw.authorization_cache.as_ref(),
             &format!("{path}.authorization_cache"),
+            crate::auth::authz_cache::MAX_TTL,
+            "at most 1h: cached answers outlive membership changes",
+            issues,
+        );
+        let authentication_cache = cache_setting(
+            raw.authentication_cache.as_ref(),
+            &format!("{path}.authentication_cache"),
+            crate::auth::authn_cache::MAX_MAX_AGE,
+            "at most 1h: an accepted token is reused no longer than that (and never past its exp)",
             issues,
         );
         out.push(ProviderConfig {
@@ -660,24 +670,27 @@ fn compile_providers(value: Option<Value>, issues: &mut Issues) -> Vec<ProviderC
             authorize,
             allow_http: raw.dangerous.allow_http,
             authorization_cache,
+            authentication_cache,
         });
     }
     out
 }
 
-/// `authorization_cache:` — a duration such as `30s`, or `0` to turn the cache off. Absent: the
-/// default, which depends on the plugin (see [`AuthzCacheSetting`]).
-fn authorization_cache(
+/// `authorization_cache:` or `authentication_cache:` — a duration such as `30s`, or `0` to turn
+/// the cache off; at most `max` (`too_long` says why). Absent: the default, which depends on the
+/// plugin (see [`CacheSetting`]).
+fn cache_setting(
     value: Option<&Value>,
     path: &str,
+    max: Duration,
+    too_long: &str,
     issues: &mut Issues,
-) -> AuthzCacheSetting {
-    use crate::auth::authz_cache::MAX_TTL;
+) -> CacheSetting {
     let ttl = match value {
-        None | Some(Value::Null) => return AuthzCacheSetting::Default,
-        Some(Value::Number(n)) if n.as_u64() == Some(0) => return AuthzCacheSetting::Off,
-        Some(Value::Bool(false)) => return AuthzCacheSetting::Off,
-        Some(Value::String(s)) if s.trim() == "0" => return AuthzCacheSetting::Off,
+        None | Some(Value::Null) => return CacheSetting::Default,
+        Some(Value::Number(n)) if n.as_u64() == Some(0) => return CacheSetting::Off,
+        Some(Value::Bool(false)) => return CacheSetting::Off,
+        Some(Value::String(s)) if s.trim() == "0" => return CacheSetting::Off,
         Some(Value::String(s)) => match humantime::parse_duration(s.trim()) {
             Ok(d) => d,
             Err(_) => {
@@ -685,7 +698,7 @@ fn authorization_cache(
                     path,
                     "not a duration (examples: 30s, 2m; 0 turns the cache off)",
                 );
-                return AuthzCacheSetting::Off;
+                return CacheSetting::Off;
             }
         },
         Some(_) => {
@@ -693,19 +706,16 @@ fn authorization_cache(
                 path,
                 "must be a duration such as 30s, or 0 to turn the cache off",
             );
-            return AuthzCacheSetting::Off;
+            return CacheSetting::Off;
         }
     };
     if ttl.is_zero() {
-        AuthzCacheSetting::Off
-    } else if ttl > MAX_TTL {
-        issues.push(
-            path,
-            "at most 1h: cached answers outlive membership changes",
-        );
-        AuthzCacheSetting::Off
+        CacheSetting::Off
+    } else if ttl > max {
+        issues.push(path, too_long);
+        CacheSetting::Off
     } else {
-        AuthzCacheSetting::Ttl(ttl)
+        CacheSetting::Ttl(ttl)
     }
 }
 

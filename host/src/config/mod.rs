@@ -8,8 +8,8 @@ mod gateway;
 mod raw;
 
 pub use compile::{
-    compile_str, load_file, parse_size, AuthConfig, AuthzCacheSetting, Config, CorsConfig,
-    HttpsConfig, PluginsConfig, ProviderConfig, Rule, ServerConfig, TelemetryConfig, TokenConfig,
+    compile_str, load_file, parse_size, AuthConfig, CacheSetting, Config, CorsConfig, HttpsConfig,
+    PluginsConfig, ProviderConfig, Rule, ServerConfig, TelemetryConfig, TokenConfig,
     DEFAULT_BODY_LIMIT, DEFAULT_PORT,
 };
 pub use error::{ConfigError, ConfigIssue};

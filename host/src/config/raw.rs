@@ -88,6 +88,9 @@ pub struct RawProvider {
     /// How long the plugin's `authorize` answers are cached per subject (`30s`; `0` = off).
     #[serde(default)]
     pub authorization_cache: Option<Value>,
+    /// How long an accepted token is reused without asking the plugin (`5m`; `0` = off).
+    #[serde(default)]
+    pub authentication_cache: Option<Value>,
 }
 
 /// Settings that weaken security, logged loudly at start.

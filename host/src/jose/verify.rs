@@ -384,13 +384,18 @@ pub fn verify(
 /// without duplicates, a supported `alg`, no `crit`); the result must never be trusted for
 /// anything else.
 pub fn peek_issuer(token: &str, max_token_bytes: usize) -> Option<String> {
+    match peek_claims(token, max_token_bytes)?.remove("iss") {
+        Some(Value::String(iss)) => Some(iss),
+        _ => None,
+    }
+}
+
+/// The claims of a well-formed JWT, **unverified**, under the same conditions as [`peek_issuer`].
+/// Used only to bound how long something the token already earned may be kept (its `exp`).
+pub fn peek_claims(token: &str, max_token_bytes: usize) -> Option<Map<String, Value>> {
     let compact = split_compact(token, max_token_bytes).ok()?;
     parse_header(compact.header_b64, None).ok()?;
     decode_part(compact.signature_b64, Part::Signature).ok()?;
     let payload = decode_part(compact.payload_b64, Part::Payload).ok()?;
-    let claims = parse_json_object(&payload, Part::Payload).ok()?;
-    match claims.get("iss") {
-        Some(Value::String(iss)) => Some(iss.clone()),
-        _ => None,
-    }
+    parse_json_object(&payload, Part::Payload).ok()
 }

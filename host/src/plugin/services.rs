@@ -18,7 +18,7 @@ use portcullis_plugin_api::{
 use crate::{
     http::{check_scheme, HttpClient},
     jose::{self, Algorithm, JwsError, Key, KeyFamily, Validation},
-    keys::{KeyCache, KeyFormat, KeySet},
+    keys::{InstanceKeySets, KeyCache, KeyFormat, KeySet},
 };
 
 /// What every instance's services share.
@@ -40,6 +40,7 @@ pub struct InstanceServices {
     instance: Arc<str>,
     allow_http: bool,
     max_token_bytes: usize,
+    key_sets: Arc<InstanceKeySets>,
 }
 
 impl InstanceServices {
@@ -55,7 +56,13 @@ impl InstanceServices {
             instance: name.into(),
             allow_http,
             max_token_bytes,
+            key_sets: Arc::default(),
         }
+    }
+
+    /// The key sets this instance's verifiers use (shared with every clone of these services).
+    pub fn key_sets(&self) -> &Arc<InstanceKeySets> {
+        &self.key_sets
     }
 
     /// The verifier [`HostServices::jwt_verifier`] builds from `spec_json`, for the host's own use
@@ -367,6 +374,9 @@ fn build_verifier(
         typ: (!spec.typ.is_empty()).then(|| spec.typ.clone()),
         max_token_bytes: services.max_token_bytes,
     };
+    if let KeySource::Jwks(set) = &keys {
+        services.key_sets.register(set);
+    }
     Ok(HostVerifier(Arc::new(VerifierInner {
         keys,
         cache: services.shared.keys.clone(),

@@ -74,6 +74,11 @@ impl AuthProvider for Auth0Provider {
     fn issuers(&self) -> Vec<String> {
         vec![self.issuer.clone()]
     }
+
+    /// Only the token, the keys the host verified it with and the clock decide.
+    fn reusable_authentication(&self) -> bool {
+        true
+    }
 }
 
 fn check_domain(domain: &str) -> Result<(), PluginError> {
@@ -101,6 +106,8 @@ impl Plugin for Auth0Plugin {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str =
         "Auth0 access tokens verified against the tenant's JWKS, issuer and audience";
+    /// Its `authorize` only asks whether the user has a `sub`, so an answer per subject is exact.
+    const AUTHORIZE_BY_SUBJECT: bool = true;
 
     fn config_keys() -> Vec<ConfigKey> {
         vec![

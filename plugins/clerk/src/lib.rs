@@ -154,6 +154,11 @@ impl AuthProvider for ClerkProvider {
     fn issuers(&self) -> Vec<String> {
         self.issuers.clone()
     }
+
+    /// Only the token, the keys the host verified it with and the clock decide.
+    fn reusable_authentication(&self) -> bool {
+        true
+    }
 }
 
 /// The plugin.

@@ -416,6 +416,12 @@ impl AuthProvider for FirebaseProvider {
     fn issuers(&self) -> Vec<String> {
         vec![self.issuer.clone()]
     }
+
+    /// A signed ID token is decided by its signature, claims and the clock alone; the emulator
+    /// mode asks the emulator about revocation on every request, so it is not reusable.
+    fn reusable_authentication(&self) -> bool {
+        matches!(self.check, TokenCheck::Signed(_))
+    }
 }
 
 /// Access tokens from the signed-JWT bearer grant, cached until shortly before they expire.

@@ -33,6 +33,11 @@ impl AuthProvider for JwtProvider {
     fn issuers(&self) -> Vec<String> {
         self.issuers.clone()
     }
+
+    /// Only the token, the keys the host verified it with and the clock decide.
+    fn reusable_authentication(&self) -> bool {
+        true
+    }
 }
 
 /// The plugin.
@@ -45,6 +50,8 @@ impl Plugin for JwtPlugin {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str =
         "JWT bearer tokens: HMAC secret, PEM public keys or a JWKS URL";
+    /// Its `authorize` is the default: every authenticated user, so an answer per subject is exact.
+    const AUTHORIZE_BY_SUBJECT: bool = true;
 
     fn config_keys() -> Vec<ConfigKey> {
         vec![

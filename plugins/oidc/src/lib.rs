@@ -239,6 +239,11 @@ impl AuthProvider for OidcProvider {
     fn issuers(&self) -> Vec<String> {
         vec![self.issuer.clone()]
     }
+
+    /// Only the token, the keys the host verified it with and the clock decide.
+    fn reusable_authentication(&self) -> bool {
+        true
+    }
 }
 
 /// The plugin.
@@ -251,6 +256,8 @@ impl Plugin for OidcPlugin {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str =
         "any OpenID Connect provider: issuer discovery, JWKS, audience and claim checks";
+    /// Its `authorize` only asks whether the user has a `sub`, so an answer per subject is exact.
+    const AUTHORIZE_BY_SUBJECT: bool = true;
 
     fn config_keys() -> Vec<ConfigKey> {
         vec![

@@ -181,6 +181,11 @@ impl AuthProvider for WorkosProvider {
     fn issuers(&self) -> Vec<String> {
         self.issuers.clone()
     }
+
+    /// Only the token, the keys the host verified it with and the clock decide.
+    fn reusable_authentication(&self) -> bool {
+        true
+    }
 }
 
 /// The plugin.

@@ -13,7 +13,8 @@ use serde::Deserialize;
 pub struct Config {
     /// `ok`, `fail_ctor`, `panic_ctor`, `hang_ctor`, `panic_authenticate`, `hang_authenticate`,
     /// `garbage_user`, `unavailable`, `deny`, `deny_admin_paths`, `panic_authorize`, `slow` (fetches `url` through
-    /// the host before answering, so a test can hold a request in flight).
+    /// the host before answering, so a test can hold a request in flight), `count` (declares its
+    /// authentication reusable and numbers its `authenticate` calls in the user's `call` claim).
     pub mode: String,
     /// For `slow`.
     #[serde(default)]
@@ -25,6 +26,7 @@ pub struct Faulty {
     mode: String,
     url: Option<String>,
     host: Host,
+    calls: std::sync::atomic::AtomicU64,
 }
 
 /// Tests rewrite the five letters after the colon in the built file to make a second version
@@ -60,9 +62,13 @@ impl AuthProvider for Faulty {
                         self.host.get(url, &[]).await?;
                     }
                 }
+                let call = self
+                    .calls
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    + 1;
                 Ok(token.strip_prefix("good-").map(|sub| {
                     User::from_claims(
-                        serde_json::json!({ "sub": sub, "flavor": flavor() })
+                        serde_json::json!({ "sub": sub, "flavor": flavor(), "call": call })
                             .as_object()
                             .cloned()
                             .unwrap_or_default(),
@@ -80,6 +86,10 @@ impl AuthProvider for Faulty {
             "panic_authorize" => panic!("authorize exploded"),
             _ => Ok(true),
         }
+    }
+
+    fn reusable_authentication(&self) -> bool {
+        self.mode == "count"
     }
 }
 
@@ -104,6 +114,7 @@ impl Plugin for FaultyPlugin {
                 mode: config.mode,
                 url: config.url,
                 host,
+                calls: Default::default(),
             }),
         }
     }

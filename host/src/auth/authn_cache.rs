@@ -1,0 +1,262 @@
+//! Tokens a provider instance accepted, kept so that the same token sent again is answered without
+//! calling the plugin at all (no boundary crossing, no verification, no claims parsing).
+//!
+//! Only instances whose plugin declares `reusable_authentication` (its `authenticate` depends on the
+//! token, the keys the host verified it with and the clock alone) get one by default; the operator
+//! can turn it off or size it with `authentication_cache:`. An entry is used only:
+//!
+//! * for the very same token (the whole token is the key, compared in full);
+//! * before the token's `exp` and the user's `exp` (no leeway: `nbf` and `iat` were checked against
+//!   an earlier clock, and time only moves them further into the past), and at most the configured
+//!   age after it was accepted;
+//! * while every key set the instance verifies with is the one it held when the plugin was asked,
+//!   and still fresh. A refreshed set (a key may have been withdrawn) or a stale one sends the next
+//!   request to the plugin, which refreshes and verifies again.
+//!
+//! The cache belongs to one instance: a rebuilt instance (new plugin file, changed config) starts
+//! empty, so no answer outlives the configuration it was given under. Failures are never kept.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use portcullis_plugin_api::abi_stable::std_types::RString;
+use serde_json::Value;
+
+use super::AuthUser;
+use crate::keys::{InstanceKeySets, KeyStamp};
+
+/// The default longest time an accepted token is reused.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
+/// The longest `authentication_cache` the config accepts.
+pub const MAX_MAX_AGE: Duration = Duration::from_secs(3600);
+/// Tokens kept per instance. A bounded cache: a flood of distinct tokens evicts, it cannot grow.
+pub const MAX_ENTRIES: usize = 4096;
+
+/// One accepted token.
+pub struct Accepted {
+    /// The user the plugin returned, parsed.
+    pub user: Arc<AuthUser>,
+    /// The user's JSON text as the plugin wrote it (handed back to its `authorize`).
+    pub user_json: RString,
+    /// Unix seconds: used while `now < until`.
+    until: u64,
+    /// The instance's key sets when the plugin was asked.
+    keys: KeyStamp,
+}
+
+/// One provider instance's accepted tokens.
+pub struct AuthnCache {
+    max_age: Duration,
+    /// Keyed by the whole token (compared in full on a hit). Entries past their time are never
+    /// used and go when evicted or replaced.
+    entries: quick_cache::sync::Cache<Box<str>, Arc<Accepted>>,
+}
+
+impl std::fmt::Debug for AuthnCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthnCache")
+            .field("max_age", &self.max_age)
+            .field("entries", &self.entries.len())
+            .finish()
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The `exp` of a claims object: `Ok(None)` when absent, `Err` when it is not a plain number.
+fn exp_of(claims: &serde_json::Map<String, Value>) -> Result<Option<u64>, ()> {
+    match claims.get("exp") {
+        None => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f.floor() as u64))
+            .map(Some)
+            .ok_or(()),
+        Some(_) => Err(()),
+    }
+}
+
+impl AuthnCache {
+    /// An empty cache reusing an accepted token for at most `max_age`, at most `capacity` tokens.
+    pub fn new(max_age: Duration, capacity: usize) -> AuthnCache {
+        AuthnCache {
+            max_age,
+            entries: quick_cache::sync::Cache::new(capacity),
+        }
+    }
+
+    /// The longest an accepted token is reused.
+    pub fn max_age(&self) -> Duration {
+        self.max_age
+    }
+
+    /// The answer kept for `token`, if it still stands with the instance's key sets `keys`.
+    pub fn get(&self, token: &str, keys: &InstanceKeySets) -> Option<Arc<Accepted>> {
+        let hit = self.entries.get(token)?;
+        if unix_now() < hit.until && keys.unchanged_since(&hit.keys, Instant::now()) {
+            Some(hit)
+        } else {
+            self.entries.remove(token);
+            None
+        }
+    }
+
+    /// Keeps `user`, accepted for `token` while the instance's key sets were `keys` (taken before
+    /// the plugin was asked). `token_claims` are the token's own claims when it is a JWT. Nothing is
+    /// kept when an `exp` is not a plain number or is already past.
+    pub fn insert(
+        &self,
+        token: &str,
+        token_claims: Option<&serde_json::Map<String, Value>>,
+        user: Arc<AuthUser>,
+        user_json: RString,
+        keys: KeyStamp,
+    ) {
+        let now = unix_now();
+        let mut until = now.saturating_add(self.max_age.as_secs());
+        let user_claims = user.claims.as_object();
+        for claims in [token_claims, user_claims].into_iter().flatten() {
+            match exp_of(claims) {
+                Ok(Some(exp)) => until = until.min(exp),
+                Ok(None) => {}
+                Err(()) => return,
+            }
+        }
+        if until <= now {
+            return;
+        }
+        self.entries.insert(
+            token.into(),
+            Arc::new(Accepted {
+                user,
+                user_json,
+                until,
+                keys,
+            }),
+        );
+    }
+
+    /// Forgets every token.
+    pub fn clear(&self) {
+        self.entries.clear();
+    }
+
+    /// Tokens held (some may be past their time, not yet evicted).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no token is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn user(claims: Value) -> Arc<AuthUser> {
+        Arc::new(AuthUser {
+            provider: "p".into(),
+            claims,
+        })
+    }
+
+    fn stamp(keys: &InstanceKeySets) -> KeyStamp {
+        keys.stamp().unwrap()
+    }
+
+    #[test]
+    fn same_token_hits_other_tokens_miss() {
+        let keys = InstanceKeySets::default();
+        let c = AuthnCache::new(DEFAULT_MAX_AGE, 16);
+        let exp = unix_now() + 60;
+        c.insert(
+            "tok-a",
+            None,
+            user(serde_json::json!({"sub": "a", "exp": exp})),
+            "{}".into(),
+            stamp(&keys),
+        );
+        let hit = c.get("tok-a", &keys).unwrap();
+        assert_eq!(hit.user.claims["sub"], "a");
+        assert!(c.get("tok-b", &keys).is_none());
+        assert!(c.get("tok-a ", &keys).is_none());
+        assert!(c.get("tok-", &keys).is_none());
+    }
+
+    #[test]
+    fn past_or_malformed_exp_is_never_kept() {
+        let keys = InstanceKeySets::default();
+        let c = AuthnCache::new(DEFAULT_MAX_AGE, 16);
+        let past = unix_now() - 1;
+        c.insert(
+            "old",
+            None,
+            user(serde_json::json!({"exp": past})),
+            "{}".into(),
+            stamp(&keys),
+        );
+        assert!(c.get("old", &keys).is_none());
+        c.insert(
+            "str",
+            None,
+            user(serde_json::json!({"exp": "soon"})),
+            "{}".into(),
+            stamp(&keys),
+        );
+        assert!(c.get("str", &keys).is_none());
+        // The token's own exp counts even when the user the plugin returned has none.
+        let token_claims = serde_json::json!({"exp": past});
+        c.insert(
+            "tok",
+            token_claims.as_object(),
+            user(serde_json::json!({"sub": "x"})),
+            "{}".into(),
+            stamp(&keys),
+        );
+        assert!(c.get("tok", &keys).is_none());
+    }
+
+    #[test]
+    fn entries_end_at_exp() {
+        let keys = InstanceKeySets::default();
+        let c = AuthnCache::new(DEFAULT_MAX_AGE, 16);
+        // An exp one second ahead: the entry is gone once the clock reaches it.
+        let exp = unix_now() + 1;
+        c.insert(
+            "t",
+            None,
+            user(serde_json::json!({"exp": exp})),
+            "{}".into(),
+            stamp(&keys),
+        );
+        while unix_now() < exp {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(c.get("t", &keys).is_none());
+    }
+
+    #[test]
+    fn zero_max_age_keeps_nothing() {
+        let keys = InstanceKeySets::default();
+        let c = AuthnCache::new(Duration::ZERO, 16);
+        c.insert(
+            "t",
+            None,
+            user(serde_json::json!({"sub": "a"})),
+            "{}".into(),
+            stamp(&keys),
+        );
+        assert!(c.get("t", &keys).is_none());
+    }
+}
