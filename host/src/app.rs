@@ -112,27 +112,11 @@ pub fn read_config(path: &Path) -> Result<Config, config::ConfigError> {
 fn file_hash(path: &Path) -> FileHash {
     FileHash {
         path: path.display().to_string(),
-        sha256: match stream_sha256(path) {
+        sha256: match crate::plugin::sha256_file(path) {
             Ok(h) => h,
             Err(e) => format!("unreadable: {e}"),
         },
     }
-}
-
-/// SHA-256 of a file read in small pieces: every reload hashes every plugin file, and reading a
-/// multi-megabyte library whole each time leaves the allocator holding that much memory.
-fn stream_sha256(path: &Path) -> std::io::Result<String> {
-    use std::io::Read as _;
-    let mut file = std::fs::File::open(path)?;
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    let mut buf = [0u8; 64 * 1024];
-    loop {
-        match file.read(&mut buf)? {
-            0 => break,
-            n => ctx.update(&buf[..n]),
-        }
-    }
-    Ok(hex::encode(ctx.finish().as_ref()))
 }
 
 /// The files a snapshot of `config` is built from, with their hashes (what "unchanged" compares).
@@ -431,7 +415,7 @@ mod tests {
         let content: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &content).unwrap();
         assert_eq!(
-            super::stream_sha256(&path).unwrap(),
+            crate::plugin::sha256_file(&path).unwrap(),
             crate::plugin::sha256_hex(&content)
         );
     }

@@ -270,12 +270,7 @@ impl Loader {
         allow: Option<&[String]>,
     ) -> Result<Arc<LoadedPlugin>, PluginLoadError> {
         let before = self.mapped_count();
-        let result = fs::read(file)
-            .map_err(|e| PluginLoadError::Io {
-                file: file.to_path_buf(),
-                reason: e.to_string(),
-            })
-            .and_then(|bytes| self.load_bytes(file, &bytes, allow));
+        let result = self.load_streamed(file, allow);
         // Loads run one at a time (one reload task), so a grown table means this call mapped.
         let slot = match &result {
             Ok(_) if self.mapped_count() > before => 0,
@@ -286,43 +281,77 @@ impl Loader {
         result
     }
 
-    /// Loads a plugin from content already read from `file`.
-    pub fn load_bytes(
+    /// Reads `file` in small pieces (a library is several megabytes, and a whole-file buffer freed
+    /// on a worker thread stays with that thread's allocator arena): once to hash it, and, when the
+    /// content is new, once more to copy it to a private staging file while hashing again. What is
+    /// mapped is the staged copy, whose hash is the one checked.
+    fn load_streamed(
         &self,
         file: &Path,
-        bytes: &[u8],
         allow: Option<&[String]>,
     ) -> Result<Arc<LoadedPlugin>, PluginLoadError> {
-        let hash = sha256_hex(bytes);
-        if let Some(allow) = allow {
-            if !allow.iter().any(|h| h.eq_ignore_ascii_case(&hash)) {
-                return Err(PluginLoadError::NotAllowed {
-                    file: file.to_path_buf(),
-                    hash,
-                });
-            }
-        }
-        if let Some(hit) = self.by_hash.lock().ok().and_then(|m| m.get(&hash).cloned()) {
+        let io = |e: std::io::Error| PluginLoadError::Io {
+            file: file.to_path_buf(),
+            reason: e.to_string(),
+        };
+        let hash = sha256_file(file).map_err(io)?;
+        if let Some(hit) = self.allowed_or_mapped(file, &hash, allow)? {
             return Ok(hit);
         }
-        // dlopen maps segments straight from the file: a truncated library whose headers point past
-        // its end is a SIGBUS for the whole process, not an error. Check the layout first.
-        check_elf(bytes).map_err(|reason| PluginLoadError::NotLoadable {
-            file: file.to_path_buf(),
-            reason: reason.to_string(),
-        })?;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let staged = self.staging.join(format!("{}-{seq}.so", &hash[..16]));
-        write_private_file(&staged, bytes).map_err(|e| PluginLoadError::Io {
-            file: file.to_path_buf(),
-            reason: format!("staging copy: {e}"),
-        })?;
-        let result = open_module(file, &staged);
+        let copied = stage_copy(file, &staged);
+        let result = match copied {
+            Err(e) => Err(PluginLoadError::Io {
+                file: file.to_path_buf(),
+                reason: format!("staging copy: {e}"),
+            }),
+            // Rewritten between the two reads: what was staged is not what was checked. The
+            // writer's own change event brings the file back once it is complete.
+            Ok(copy) if copy.sha256 != hash => Err(PluginLoadError::Io {
+                file: file.to_path_buf(),
+                reason: "the file changed while it was being read".into(),
+            }),
+            Ok(copy) => check_elf(&copy.head, copy.len)
+                .map_err(|reason| PluginLoadError::NotLoadable {
+                    file: file.to_path_buf(),
+                    reason: reason.to_string(),
+                })
+                .and_then(|()| self.map_staged(file, &staged, hash)),
+        };
         // Once mapped, the library lives on in its mapping (the inode stays alive while mapped, so
         // its number is never handed to a later copy): the staged file is removed either way, and
         // nothing is left in the temp folder however the process ends.
         let _ = fs::remove_file(&staged);
-        let module = result?;
+        result
+    }
+
+    /// Refuses a hash outside `allow`; returns the plugin already mapped for this content, if any.
+    fn allowed_or_mapped(
+        &self,
+        file: &Path,
+        hash: &str,
+        allow: Option<&[String]>,
+    ) -> Result<Option<Arc<LoadedPlugin>>, PluginLoadError> {
+        if let Some(allow) = allow {
+            if !allow.iter().any(|h| h.eq_ignore_ascii_case(hash)) {
+                return Err(PluginLoadError::NotAllowed {
+                    file: file.to_path_buf(),
+                    hash: hash.to_string(),
+                });
+            }
+        }
+        Ok(self.by_hash.lock().ok().and_then(|m| m.get(hash).cloned()))
+    }
+
+    /// Maps the checked, staged copy of `file` and reads its manifest.
+    fn map_staged(
+        &self,
+        file: &Path,
+        staged: &Path,
+        hash: String,
+    ) -> Result<Arc<LoadedPlugin>, PluginLoadError> {
+        let module = open_module(file, staged)?;
         let manifest = match (module.manifest())() {
             abi_stable::std_types::RResult::ROk(m) => PluginManifest::from(m),
             abi_stable::std_types::RResult::RErr(e) => {
@@ -335,7 +364,7 @@ impl Loader {
         let loaded = Arc::new(LoadedPlugin {
             file: file.to_path_buf(),
             hash: hash.clone(),
-            staged,
+            staged: staged.to_path_buf(),
             manifest,
             module,
             loaded_at: SystemTime::now(),
@@ -425,7 +454,10 @@ fn strip_staged_path(s: &str) -> String {
 
 /// Checks that `bytes` is a complete 64-bit little-endian ELF shared object for this machine:
 /// every table and loadable segment the headers describe lies inside the file.
-fn check_elf(bytes: &[u8]) -> Result<(), &'static str> {
+/// Checks that an ELF file of `len` bytes, whose first bytes are `bytes` (at least the header and
+/// the program headers), is a shared object for this machine whose loaded segments lie within the
+/// file.
+fn check_elf(bytes: &[u8], len: u64) -> Result<(), &'static str> {
     const HOST_MACHINE: u16 = if cfg!(target_arch = "x86_64") {
         62
     } else if cfg!(target_arch = "aarch64") {
@@ -460,7 +492,6 @@ fn check_elf(bytes: &[u8]) -> Result<(), &'static str> {
     if HOST_MACHINE != 0 && u16_at(18) != Some(HOST_MACHINE) {
         return Err("built for another machine architecture");
     }
-    let len = bytes.len() as u64;
     let within = |off: u64, size: u64| off.checked_add(size).is_some_and(|end| end <= len);
     let (phoff, phentsize, phnum) = (u64_at(32), u16_at(54), u16_at(56));
     let (shoff, shentsize, shnum) = (u64_at(40), u16_at(58), u16_at(60));
@@ -489,6 +520,68 @@ fn check_elf(bytes: &[u8]) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The first bytes of a file kept while copying it, for [`check_elf`]: the ELF header and program
+/// headers sit at its start.
+const ELF_HEAD_BYTES: usize = 64 * 1024;
+
+/// A staged copy: its hash, length and first bytes.
+struct StagedCopy {
+    sha256: String,
+    len: u64,
+    head: Vec<u8>,
+}
+
+/// Copies `from` to a new private file `to` in small pieces, hashing what is written.
+fn stage_copy(from: &Path, to: &Path) -> std::io::Result<StagedCopy> {
+    use std::{io::Read as _, os::unix::fs::OpenOptionsExt};
+    let mut src = fs::File::open(from)?;
+    let mut dst = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o500)
+        .open(to)?;
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut head = Vec::new();
+    let mut len = 0u64;
+    loop {
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let chunk = &buf[..n];
+        ctx.update(chunk);
+        if head.len() < ELF_HEAD_BYTES {
+            let take = (ELF_HEAD_BYTES - head.len()).min(n);
+            head.extend_from_slice(&chunk[..take]);
+        }
+        dst.write_all(chunk)?;
+        len += n as u64;
+    }
+    dst.sync_all()?;
+    Ok(StagedCopy {
+        sha256: hex::encode(ctx.finish().as_ref()),
+        len,
+        head,
+    })
+}
+
+/// Hex SHA-256 of a file, read in small pieces (a whole-file buffer of a multi-megabyte library,
+/// once freed, stays with the allocator).
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut file = fs::File::open(path)?;
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match file.read(&mut buf)? {
+            0 => break,
+            n => ctx.update(&buf[..n]),
+        }
+    }
+    Ok(hex::encode(ctx.finish().as_ref()))
+}
+
 /// Hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
@@ -501,17 +594,6 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .mode(0o700)
         .create(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-}
-
-fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o500)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }
 
 /// Ensures the root-module type is linked (its statics are what `init_root_module` checks).

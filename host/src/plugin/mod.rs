@@ -4,7 +4,8 @@ mod loader;
 mod services;
 
 pub use loader::{
-    sha256_hex, ConfigKeyInfo, LoadCounts, LoadedPlugin, Loader, PluginLoadError, PluginManifest,
+    sha256_file, sha256_hex, ConfigKeyInfo, LoadCounts, LoadedPlugin, Loader, PluginLoadError,
+    PluginManifest,
 };
 #[cfg(feature = "bench-direct")]
 pub use services::direct_verifier;
