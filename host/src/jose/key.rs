@@ -1,6 +1,9 @@
 //! Verification keys: from JWK, PEM or an HMAC secret, and the raw signature check.
 
-use std::fmt;
+use std::{
+    fmt,
+    sync::{Arc, OnceLock},
+};
 
 use aws_lc_rs::{hmac, signature};
 use serde_json::{Map, Value};
@@ -70,11 +73,40 @@ enum Material {
     /// An HMAC secret (at least [`MIN_HMAC_SECRET_LEN`] bytes).
     Hmac(Vec<u8>),
     /// RSA modulus and public exponent, big-endian without leading zeros.
-    Rsa { n: Vec<u8>, e: Vec<u8> },
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+        parsed: Arc<Parsed>,
+    },
     /// An uncompressed point `04 ‖ x ‖ y` on `curve`.
-    Ec { curve: Curve, point: Vec<u8> },
+    Ec {
+        curve: Curve,
+        point: Vec<u8>,
+        parsed: Arc<Parsed>,
+    },
     /// A 32-byte Ed25519 public key.
-    Ed25519(Vec<u8>),
+    Ed25519 { x: Vec<u8>, parsed: Arc<Parsed> },
+}
+
+/// A public key parsed for verification once per algorithm, on first use, and shared by every
+/// clone of the key: an RSA key keeps its Montgomery set-up, an EC key its decoded point. A key
+/// that does not parse for an algorithm stays `None` and verifies nothing with it.
+#[derive(Default)]
+struct Parsed([OnceLock<Option<signature::ParsedPublicKey>>; 6]);
+
+impl Parsed {
+    fn verify(
+        &self,
+        slot: usize,
+        parse: impl FnOnce() -> Option<signature::ParsedPublicKey>,
+        message: &[u8],
+        sig: &[u8],
+    ) -> bool {
+        self.0
+            .get(slot)
+            .and_then(|cell| cell.get_or_init(parse).as_ref())
+            .is_some_and(|key| key.verify_sig(message, sig).is_ok())
+    }
 }
 
 /// One verification key.
@@ -302,7 +334,7 @@ impl Key {
             Material::Hmac(_) => KeyFamily::Hmac,
             Material::Rsa { .. } => KeyFamily::Rsa,
             Material::Ec { .. } => KeyFamily::Ec,
-            Material::Ed25519(_) => KeyFamily::Ed,
+            Material::Ed25519 { .. } => KeyFamily::Ed,
         }
     }
 
@@ -323,7 +355,7 @@ impl Key {
             },
             Material::Rsa { .. } => alg.family() == KeyFamily::Rsa,
             Material::Ec { curve, .. } => curve.algorithm() == alg,
-            Material::Ed25519(_) => alg == Algorithm::EdDSA,
+            Material::Ed25519 { .. } => alg == Algorithm::EdDSA,
         }
     }
 }
@@ -359,14 +391,22 @@ fn rsa_material(n: Vec<u8>, e: Vec<u8>) -> Result<Material, KeyError> {
     }
     .to_parsed_public_key(&signature::RSA_PKCS1_2048_8192_SHA256)
     .map_err(|_| KeyError::Rejected)?;
-    Ok(Material::Rsa { n, e })
+    Ok(Material::Rsa {
+        n,
+        e,
+        parsed: Arc::default(),
+    })
 }
 
 fn ec_material(curve: Curve, point: Vec<u8>) -> Result<Material, KeyError> {
     // Checks that the point is on the curve (and not the point at infinity).
     signature::ParsedPublicKey::new(curve.verification(), &point)
         .map_err(|_| KeyError::Rejected)?;
-    Ok(Material::Ec { curve, point })
+    Ok(Material::Ec {
+        curve,
+        point,
+        parsed: Arc::default(),
+    })
 }
 
 fn ed25519_material(x: Vec<u8>) -> Result<Material, KeyError> {
@@ -374,7 +414,10 @@ fn ed25519_material(x: Vec<u8>) -> Result<Material, KeyError> {
         return Err(KeyError::Malformed("ed25519 public key is not 32 bytes"));
     }
     signature::ParsedPublicKey::new(&signature::ED25519, &x).map_err(|_| KeyError::Rejected)?;
-    Ok(Material::Ed25519(x))
+    Ok(Material::Ed25519 {
+        x,
+        parsed: Arc::default(),
+    })
 }
 
 /// Checks `signature` over `message` with `key` under `alg`. Returns `false` when the key
@@ -395,42 +438,47 @@ pub(super) fn verify_raw(alg: Algorithm, key: &Key, message: &[u8], sig: &[u8]) 
             // Constant-time comparison of the tag.
             hmac::verify(&hmac::Key::new(algorithm, secret), message, sig).is_ok()
         }
-        Material::Rsa { n, e } => {
-            let params: &signature::RsaParameters = match alg {
-                Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
-                Algorithm::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
-                Algorithm::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
-                Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
-                Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
-                Algorithm::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
+        Material::Rsa { n, e, parsed } => {
+            let (slot, params): (usize, &'static signature::RsaParameters) = match alg {
+                Algorithm::RS256 => (0, &signature::RSA_PKCS1_2048_8192_SHA256),
+                Algorithm::RS384 => (1, &signature::RSA_PKCS1_2048_8192_SHA384),
+                Algorithm::RS512 => (2, &signature::RSA_PKCS1_2048_8192_SHA512),
+                Algorithm::PS256 => (3, &signature::RSA_PSS_2048_8192_SHA256),
+                Algorithm::PS384 => (4, &signature::RSA_PSS_2048_8192_SHA384),
+                Algorithm::PS512 => (5, &signature::RSA_PSS_2048_8192_SHA512),
                 _ => return false,
             };
             // The signature is exactly as long as the modulus (RFC 8017 §8.1.2, §8.2.2).
             if sig.len() != n.len() {
                 return false;
             }
-            signature::RsaPublicKeyComponents {
-                n: n.as_slice(),
-                e: e.as_slice(),
-            }
-            .verify(params, message, sig)
-            .is_ok()
+            let parse = || {
+                signature::RsaPublicKeyComponents {
+                    n: n.as_slice(),
+                    e: e.as_slice(),
+                }
+                .to_parsed_public_key(params)
+                .ok()
+            };
+            parsed.verify(slot, parse, message, sig)
         }
-        Material::Ec { curve, point } => {
+        Material::Ec {
+            curve,
+            point,
+            parsed,
+        } => {
             if sig.len() != 2 * curve.field_len() {
                 return false;
             }
-            signature::UnparsedPublicKey::new(curve.verification(), point)
-                .verify(message, sig)
-                .is_ok()
+            let parse = || signature::ParsedPublicKey::new(curve.verification(), point).ok();
+            parsed.verify(0, parse, message, sig)
         }
-        Material::Ed25519(x) => {
+        Material::Ed25519 { x, parsed } => {
             if sig.len() != 64 {
                 return false;
             }
-            signature::UnparsedPublicKey::new(&signature::ED25519, x)
-                .verify(message, sig)
-                .is_ok()
+            let parse = || signature::ParsedPublicKey::new(&signature::ED25519, x).ok();
+            parsed.verify(0, parse, message, sig)
         }
     }
 }
