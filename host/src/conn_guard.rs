@@ -112,10 +112,15 @@ impl<T> HeaderDeadline<T> {
             }
         }
         if self.deadline.is_some() {
-            let mut window = Vec::with_capacity(3 + bytes.len());
-            window.extend_from_slice(&self.tail);
-            window.extend_from_slice(bytes);
-            if window.windows(4).any(|w| w == b"\r\n\r\n") {
+            // The end of the head may straddle two reads: look at the seam (the last 3 bytes seen
+            // and the first 3 new ones), then in the new bytes alone, without copying them.
+            let k = bytes.len().min(3);
+            let mut seam = [0u8; 6];
+            seam[..3].copy_from_slice(&self.tail);
+            seam[3..3 + k].copy_from_slice(&bytes[..k]);
+            if seam[..3 + k].windows(4).any(|w| w == b"\r\n\r\n")
+                || memchr::memmem::find(bytes, b"\r\n\r\n").is_some()
+            {
                 self.deadline = None;
             }
         }

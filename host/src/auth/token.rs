@@ -23,20 +23,28 @@ pub fn extract<'a>(
         if values.next().is_some() {
             return Err(TokenError::Malformed);
         }
-        let value = first.to_str().map_err(|_| TokenError::Malformed)?.trim();
-        let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-        if scheme.eq_ignore_ascii_case("bearer") {
-            let token = rest.trim_start_matches(' ');
+        let value = first.as_bytes().trim_ascii();
+        let (scheme, rest) = match value.iter().position(|&b| b == b' ') {
+            Some(i) => (&value[..i], &value[i + 1..]),
+            None => (value, &[][..]),
+        };
+        if scheme.eq_ignore_ascii_case(b"bearer") {
+            let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
+            let token = &rest[start..];
             if token.is_empty() {
                 return Ok(None);
             }
-            return if is_b64token(token) {
-                Ok(Some(token.to_string()))
-            } else {
-                Err(TokenError::Malformed)
+            // A b64token is ASCII, so it is also valid UTF-8.
+            return match std::str::from_utf8(token) {
+                Ok(t) if is_b64token(t) => Ok(Some(t.to_string())),
+                _ => Err(TokenError::Malformed),
             };
         }
-        // Another scheme (Basic, ...) is not ours: treated as no bearer token.
+        // Another scheme (Basic, ...) is not ours: treated as no bearer token. A header value
+        // that is not visible ASCII is malformed whatever its scheme.
+        if first.to_str().is_err() {
+            return Err(TokenError::Malformed);
+        }
     }
     if let (Some(name), Some(q)) = (&cfg.query, query) {
         for pair in q.split('&') {
@@ -73,23 +81,22 @@ pub fn extract<'a>(
     Ok(None)
 }
 
-/// The bytes of an RFC 6750 `b64token` before its `=` padding, as a table (a token is checked on
-/// every request, byte by byte).
-static B64TOKEN_CHAR: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
-        b += 1;
-    }
-    t
-};
-
 /// RFC 6750 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+///
+/// Checked on every request, over the whole token: written without early exits so that the compiler
+/// checks many bytes at once.
 fn is_b64token(s: &str) -> bool {
-    let body = s.trim_end_matches('=');
-    !body.is_empty() && body.bytes().all(|b| B64TOKEN_CHAR[usize::from(b)])
+    let body = s.trim_end_matches('=').as_bytes();
+    !body.is_empty()
+        && body.iter().fold(true, |ok, &b| {
+            ok & (b.is_ascii_alphanumeric()
+                | (b == b'-')
+                | (b == b'.')
+                | (b == b'_')
+                | (b == b'~')
+                | (b == b'+')
+                | (b == b'/'))
+        })
 }
 
 /// Decodes a query-string or form component: `%XX` escapes (two hex digits, nothing else) and `+`
