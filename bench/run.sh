@@ -7,8 +7,9 @@
 #   SCENARIOS="s1 s2 s4" bench/run.sh # a subset (of s1..s7, c50, rss)
 #
 # Installs wrk (Debian) when missing, builds the release binaries, starts a local JWKS and a local
-# WorkOS (bench helper `portcullis-bench`, on 127.0.0.1), then runs, in every round, one server per
-# scenario pinned to CPU 1 and wrk with one thread pinned to CPU 0, for DURATION seconds each:
+# WorkOS (bench helper `portcullis-bench`, on 127.0.0.1), then starts one server per scenario, all
+# pinned to CPU 1, and loads them in turn with wrk (one thread, pinned to CPU 0), DURATION seconds
+# each, ROUNDS times, the order rotating every round:
 #   s1 public route              GET /health, public (the baseline)
 #   s2 jwt, RS256 static key     GET /health made protected, the same token every time
 #   s3 jwt, JWKS URL             as s2, keys from the local JWKS
@@ -16,9 +17,10 @@
 #   s5 a new token every request as s2, cycling through TOKENS distinct tokens
 #   s6 workos                    the workos plugin against the local WorkOS (JWKS + memberships)
 #   s7 s2 while reloading        the config file is rewritten every 200 ms
-# then s2 again under 50 connections (p99), the idle RSS of a server with every shipped plugin
-# loaded, and `openssl speed rsa2048` (verify/s on one core). Ratios are computed within a round
-# and the median over rounds is printed. Loopback only; everything it starts it stops.
+#   c50 s2's server under 50 connections (its p99)
+# then the idle RSS of a server with every shipped plugin loaded, and `openssl speed rsa2048`
+# (verify/s on one core). Ratios are computed within a round and the median over rounds is
+# printed. Loopback only; everything it starts it stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -183,68 +185,79 @@ load() {
 }
 
 URL=/health
-bench_jwt() { # $1 round, $2 scenario, $3 binary, extra: wrk args
-  local r=$1 sc=$2 bin=$3
-  shift 3
-  start_server "$sc" $((BASE_PORT + 2)) "$bin" "$(config $((BASE_PORT + 2)) "$JWT_STATIC" protected)" portcullis_plugin_jwt
-  expect_200 "http://127.0.0.1:$((BASE_PORT + 2))$URL" "$TOKEN"
-  load "$r" "$sc" "http://127.0.0.1:$((BASE_PORT + 2))$URL" "$CONNECTIONS" "$@"
-  stop_server
+# Every load scenario gets its own server, all started up front (an idle server costs nothing),
+# then the scenarios take turns: in each round each one is loaded for DURATION seconds, and the
+# order rotates from round to round. A ratio compares slices of one round, seconds apart, so a slow
+# spell on the shared machine weighs on both sides of it rather than on one scenario.
+declare -A PORT_OF SPID_OF
+# $1 scenario, $2 port offset, $3 binary, $4 providers block, $5 public|protected, $6 token to check
+# ("" for none), then plugin crate names.
+boot() {
+  local sc=$1 port=$((BASE_PORT + $2)) bin=$3 providers=$4 mode=$5 token=$6
+  shift 6
+  start_server "$sc" "$port" "$bin" "$(config "$port" "$providers" "$mode")" "$@"
+  if [ -n "$token" ]; then expect_200 "http://127.0.0.1:$port$URL" "$token"; fi
+  PORT_OF[$sc]=$port
+  SPID_OF[$sc]=$SERVER_PID
+}
+ORDER=()
+if want s1; then boot s1 1 "$REL/portcullis" "$JWT_STATIC" public "" portcullis_plugin_jwt; ORDER+=(s1); fi
+if want s2 || want c50; then boot s2 2 "$REL/portcullis" "$JWT_STATIC" protected "$TOKEN" portcullis_plugin_jwt; fi
+want s2 && ORDER+=(s2)
+if want s3; then boot s3 3 "$REL/portcullis" "$JWT_JWKS" protected "$TOKEN_JWKS" portcullis_plugin_jwt; ORDER+=(s3); fi
+if want s4; then boot s4 4 "$REL/portcullis-direct" "$JWT_STATIC" protected "$TOKEN" portcullis_plugin_jwt; ORDER+=(s4); fi
+if want s5; then boot s5 5 "$REL/portcullis" "$JWT_STATIC" protected "" portcullis_plugin_jwt; ORDER+=(s5); fi
+if want s6; then boot s6 6 "$REL/portcullis" "$WORKOS" protected "$TOKEN_WORKOS" portcullis_plugin_workos; ORDER+=(s6); fi
+if want s7; then boot s7 7 "$REL/portcullis" "$JWT_STATIC" protected "$TOKEN" portcullis_plugin_jwt; ORDER+=(s7); fi
+want c50 && ORDER+=(c50)
+
+# $1 round, $2 scenario: one slice of load.
+slice() {
+  local r=$1 sc=$2
+  local url="http://127.0.0.1:${PORT_OF[$sc]:-${PORT_OF[s2]}}$URL"
+  SERVER_PID=${SPID_OF[$sc]:-${SPID_OF[s2]}}
+  case $sc in
+    s1) load "$r" s1 "$url" "$CONNECTIONS" ;;
+    s2 | s4) load "$r" "$sc" "$url" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN" ;;
+    s3) load "$r" s3 "$url" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN_JWKS" ;;
+    s5) load "$r" s5 "$url" "$CONNECTIONS" -- "$MOCKS/tokens.txt" ;;
+    s6) load "$r" s6 "$url" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN_WORKOS" ;;
+    # s2's server under 50 connections, for its p99.
+    c50) load "$r" c50 "$url" 50 -H "Authorization: Bearer $TOKEN" ;;
+    s7)
+      # As s2 while the config file is rewritten every 200 ms (each write is a new config).
+      local p7=${PORT_OF[s7]} dir=$WORK/servers/s7 gen0 gen1 writer
+      gen0=$(curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$p7/api/admin/status" | grep -o '"generation":[0-9]*' | cut -d: -f2)
+      (
+        end=$((SECONDS + DURATION))
+        k=0
+        while [ $SECONDS -lt $end ]; do
+          k=$((k + 1))
+          config "$p7" "$JWT_STATIC" protected "reload $r.$k" >"$dir/config.tmp"
+          mv "$dir/config.tmp" "$dir/config.yaml"
+          sleep 0.2
+        done
+        echo $k >"$dir/writes"
+      ) &
+      writer=$!
+      load "$r" s7 "$url" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN"
+      wait $writer
+      sleep 0.5
+      gen1=$(curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$p7/api/admin/status" | grep -o '"generation":[0-9]*' | cut -d: -f2)
+      echo -e "$r\ts7-reloads\twrites=$(cat "$dir/writes") applied=$((gen1 - gen0))" >>"$RESULTS"
+      echo "round $r s7   config writes $(cat "$dir/writes"), reloads applied $((gen1 - gen0))"
+      ;;
+  esac
 }
 
+n=${#ORDER[@]}
 for r in $(seq 1 "$ROUNDS"); do
-  # s1: the same route, public.
-  if want s1; then
-    start_server s1 $((BASE_PORT + 1)) "$REL/portcullis" "$(config $((BASE_PORT + 1)) "$JWT_STATIC" public)" portcullis_plugin_jwt
-    load "$r" s1 "http://127.0.0.1:$((BASE_PORT + 1))$URL" "$CONNECTIONS"
-    stop_server
-  fi
-  want s2 && bench_jwt "$r" s2 "$REL/portcullis" -H "Authorization: Bearer $TOKEN"
-  # s3: keys from the local JWKS.
-  if want s3; then
-  start_server s3 $((BASE_PORT + 3)) "$REL/portcullis" "$(config $((BASE_PORT + 3)) "$JWT_JWKS" protected)" portcullis_plugin_jwt
-  expect_200 "http://127.0.0.1:$((BASE_PORT + 3))$URL" "$TOKEN_JWKS"
-  load "$r" s3 "http://127.0.0.1:$((BASE_PORT + 3))$URL" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN_JWKS"
-  stop_server
-  fi
-  want s4 && bench_jwt "$r" s4 "$REL/portcullis-direct" -H "Authorization: Bearer $TOKEN"
-  want s5 && bench_jwt "$r" s5 "$REL/portcullis" -- "$MOCKS/tokens.txt"
-  if want s6; then
-  # s6: WorkOS-style provider, authorization by the local memberships API.
-  start_server s6 $((BASE_PORT + 6)) "$REL/portcullis" "$(config $((BASE_PORT + 6)) "$WORKOS" protected)" portcullis_plugin_workos
-  expect_200 "http://127.0.0.1:$((BASE_PORT + 6))$URL" "$TOKEN_WORKOS"
-  load "$r" s6 "http://127.0.0.1:$((BASE_PORT + 6))$URL" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN_WORKOS"
-  stop_server
-  fi
-  want s7 || continue
-  # s7: as s2 while the config file is rewritten every 200 ms (each write is a new config).
-  P7=$((BASE_PORT + 7))
-  start_server s7 $P7 "$REL/portcullis" "$(config $P7 "$JWT_STATIC" protected)" portcullis_plugin_jwt
-  expect_200 "http://127.0.0.1:$P7$URL" "$TOKEN"
-  gen0=$(curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$P7/api/admin/status" | grep -o '"generation":[0-9]*' | cut -d: -f2)
-  (
-    end=$((SECONDS + DURATION))
-    k=0
-    while [ $SECONDS -lt $end ]; do
-      k=$((k + 1))
-      config $P7 "$JWT_STATIC" protected "reload $k" >"$WORK/servers/s7/config.tmp"
-      mv "$WORK/servers/s7/config.tmp" "$WORK/servers/s7/config.yaml"
-      sleep 0.2
-    done
-    echo $k >"$WORK/servers/s7/writes"
-  ) &
-  WRITER=$!
-  load "$r" s7 "http://127.0.0.1:$P7$URL" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN"
-  wait $WRITER
-  sleep 0.5
-  gen1=$(curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$P7/api/admin/status" | grep -o '"generation":[0-9]*' | cut -d: -f2)
-  echo -e "$r\ts7-reloads\twrites=$(cat "$WORK/servers/s7/writes") applied=$((gen1 - gen0))" >>"$RESULTS"
-  echo "round $r s7   config writes $(cat "$WORK/servers/s7/writes"), reloads applied $((gen1 - gen0))"
-  stop_server
+  for i in $(seq 0 $((n - 1))); do
+    slice "$r" "${ORDER[$(((i + r - 1) % n))]}"
+  done
 done
-
-# p99 of s2 under 50 connections.
-want c50 && CONNECTIONS=50 bench_jwt c50 s2-c50 "$REL/portcullis" -H "Authorization: Bearer $TOKEN"
+for sc in "${!SPID_OF[@]}"; do kill "${SPID_OF[$sc]}" 2>/dev/null || true; done
+for sc in "${!SPID_OF[@]}"; do wait "${SPID_OF[$sc]}" 2>/dev/null || true; done
 
 # Idle RSS with every shipped plugin loaded and three providers built.
 if want rss; then
