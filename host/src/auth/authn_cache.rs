@@ -25,7 +25,10 @@ use portcullis_plugin_api::abi_stable::std_types::RString;
 use serde_json::Value;
 
 use super::AuthUser;
-use crate::keys::{InstanceKeySets, KeyStamp};
+use crate::{
+    jose::PeekedExp,
+    keys::{InstanceKeySets, KeyStamp},
+};
 
 /// The default longest time an accepted token is reused.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
@@ -109,20 +112,24 @@ impl AuthnCache {
     }
 
     /// Keeps `user`, accepted for `token` while the instance's key sets were `keys` (taken before
-    /// the plugin was asked). `token_claims` are the token's own claims when it is a JWT. Nothing is
+    /// the plugin was asked). `token_exp` is the token's own `exp` when it is a JWT. Nothing is
     /// kept when an `exp` is not a plain number or is already past.
     pub fn insert(
         &self,
         token: &str,
-        token_claims: Option<&serde_json::Map<String, Value>>,
+        token_exp: PeekedExp,
         user: Arc<AuthUser>,
         user_json: RString,
         keys: KeyStamp,
     ) {
         let now = unix_now();
         let mut until = now.saturating_add(self.max_age.as_secs());
-        let user_claims = user.claims.as_object();
-        for claims in [token_claims, user_claims].into_iter().flatten() {
+        match token_exp {
+            PeekedExp::At(exp) => until = until.min(exp),
+            PeekedExp::Absent | PeekedExp::NotAJwt => {}
+            PeekedExp::Unusable => return,
+        }
+        if let Some(claims) = user.claims.as_object() {
             match exp_of(claims) {
                 Ok(Some(exp)) => until = until.min(exp),
                 Ok(None) => {}
@@ -182,7 +189,7 @@ mod tests {
         let exp = unix_now() + 60;
         c.insert(
             "tok-a",
-            None,
+            PeekedExp::NotAJwt,
             user(serde_json::json!({"sub": "a", "exp": exp})),
             "{}".into(),
             stamp(&keys),
@@ -201,7 +208,7 @@ mod tests {
         let past = unix_now() - 1;
         c.insert(
             "old",
-            None,
+            PeekedExp::NotAJwt,
             user(serde_json::json!({"exp": past})),
             "{}".into(),
             stamp(&keys),
@@ -209,22 +216,29 @@ mod tests {
         assert!(c.get("old", &keys).is_none());
         c.insert(
             "str",
-            None,
+            PeekedExp::NotAJwt,
             user(serde_json::json!({"exp": "soon"})),
             "{}".into(),
             stamp(&keys),
         );
         assert!(c.get("str", &keys).is_none());
         // The token's own exp counts even when the user the plugin returned has none.
-        let token_claims = serde_json::json!({"exp": past});
         c.insert(
             "tok",
-            token_claims.as_object(),
+            PeekedExp::At(past),
             user(serde_json::json!({"sub": "x"})),
             "{}".into(),
             stamp(&keys),
         );
         assert!(c.get("tok", &keys).is_none());
+        c.insert(
+            "dup",
+            PeekedExp::Unusable,
+            user(serde_json::json!({"sub": "x"})),
+            "{}".into(),
+            stamp(&keys),
+        );
+        assert!(c.get("dup", &keys).is_none());
     }
 
     #[test]
@@ -235,7 +249,7 @@ mod tests {
         let exp = unix_now() + 1;
         c.insert(
             "t",
-            None,
+            PeekedExp::NotAJwt,
             user(serde_json::json!({"exp": exp})),
             "{}".into(),
             stamp(&keys),
@@ -252,7 +266,7 @@ mod tests {
         let c = AuthnCache::new(Duration::ZERO, 16);
         c.insert(
             "t",
-            None,
+            PeekedExp::NotAJwt,
             user(serde_json::json!({"sub": "a"})),
             "{}".into(),
             stamp(&keys),

@@ -255,14 +255,8 @@ async fn authenticate_and_authorize(
                     claims,
                 });
                 if let (Some(cache), Some(stamp)) = (&p.authn_cache, stamp) {
-                    let token_claims = jose::peek_claims(&token, rt.config.server.max_token_bytes);
-                    cache.insert(
-                        &token,
-                        token_claims.as_ref(),
-                        user.clone(),
-                        user_json.clone(),
-                        stamp,
-                    );
+                    let token_exp = jose::peek_exp(&token, rt.config.server.max_token_bytes);
+                    cache.insert(&token, token_exp, user.clone(), user_json.clone(), stamp);
                 }
                 // The provider's own text goes back to its `authorize`: no re-serialising.
                 authorize(rt, p, &user, &user_json, &info, req, trace).await?;

@@ -47,8 +47,8 @@ pub use self::key::{
 };
 pub use self::sign::{sign_rs256, SignError};
 pub use self::verify::{
-    peek_claims, peek_issuer, verify, verify_signature, Header, Validation, Verified,
-    DEFAULT_LEEWAY_SECS, DEFAULT_MAX_TOKEN_BYTES, MAX_KID_BYTES,
+    peek_claims, peek_exp, peek_issuer, verify, verify_signature, Header, PeekedExp, Validation,
+    Verified, DEFAULT_LEEWAY_SECS, DEFAULT_MAX_TOKEN_BYTES, MAX_KID_BYTES,
 };
 
 #[cfg(test)]

@@ -1370,6 +1370,41 @@ fn jwks_parsing_skips_unusable_keys_and_enforces_caps() {
 }
 
 #[test]
+fn peek_exp_reads_the_payload_alone_and_flags_what_cannot_be_trusted() {
+    let max = DEFAULT_MAX_TOKEN_BYTES;
+    let mut c = claims();
+    c["exp"] = 1_900_000_000u64.into();
+    assert_eq!(
+        peek_exp(&mint(Algorithm::RS256, None, &c), max),
+        PeekedExp::At(1_900_000_000)
+    );
+    c["exp"] = serde_json::json!(1_900_000_000.9);
+    assert_eq!(
+        peek_exp(&mint(Algorithm::HS256, None, &c), max),
+        PeekedExp::At(1_900_000_000)
+    );
+    c.as_object_mut().expect("object").remove("exp");
+    assert_eq!(
+        peek_exp(&mint(Algorithm::HS256, None, &c), max),
+        PeekedExp::Absent
+    );
+    c["exp"] = "tomorrow".into();
+    assert_eq!(
+        peek_exp(&mint(Algorithm::HS256, None, &c), max),
+        PeekedExp::Unusable
+    );
+    c["exp"] = (-5).into();
+    assert_eq!(
+        peek_exp(&mint(Algorithm::HS256, None, &c), max),
+        PeekedExp::Unusable
+    );
+    let twice = hs256_raw(r#"{"alg":"HS256"}"#, r#"{"exp":1,"exp":1900000000}"#, b"k");
+    assert_eq!(peek_exp(&twice, max), PeekedExp::Unusable);
+    assert_eq!(peek_exp("good-amy", max), PeekedExp::NotAJwt);
+    assert_eq!(peek_exp("a.b.c", max), PeekedExp::NotAJwt);
+}
+
+#[test]
 fn peek_issuer_reads_iss_of_well_formed_tokens_only() {
     let token = mint(Algorithm::RS256, None, &claims());
     assert_eq!(

@@ -391,11 +391,53 @@ pub fn peek_issuer(token: &str, max_token_bytes: usize) -> Option<String> {
 }
 
 /// The claims of a well-formed JWT, **unverified**, under the same conditions as [`peek_issuer`].
-/// Used only to bound how long something the token already earned may be kept (its `exp`).
 pub fn peek_claims(token: &str, max_token_bytes: usize) -> Option<Map<String, Value>> {
     let compact = split_compact(token, max_token_bytes).ok()?;
     parse_header(compact.header_b64, None).ok()?;
     decode_part(compact.signature_b64, Part::Signature).ok()?;
     let payload = decode_part(compact.payload_b64, Part::Payload).ok()?;
     parse_json_object(&payload, Part::Payload).ok()
+}
+
+/// What [`peek_exp`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeekedExp {
+    /// Not a compact JWS with a JSON object payload: no `exp` to read.
+    NotAJwt,
+    /// A JWT without `exp`.
+    Absent,
+    /// `exp`, in whole seconds (a fraction is dropped).
+    At(u64),
+    /// An `exp` that is not a non-negative number, or a payload with `exp` twice.
+    Unusable,
+}
+
+/// The `exp` of a token, **unverified**: used only to bound how long an answer for a token that a
+/// provider already accepted may be kept. Reads the payload alone (no header or signature
+/// decoding, no claims map).
+pub fn peek_exp(token: &str, max_token_bytes: usize) -> PeekedExp {
+    #[derive(serde::Deserialize)]
+    struct ExpOnly {
+        exp: Option<Value>,
+    }
+    let Ok(compact) = split_compact(token, max_token_bytes) else {
+        return PeekedExp::NotAJwt;
+    };
+    let Ok(payload) = decode_part(compact.payload_b64, Part::Payload) else {
+        return PeekedExp::NotAJwt;
+    };
+    match serde_json::from_slice::<ExpOnly>(&payload) {
+        Ok(ExpOnly { exp: None }) => PeekedExp::Absent,
+        Ok(ExpOnly {
+            exp: Some(Value::Number(n)),
+        }) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f.floor() as u64))
+            .map_or(PeekedExp::Unusable, PeekedExp::At),
+        Ok(_) => PeekedExp::Unusable,
+        // Duplicate `exp` keys and non-object payloads land here; only the former is a JWT whose
+        // `exp` cannot be trusted, but neither can be kept safely.
+        Err(e) if e.is_data() => PeekedExp::Unusable,
+        Err(_) => PeekedExp::NotAJwt,
+    }
 }
