@@ -31,6 +31,7 @@ names = {
     "s3": "jwt, JWKS URL, same token",
     "s4": "s2 compiled in, no plugin ABI",
     "s5": "new RS256 token every request",
+    "s5d": "s5 compiled in, no plugin ABI",
     "s6": "workos + local memberships API",
     "s7": "s2 while reloading every 200 ms",
     "c50": "s2 under 50 connections",
@@ -75,6 +76,9 @@ for label, a, b, goal in [
 m, xs = ratio("s5", None, verify)
 ok = m >= 0.5
 print(f"{'s5 >= 0.5 x openssl verify/s (' + format(verify, '.0f') + ')':<44} {m:>10.3f} {'met' if ok else 'MISSED':>6}  {' '.join(f'{x:.3f}' for x in xs)}")
+m, xs = ratio("s5", "s5d")
+if xs:
+    print(f"{'s5 / s5d (plugin ABI, nothing cached; no target)':<44} {m:>10.3f} {'':>6}  {' '.join(f'{x:.3f}' for x in xs)}")
 s7err = sum(rows[r].get("s7", {}).get("errors", 0) for r in rounds)
 print(f"{'s7 zero errors':<44} {s7err:>10.0f} {'met' if s7err == 0 else 'MISSED':>6}")
 c50 = [rows[r]["c50"] for r in rounds if "c50" in rows[r]]

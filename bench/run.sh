@@ -4,7 +4,7 @@
 #   bench/run.sh                      # all scenarios, side by side, ROUNDS rounds
 #   DURATION=5 ROUNDS=3 CONNECTIONS=10 TOKENS=20000 bench/run.sh
 #   SKIP_BUILD=1 bench/run.sh         # reuse the release binaries already built
-#   SCENARIOS="s1 s2 s4" bench/run.sh # a subset (of s1..s7, c50, rss)
+#   SCENARIOS="s1 s2 s4" bench/run.sh # a subset (of s1..s7, s5d, c50, rss)
 #
 # Installs wrk (Debian) when missing, builds the release binaries, starts a local JWKS and a local
 # WorkOS (bench helper `portcullis-bench`, on 127.0.0.1), then starts one server per scenario, all
@@ -15,6 +15,7 @@
 #   s3 jwt, JWKS URL             as s2, keys from the local JWKS
 #   s4 s2 without the plugin     the same verification compiled into the host (feature bench-direct)
 #   s5 a new token every request as s2, cycling through TOKENS distinct tokens
+#   s5d s5 without the plugin    s5 on the s4 build: the price of the plugin ABI when nothing is cached
 #   s6 workos                    the workos plugin against the local WorkOS (JWKS + memberships)
 #   s7 s2 while reloading        the config file is rewritten every 200 ms
 #   c50 s2's server under 50 connections (its p99)
@@ -33,7 +34,7 @@ BASE_PORT=${BASE_PORT:-18100}
 SERVER_CPU=${SERVER_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 REL=$ROOT/target/release
-SCENARIOS=${SCENARIOS:-s1 s2 s3 s4 s5 s6 s7 c50 rss}
+SCENARIOS=${SCENARIOS:-s1 s2 s3 s4 s5 s5d s6 s7 c50 rss}
 want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 if ! command -v wrk >/dev/null; then
@@ -207,6 +208,7 @@ want s2 && ORDER+=(s2)
 if want s3; then boot s3 3 "$REL/portcullis" "$JWT_JWKS" protected "$TOKEN_JWKS" portcullis_plugin_jwt; ORDER+=(s3); fi
 if want s4; then boot s4 4 "$REL/portcullis-direct" "$JWT_STATIC" protected "$TOKEN" portcullis_plugin_jwt; ORDER+=(s4); fi
 if want s5; then boot s5 5 "$REL/portcullis" "$JWT_STATIC" protected "" portcullis_plugin_jwt; ORDER+=(s5); fi
+if want s5d; then boot s5d 8 "$REL/portcullis-direct" "$JWT_STATIC" protected "" portcullis_plugin_jwt; ORDER+=(s5d); fi
 if want s6; then boot s6 6 "$REL/portcullis" "$WORKOS" protected "$TOKEN_WORKOS" portcullis_plugin_workos; ORDER+=(s6); fi
 if want s7; then boot s7 7 "$REL/portcullis" "$JWT_STATIC" protected "$TOKEN" portcullis_plugin_jwt; ORDER+=(s7); fi
 want c50 && ORDER+=(c50)
@@ -220,7 +222,7 @@ slice() {
     s1) load "$r" s1 "$url" "$CONNECTIONS" ;;
     s2 | s4) load "$r" "$sc" "$url" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN" ;;
     s3) load "$r" s3 "$url" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN_JWKS" ;;
-    s5) load "$r" s5 "$url" "$CONNECTIONS" -- "$MOCKS/tokens.txt" ;;
+    s5 | s5d) load "$r" "$sc" "$url" "$CONNECTIONS" -- "$MOCKS/tokens.txt" ;;
     s6) load "$r" s6 "$url" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN_WORKOS" ;;
     # s2's server under 50 connections, for its p99.
     c50) load "$r" c50 "$url" 50 -H "Authorization: Bearer $TOKEN" ;;
