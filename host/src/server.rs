@@ -80,8 +80,12 @@ fn request_id(req: &Request) -> String {
     }
     // An id names a request in logs and traces; it need not be secret, only unique. 96 bits of a
     // fast per-thread generator (seeded from the OS) make a repeat vanishingly unlikely.
-    let (hi, lo) = (fastrand::u32(..), fastrand::u64(..));
-    format!("{hi:08x}{lo:016x}")
+    let bits = (u128::from(fastrand::u32(..)) << 64) | u128::from(fastrand::u64(..));
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    (0..24)
+        .rev()
+        .map(|i| char::from(HEX[((bits >> (4 * i)) & 0xf) as usize]))
+        .collect()
 }
 
 impl<E: Endpoint> Endpoint for Gate<E> {
@@ -412,4 +416,29 @@ fn first_addr(a: &impl Acceptor) -> std::io::Result<SocketAddr> {
         .into_iter()
         .find_map(|addr| addr.as_socket_addr().copied())
         .ok_or_else(|| std::io::Error::other("listener has no socket address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_24_hex_digits_and_a_valid_incoming_one_is_kept() {
+        let plain = Request::builder().finish();
+        let a = request_id(&plain);
+        let b = request_id(&plain);
+        assert_eq!(a.len(), 24);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_ne!(a, b);
+        let given = Request::builder()
+            .header("x-request-id", "abc-123_X")
+            .finish();
+        assert_eq!(request_id(&given), "abc-123_X");
+        let bad = Request::builder()
+            .header("x-request-id", "no spaces")
+            .finish();
+        assert_eq!(request_id(&bad).len(), 24);
+    }
 }
