@@ -83,7 +83,8 @@ struct Fetched {
     keys: Arc<[Key]>,
     at: Instant,
     ttl: Duration,
-    /// Which fetch of the set this is (never reused, unlike an address).
+    /// Which content of the set this is: a new number whenever a fetch brings different keys
+    /// (never reused, unlike an address); a refresh that brings the very same keys keeps it.
     generation: u64,
 }
 
@@ -235,7 +236,17 @@ impl KeyCache {
         let generation = set.fetches.fetch_add(1, Ordering::Relaxed) + 1;
         match self.fetch(&set.url, set.format).await {
             Ok((keys, ttl)) => {
-                let keys: Arc<[Key]> = keys.into();
+                // The same keys again (a refresh at the end of max-age, a refetch for an unknown
+                // kid): keep the content's identity, so that what was verified with it stands.
+                let (keys, generation) = match set.current.load_full() {
+                    Some(f)
+                        if f.keys.len() == keys.len()
+                            && f.keys.iter().zip(&keys).all(|(a, b)| a.same_key(b)) =>
+                    {
+                        (f.keys.clone(), f.generation)
+                    }
+                    _ => (Arc::<[Key]>::from(keys), generation),
+                };
                 set.current.store(Some(Arc::new(Fetched {
                     keys: keys.clone(),
                     at: Instant::now(),
@@ -295,8 +306,8 @@ impl KeyCache {
 }
 
 impl KeySet {
-    /// The keys held now, as `(which fetch, fresh until)`; `None` before the first good fetch.
-    /// Two equal witnesses mean the very same key set.
+    /// The keys held now, as `(which content, fresh until)`; `None` before the first good fetch.
+    /// Two equal generations mean the very same keys.
     pub fn witness(&self) -> Option<(u64, Instant)> {
         self.current
             .load()
@@ -333,13 +344,11 @@ pub struct InstanceKeySets {
     sets: arc_swap::ArcSwap<Vec<Arc<KeySet>>>,
 }
 
-/// The state of an instance's key sets at one moment (see [`InstanceKeySets::stamp`]).
+/// The contents of an instance's key sets at one moment (see [`InstanceKeySets::stamp`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyStamp {
-    /// Per set, in registration order: which fetch it held.
+    /// Per set, in registration order: which content it held.
     generations: Box<[u64]>,
-    /// The earliest time one of them turns stale (`None`: the instance has no key set).
-    fresh_until: Option<Instant>,
 }
 
 impl InstanceKeySets {
@@ -354,34 +363,25 @@ impl InstanceKeySets {
         });
     }
 
-    /// The sets' state now; `None` while one of them holds no keys yet.
+    /// The sets' contents now; `None` while one of them holds no keys yet.
     pub fn stamp(&self) -> Option<KeyStamp> {
         let sets = self.sets.load();
-        let mut generations = Vec::with_capacity(sets.len());
-        let mut fresh_until: Option<Instant> = None;
-        for set in sets.iter() {
-            let (generation, until) = set.witness()?;
-            generations.push(generation);
-            fresh_until = Some(fresh_until.map_or(until, |t| t.min(until)));
-        }
-        Some(KeyStamp {
-            generations: generations.into(),
-            fresh_until,
-        })
+        let generations = sets
+            .iter()
+            .map(|set| set.witness().map(|(generation, _)| generation))
+            .collect::<Option<Box<[u64]>>>()?;
+        Some(KeyStamp { generations })
     }
 
-    /// Whether the sets are still exactly those of `stamp` (no set refreshed, none added) and none
-    /// is stale at `now`.
+    /// Whether every set still holds the content of `stamp` (none changed, none added) and is
+    /// fresh at `now`. A stale set sends the request to the plugin, whose verifier refreshes it.
     pub fn unchanged_since(&self, stamp: &KeyStamp, now: Instant) -> bool {
-        if stamp.fresh_until.is_some_and(|t| now >= t) {
-            return false;
-        }
         let sets = self.sets.load();
         sets.len() == stamp.generations.len()
-            && sets
-                .iter()
-                .zip(stamp.generations.iter())
-                .all(|(set, g)| set.witness().is_some_and(|(now_g, _)| now_g == *g))
+            && sets.iter().zip(stamp.generations.iter()).all(|(set, g)| {
+                set.witness()
+                    .is_some_and(|(current, fresh_until)| current == *g && now < fresh_until)
+            })
     }
 }
 

@@ -247,7 +247,7 @@ pub async fn build(
             reused
                 .and_then(|p| p.authn_cache.clone())
                 .filter(|c| c.max_age() == age)
-                .unwrap_or_else(|| Arc::new(AuthnCache::new(age, authn_cache::MAX_ENTRIES)))
+                .unwrap_or_else(|| Arc::new(AuthnCache::new(age, authn_cache::MAX_BYTES)))
         });
         #[cfg(feature = "bench-direct")]
         let direct = (plugin.manifest.name == "jwt")

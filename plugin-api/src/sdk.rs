@@ -113,7 +113,9 @@ pub trait AuthProvider: Send + Sync + 'static {
     /// can change (a revocation or introspection endpoint). The host then remembers an accepted
     /// token per instance (until its `exp`, at most `authentication_cache`, and only while the
     /// instance's key sets are the same and fresh) and answers it again without calling
-    /// `authenticate`. Default `false`: every request is asked.
+    /// `authenticate`. Only key sets the host fetches (`jwks_url`, `x509_url` of
+    /// [`Host::jwt_verifier`]) are followed: a plugin that fetches keys itself must leave this
+    /// `false`. Default `false`: every request is asked.
     fn reusable_authentication(&self) -> bool {
         false
     }

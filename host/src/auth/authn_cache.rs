@@ -34,8 +34,22 @@ use crate::{
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
 /// The longest `authentication_cache` the config accepts.
 pub const MAX_MAX_AGE: Duration = Duration::from_secs(3600);
-/// Tokens kept per instance. A bounded cache: a flood of distinct tokens evicts, it cannot grow.
-pub const MAX_ENTRIES: usize = 4096;
+/// Bytes of tokens and users kept per instance (estimated; see [`ByBytes`]). A bounded cache: a
+/// flood of distinct tokens evicts, it cannot grow, whatever the tokens' size.
+pub const MAX_BYTES: u64 = 8 * 1024 * 1024;
+/// The number of entries the cache is laid out for (a typical token and user take about 1 KiB).
+const EXPECTED_ENTRIES: usize = 4096;
+
+/// Weighs an entry by what it holds: the token, the user's text and its parsed form (estimated as
+/// large again), and a fixed overhead.
+#[derive(Clone)]
+pub struct ByBytes;
+
+impl quick_cache::Weighter<Box<str>, Arc<Accepted>> for ByBytes {
+    fn weight(&self, token: &Box<str>, accepted: &Arc<Accepted>) -> u64 {
+        (token.len() + 2 * accepted.user_json.len() + 256) as u64
+    }
+}
 
 /// One accepted token.
 pub struct Accepted {
@@ -54,7 +68,7 @@ pub struct AuthnCache {
     max_age: Duration,
     /// Keyed by the whole token (compared in full on a hit). Entries past their time are never
     /// used and go when evicted or replaced.
-    entries: quick_cache::sync::Cache<Box<str>, Arc<Accepted>>,
+    entries: quick_cache::sync::Cache<Box<str>, Arc<Accepted>, ByBytes>,
 }
 
 impl std::fmt::Debug for AuthnCache {
@@ -87,11 +101,12 @@ fn exp_of(claims: &serde_json::Map<String, Value>) -> Result<Option<u64>, ()> {
 }
 
 impl AuthnCache {
-    /// An empty cache reusing an accepted token for at most `max_age`, at most `capacity` tokens.
-    pub fn new(max_age: Duration, capacity: usize) -> AuthnCache {
+    /// An empty cache reusing an accepted token for at most `max_age` (whole seconds: `exp` is in
+    /// seconds), holding at most about `max_bytes`.
+    pub fn new(max_age: Duration, max_bytes: u64) -> AuthnCache {
         AuthnCache {
             max_age,
-            entries: quick_cache::sync::Cache::new(capacity),
+            entries: quick_cache::sync::Cache::with_weighter(EXPECTED_ENTRIES, max_bytes, ByBytes),
         }
     }
 
@@ -106,7 +121,8 @@ impl AuthnCache {
         if unix_now() < hit.until && keys.unchanged_since(&hit.keys, Instant::now()) {
             Some(hit)
         } else {
-            self.entries.remove(token);
+            // Only this entry: another request may have just put a fresh one in its place.
+            self.entries.remove_if(token, |e| Arc::ptr_eq(e, &hit));
             None
         }
     }
@@ -185,7 +201,7 @@ mod tests {
     #[test]
     fn same_token_hits_other_tokens_miss() {
         let keys = InstanceKeySets::default();
-        let c = AuthnCache::new(DEFAULT_MAX_AGE, 16);
+        let c = AuthnCache::new(DEFAULT_MAX_AGE, 1 << 20);
         let exp = unix_now() + 60;
         c.insert(
             "tok-a",
@@ -204,7 +220,7 @@ mod tests {
     #[test]
     fn past_or_malformed_exp_is_never_kept() {
         let keys = InstanceKeySets::default();
-        let c = AuthnCache::new(DEFAULT_MAX_AGE, 16);
+        let c = AuthnCache::new(DEFAULT_MAX_AGE, 1 << 20);
         let past = unix_now() - 1;
         c.insert(
             "old",
@@ -244,7 +260,7 @@ mod tests {
     #[test]
     fn entries_end_at_exp() {
         let keys = InstanceKeySets::default();
-        let c = AuthnCache::new(DEFAULT_MAX_AGE, 16);
+        let c = AuthnCache::new(DEFAULT_MAX_AGE, 1 << 20);
         // An exp one second ahead: the entry is gone once the clock reaches it.
         let exp = unix_now() + 1;
         c.insert(
@@ -263,7 +279,7 @@ mod tests {
     #[test]
     fn zero_max_age_keeps_nothing() {
         let keys = InstanceKeySets::default();
-        let c = AuthnCache::new(Duration::ZERO, 16);
+        let c = AuthnCache::new(Duration::ZERO, 1 << 20);
         c.insert(
             "t",
             PeekedExp::NotAJwt,

@@ -56,7 +56,15 @@ impl AuthzCache {
     }
 
     /// The cached answer for `sub`, or the result of `check` (kept only when it is `Ok`).
-    pub async fn get_or_check<F>(&self, sub: &str, check: F) -> Result<bool, PluginError>
+    /// Concurrent misses for one subject share one call; a request waits for another's call at
+    /// most `wait` (the plugin timeout) before asking itself, so a failing or hanging provider
+    /// never queues requests behind one another.
+    pub async fn get_or_check<F>(
+        &self,
+        sub: &str,
+        check: F,
+        wait: Duration,
+    ) -> Result<bool, PluginError>
     where
         F: Future<Output = Result<bool, PluginError>>,
     {
@@ -64,22 +72,25 @@ impl AuthzCache {
             if let Some(answer) = self.fresh(kept) {
                 return Ok(answer);
             }
-            self.answers.remove(sub);
+            // Only this stale answer: another request may have just put a fresh one in its place.
+            self.answers.remove_if(sub, |v| *v == kept);
         }
         // The first miss holds a placeholder and asks; the others wait for its answer. If it
-        // fails (or its request goes away), the placeholder is dropped and a waiter asks in turn.
-        match self.answers.get_value_or_guard_async(sub).await {
-            Ok(kept) => match self.fresh(kept) {
+        // fails (or its request goes away), the placeholder passes to a waiter, which asks in turn.
+        match tokio::time::timeout(wait, self.answers.get_value_or_guard_async(sub)).await {
+            Ok(Ok(kept)) => match self.fresh(kept) {
                 Some(answer) => Ok(answer),
                 None => check.await,
             },
-            Err(placeholder) => {
+            Ok(Err(placeholder)) => {
                 let result = check.await;
                 if let Ok(answer) = result {
                     let _ = placeholder.insert((answer, Instant::now()));
                 }
                 result
             }
+            // Waited as long as one call may take: ask now, without waiting any longer.
+            Err(_) => check.await,
         }
     }
 
@@ -98,6 +109,8 @@ mod tests {
         Arc,
     };
 
+    const W: Duration = Duration::from_secs(5);
+
     #[tokio::test]
     async fn answers_are_cached_errors_are_not() {
         let cache = AuthzCache::new(Duration::from_secs(60), 100);
@@ -109,28 +122,74 @@ mod tests {
                 answer
             }
         };
-        assert!(cache.get_or_check("a", check(Ok(true))).await.unwrap());
-        assert!(cache.get_or_check("a", check(Ok(false))).await.unwrap());
+        assert!(cache.get_or_check("a", check(Ok(true)), W).await.unwrap());
+        assert!(cache.get_or_check("a", check(Ok(false)), W).await.unwrap());
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         // A deny is a definite answer too.
-        assert!(!cache.get_or_check("b", check(Ok(false))).await.unwrap());
-        assert!(!cache.get_or_check("b", check(Ok(true))).await.unwrap());
+        assert!(!cache.get_or_check("b", check(Ok(false)), W).await.unwrap());
+        assert!(!cache.get_or_check("b", check(Ok(true)), W).await.unwrap());
         // Errors are passed on and not kept.
         let e = cache
-            .get_or_check("c", check(Err(PluginError::unavailable("down"))))
+            .get_or_check("c", check(Err(PluginError::unavailable("down"))), W)
             .await;
         assert_eq!(e.unwrap_err().message.as_str(), "down");
-        assert!(cache.get_or_check("c", check(Ok(true))).await.unwrap());
+        assert!(cache.get_or_check("c", check(Ok(true)), W).await.unwrap());
         assert_eq!(calls.load(Ordering::SeqCst), 4);
     }
 
     #[tokio::test]
     async fn an_answer_older_than_the_ttl_is_asked_again() {
         let cache = AuthzCache::new(Duration::from_millis(100), 100);
-        assert!(cache.get_or_check("a", async { Ok(true) }).await.unwrap());
-        assert!(cache.get_or_check("a", async { Ok(false) }).await.unwrap());
+        assert!(cache
+            .get_or_check("a", async { Ok(true) }, W)
+            .await
+            .unwrap());
+        assert!(cache
+            .get_or_check("a", async { Ok(false) }, W)
+            .await
+            .unwrap());
         tokio::time::sleep(Duration::from_millis(150)).await;
-        assert!(!cache.get_or_check("a", async { Ok(false) }).await.unwrap());
+        assert!(!cache
+            .get_or_check("a", async { Ok(false) }, W)
+            .await
+            .unwrap());
+    }
+
+    #[tokio::test]
+    async fn waiters_behind_a_hanging_call_ask_themselves_after_the_wait() {
+        let cache = Arc::new(AuthzCache::new(Duration::from_secs(60), 100));
+        let wait = Duration::from_millis(200);
+        let holder = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .get_or_check(
+                        "s",
+                        std::future::pending::<Result<bool, PluginError>>(),
+                        wait,
+                    )
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        let mut waiters = Vec::new();
+        for _ in 0..5 {
+            let cache = cache.clone();
+            waiters.push(tokio::spawn(async move {
+                cache.get_or_check("s", async { Ok(true) }, wait).await
+            }));
+        }
+        for w in waiters {
+            assert!(w.await.unwrap().unwrap());
+        }
+        // Each waited once, concurrently: about one wait in all, not one per waiter.
+        assert!(
+            started.elapsed() < Duration::from_millis(800),
+            "{:?}",
+            started.elapsed()
+        );
+        holder.abort();
     }
 
     #[tokio::test]
@@ -142,11 +201,15 @@ mod tests {
             let (cache, calls) = (cache.clone(), calls.clone());
             tasks.push(tokio::spawn(async move {
                 cache
-                    .get_or_check("same", async {
-                        calls.fetch_add(1, Ordering::SeqCst);
-                        tokio::task::yield_now().await;
-                        Ok(true)
-                    })
+                    .get_or_check(
+                        "same",
+                        async {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            tokio::task::yield_now().await;
+                            Ok(true)
+                        },
+                        W,
+                    )
                     .await
             }));
         }

@@ -394,7 +394,11 @@ async fn authorize(
                 _ => None,
             };
             match (&p.authz_cache, sub) {
-                (Some(cache), Some(sub)) => cache.get_or_check(sub, check).await,
+                (Some(cache), Some(sub)) => {
+                    cache
+                        .get_or_check(sub, check, rt.config.server.plugin_timeout)
+                        .await
+                }
                 _ => check.await,
             }
         }

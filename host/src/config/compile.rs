@@ -652,14 +652,18 @@ fn compile_providers(value: Option<Value>, issues: &mut Issues) -> Vec<ProviderC
         let authorization_cache = cache_setting(
             raw.authorization_cache.as_ref(),
             &format!("{path}.authorization_cache"),
-            crate::auth::authz_cache::MAX_TTL,
+            (Duration::ZERO, crate::auth::authz_cache::MAX_TTL),
             "at most 1h: cached answers outlive membership changes",
             issues,
         );
         let authentication_cache = cache_setting(
             raw.authentication_cache.as_ref(),
             &format!("{path}.authentication_cache"),
-            crate::auth::authn_cache::MAX_MAX_AGE,
+            // Token expiry is in whole seconds, and so is this.
+            (
+                Duration::from_secs(1),
+                crate::auth::authn_cache::MAX_MAX_AGE,
+            ),
             "at most 1h: an accepted token is reused no longer than that (and never past its exp)",
             issues,
         );
@@ -677,12 +681,12 @@ fn compile_providers(value: Option<Value>, issues: &mut Issues) -> Vec<ProviderC
 }
 
 /// `authorization_cache:` or `authentication_cache:` — a duration such as `30s`, or `0` to turn
-/// the cache off; at most `max` (`too_long` says why). Absent: the default, which depends on the
-/// plugin (see [`CacheSetting`]).
+/// the cache off; within `(min, max)` (`too_long` says why not longer). Absent: the default, which
+/// depends on the plugin (see [`CacheSetting`]).
 fn cache_setting(
     value: Option<&Value>,
     path: &str,
-    max: Duration,
+    (min, max): (Duration, Duration),
     too_long: &str,
     issues: &mut Issues,
 ) -> CacheSetting {
@@ -713,6 +717,15 @@ fn cache_setting(
         CacheSetting::Off
     } else if ttl > max {
         issues.push(path, too_long);
+        CacheSetting::Off
+    } else if ttl < min {
+        issues.push(
+            path,
+            format!(
+                "at least {} (or 0 to turn the cache off)",
+                humantime::format_duration(min)
+            ),
+        );
         CacheSetting::Off
     } else {
         CacheSetting::Ttl(ttl)

@@ -318,6 +318,28 @@ impl Key {
         })
     }
 
+    /// Whether `other` is the same key: same id, same pinned algorithm, same key material.
+    pub fn same_key(&self, other: &Key) -> bool {
+        self.kid == other.kid
+            && self.alg == other.alg
+            && match (&self.material, &other.material) {
+                (Material::Hmac(a), Material::Hmac(b)) => a == b,
+                (Material::Rsa { n, e, .. }, Material::Rsa { n: n2, e: e2, .. }) => {
+                    n == n2 && e == e2
+                }
+                (
+                    Material::Ec { curve, point, .. },
+                    Material::Ec {
+                        curve: c2,
+                        point: p2,
+                        ..
+                    },
+                ) => curve == c2 && point == p2,
+                (Material::Ed25519 { x, .. }, Material::Ed25519 { x: x2, .. }) => x == x2,
+                _ => false,
+            }
+    }
+
     /// The key id, if any.
     pub fn kid(&self) -> Option<&str> {
         self.kid.as_deref()

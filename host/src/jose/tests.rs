@@ -1400,6 +1400,13 @@ fn peek_exp_reads_the_payload_alone_and_flags_what_cannot_be_trusted() {
     );
     let twice = hs256_raw(r#"{"alg":"HS256"}"#, r#"{"exp":1,"exp":1900000000}"#, b"k");
     assert_eq!(peek_exp(&twice, max), PeekedExp::Unusable);
+    c["exp"] = Value::Null;
+    assert_eq!(
+        peek_exp(&mint(Algorithm::HS256, None, &c), max),
+        PeekedExp::Unusable
+    );
+    let array = hs256_raw(r#"{"alg":"HS256"}"#, "[1900000000]", b"k");
+    assert_eq!(peek_exp(&array, max), PeekedExp::NotAJwt);
     assert_eq!(peek_exp("good-amy", max), PeekedExp::NotAJwt);
     assert_eq!(peek_exp("a.b.c", max), PeekedExp::NotAJwt);
 }

@@ -416,9 +416,22 @@ pub enum PeekedExp {
 /// provider already accepted may be kept. Reads the payload alone (no header or signature
 /// decoding, no claims map).
 pub fn peek_exp(token: &str, max_token_bytes: usize) -> PeekedExp {
+    /// A member that is absent stays `Absent`; a present one, even `null`, is kept as it is.
+    #[derive(Default)]
+    enum Member {
+        #[default]
+        Absent,
+        Present(Value),
+    }
+    impl<'de> serde::Deserialize<'de> for Member {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            Value::deserialize(d).map(Member::Present)
+        }
+    }
     #[derive(serde::Deserialize)]
     struct ExpOnly {
-        exp: Option<Value>,
+        #[serde(default)]
+        exp: Member,
     }
     let Ok(compact) = split_compact(token, max_token_bytes) else {
         return PeekedExp::NotAJwt;
@@ -426,18 +439,23 @@ pub fn peek_exp(token: &str, max_token_bytes: usize) -> PeekedExp {
     let Ok(payload) = decode_part(compact.payload_b64, Part::Payload) else {
         return PeekedExp::NotAJwt;
     };
+    // Claims are a JSON object; serde would also read a struct from an array.
+    if payload.trim_ascii_start().first() != Some(&b'{') {
+        return PeekedExp::NotAJwt;
+    }
     match serde_json::from_slice::<ExpOnly>(&payload) {
-        Ok(ExpOnly { exp: None }) => PeekedExp::Absent,
         Ok(ExpOnly {
-            exp: Some(Value::Number(n)),
+            exp: Member::Absent,
+        }) => PeekedExp::Absent,
+        Ok(ExpOnly {
+            exp: Member::Present(Value::Number(n)),
         }) => n
             .as_u64()
             .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f.floor() as u64))
             .map_or(PeekedExp::Unusable, PeekedExp::At),
+        // `null`, a string, an object...
         Ok(_) => PeekedExp::Unusable,
-        // Duplicate `exp` keys and non-object payloads land here; only the former is a JWT whose
-        // `exp` cannot be trusted, but neither can be kept safely.
-        Err(e) if e.is_data() => PeekedExp::Unusable,
-        Err(_) => PeekedExp::NotAJwt,
+        // A duplicate `exp` member, or a payload that is not JSON: nothing can be trusted.
+        Err(_) => PeekedExp::Unusable,
     }
 }

@@ -294,6 +294,13 @@ impl Loader {
             file: file.to_path_buf(),
             reason: e.to_string(),
         };
+        let size = fs::metadata(file).map_err(io)?.len();
+        if size > MAX_PLUGIN_BYTES {
+            return Err(PluginLoadError::NotLoadable {
+                file: file.to_path_buf(),
+                reason: format!("{size} bytes, more than a plugin may be ({MAX_PLUGIN_BYTES})"),
+            });
+        }
         let hash = sha256_file(file).map_err(io)?;
         if let Some(hit) = self.allowed_or_mapped(file, &hash, allow)? {
             return Ok(hit);
@@ -520,6 +527,10 @@ fn check_elf(bytes: &[u8], len: u64) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The largest plugin file the loader reads (the shipped ones are under 10 MB): a file that grows
+/// without end while it is copied stops the copy instead of the reload task.
+const MAX_PLUGIN_BYTES: u64 = 512 * 1024 * 1024;
+
 /// The first bytes of a file kept while copying it, for [`check_elf`]: the ELF header and program
 /// headers sit at its start.
 const ELF_HEAD_BYTES: usize = 64 * 1024;
@@ -557,6 +568,11 @@ fn stage_copy(from: &Path, to: &Path) -> std::io::Result<StagedCopy> {
         }
         dst.write_all(chunk)?;
         len += n as u64;
+        if len > MAX_PLUGIN_BYTES {
+            return Err(std::io::Error::other(
+                "the file grew past the plugin size limit",
+            ));
+        }
     }
     dst.sync_all()?;
     Ok(StagedCopy {
