@@ -322,6 +322,27 @@ pub async fn get_with_token(
     (status, started.elapsed())
 }
 
+/// `GET path` on the server with a bearer token: the status and the JSON body (`null` when the
+/// body is not JSON, status 0 when no answer came).
+pub async fn get_json_with_token(
+    s: &crate::Server,
+    path: &str,
+    token: &str,
+) -> (u16, serde_json::Value) {
+    match crate::client()
+        .get(s.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+    {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.json().await.unwrap_or(serde_json::Value::Null))
+        }
+        Err(_) => (0, serde_json::Value::Null),
+    }
+}
+
 /// `GET path` with each of `tokens`, all at once: the statuses in the tokens' order (0 when no
 /// answer came). For the "concurrent first requests share one fetch" tests.
 pub async fn storm(s: &crate::Server, path: &str, tokens: Vec<String>) -> Vec<u16> {

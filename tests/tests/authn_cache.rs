@@ -13,25 +13,13 @@ fn count_config(cache: &str) -> String {
 }
 
 async fn provider_status(s: &Server, token: &str) -> Value {
-    let r = client()
-        .get(s.url("/api/admin/status"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json::<Value>().await.unwrap()["providers"][0].clone()
+    let (status, body) = mock::get_json_with_token(s, "/api/admin/status", token).await;
+    assert_eq!(status, 200);
+    body["providers"][0].clone()
 }
 
 async fn me(s: &Server, token: &str) -> (u16, Value) {
-    let r = client()
-        .get(s.url("/api/auth/me"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    mock::get_json_with_token(s, "/api/auth/me", token).await
 }
 
 #[tokio::test]

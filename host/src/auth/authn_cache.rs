@@ -194,8 +194,9 @@ mod tests {
         })
     }
 
-    fn stamp(keys: &InstanceKeySets) -> KeyStamp {
-        keys.stamp().unwrap()
+    /// Keeps a user with `claims` for `token` under the current key sets.
+    fn put(c: &AuthnCache, keys: &InstanceKeySets, token: &str, exp: PeekedExp, claims: Value) {
+        c.insert(token, exp, user(claims), "{}".into(), keys.stamp().unwrap());
     }
 
     #[test]
@@ -203,12 +204,12 @@ mod tests {
         let keys = InstanceKeySets::default();
         let c = AuthnCache::new(DEFAULT_MAX_AGE, 1 << 20);
         let exp = unix_now() + 60;
-        c.insert(
+        put(
+            &c,
+            &keys,
             "tok-a",
             PeekedExp::NotAJwt,
-            user(serde_json::json!({"sub": "a", "exp": exp})),
-            "{}".into(),
-            stamp(&keys),
+            serde_json::json!({"sub": "a", "exp": exp}),
         );
         let hit = c.get("tok-a", &keys).unwrap();
         assert_eq!(hit.user.claims["sub"], "a");
@@ -222,37 +223,37 @@ mod tests {
         let keys = InstanceKeySets::default();
         let c = AuthnCache::new(DEFAULT_MAX_AGE, 1 << 20);
         let past = unix_now() - 1;
-        c.insert(
+        put(
+            &c,
+            &keys,
             "old",
             PeekedExp::NotAJwt,
-            user(serde_json::json!({"exp": past})),
-            "{}".into(),
-            stamp(&keys),
+            serde_json::json!({"exp": past}),
         );
         assert!(c.get("old", &keys).is_none());
-        c.insert(
+        put(
+            &c,
+            &keys,
             "str",
             PeekedExp::NotAJwt,
-            user(serde_json::json!({"exp": "soon"})),
-            "{}".into(),
-            stamp(&keys),
+            serde_json::json!({"exp": "soon"}),
         );
         assert!(c.get("str", &keys).is_none());
         // The token's own exp counts even when the user the plugin returned has none.
-        c.insert(
+        put(
+            &c,
+            &keys,
             "tok",
             PeekedExp::At(past),
-            user(serde_json::json!({"sub": "x"})),
-            "{}".into(),
-            stamp(&keys),
+            serde_json::json!({"sub": "x"}),
         );
         assert!(c.get("tok", &keys).is_none());
-        c.insert(
+        put(
+            &c,
+            &keys,
             "dup",
             PeekedExp::Unusable,
-            user(serde_json::json!({"sub": "x"})),
-            "{}".into(),
-            stamp(&keys),
+            serde_json::json!({"sub": "x"}),
         );
         assert!(c.get("dup", &keys).is_none());
     }
@@ -263,12 +264,12 @@ mod tests {
         let c = AuthnCache::new(DEFAULT_MAX_AGE, 1 << 20);
         // An exp one second ahead: the entry is gone once the clock reaches it.
         let exp = unix_now() + 1;
-        c.insert(
+        put(
+            &c,
+            &keys,
             "t",
             PeekedExp::NotAJwt,
-            user(serde_json::json!({"exp": exp})),
-            "{}".into(),
-            stamp(&keys),
+            serde_json::json!({"exp": exp}),
         );
         while unix_now() < exp {
             std::thread::sleep(Duration::from_millis(50));
@@ -280,12 +281,12 @@ mod tests {
     fn zero_max_age_keeps_nothing() {
         let keys = InstanceKeySets::default();
         let c = AuthnCache::new(Duration::ZERO, 1 << 20);
-        c.insert(
+        put(
+            &c,
+            &keys,
             "t",
             PeekedExp::NotAJwt,
-            user(serde_json::json!({"sub": "a"})),
-            "{}".into(),
-            stamp(&keys),
+            serde_json::json!({"sub": "a"}),
         );
         assert!(c.get("t", &keys).is_none());
     }
