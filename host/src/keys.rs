@@ -398,7 +398,77 @@ pub fn max_age(cache_control: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::max_age;
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use base64::Engine as _;
+
+    /// A P-256 JWK with id `kid`, freshly generated.
+    fn ec_jwk(kid: &str) -> serde_json::Value {
+        use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let kp = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let point = kp.public_key().as_ref().to_vec();
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        serde_json::json!({
+            "kty": "EC", "crv": "P-256", "kid": kid,
+            "x": b64(&point[1..33]), "y": b64(&point[33..65]),
+        })
+    }
+
+    /// Serves whatever `body` holds, as a JWKS, on 127.0.0.1; returns its URL.
+    async fn serve(body: Arc<Mutex<String>>) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let body = body.lock().unwrap().clone();
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: max-age=300\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes()).await;
+                let _ = conn.write_all(body.as_bytes()).await;
+            }
+        });
+        format!("http://{addr}/jwks")
+    }
+
+    #[tokio::test]
+    async fn a_refresh_with_the_same_keys_keeps_their_identity_and_new_keys_change_it() {
+        let (a, b) = (ec_jwk("a"), ec_jwk("b"));
+        let body = Arc::new(Mutex::new(serde_json::json!({ "keys": [a] }).to_string()));
+        let url = serve(body.clone()).await;
+        let settings = KeyCacheSettings {
+            kid_refetch_interval: Duration::ZERO,
+            ..KeyCacheSettings::default()
+        };
+        let cache = Arc::new(KeyCache::new(HttpClient::new().unwrap(), settings));
+        let set = cache.set(&url);
+        let sets = InstanceKeySets::default();
+        sets.register(&set);
+        assert!(sets.stamp().is_none(), "no keys yet: nothing may be kept");
+        let first = cache.keys(&set).await.unwrap();
+        let stamp = sets.stamp().unwrap();
+        assert!(sets.unchanged_since(&stamp, Instant::now()));
+
+        // Refetched, the same document: the same content, the same keys.
+        let again = cache.refresh_for_unknown_kid(&set).await.unwrap().unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        assert!(sets.unchanged_since(&stamp, Instant::now()));
+        assert_eq!(set.stats().fetches, 2);
+
+        // The provider adds a key: a new content; what was kept under the old one no longer holds.
+        *body.lock().unwrap() = serde_json::json!({ "keys": [a, b] }).to_string();
+        let changed = cache.refresh_for_unknown_kid(&set).await.unwrap().unwrap();
+        assert_eq!(changed.len(), 2);
+        assert!(!sets.unchanged_since(&stamp, Instant::now()));
+        let newer = sets.stamp().unwrap();
+        assert!(sets.unchanged_since(&newer, Instant::now()));
+        // A stale set holds nothing either, whatever its content.
+        assert!(!sets.unchanged_since(&newer, Instant::now() + Duration::from_secs(301)));
+    }
 
     #[test]
     fn max_age_is_read_from_cache_control() {
