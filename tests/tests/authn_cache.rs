@@ -151,3 +151,44 @@ async fn a_key_withdrawn_from_the_jwks_stops_a_kept_token_once_the_set_is_refres
     assert_eq!(me(&s, &new).await.0, 200);
     assert_eq!(me(&s, &old).await.0, 401);
 }
+
+async fn generation(s: &Server) -> u64 {
+    let (_, status) = mock::get_json_with_token(s, "/api/admin/status", "good-amy").await;
+    status["generation"].as_u64().unwrap_or(0)
+}
+
+/// Writes `config` and waits until the server serves a newer generation.
+async fn reload_to(s: &Server, config: &str) {
+    let before = generation(s).await;
+    std::fs::write(s.config_path(), config).unwrap();
+    for _ in 0..200 {
+        if generation(s).await > before {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the reload was not applied");
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_cache_of_an_unchanged_instance_and_empties_a_rebuilt_one() {
+    let s = Server::start(&count_config(""), &[plugin("portcullis_test_faulty")]);
+    // bob is asked first; amy (whose token the status polls below use) second.
+    assert_eq!(me(&s, "good-bob").await.1["user"]["call"], 1);
+    assert_eq!(me(&s, "good-amy").await.1["user"]["call"], 2);
+    // Another part of the config changes: the instance is the same, and so are its answers.
+    let other_rule = format!(
+        "{}auth:\n  protected: [\"/api/*\", \"/x/*\"]\n",
+        count_config("")
+    );
+    reload_to(&s, &other_rule).await;
+    assert_eq!(me(&s, "good-bob").await.1["user"]["call"], 1);
+    // The instance's own config changes: it is rebuilt, with an empty cache and a new plugin
+    // object whose calls are numbered from 1 again (the first is amy's status poll).
+    let rebuilt = count_config("").replace(
+        "{ mode: count }",
+        "{ mode: count, url: \"http://unused.test\" }",
+    );
+    reload_to(&s, &rebuilt).await;
+    assert_eq!(me(&s, "good-bob").await.1["user"]["call"], 2);
+}
