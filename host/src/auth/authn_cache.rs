@@ -22,11 +22,10 @@ use std::{
 };
 
 use portcullis_plugin_api::abi_stable::std_types::RString;
-use serde_json::Value;
 
 use super::AuthUser;
 use crate::{
-    jose::PeekedExp,
+    jose::{self, PeekedExp},
     keys::{InstanceKeySets, KeyStamp},
 };
 
@@ -87,19 +86,6 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// The `exp` of a claims object: `Ok(None)` when absent, `Err` when it is not a plain number.
-fn exp_of(claims: &serde_json::Map<String, Value>) -> Result<Option<u64>, ()> {
-    match claims.get("exp") {
-        None => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f.floor() as u64))
-            .map(Some)
-            .ok_or(()),
-        Some(_) => Err(()),
-    }
-}
-
 impl AuthnCache {
     /// An empty cache reusing an accepted token for at most `max_age` (whole seconds: `exp` is in
     /// seconds), holding at most about `max_bytes`.
@@ -140,16 +126,11 @@ impl AuthnCache {
     ) {
         let now = unix_now();
         let mut until = now.saturating_add(self.max_age.as_secs());
-        match token_exp {
-            PeekedExp::At(exp) => until = until.min(exp),
-            PeekedExp::Absent | PeekedExp::NotAJwt => {}
-            PeekedExp::Unusable => return,
-        }
-        if let Some(claims) = user.claims.as_object() {
-            match exp_of(claims) {
-                Ok(Some(exp)) => until = until.min(exp),
-                Ok(None) => {}
-                Err(()) => return,
+        for exp in [token_exp, jose::exp_member(user.claims.get("exp"))] {
+            match exp {
+                PeekedExp::At(exp) => until = until.min(exp),
+                PeekedExp::Absent | PeekedExp::NotAJwt => {}
+                PeekedExp::Unusable => return,
             }
         }
         if until <= now {
@@ -164,11 +145,6 @@ impl AuthnCache {
                 keys,
             }),
         );
-    }
-
-    /// Forgets every token.
-    pub fn clear(&self) {
-        self.entries.clear();
     }
 
     /// Tokens held (some may be past their time, not yet evicted).
@@ -186,6 +162,7 @@ impl AuthnCache {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use serde_json::Value;
 
     fn user(claims: Value) -> Arc<AuthUser> {
         Arc::new(AuthUser {

@@ -93,11 +93,6 @@ impl AuthzCache {
             Err(_) => check.await,
         }
     }
-
-    /// Forgets every answer.
-    pub fn clear(&self) {
-        self.answers.clear();
-    }
 }
 
 #[cfg(test)]

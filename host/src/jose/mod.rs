@@ -47,7 +47,7 @@ pub use self::key::{
 };
 pub use self::sign::{sign_rs256, SignError};
 pub use self::verify::{
-    peek_claims, peek_exp, peek_issuer, verify, verify_signature, Header, PeekedExp, Validation,
+    exp_member, peek_exp, peek_issuer, verify, verify_signature, Header, PeekedExp, Validation,
     Verified, DEFAULT_LEEWAY_SECS, DEFAULT_MAX_TOKEN_BYTES, MAX_KID_BYTES,
 };
 

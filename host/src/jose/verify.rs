@@ -384,19 +384,15 @@ pub fn verify(
 /// without duplicates, a supported `alg`, no `crit`); the result must never be trusted for
 /// anything else.
 pub fn peek_issuer(token: &str, max_token_bytes: usize) -> Option<String> {
-    match peek_claims(token, max_token_bytes)?.remove("iss") {
-        Some(Value::String(iss)) => Some(iss),
-        _ => None,
-    }
-}
-
-/// The claims of a well-formed JWT, **unverified**, under the same conditions as [`peek_issuer`].
-pub fn peek_claims(token: &str, max_token_bytes: usize) -> Option<Map<String, Value>> {
     let compact = split_compact(token, max_token_bytes).ok()?;
     parse_header(compact.header_b64, None).ok()?;
     decode_part(compact.signature_b64, Part::Signature).ok()?;
     let payload = decode_part(compact.payload_b64, Part::Payload).ok()?;
-    parse_json_object(&payload, Part::Payload).ok()
+    let claims = parse_json_object(&payload, Part::Payload).ok()?;
+    match claims.get("iss") {
+        Some(Value::String(iss)) => Some(iss.clone()),
+        _ => None,
+    }
 }
 
 /// What [`peek_exp`] found.
@@ -416,22 +412,14 @@ pub enum PeekedExp {
 /// provider already accepted may be kept. Reads the payload alone (no header or signature
 /// decoding, no claims map).
 pub fn peek_exp(token: &str, max_token_bytes: usize) -> PeekedExp {
-    /// A member that is absent stays `Absent`; a present one, even `null`, is kept as it is.
-    #[derive(Default)]
-    enum Member {
-        #[default]
-        Absent,
-        Present(Value),
-    }
-    impl<'de> serde::Deserialize<'de> for Member {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            Value::deserialize(d).map(Member::Present)
-        }
+    /// A present member, even `null`, is `Some`; only an absent one is `None`.
+    fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+        <Value as serde::Deserialize>::deserialize(d).map(Some)
     }
     #[derive(serde::Deserialize)]
     struct ExpOnly {
-        #[serde(default)]
-        exp: Member,
+        #[serde(default, deserialize_with = "present")]
+        exp: Option<Value>,
     }
     let Ok(compact) = split_compact(token, max_token_bytes) else {
         return PeekedExp::NotAJwt;
@@ -444,18 +432,22 @@ pub fn peek_exp(token: &str, max_token_bytes: usize) -> PeekedExp {
         return PeekedExp::NotAJwt;
     }
     match serde_json::from_slice::<ExpOnly>(&payload) {
-        Ok(ExpOnly {
-            exp: Member::Absent,
-        }) => PeekedExp::Absent,
-        Ok(ExpOnly {
-            exp: Member::Present(Value::Number(n)),
-        }) => n
+        Ok(ExpOnly { exp }) => exp_member(exp.as_ref()),
+        // A duplicate `exp` member, or a payload that is not JSON: nothing can be trusted.
+        Err(_) => PeekedExp::Unusable,
+    }
+}
+
+/// What an `exp` member says (`None`: there is none): whole seconds, a fraction dropped, or
+/// `Unusable` when it is not a non-negative number (`null`, a string...). The one reading of `exp`
+/// for everything kept until a token expires.
+pub fn exp_member(exp: Option<&Value>) -> PeekedExp {
+    match exp {
+        None => PeekedExp::Absent,
+        Some(Value::Number(n)) => n
             .as_u64()
             .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f.floor() as u64))
             .map_or(PeekedExp::Unusable, PeekedExp::At),
-        // `null`, a string, an object...
-        Ok(_) => PeekedExp::Unusable,
-        // A duplicate `exp` member, or a payload that is not JSON: nothing can be trusted.
-        Err(_) => PeekedExp::Unusable,
+        Some(_) => PeekedExp::Unusable,
     }
 }

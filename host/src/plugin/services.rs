@@ -275,15 +275,10 @@ impl AcceptedTokens {
 /// [`ACCEPTED_TOKENS_MAX_AGE_SECS`]. `None` (do not keep) for an `exp` that is not a plain number.
 fn reuse_until(claims: &serde_json::Map<String, serde_json::Value>, now: u64) -> Option<u64> {
     let cap = now + ACCEPTED_TOKENS_MAX_AGE_SECS;
-    match claims.get("exp") {
-        None => Some(cap),
-        Some(serde_json::Value::Number(n)) => {
-            let exp = n
-                .as_u64()
-                .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f.floor() as u64))?;
-            Some(exp.min(cap))
-        }
-        Some(_) => None,
+    match jose::exp_member(claims.get("exp")) {
+        jose::PeekedExp::At(exp) => Some(exp.min(cap)),
+        jose::PeekedExp::Unusable => None,
+        jose::PeekedExp::Absent | jose::PeekedExp::NotAJwt => Some(cap),
     }
 }
 
