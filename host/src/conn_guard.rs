@@ -58,19 +58,24 @@ impl<A: Acceptor> Acceptor for GuardedAcceptor<A> {
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A connection whose request headers must arrive in time.
+///
+/// One timer per connection, reset (not reallocated) after each response: the request path pays
+/// no allocation and no extra wake-up of the connection's task for the guard.
 pub struct HeaderDeadline<T> {
     io: T,
     limit: Duration,
-    /// Armed while a header block is awaited.
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The deadline; it counts only while `armed`.
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// A header block is awaited.
+    armed: bool,
     /// The last bytes read, to find `\r\n\r\n` across reads.
     tail: [u8; 3],
     /// Bytes read so far on this connection, up to the length of the HTTP/2 preface.
     head: Vec<u8>,
     /// The guard stood down (HTTP/2).
     off: bool,
-    /// The task last blocked on a read: woken when a new deadline is armed, so that it polls
-    /// (and so registers) the new deadline.
+    /// The task last blocked on a read. A newly armed deadline is registered with it, so that
+    /// the deadline wakes that task even if it does not read again before then.
     reader: Option<std::task::Waker>,
 }
 
@@ -80,7 +85,8 @@ impl<T> HeaderDeadline<T> {
         HeaderDeadline {
             io,
             limit,
-            deadline: Some(Box::pin(tokio::time::sleep(limit))),
+            deadline: Box::pin(tokio::time::sleep(limit)),
+            armed: true,
             tail: [0; 3],
             head: Vec::new(),
             off: false,
@@ -92,9 +98,21 @@ impl<T> HeaderDeadline<T> {
         if self.off {
             return;
         }
-        self.deadline = Some(Box::pin(tokio::time::sleep(self.limit)));
-        if let Some(w) = self.reader.take() {
-            w.wake();
+        self.deadline
+            .as_mut()
+            .reset(tokio::time::Instant::now() + self.limit);
+        self.armed = true;
+        if let Some(w) = &self.reader {
+            // Register the new deadline with the reading task now, without waking it: a task
+            // blocked on a read that never comes is woken by the deadline and sees it passed.
+            if self
+                .deadline
+                .as_mut()
+                .poll(&mut Context::from_waker(w))
+                .is_ready()
+            {
+                w.wake_by_ref();
+            }
         }
     }
 
@@ -107,11 +125,11 @@ impl<T> HeaderDeadline<T> {
             self.head.extend_from_slice(&bytes[..take]);
             if self.head.len() == H2_PREFACE.len() && self.head == H2_PREFACE {
                 self.off = true;
-                self.deadline = None;
+                self.armed = false;
                 return;
             }
         }
-        if self.deadline.is_some() {
+        if self.armed {
             // The end of the head may straddle two reads: look at the seam (the last 3 bytes seen
             // and the first 3 new ones), then in the new bytes alone, without copying them.
             let k = bytes.len().min(3);
@@ -121,7 +139,7 @@ impl<T> HeaderDeadline<T> {
             if seam[..3 + k].windows(4).any(|w| w == b"\r\n\r\n")
                 || memchr::memmem::find(bytes, b"\r\n\r\n").is_some()
             {
-                self.deadline = None;
+                self.armed = false;
             }
         }
         let n = bytes.len();
@@ -148,19 +166,17 @@ impl<T: AsyncRead + Unpin> AsyncRead for HeaderDeadline<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Some(d) = &mut this.deadline {
-            if d.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Err(timed_out()));
-            }
+        if this.armed && this.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(timed_out()));
         }
         let before = buf.filled().len();
         let r = Pin::new(&mut this.io).poll_read(cx, buf);
         match &r {
-            Poll::Ready(Ok(())) => {
-                let new = buf.filled()[before..].to_vec();
-                this.saw(&new);
-            }
-            Poll::Pending => this.reader = Some(cx.waker().clone()),
+            Poll::Ready(Ok(())) => this.saw(&buf.filled()[before..]),
+            Poll::Pending => match &this.reader {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => this.reader = Some(cx.waker().clone()),
+            },
             Poll::Ready(Err(_)) => {}
         }
         r
@@ -220,11 +236,11 @@ mod tests {
     async fn the_deadline_clears_at_the_end_of_the_headers_even_split_across_reads() {
         let mut g = HeaderDeadline::new((), Duration::from_secs(1));
         g.saw(b"GET / HTTP/1.1\r\nHost: x\r");
-        assert!(g.deadline.is_some());
+        assert!(g.armed);
         g.saw(b"\n\r");
-        assert!(g.deadline.is_some());
+        assert!(g.armed);
         g.saw(b"\n");
-        assert!(g.deadline.is_none());
+        assert!(!g.armed);
     }
 
     #[tokio::test]
@@ -232,6 +248,6 @@ mod tests {
         let mut g = HeaderDeadline::new((), Duration::from_secs(1));
         g.saw(&H2_PREFACE[..5]);
         g.saw(&H2_PREFACE[5..]);
-        assert!(g.off && g.deadline.is_none());
+        assert!(g.off && !g.armed);
     }
 }
