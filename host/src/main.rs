@@ -1,5 +1,8 @@
 use clap::Parser as _;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = portcullis::cli::Cli::parse();
     let telemetry = portcullis::cli::init_telemetry(&cli);
