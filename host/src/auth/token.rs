@@ -1,6 +1,8 @@
 //! Finding the bearer token: the configured header (`Bearer`, scheme case-insensitive, RFC 6750),
 //! then — only when opted in — a query parameter and a cookie.
 
+use std::borrow::Cow;
+
 use poem::http::HeaderMap;
 
 use crate::config::TokenConfig;
@@ -12,12 +14,13 @@ pub enum TokenError {
     Malformed,
 }
 
-/// Extracts the token. `Ok(None)` = no token at all (401 "Authentication required").
+/// Extracts the token. `Ok(None)` = no token at all (401 "Authentication required"). A token from
+/// a header or a cookie is borrowed; only a query parameter, which may need decoding, is copied.
 pub fn extract<'a>(
     cfg: &TokenConfig,
     headers: &'a HeaderMap,
     query: Option<&'a str>,
-) -> Result<Option<String>, TokenError> {
+) -> Result<Option<Cow<'a, str>>, TokenError> {
     let mut values = headers.get_all(cfg.header.as_str()).iter();
     if let Some(first) = values.next() {
         if values.next().is_some() {
@@ -36,7 +39,7 @@ pub fn extract<'a>(
             }
             // A b64token is ASCII, so it is also valid UTF-8.
             return match std::str::from_utf8(token) {
-                Ok(t) if is_b64token(t) => Ok(Some(t.to_string())),
+                Ok(t) if is_b64token(t) => Ok(Some(Cow::Borrowed(t))),
                 _ => Err(TokenError::Malformed),
             };
         }
@@ -55,7 +58,7 @@ pub fn extract<'a>(
                     return Ok(None);
                 }
                 return if is_b64token(&v) {
-                    Ok(Some(v))
+                    Ok(Some(Cow::Owned(v)))
                 } else {
                     Err(TokenError::Malformed)
                 };
@@ -70,7 +73,7 @@ pub fn extract<'a>(
                 if k == name && !v.is_empty() {
                     let v = v.trim_matches('"');
                     return if is_b64token(v) {
-                        Ok(Some(v.to_string()))
+                        Ok(Some(Cow::Borrowed(v)))
                     } else {
                         Err(TokenError::Malformed)
                     };
@@ -87,15 +90,14 @@ pub fn extract<'a>(
 /// checks many bytes at once.
 fn is_b64token(s: &str) -> bool {
     let body = s.trim_end_matches('=').as_bytes();
+    // Range tests on bytes, no lookups and no branches: the compiler checks 16 or 32 at a time.
     !body.is_empty()
         && body.iter().fold(true, |ok, &b| {
-            ok & (b.is_ascii_alphanumeric()
-                | (b == b'-')
-                | (b == b'.')
-                | (b == b'_')
-                | (b == b'~')
-                | (b == b'+')
-                | (b == b'/'))
+            let alpha = (b | 0x20).wrapping_sub(b'a') < 26;
+            let digit = b.wrapping_sub(b'0') < 10;
+            // `+` (0x2b) through `/` (0x2f), without `,` (0x2c): `+ - . /`.
+            let punct = (b.wrapping_sub(b'+') < 5) & (b != b',');
+            ok & (alpha | digit | punct | (b == b'_') | (b == b'~'))
         })
 }
 
@@ -147,6 +149,27 @@ mod tests {
             m.append(*k, HeaderValue::from_str(v).unwrap());
         }
         m
+    }
+
+    #[test]
+    fn the_b64token_alphabet_is_exactly_rfc_6750s_for_every_byte() {
+        const ALPHABET: &[u8] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/";
+        for b in 0..=255u8 {
+            let mut token = b"ab".to_vec();
+            token.push(b);
+            token.extend_from_slice(b"cd");
+            let want = ALPHABET.contains(&b);
+            match std::str::from_utf8(&token) {
+                Ok(t) => assert_eq!(is_b64token(t), want, "byte {b:#04x}"),
+                Err(_) => assert!(!want),
+            }
+        }
+        // Long enough for the vector loop, with the odd byte last.
+        let long = format!("{}{}", "a".repeat(100), ",");
+        assert!(!is_b64token(&long));
+        assert!(is_b64token(&format!("{}==", "Zz9-._~+/".repeat(20))));
+        assert!(!is_b64token("===="));
     }
 
     #[test]
