@@ -199,7 +199,7 @@ pub async fn explain(rt: &Runtime, input: ExplainRequest) -> Result<Explanation,
     out.builtin_route = t.builtin_route;
     out.provider = t.provider.clone();
     out.rule = t.rule.map(|r| r as u64);
-    out.reason = t.reason.clone();
+    out.reason = t.reason.to_string();
     match &d.result {
         Ok(user) => {
             out.decision = "allow".into();

@@ -9,7 +9,11 @@
 //! parts already keep (key-set fetch counters, plugin loads, mapped library copies) is read when
 //! the metrics are scraped.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    sync::{Arc, OnceLock, RwLock},
+    time::Duration,
+};
 
 use prometheus_client::{
     collector::Collector,
@@ -55,11 +59,36 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
 }
 
+/// The reason classes of [`reason_class`]; the first five are allowed requests.
+const REASONS: [&str; 10] = [
+    "authenticated",
+    "route_open",
+    "public",
+    "preflight",
+    "not_protected",
+    "no_token",
+    "invalid_token",
+    "forbidden",
+    "unavailable",
+    "internal",
+];
+
+/// One provider's decision counters, one per reason class, each made on first use (so that only
+/// the series that happened are exposed, as with the family alone).
+type ReasonCounters = [OnceLock<Counter>; REASONS.len()];
+
 /// The server's metrics.
 pub struct Metrics {
     registry: Registry,
     decisions: Family<DecisionLabels, Counter>,
+    /// Handles into `decisions` by provider name, so that counting a decision neither builds a
+    /// label set nor hashes one: the family's own lookup is the slow path, taken once per series.
+    decision_counters: RwLock<Vec<(String, ReasonCounters)>>,
+    /// The same for decisions without a provider.
+    decision_counters_none: ReasonCounters,
     decision_seconds: HistogramFamily,
+    /// Handles into `decision_seconds`: `allow`, `deny`.
+    decision_histograms: [OnceLock<Histogram>; 2],
     reloads: Family<ResultLabels, Counter>,
     generation: Gauge,
     upstream: Family<ResultLabels, Counter>,
@@ -73,17 +102,22 @@ impl fmt::Debug for Metrics {
 
 /// The class of a decision's reason: a small fixed set, so that label values stay bounded.
 pub fn reason_class(d: &Decision) -> &'static str {
+    REASONS[reason_index(d)]
+}
+
+/// The index in [`REASONS`] of a decision's reason class.
+fn reason_index(d: &Decision) -> usize {
     match &d.result {
-        Ok(Some(_)) => "authenticated",
-        Ok(None) if d.trace.route.is_some() => "route_open",
-        Ok(None) if d.trace.public_pattern.is_some() => "public",
-        Ok(None) if d.trace.reason == "cors preflight" => "preflight",
-        Ok(None) => "not_protected",
-        Err(Denial::NoToken) => "no_token",
-        Err(Denial::InvalidToken(_)) => "invalid_token",
-        Err(Denial::Forbidden(_)) => "forbidden",
-        Err(Denial::Unavailable(_)) => "unavailable",
-        Err(Denial::Internal(_)) => "internal",
+        Ok(Some(_)) => 0,
+        Ok(None) if d.trace.route.is_some() => 1,
+        Ok(None) if d.trace.public_pattern.is_some() => 2,
+        Ok(None) if d.trace.reason == "cors preflight" => 3,
+        Ok(None) => 4,
+        Err(Denial::NoToken) => 5,
+        Err(Denial::InvalidToken(_)) => 6,
+        Err(Denial::Forbidden(_)) => 7,
+        Err(Denial::Unavailable(_)) => 8,
+        Err(Denial::Internal(_)) => 9,
     }
 }
 
@@ -125,7 +159,10 @@ impl Metrics {
         Metrics {
             registry,
             decisions,
+            decision_counters: RwLock::default(),
+            decision_counters_none: Default::default(),
             decision_seconds,
+            decision_histograms: Default::default(),
             reloads,
             generation,
             upstream,
@@ -134,17 +171,61 @@ impl Metrics {
 
     /// Counts one decision and how long it took.
     pub fn observe_decision(&self, d: &Decision, took: Duration) {
-        let result = if d.result.is_ok() { "allow" } else { "deny" };
-        self.decisions
-            .get_or_create(&DecisionLabels {
-                provider: d.trace.provider.clone().unwrap_or_else(|| "none".into()),
-                result,
-                reason: reason_class(d),
+        let reason = reason_index(d);
+        let (result, r) = if d.result.is_ok() {
+            ("allow", 0)
+        } else {
+            ("deny", 1)
+        };
+        let provider = d.trace.provider.as_deref().unwrap_or("none");
+        let counter = |slots: &ReasonCounters| {
+            slots[reason]
+                .get_or_init(|| {
+                    self.decisions
+                        .get_or_create(&DecisionLabels {
+                            provider: provider.to_string(),
+                            result,
+                            reason: REASONS[reason],
+                        })
+                        .clone()
+                })
+                .inc();
+        };
+        if d.trace.provider.is_none() {
+            counter(&self.decision_counters_none);
+        } else if !self.count_known(provider, &counter) {
+            let mut list = self
+                .decision_counters
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            if !list.iter().any(|(name, _)| name == provider) {
+                list.push((provider.to_string(), ReasonCounters::default()));
+            }
+            drop(list);
+            self.count_known(provider, &counter);
+        }
+        self.decision_histograms[r]
+            .get_or_init(|| {
+                self.decision_seconds
+                    .get_or_create(&ResultLabels { result })
+                    .clone()
             })
-            .inc();
-        self.decision_seconds
-            .get_or_create(&ResultLabels { result })
             .observe(took.as_secs_f64());
+    }
+
+    /// Applies `count` to `provider`'s counters if it has them yet.
+    fn count_known(&self, provider: &str, count: &impl Fn(&ReasonCounters)) -> bool {
+        let list = self
+            .decision_counters
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        match list.iter().find(|(name, _)| name == provider) {
+            Some((_, slots)) => {
+                count(slots);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Counts one reload attempt (`applied`, `unchanged` or `failed`) and the generation served.

@@ -1,7 +1,7 @@
 //! The HTTP server: one gate in front of every route (canonical path, CORS, body limit, auth
 //! decision, timeout, access log), the built-in API, OpenAPI and Swagger UI.
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{borrow::Cow, net::SocketAddr, sync::Arc, time::Instant};
 
 use poem::{
     http::{header, HeaderValue, Method, StatusCode, Uri},
@@ -64,28 +64,28 @@ pub struct Gate<E> {
     app: Arc<App>,
 }
 
-fn request_id(req: &Request) -> String {
-    if let Some(v) = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-    {
-        if !v.is_empty()
-            && v.len() <= 128
-            && v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+/// The request's id, as sent back in `x-request-id`: the caller's own when it is a sane one, else
+/// a new one.
+fn request_id(req: &Request) -> HeaderValue {
+    if let Some(v) = req.headers().get("x-request-id") {
+        let b = v.as_bytes();
+        if !b.is_empty()
+            && b.len() <= 128
+            && b.iter()
+                .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
         {
-            return v.to_string();
+            return v.clone();
         }
     }
     // An id names a request in logs and traces; it need not be secret, only unique. 96 bits of a
     // fast per-thread generator (seeded from the OS) make a repeat vanishingly unlikely.
     let bits = (u128::from(fastrand::u32(..)) << 64) | u128::from(fastrand::u64(..));
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    (0..24)
-        .rev()
-        .map(|i| char::from(HEX[((bits >> (4 * i)) & 0xf) as usize]))
-        .collect()
+    let mut hex = [0u8; 24];
+    for (i, c) in hex.iter_mut().enumerate() {
+        *c = HEX[((bits >> (4 * (23 - i))) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&hex).unwrap_or(HeaderValue::from_static("-"))
 }
 
 impl<E: Endpoint> Endpoint for Gate<E> {
@@ -93,21 +93,34 @@ impl<E: Endpoint> Endpoint for Gate<E> {
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
         let id = request_id(&req);
-        let span = telemetry::request_span(&id, req.method().as_str(), req.headers());
+        // Only visible ASCII gets in (above), so this is the id itself.
+        let span = telemetry::request_span(
+            id.to_str().unwrap_or_default(),
+            req.method().as_str(),
+            req.headers(),
+        );
         self.gate(req, id).instrument(span).await
     }
 }
 
 impl<E: Endpoint> Gate<E> {
     /// Everything a request goes through, inside its span (every log line names the request).
-    async fn gate(&self, mut req: Request, id: String) -> poem::Result<Response> {
+    async fn gate(&self, mut req: Request, id_value: HeaderValue) -> poem::Result<Response> {
         let started = Instant::now();
         let rt = self.app.runtime();
         let server = &rt.config.server;
-        let method = req.method().as_str().to_ascii_uppercase();
-        let origin = req
-            .headers()
-            .get(header::ORIGIN)
+        let id = id_value.to_str().unwrap_or_default();
+        // Rules match upper-case methods; the standard ones already are (no copy for them).
+        let method_value = req.method().clone();
+        let method: Cow<'_, str> = match method_value.as_str() {
+            m if m.bytes().any(|b| b.is_ascii_lowercase()) => m.to_ascii_uppercase().into(),
+            m => m.into(),
+        };
+        // Kept past the request only when CORS will need it.
+        let origin = server
+            .cors
+            .as_ref()
+            .and_then(|_| req.headers().get(header::ORIGIN))
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let mut log_path = String::new();
@@ -121,7 +134,9 @@ impl<E: Endpoint> Gate<E> {
                     break 'answer error_response(StatusCode::BAD_REQUEST, "Bad request path");
                 }
             };
-            log_path.clone_from(&canonical);
+            if server.api_req_logs {
+                log_path.clone_from(&canonical);
+            }
             telemetry::record_path(&canonical);
             if canonical != req.uri().path() {
                 let pq = match req.uri().query() {
@@ -219,9 +234,7 @@ impl<E: Endpoint> Gate<E> {
         if let (Some(cors), Some(o)) = (&server.cors, &origin) {
             add_cors(&mut resp, cors, o);
         }
-        if let Ok(v) = HeaderValue::from_str(&id) {
-            resp.headers_mut().insert("x-request-id", v);
-        }
+        resp.headers_mut().insert("x-request-id", id_value.clone());
         telemetry::record_status(resp.status().as_u16());
         if server.api_req_logs {
             tracing::info!(
@@ -429,7 +442,8 @@ mod tests {
         let b = request_id(&plain);
         assert_eq!(a.len(), 24);
         assert!(a
-            .bytes()
+            .as_bytes()
+            .iter()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_ne!(a, b);
         let given = Request::builder()

@@ -2,6 +2,7 @@
 //! provider, authorize (provider hook or its YAML override, then the route policy), and say why.
 
 use std::{
+    borrow::Cow,
     panic::AssertUnwindSafe,
     sync::{Arc, LazyLock, OnceLock},
     time::Duration,
@@ -91,7 +92,7 @@ pub struct Trace {
     /// Index of the rule that decided, if any.
     pub rule: Option<usize>,
     /// How it ended, in words.
-    pub reason: String,
+    pub reason: Cow<'static, str>,
 }
 
 /// The parts of a request a decision needs.
@@ -154,7 +155,7 @@ pub async fn decide(rt: &Runtime, req: &RequestParts<'_>) -> Decision {
             Denial::InvalidToken(r)
             | Denial::Forbidden(r)
             | Denial::Unavailable(r)
-            | Denial::Internal(r) => r.clone(),
+            | Denial::Internal(r) => r.clone().into(),
         };
     }
     Decision {
@@ -215,7 +216,7 @@ async fn authenticate_and_authorize(
     let info = OnceLock::new();
     let timeout = rt.config.server.plugin_timeout;
     let mut unavailable = None;
-    let mut last_reason = String::from("token rejected");
+    let mut last_reason = None;
     for p in candidates {
         if let Some(hit) = p
             .authn_cache
@@ -262,9 +263,9 @@ async fn authenticate_and_authorize(
                 authorize(rt, p, &user, &user_json, &info, req, trace).await?;
                 return Ok(user);
             }
-            Ok(_) => last_reason = format!("provider {} rejected the token", p.name),
+            Ok(_) => last_reason = Some(format!("provider {} rejected the token", p.name)),
             Err(e) if e.kind == ErrorKind::INVALID_TOKEN => {
-                last_reason = format!("provider {}: {}", p.name, e.message);
+                last_reason = Some(format!("provider {}: {}", p.name, e.message));
             }
             // A provider that cannot reach its identity provider, or whose settings make the
             // check impossible (a URL the host refuses): the check could not be made, 503.
@@ -285,7 +286,9 @@ async fn authenticate_and_authorize(
         // The instance that could have vouched for the token is retired: the check could not be
         // made, which is our side's fault.
         (None, Some(r)) => Err(Denial::Unavailable(r.reason.clone())),
-        (None, None) => Err(Denial::InvalidToken(last_reason)),
+        (None, None) => Err(Denial::InvalidToken(
+            last_reason.unwrap_or_else(|| "token rejected".into()),
+        )),
     }
 }
 
