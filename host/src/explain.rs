@@ -94,6 +94,8 @@ pub struct BadInput(pub String);
 fn token_source(cfg: &TokenConfig, headers: &HeaderMap, query: Option<&str>) -> Option<String> {
     let only = |header: &str, query: Option<String>, cookie: Option<String>| TokenConfig {
         header: header.to_string(),
+        header_name: HeaderName::from_bytes(header.as_bytes())
+            .unwrap_or(poem::http::header::AUTHORIZATION),
         query,
         cookie,
     };

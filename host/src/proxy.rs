@@ -400,10 +400,10 @@ mod tests {
             ],
             forward_auth: false,
         };
-        let user = AuthUser {
-            provider: "p".into(),
-            claims: serde_json::json!({"sub": "alice", "roles": ["a", "b"], "bad": "x\r\nInjected: 1"}),
-        };
+        let user = AuthUser::new(
+            "p".into(),
+            serde_json::json!({"sub": "alice", "roles": ["a", "b"], "bad": "x\r\nInjected: 1"}),
+        );
         let h = identity_headers(&cfg, &user);
         assert_eq!(h.len(), 2);
         assert_eq!(h[0].1, "alice");

@@ -165,10 +165,7 @@ mod tests {
     use serde_json::Value;
 
     fn user(claims: Value) -> Arc<AuthUser> {
-        Arc::new(AuthUser {
-            provider: "p".into(),
-            claims,
-        })
+        Arc::new(AuthUser::new("p".into(), claims))
     }
 
     /// Keeps a user with `claims` for `token` under the current key sets.

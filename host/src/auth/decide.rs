@@ -47,6 +47,29 @@ pub struct AuthUser {
     pub provider: String,
     /// The user's claims (a JSON object).
     pub claims: serde_json::Value,
+    /// `claims.sub` when it is a non-empty string, read once: the authorization cache is keyed
+    /// by it on every request.
+    subject: Option<String>,
+}
+
+impl AuthUser {
+    /// The user `provider` vouched for, with `claims`.
+    pub fn new(provider: String, claims: serde_json::Value) -> Self {
+        let subject = match claims.get("sub") {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            _ => None,
+        };
+        AuthUser {
+            provider,
+            claims,
+            subject,
+        }
+    }
+
+    /// `claims.sub`, when it is a non-empty string.
+    pub fn subject(&self) -> Option<&str> {
+        self.subject.as_deref()
+    }
 }
 
 /// Why a request is refused. Each maps to one status and body (DESIGN §5).
@@ -170,23 +193,24 @@ async fn authenticate_and_authorize(
     trace: &mut Trace,
 ) -> Result<Arc<AuthUser>, Denial> {
     let auth = &rt.config.auth;
-    let token = match token::extract(&auth.token, req.headers, req.query) {
+    // The alphabet is checked below, after the first candidate's cache: a token found there is
+    // byte for byte one that passed every check, this one included.
+    let token = match token::extract_unchecked(&auth.token, req.headers, req.query) {
         Ok(Some(t)) => t,
         Ok(None) => return Err(Denial::NoToken),
-        Err(TokenError::Malformed) => {
-            return Err(Denial::InvalidToken(
-                "malformed authorization header".into(),
-            ))
-        }
+        Err(TokenError::Malformed) => return Err(malformed()),
     };
     if token.len() > rt.config.server.max_token_bytes {
-        return Err(Denial::InvalidToken(
-            "token is larger than the configured limit".into(),
-        ));
+        return Err(if token::well_formed(&token) {
+            Denial::InvalidToken("token is larger than the configured limit".into())
+        } else {
+            malformed()
+        });
     }
     let retired = retired_for(rt, &token);
     let mut candidates = candidates(rt, &token);
     // A route may name the only instances that can vouch for its callers.
+    let mut excluded_by_route = false;
     if let Some(allowed) = trace
         .route
         .and_then(|i| rt.config.routes.list.get(i))
@@ -194,11 +218,30 @@ async fn authenticate_and_authorize(
     {
         let before = candidates.len();
         candidates.retain(|p| allowed.contains(&p.name));
-        if before > 0 && candidates.is_empty() {
-            return Err(Denial::InvalidToken(
-                "this route does not accept tokens from that provider".into(),
-            ));
+        excluded_by_route = before > 0 && candidates.is_empty();
+    }
+    let cached = |p: &ProviderInstance| {
+        p.authn_cache
+            .as_ref()
+            .and_then(|c| c.get(&token, &p.key_sets))
+    };
+    // Made on first need: a token answered from an instance's cache never builds it.
+    let info = OnceLock::new();
+    // The first candidate is the one the loop below would look at first.
+    if let Some(p) = candidates.first() {
+        if let Some(hit) = cached(p) {
+            trace.provider = Some(p.name.clone());
+            authorize(rt, p, &hit.user, &hit.user_json, &info, req, trace).await?;
+            return Ok(hit.user.clone());
         }
+    }
+    if !token::well_formed(&token) {
+        return Err(malformed());
+    }
+    if excluded_by_route {
+        return Err(Denial::InvalidToken(
+            "this route does not accept tokens from that provider".into(),
+        ));
     }
     if candidates.is_empty() {
         if let Some(r) = retired {
@@ -212,17 +255,12 @@ async fn authenticate_and_authorize(
             Denial::InvalidToken("no provider accepts this token's issuer".into())
         });
     }
-    // Made on first need: a token answered from an instance's cache never builds it.
-    let info = OnceLock::new();
     let timeout = rt.config.server.plugin_timeout;
     let mut unavailable = None;
     let mut last_reason = None;
-    for p in candidates {
-        if let Some(hit) = p
-            .authn_cache
-            .as_ref()
-            .and_then(|c| c.get(&token, &p.key_sets))
-        {
+    for (i, p) in candidates.into_iter().enumerate() {
+        // The first one's cache was looked at above.
+        if let Some(hit) = (i > 0).then(|| cached(p)).flatten() {
             trace.provider = Some(p.name.clone());
             authorize(rt, p, &hit.user, &hit.user_json, &info, req, trace).await?;
             return Ok(hit.user.clone());
@@ -251,10 +289,7 @@ async fn authenticate_and_authorize(
                         )))
                     }
                 };
-                let user = Arc::new(AuthUser {
-                    provider: p.name.clone(),
-                    claims,
-                });
+                let user = Arc::new(AuthUser::new(p.name.clone(), claims));
                 if let (Some(cache), Some(stamp)) = (&p.authn_cache, stamp) {
                     let token_exp = jose::peek_exp(&token, rt.config.server.max_token_bytes);
                     cache.insert(&token, token_exp, user.clone(), user_json.clone(), stamp);
@@ -290,6 +325,10 @@ async fn authenticate_and_authorize(
             last_reason.unwrap_or_else(|| "token rejected".into()),
         )),
     }
+}
+
+fn malformed() -> Denial {
+    Denial::InvalidToken("malformed authorization header".into())
 }
 
 /// Asks instance `p` about `token`.
@@ -392,11 +431,7 @@ async fn authorize(
                 .await
             });
             // Cached per (instance, subject); a user without a `sub` is always asked about.
-            let sub = match user.claims.get("sub") {
-                Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.as_str()),
-                _ => None,
-            };
-            match (&p.authz_cache, sub) {
+            match (&p.authz_cache, user.subject()) {
                 (Some(cache), Some(sub)) => {
                     cache
                         .get_or_check(sub, check, rt.config.server.plugin_timeout)

@@ -21,7 +21,21 @@ pub fn extract<'a>(
     headers: &'a HeaderMap,
     query: Option<&'a str>,
 ) -> Result<Option<Cow<'a, str>>, TokenError> {
-    let mut values = headers.get_all(cfg.header.as_str()).iter();
+    match extract_unchecked(cfg, headers, query)? {
+        Some(t) if !well_formed(&t) => Err(TokenError::Malformed),
+        t => Ok(t),
+    }
+}
+
+/// [`extract`] without the `b64token` alphabet check, which the caller must make with
+/// [`well_formed`] before the token is used for anything but finding it among tokens that passed
+/// it.
+pub fn extract_unchecked<'a>(
+    cfg: &TokenConfig,
+    headers: &'a HeaderMap,
+    query: Option<&'a str>,
+) -> Result<Option<Cow<'a, str>>, TokenError> {
+    let mut values = headers.get_all(&cfg.header_name).iter();
     if let Some(first) = values.next() {
         if values.next().is_some() {
             return Err(TokenError::Malformed);
@@ -39,7 +53,7 @@ pub fn extract<'a>(
             }
             // A b64token is ASCII, so it is also valid UTF-8.
             return match std::str::from_utf8(token) {
-                Ok(t) if is_b64token(t) => Ok(Some(Cow::Borrowed(t))),
+                Ok(t) => Ok(Some(Cow::Borrowed(t))),
                 _ => Err(TokenError::Malformed),
             };
         }
@@ -57,11 +71,7 @@ pub fn extract<'a>(
                 if v.is_empty() {
                     return Ok(None);
                 }
-                return if is_b64token(&v) {
-                    Ok(Some(Cow::Owned(v)))
-                } else {
-                    Err(TokenError::Malformed)
-                };
+                return Ok(Some(Cow::Owned(v)));
             }
         }
     }
@@ -72,11 +82,7 @@ pub fn extract<'a>(
                 let (k, v) = c.trim().split_once('=').unwrap_or((c.trim(), ""));
                 if k == name && !v.is_empty() {
                     let v = v.trim_matches('"');
-                    return if is_b64token(v) {
-                        Ok(Some(Cow::Borrowed(v)))
-                    } else {
-                        Err(TokenError::Malformed)
-                    };
+                    return Ok(Some(Cow::Borrowed(v)));
                 }
             }
         }
@@ -88,17 +94,18 @@ pub fn extract<'a>(
 ///
 /// Checked on every request, over the whole token: written without early exits so that the compiler
 /// checks many bytes at once.
-fn is_b64token(s: &str) -> bool {
+pub fn well_formed(s: &str) -> bool {
     let body = s.trim_end_matches('=').as_bytes();
-    // Range tests on bytes, no lookups and no branches: the compiler checks 16 or 32 at a time.
-    !body.is_empty()
-        && body.iter().fold(true, |ok, &b| {
-            let alpha = (b | 0x20).wrapping_sub(b'a') < 26;
-            let digit = b.wrapping_sub(b'0') < 10;
-            // `+` (0x2b) through `/` (0x2f), without `,` (0x2c): `+ - . /`.
-            let punct = (b.wrapping_sub(b'+') < 5) & (b != b',');
-            ok & (alpha | digit | punct | (b == b'_') | (b == b'~'))
-        })
+    // Range tests on bytes, OR-ed into one flag with no branch and no lookup table: the compiler
+    // checks 16 or 32 bytes at a time.
+    let bad = body.iter().fold(0u8, |bad, &b| {
+        let alpha = (b | 0x20).wrapping_sub(b'a') < 26;
+        let digit = b.wrapping_sub(b'0') < 10;
+        // `+` (0x2b) through `/` (0x2f), without `,` (0x2c): `+ - . /`.
+        let punct = (b.wrapping_sub(b'+') < 5) & (b != b',');
+        bad | u8::from(!(alpha | digit | punct | (b == b'_') | (b == b'~')))
+    });
+    !body.is_empty() && bad == 0
 }
 
 /// Decodes a query-string or form component: `%XX` escapes (two hex digits, nothing else) and `+`
@@ -138,6 +145,7 @@ mod tests {
     fn cfg(query: Option<&str>, cookie: Option<&str>) -> TokenConfig {
         TokenConfig {
             header: "Authorization".into(),
+            header_name: poem::http::header::AUTHORIZATION,
             query: query.map(Into::into),
             cookie: cookie.map(Into::into),
         }
@@ -161,15 +169,15 @@ mod tests {
             token.extend_from_slice(b"cd");
             let want = ALPHABET.contains(&b);
             match std::str::from_utf8(&token) {
-                Ok(t) => assert_eq!(is_b64token(t), want, "byte {b:#04x}"),
+                Ok(t) => assert_eq!(well_formed(t), want, "byte {b:#04x}"),
                 Err(_) => assert!(!want),
             }
         }
         // Long enough for the vector loop, with the odd byte last.
         let long = format!("{}{}", "a".repeat(100), ",");
-        assert!(!is_b64token(&long));
-        assert!(is_b64token(&format!("{}==", "Zz9-._~+/".repeat(20))));
-        assert!(!is_b64token("===="));
+        assert!(!well_formed(&long));
+        assert!(well_formed(&format!("{}==", "Zz9-._~+/".repeat(20))));
+        assert!(!well_formed("===="));
     }
 
     #[test]

@@ -176,6 +176,8 @@ impl CacheSetting {
 pub struct TokenConfig {
     /// Header carrying `Bearer <token>`.
     pub header: String,
+    /// The same, parsed once (a lookup by `&str` parses the name on every request).
+    pub header_name: poem::http::HeaderName,
     /// Query parameter, when opted in.
     pub query: Option<String>,
     /// Cookie, when opted in.
@@ -904,8 +906,11 @@ fn compile_auth(raw: RawAuth, issues: &mut Issues) -> Option<AuthConfig> {
     {
         issues.push("auth.token.header", "not a header name");
     }
+    let header_name = poem::http::HeaderName::from_bytes(header.as_bytes())
+        .unwrap_or(poem::http::header::AUTHORIZATION);
     let token = TokenConfig {
         header,
+        header_name,
         query: raw.token.query,
         cookie: raw.token.cookie,
     };
