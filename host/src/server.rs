@@ -6,7 +6,7 @@ use std::{borrow::Cow, net::SocketAddr, sync::Arc, time::Instant};
 use poem::{
     http::{header, HeaderValue, Method, StatusCode, Uri},
     listener::{Acceptor, Listener, TcpListener},
-    Endpoint, EndpointExt, IntoResponse, Request, Response,
+    Endpoint, IntoResponse, Request, Response,
 };
 use poem_openapi::OpenApiService;
 use tracing::Instrument as _;
@@ -94,7 +94,12 @@ fn request_id(req: &Request) -> HeaderValue {
 impl<E: Endpoint> Endpoint for Gate<E> {
     type Output = Response;
 
-    async fn call(&self, req: Request) -> poem::Result<Response> {
+    // Not an `async fn`: the gate's future is returned as is, not wrapped in one more layer that
+    // would hold another copy of the request.
+    fn call(
+        &self,
+        req: Request,
+    ) -> impl std::future::Future<Output = poem::Result<Response>> + Send {
         let id = request_id(&req);
         // Only visible ASCII gets in (above), so this is the id itself.
         let span = telemetry::request_span(
@@ -102,7 +107,7 @@ impl<E: Endpoint> Endpoint for Gate<E> {
             req.method().as_str(),
             req.headers(),
         );
-        self.gate(req, id).instrument(span).await
+        self.gate(req, id).instrument(span)
     }
 }
 
@@ -201,7 +206,9 @@ impl<E: Endpoint> Gate<E> {
                     headers: req.headers(),
                     query: req.uri().query(),
                 };
-                decide(&rt, &parts).await
+                // Boxed: held inline, the decision's state would make the whole request future
+                // that much larger, and that future is copied whole when it is boxed.
+                Box::pin(decide(&rt, &parts)).await
             };
             self.app
                 .metrics()
@@ -257,7 +264,9 @@ impl<E: Endpoint> Gate<E> {
 impl<E: Endpoint> Gate<E> {
     /// Calls the inner endpoint within `timeout`; errors become JSON error bodies.
     async fn serve(&self, req: Request, timeout: std::time::Duration) -> Response {
-        match tokio::time::timeout(timeout, self.inner.call(req)).await {
+        // Boxed, like the decision below: the inner future is large, and every layer that holds
+        // it inline is copied whole when the request future is boxed.
+        match tokio::time::timeout(timeout, Box::pin(self.inner.call(req))).await {
             Err(_) => error_response(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout"),
             Ok(Ok(r)) => r.into_response(),
             Ok(Err(e)) => {
@@ -354,7 +363,8 @@ pub fn endpoint(app: Arc<App>) -> impl Endpoint<Output = Response> {
         app: app.clone(),
     };
     let inner = crate::proxy::Upstreams::new(site, app.clone());
-    Gate { inner, app }.map_to_response()
+    // Its output is already a response: no `map_to_response` layer (poem's server adds its own).
+    Gate { inner, app }
 }
 
 /// The three documents outside the OpenAPI operations, by exact path (any method, as a poem
