@@ -39,6 +39,9 @@ pub struct ProviderInstance {
     /// The key sets the instance's verifiers use (an accepted token is reused only while they are
     /// unchanged and fresh).
     pub key_sets: Arc<InstanceKeySets>,
+    /// Whether the instance's verifiers keep their own accepted-token memory
+    /// ([`InstanceServices::verifiers_remember`]): off while `authn_cache` is on.
+    pub verifiers_remember: Arc<std::sync::atomic::AtomicBool>,
     /// Bounds the plugin calls in flight on this instance (`server.plugin_max_in_flight`), so a
     /// plugin that hangs cannot pile up unbounded work: a call that finds it full fails closed.
     pub in_flight: Arc<tokio::sync::Semaphore>,
@@ -217,7 +220,14 @@ pub async fn build(
                 .filter(|c| c.ttl() == ttl)
                 .unwrap_or_else(|| Arc::new(AuthzCache::new(ttl, authz_cache::MAX_ENTRIES)))
         });
-        let (provider, key_sets) = match reused.map(|p| (p.provider.clone(), p.key_sets.clone())) {
+        let reused_parts = reused.map(|p| {
+            (
+                p.provider.clone(),
+                p.key_sets.clone(),
+                p.verifiers_remember.clone(),
+            )
+        });
+        let (provider, key_sets, verifiers_remember) = match reused_parts {
             Some(p) => p,
             None => {
                 let services = InstanceServices::new(
@@ -227,10 +237,11 @@ pub async fn build(
                     config.server.max_token_bytes,
                 );
                 let key_sets = services.key_sets().clone();
+                let remember = services.verifiers_remember().clone();
                 let ctor = construct(&plugin, config_json, services, config.server.plugin_timeout);
                 let (name, plugin_name) = (&pc.name, &plugin.manifest.name);
                 match telemetry::traced(PluginCall::Construct, name, plugin_name, ctor).await {
-                    Ok(p) => (Arc::new(p), key_sets),
+                    Ok(p) => (Arc::new(p), key_sets, remember),
                     Err(e) => {
                         errors.push(format!("{at}: {e}"));
                         continue;
@@ -249,6 +260,10 @@ pub async fn build(
                 .filter(|c| c.max_age() == age)
                 .unwrap_or_else(|| Arc::new(AuthnCache::new(age, authn_cache::MAX_BYTES)))
         });
+        // The host answers repeated tokens itself while it keeps them: the verifiers then only
+        // see tokens it does not hold, and need not hash and store each one again.
+        let remember = authn_cache.is_none();
+        verifiers_remember.store(remember, std::sync::atomic::Ordering::Relaxed);
         #[cfg(feature = "bench-direct")]
         let direct = (plugin.manifest.name == "jwt")
             .then(|| {
@@ -258,6 +273,9 @@ pub async fn build(
                     pc.allow_http,
                     config.server.max_token_bytes,
                 );
+                services
+                    .verifiers_remember()
+                    .store(remember, std::sync::atomic::Ordering::Relaxed);
                 crate::plugin::direct_verifier(&services, &pc.config)
             })
             .flatten();
@@ -276,6 +294,7 @@ pub async fn build(
             authz_cache,
             authn_cache,
             key_sets,
+            verifiers_remember,
             in_flight,
             in_flight_limit,
             build_key,

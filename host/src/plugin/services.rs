@@ -1,7 +1,10 @@
 //! The host services object lent to each provider instance.
 
 use std::{
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -41,6 +44,7 @@ pub struct InstanceServices {
     allow_http: bool,
     max_token_bytes: usize,
     key_sets: Arc<InstanceKeySets>,
+    verifiers_remember: Arc<AtomicBool>,
 }
 
 impl InstanceServices {
@@ -57,7 +61,16 @@ impl InstanceServices {
             allow_http,
             max_token_bytes,
             key_sets: Arc::default(),
+            verifiers_remember: Arc::new(AtomicBool::new(true)),
         }
+    }
+
+    /// Whether this instance's verifiers keep their own memory of accepted tokens (shared with
+    /// every clone of these services). The host turns it off while it keeps the instance's
+    /// answers itself (the authentication cache): the verifier is then only asked about tokens
+    /// the host does not hold, and hashing and storing each of them again would be waste.
+    pub fn verifiers_remember(&self) -> &Arc<AtomicBool> {
+        &self.verifiers_remember
     }
 
     /// The key sets this instance's verifiers use (shared with every clone of these services).
@@ -187,6 +200,8 @@ struct VerifierInner {
     /// Tokens this verifier accepted recently. It belongs to this verifier alone: a rebuilt
     /// provider instance builds a new verifier and starts empty.
     accepted: AcceptedTokens,
+    /// Whether `accepted` is used (see [`InstanceServices::verifiers_remember`]).
+    remember: Arc<AtomicBool>,
 }
 
 /// Tokens a verifier kept per instance; the oldest go first.
@@ -377,6 +392,7 @@ fn build_verifier(
         cache: services.shared.keys.clone(),
         validation,
         accepted: AcceptedTokens::new(),
+        remember: services.verifiers_remember.clone(),
     })))
 }
 
@@ -420,10 +436,18 @@ impl HostVerifier {
     pub async fn verify_token(&self, token: &str) -> Result<RString, PluginError> {
         let now = now_secs();
         let this = &*self.0;
-        let digest = token_digest(token);
+        let digest = this
+            .remember
+            .load(Ordering::Relaxed)
+            .then(|| token_digest(token));
+        let remembered = |keys| {
+            digest
+                .as_ref()
+                .and_then(|d| this.accepted.get(d, now, keys))
+        };
         let (verified, keys) = match &this.keys {
             KeySource::Static(keys) => {
-                if let Some(claims) = this.accepted.get(&digest, now, None) {
+                if let Some(claims) = remembered(None) {
                     return Ok(claims);
                 }
                 (
@@ -437,7 +461,7 @@ impl HostVerifier {
                     .keys(set)
                     .await
                     .map_err(|e| PluginError::unavailable(e.to_string()))?;
-                if let Some(claims) = this.accepted.get(&digest, now, Some(&keys)) {
+                if let Some(claims) = remembered(Some(&keys)) {
                     return Ok(claims);
                 }
                 match jose::verify(token, &keys, &this.validation, now) {
@@ -457,7 +481,7 @@ impl HostVerifier {
             }
         };
         let claims = RString::from(verified.claims_json);
-        if let Some(until) = reuse_until(&verified.claims, now) {
+        if let (Some(digest), Some(until)) = (digest, reuse_until(&verified.claims, now)) {
             this.accepted.put(
                 digest,
                 Accepted {
@@ -553,5 +577,52 @@ mod tests {
         assert_eq!(inner.entries.len(), ACCEPTED_TOKENS_CAPACITY);
         assert_eq!(inner.order.len(), ACCEPTED_TOKENS_CAPACITY);
         assert!(!inner.entries.contains_key(&d), "oldest evicted first");
+    }
+
+    #[tokio::test]
+    async fn a_verifier_keeps_accepted_tokens_only_while_the_host_does_not() {
+        let http = crate::http::HttpClient::new().unwrap();
+        let shared = Arc::new(SharedServices {
+            http: http.clone(),
+            keys: Arc::new(KeyCache::new(
+                http,
+                crate::keys::KeyCacheSettings::default(),
+            )),
+            max_response_bytes: 1 << 20,
+            http_timeout: Duration::from_secs(5),
+        });
+        let services = InstanceServices::new(shared, "t", false, 16 * 1024);
+        let secret = "0123456789abcdef0123456789abcdef";
+        let spec = serde_json::json!({"algorithms": ["HS256"], "secret": secret});
+        let verifier = services.verifier(&spec.to_string()).unwrap();
+        let token = |sub: &str| {
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+                &serde_json::json!({"sub": sub, "exp": now_secs() + 600}),
+                &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+            )
+            .unwrap()
+        };
+        let kept = || verifier.0.accepted.inner.lock().unwrap().entries.len();
+
+        verifier.verify_token(&token("a")).await.unwrap();
+        assert_eq!(kept(), 1, "kept by default");
+
+        // The host keeps this instance's answers: the verifier still checks, and keeps nothing.
+        services
+            .verifiers_remember()
+            .store(false, Ordering::Relaxed);
+        let b = token("b");
+        assert!(verifier.verify_token(&b).await.unwrap().contains("\"b\""));
+        assert_eq!(kept(), 1);
+        // One signature character changed (a middle one: all six of its bits count).
+        let at = b.len() - 10;
+        let swap = if &b[at..=at] == "A" { "B" } else { "A" };
+        let forged = format!("{}{swap}{}", &b[..at], &b[at + 1..]);
+        assert!(verifier.verify_token(&forged).await.is_err());
+
+        services.verifiers_remember().store(true, Ordering::Relaxed);
+        verifier.verify_token(&b).await.unwrap();
+        assert_eq!(kept(), 2);
     }
 }
