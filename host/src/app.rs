@@ -120,19 +120,51 @@ fn file_hash(path: &Path) -> FileHash {
 }
 
 /// The files a snapshot of `config` is built from, with their hashes (what "unchanged" compares).
-fn input_files(config_path: &Path, config: &Config) -> Vec<FileHash> {
-    let mut out = vec![FileHash {
+/// Hashing reads every plugin file (megabytes each), so it runs on the blocking pool, not on a
+/// thread that serves requests.
+async fn input_files(config_path: &Path, config: &Config) -> Vec<FileHash> {
+    let config_file = FileHash {
         path: config_path.display().to_string(),
         sha256: config.hash.clone(),
-    }];
-    if let Ok(files) = runtime::plugin_files(&config.plugins.dir) {
-        out.extend(files.iter().map(|f| file_hash(f)));
-    }
-    if let Some(h) = &config.server.https {
-        out.push(file_hash(&h.key));
-        out.push(file_hash(&h.cert));
-    }
+    };
+    let dir = config.plugins.dir.clone();
+    let tls = config
+        .server
+        .https
+        .as_ref()
+        .map(|h| (h.key.clone(), h.cert.clone()));
+    let dir_name = dir.display().to_string();
+    let hashed = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        if let Ok(files) = runtime::plugin_files(&dir) {
+            out.extend(files.iter().map(|f| file_hash(f)));
+        }
+        if let Some((key, cert)) = tls {
+            out.push(file_hash(&key));
+            out.push(file_hash(&cert));
+        }
+        out
+    })
+    .await
+    .unwrap_or_else(|_| {
+        // Never equal to a real hash: the reload goes ahead and the loader reads for itself.
+        vec![FileHash {
+            path: dir_name,
+            sha256: "unreadable: hashing failed".into(),
+        }]
+    });
+    let mut out = vec![config_file];
+    out.extend(hashed);
     out
+}
+
+/// The content hashes just computed, by path, for the loader to reuse.
+fn known_hashes(files: &[FileHash]) -> std::collections::HashMap<String, String> {
+    files
+        .iter()
+        .filter(|f| !f.sha256.starts_with("unreadable"))
+        .map(|f| (f.path.clone(), f.sha256.clone()))
+        .collect()
 }
 
 impl App {
@@ -156,7 +188,7 @@ impl App {
         });
         let started = std::time::Instant::now();
         let config_hash = config.hash.clone();
-        let files = input_files(config_path, &config);
+        let files = input_files(config_path, &config).await;
         let listen = (config.server.host.clone(), config.server.port);
         let tls = match &config.server.https {
             Some(h) => Some(Arc::new(ArcSwap::from_pointee(
@@ -165,7 +197,7 @@ impl App {
             None => None,
         };
         let metrics = Arc::new(Metrics::new(shared.keys.clone(), loader.clone()));
-        let rt = runtime::build(config, 1, &loader, &shared, None).await?;
+        let rt = runtime::build(config, 1, &loader, &shared, None, &known_hashes(&files)).await?;
         metrics.observe_reload("applied", 1);
         let attempt = Attempt {
             at: now_secs(),
@@ -314,7 +346,7 @@ impl App {
             }
         };
         let current = self.runtime();
-        let files = input_files(&self.config_path, &config);
+        let files = input_files(&self.config_path, &config).await;
         {
             let st = self.status.lock().unwrap_or_else(|p| p.into_inner());
             if st.files == files {
@@ -364,6 +396,7 @@ impl App {
             &self.loader,
             &self.shared,
             Some(&current),
+            &known_hashes(&files),
         )
         .await
         {

@@ -201,7 +201,7 @@ async fn check(path: &Path) -> anyhow::Result<i32> {
         max_response_bytes: 4 * 1024 * 1024,
         http_timeout: Duration::from_secs(10),
     });
-    match runtime::build(config, 1, &loader, &shared, None).await {
+    match runtime::build(config, 1, &loader, &shared, None, &Default::default()).await {
         Ok(rt) => {
             for p in &rt.plugins {
                 if let runtime::PluginFile::Failed(e) = p {

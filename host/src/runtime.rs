@@ -3,6 +3,7 @@
 //! in-flight requests finish on the set they started with; nothing is ever half-applied.
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -104,23 +105,29 @@ pub fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
 }
 
 /// Loads every plugin file in the config's plugins folder. One bad file never stops the others.
+/// `known` maps paths to the content hashes the caller has just computed (see
+/// [`Loader::load_known`]).
 pub async fn load_plugins(
     config: &Config,
     loader: &Arc<Loader>,
+    known: &HashMap<String, String>,
 ) -> Result<Vec<PluginFile>, String> {
     let files = plugin_files(&config.plugins.dir)?;
     let allow = config.plugins.allow.clone();
     let mut out: Vec<PluginFile> = Vec::new();
     for file in files {
         let (loader, allow2, f2) = (loader.clone(), allow.clone(), file.clone());
-        let result = tokio::task::spawn_blocking(move || loader.load(&f2, allow2.as_deref()))
-            .await
-            .unwrap_or_else(|_| {
-                Err(PluginLoadError::ModuleInit {
-                    file: file.clone(),
-                    reason: "loader panicked".into(),
-                })
-            });
+        let hash = known.get(&file.display().to_string()).cloned();
+        let result = tokio::task::spawn_blocking(move || {
+            loader.load_known(&f2, allow2.as_deref(), hash.as_deref())
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(PluginLoadError::ModuleInit {
+                file: file.clone(),
+                reason: "loader panicked".into(),
+            })
+        });
         let entry = match result {
             Ok(p) => {
                 let clash = out.iter().find_map(|e| match e {
@@ -156,8 +163,11 @@ pub async fn build(
     loader: &Arc<Loader>,
     shared: &Arc<SharedServices>,
     previous: Option<&Runtime>,
+    known: &HashMap<String, String>,
 ) -> Result<Runtime, Vec<String>> {
-    let plugins = load_plugins(&config, loader).await.map_err(|e| vec![e])?;
+    let plugins = load_plugins(&config, loader, known)
+        .await
+        .map_err(|e| vec![e])?;
     let mut errors = Vec::new();
     let mut providers = Vec::new();
     let mut retired = Vec::new();

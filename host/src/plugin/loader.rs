@@ -281,6 +281,26 @@ impl Loader {
         result
     }
 
+    /// [`Loader::load`], told that `file` held content `hash` a moment ago (the reload's
+    /// change check has just read it). When that content is already mapped (and allowed), it is
+    /// returned without reading the file again. Whatever the file holds by now, only content that
+    /// was checked when it was mapped is ever used; a file rewritten since brings its own change
+    /// event and reload.
+    pub fn load_known(
+        &self,
+        file: &Path,
+        allow: Option<&[String]>,
+        hash: Option<&str>,
+    ) -> Result<Arc<LoadedPlugin>, PluginLoadError> {
+        if let Some(hash) = hash {
+            if let Ok(Some(hit)) = self.allowed_or_mapped(file, hash, allow) {
+                self.counts[1].fetch_add(1, Ordering::Relaxed);
+                return Ok(hit);
+            }
+        }
+        self.load(file, allow)
+    }
+
     /// Reads `file` in small pieces (a library is several megabytes, and a whole-file buffer freed
     /// on a worker thread stays with that thread's allocator arena): once to hash it, and, when the
     /// content is new, once more to copy it to a private staging file while hashing again. What is
