@@ -59,8 +59,9 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A connection whose request headers must arrive in time.
 ///
-/// One timer per connection, reset (not reallocated) after each response: the request path pays
-/// no allocation and no extra wake-up of the connection's task for the guard.
+/// One timer per connection, reset (not reallocated) after each response: a request pays no
+/// allocation and no extra wake-up of the connection's task for the guard. (A deadline that is
+/// disarmed is not cancelled: if a request outlasts the limit, it fires once for nothing.)
 pub struct HeaderDeadline<T> {
     io: T,
     limit: Duration,

@@ -270,10 +270,6 @@ pub async fn build(
                 .filter(|c| c.max_age() == age)
                 .unwrap_or_else(|| Arc::new(AuthnCache::new(age, authn_cache::MAX_BYTES)))
         });
-        // The host answers repeated tokens itself while it keeps them: the verifiers then only
-        // see tokens it does not hold, and need not hash and store each one again.
-        let remember = authn_cache.is_none();
-        verifiers_remember.store(remember, std::sync::atomic::Ordering::Relaxed);
         #[cfg(feature = "bench-direct")]
         let direct = (plugin.manifest.name == "jwt")
             .then(|| {
@@ -283,9 +279,11 @@ pub async fn build(
                     pc.allow_http,
                     config.server.max_token_bytes,
                 );
+                // This build's own verifier, so set here (the instance's is set below, once the
+                // whole snapshot is built).
                 services
                     .verifiers_remember()
-                    .store(remember, std::sync::atomic::Ordering::Relaxed);
+                    .store(authn_cache.is_none(), std::sync::atomic::Ordering::Relaxed);
                 crate::plugin::direct_verifier(&services, &pc.config)
             })
             .flatten();
@@ -314,6 +312,16 @@ pub async fn build(
     }
     if !errors.is_empty() {
         return Err(errors);
+    }
+    // The host answers repeated tokens itself while it keeps them: the verifiers then only see
+    // tokens it does not hold, and need not hash and store each one again. Only now: the flag is
+    // shared with the instance the serving snapshot may hold, which a failed build must leave
+    // as it is.
+    for p in &providers {
+        p.verifiers_remember.store(
+            p.authn_cache.is_none(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
     Ok(Runtime {
         generation,

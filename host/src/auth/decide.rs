@@ -16,6 +16,7 @@ use portcullis_plugin_api::{
 };
 
 use super::{
+    authn_cache::Accepted,
     condition::{user_value, CondInput},
     token::{self, TokenError},
 };
@@ -230,9 +231,7 @@ async fn authenticate_and_authorize(
     // The first candidate is the one the loop below would look at first.
     if let Some(p) = candidates.first() {
         if let Some(hit) = cached(p) {
-            trace.provider = Some(p.name.clone());
-            authorize(rt, p, &hit.user, &hit.user_json, &info, req, trace).await?;
-            return Ok(hit.user.clone());
+            return kept_user(rt, p, &hit, &info, req, trace).await;
         }
     }
     if !token::well_formed(&token) {
@@ -261,9 +260,7 @@ async fn authenticate_and_authorize(
     for (i, p) in candidates.into_iter().enumerate() {
         // The first one's cache was looked at above.
         if let Some(hit) = (i > 0).then(|| cached(p)).flatten() {
-            trace.provider = Some(p.name.clone());
-            authorize(rt, p, &hit.user, &hit.user_json, &info, req, trace).await?;
-            return Ok(hit.user.clone());
+            return kept_user(rt, p, &hit, &info, req, trace).await;
         }
         // The key sets as they are before the plugin is asked: a set refreshed meanwhile makes
         // what is kept below unusable rather than wrongly current.
@@ -325,6 +322,20 @@ async fn authenticate_and_authorize(
             last_reason.unwrap_or_else(|| "token rejected".into()),
         )),
     }
+}
+
+/// The user instance `p` had accepted for this token, once authorized for this request.
+async fn kept_user(
+    rt: &Runtime,
+    p: &ProviderInstance,
+    hit: &Accepted,
+    info: &OnceLock<RequestInfo>,
+    req: &RequestParts<'_>,
+    trace: &mut Trace,
+) -> Result<Arc<AuthUser>, Denial> {
+    trace.provider = Some(p.name.clone());
+    authorize(rt, p, &hit.user, &hit.user_json, info, req, trace).await?;
+    Ok(hit.user.clone())
 }
 
 fn malformed() -> Denial {
