@@ -43,7 +43,7 @@ struct DecisionLabels {
     provider: String,
     /// `allow` or `deny`.
     result: &'static str,
-    /// A fixed class (see [`reason_class`]).
+    /// A fixed class (see [`REASONS`]).
     reason: &'static str,
 }
 
@@ -59,7 +59,7 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
 }
 
-/// The reason classes of [`reason_class`]; the first five are allowed requests.
+/// The reason classes (see [`reason_index`]); the first five are allowed requests.
 const REASONS: [&str; 10] = [
     "authenticated",
     "route_open",
@@ -100,12 +100,8 @@ impl fmt::Debug for Metrics {
     }
 }
 
-/// The class of a decision's reason: a small fixed set, so that label values stay bounded.
-pub fn reason_class(d: &Decision) -> &'static str {
-    REASONS[reason_index(d)]
-}
-
-/// The index in [`REASONS`] of a decision's reason class.
+/// The class of a decision's reason, as an index in [`REASONS`]: a small fixed set, so that label
+/// values stay bounded.
 fn reason_index(d: &Decision) -> usize {
     match &d.result {
         Ok(Some(_)) => 0,

@@ -383,21 +383,22 @@ impl<A: Endpoint> Endpoint for Site<A> {
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
         let server = &self.app.runtime().config.server;
-        let (on, content_type): (bool, &str) = match req.uri().path() {
-            "/openapi.json" => (server.openapi_docs, "application/json"),
-            "/swagger-ui" => (server.swagger_ui, "text/html; charset=utf-8"),
-            "/metrics" => (server.metrics, crate::metrics::CONTENT_TYPE),
+        let (on, content_type, body): (bool, &str, fn(&Self) -> String) = match req.uri().path() {
+            "/openapi.json" => (server.openapi_docs, "application/json", |s| s.spec.clone()),
+            "/swagger-ui" => (server.swagger_ui, "text/html; charset=utf-8", |s| {
+                s.ui.clone()
+            }),
+            "/metrics" => (server.metrics, crate::metrics::CONTENT_TYPE, |s| {
+                s.app.metrics().render()
+            }),
             _ => return self.api.call(req).await.map(IntoResponse::into_response),
         };
         if !on {
             return Ok(error_response(StatusCode::NOT_FOUND, "Not Found"));
         }
-        let body = match req.uri().path() {
-            "/openapi.json" => self.spec.clone(),
-            "/swagger-ui" => self.ui.clone(),
-            _ => self.app.metrics().render(),
-        };
-        Ok(Response::builder().content_type(content_type).body(body))
+        Ok(Response::builder()
+            .content_type(content_type)
+            .body(body(self)))
     }
 }
 

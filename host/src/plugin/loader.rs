@@ -206,8 +206,13 @@ pub struct Loader {
     staging: PathBuf,
     seq: AtomicU64,
     by_hash: Mutex<HashMap<String, Arc<LoadedPlugin>>>,
+    /// Loads that ended [`MAPPED`], [`REUSED`] and [`FAILED`].
     counts: [AtomicU64; 3],
 }
+
+const MAPPED: usize = 0;
+const REUSED: usize = 1;
+const FAILED: usize = 2;
 
 /// How [`Loader::load`] calls ended, since the loader was made (for metrics).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -273,9 +278,9 @@ impl Loader {
         let result = self.load_streamed(file, allow);
         // Loads run one at a time (one reload task), so a grown table means this call mapped.
         let slot = match &result {
-            Ok(_) if self.mapped_count() > before => 0,
-            Ok(_) => 1,
-            Err(_) => 2,
+            Ok(_) if self.mapped_count() > before => MAPPED,
+            Ok(_) => REUSED,
+            Err(_) => FAILED,
         };
         self.counts[slot].fetch_add(1, Ordering::Relaxed);
         result
@@ -294,7 +299,7 @@ impl Loader {
     ) -> Result<Arc<LoadedPlugin>, PluginLoadError> {
         if let Some(hash) = hash {
             if let Ok(Some(hit)) = self.allowed_or_mapped(file, hash, allow) {
-                self.counts[1].fetch_add(1, Ordering::Relaxed);
+                self.counts[REUSED].fetch_add(1, Ordering::Relaxed);
                 return Ok(hit);
             }
         }
