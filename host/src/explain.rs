@@ -171,6 +171,7 @@ pub async fn explain(rt: &Runtime, input: ExplainRequest) -> Result<Explanation,
             path: &canonical,
             headers: &headers,
             query,
+            now: std::time::Instant::now(),
         },
     )
     .await;

@@ -82,6 +82,7 @@ pub async fn answer(app: &App, headers: &HeaderMap) -> Response {
             path: &canonical,
             headers,
             query,
+            now: started,
         },
     )
     .await;

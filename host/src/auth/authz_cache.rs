@@ -46,8 +46,8 @@ impl AuthzCache {
         }
     }
 
-    fn fresh(&self, (answer, at): (bool, Instant)) -> Option<bool> {
-        (at.elapsed() < self.ttl).then_some(answer)
+    fn fresh(&self, (answer, at): (bool, Instant), now: Instant) -> Option<bool> {
+        (now.saturating_duration_since(at) < self.ttl).then_some(answer)
     }
 
     /// How long an answer is kept.
@@ -55,7 +55,8 @@ impl AuthzCache {
         self.ttl
     }
 
-    /// The cached answer for `sub`, or the result of `check` (kept only when it is `Ok`).
+    /// The answer cached for `sub` if it is fresh at `now` (the time of the request's decision),
+    /// or the result of `check` (kept only when it is `Ok`).
     /// Concurrent misses for one subject share one call; a request waits for another's call at
     /// most `wait` (the plugin timeout) before asking itself, so a failing or hanging provider
     /// never queues requests behind one another.
@@ -64,12 +65,13 @@ impl AuthzCache {
         sub: &str,
         check: F,
         wait: Duration,
+        now: Instant,
     ) -> Result<bool, PluginError>
     where
         F: Future<Output = Result<bool, PluginError>>,
     {
         if let Some(kept) = self.answers.get(sub) {
-            if let Some(answer) = self.fresh(kept) {
+            if let Some(answer) = self.fresh(kept, now) {
                 return Ok(answer);
             }
             // Only this stale answer: another request may have just put a fresh one in its place.
@@ -78,7 +80,8 @@ impl AuthzCache {
         // The first miss holds a placeholder and asks; the others wait for its answer. If it
         // fails (or its request goes away), the placeholder passes to a waiter, which asks in turn.
         match tokio::time::timeout(wait, self.answers.get_value_or_guard_async(sub)).await {
-            Ok(Ok(kept)) => match self.fresh(kept) {
+            // Another request's answer, given while this one waited: the clock has moved on.
+            Ok(Ok(kept)) => match self.fresh(kept, Instant::now()) {
                 Some(answer) => Ok(answer),
                 None => check.await,
             },
@@ -117,18 +120,38 @@ mod tests {
                 answer
             }
         };
-        assert!(cache.get_or_check("a", check(Ok(true)), W).await.unwrap());
-        assert!(cache.get_or_check("a", check(Ok(false)), W).await.unwrap());
+        assert!(cache
+            .get_or_check("a", check(Ok(true)), W, Instant::now())
+            .await
+            .unwrap());
+        assert!(cache
+            .get_or_check("a", check(Ok(false)), W, Instant::now())
+            .await
+            .unwrap());
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         // A deny is a definite answer too.
-        assert!(!cache.get_or_check("b", check(Ok(false)), W).await.unwrap());
-        assert!(!cache.get_or_check("b", check(Ok(true)), W).await.unwrap());
+        assert!(!cache
+            .get_or_check("b", check(Ok(false)), W, Instant::now())
+            .await
+            .unwrap());
+        assert!(!cache
+            .get_or_check("b", check(Ok(true)), W, Instant::now())
+            .await
+            .unwrap());
         // Errors are passed on and not kept.
         let e = cache
-            .get_or_check("c", check(Err(PluginError::unavailable("down"))), W)
+            .get_or_check(
+                "c",
+                check(Err(PluginError::unavailable("down"))),
+                W,
+                Instant::now(),
+            )
             .await;
         assert_eq!(e.unwrap_err().message.as_str(), "down");
-        assert!(cache.get_or_check("c", check(Ok(true)), W).await.unwrap());
+        assert!(cache
+            .get_or_check("c", check(Ok(true)), W, Instant::now())
+            .await
+            .unwrap());
         assert_eq!(calls.load(Ordering::SeqCst), 4);
     }
 
@@ -136,16 +159,18 @@ mod tests {
     async fn an_answer_older_than_the_ttl_is_asked_again() {
         let cache = AuthzCache::new(Duration::from_millis(100), 100);
         assert!(cache
-            .get_or_check("a", async { Ok(true) }, W)
+            .get_or_check("a", async { Ok(true) }, W, Instant::now())
             .await
             .unwrap());
         assert!(cache
-            .get_or_check("a", async { Ok(false) }, W)
+            .get_or_check("a", async { Ok(false) }, W, Instant::now())
             .await
             .unwrap());
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // Judged at the time of the request's decision: past the TTL, the answer is stale and the
+        // provider is asked again.
+        let later = Instant::now() + Duration::from_millis(150);
         assert!(!cache
-            .get_or_check("a", async { Ok(false) }, W)
+            .get_or_check("a", async { Ok(false) }, W, later)
             .await
             .unwrap());
     }
@@ -162,6 +187,7 @@ mod tests {
                         "s",
                         std::future::pending::<Result<bool, PluginError>>(),
                         wait,
+                        Instant::now(),
                     )
                     .await
             })
@@ -172,7 +198,9 @@ mod tests {
         for _ in 0..5 {
             let cache = cache.clone();
             waiters.push(tokio::spawn(async move {
-                cache.get_or_check("s", async { Ok(true) }, wait).await
+                cache
+                    .get_or_check("s", async { Ok(true) }, wait, Instant::now())
+                    .await
             }));
         }
         for w in waiters {
@@ -204,6 +232,7 @@ mod tests {
                             Ok(true)
                         },
                         W,
+                        Instant::now(),
                     )
                     .await
             }));

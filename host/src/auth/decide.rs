@@ -5,7 +5,7 @@ use std::{
     borrow::Cow,
     panic::AssertUnwindSafe,
     sync::{Arc, LazyLock, OnceLock},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures_util::FutureExt as _;
@@ -129,6 +129,8 @@ pub struct RequestParts<'a> {
     pub headers: &'a HeaderMap,
     /// Raw query string.
     pub query: Option<&'a str>,
+    /// When the decision is made: the time kept answers are judged at.
+    pub now: Instant,
 }
 
 /// Decides a request under snapshot `rt`.
@@ -196,20 +198,20 @@ async fn authenticate_and_authorize(
     let auth = &rt.config.auth;
     // The alphabet is checked below, after the first candidate's cache: a token found there is
     // byte for byte one that passed every check, this one included.
-    let token = match token::extract_unchecked(&auth.token, req.headers, req.query) {
+    let raw = match token::extract_unchecked(&auth.token, req.headers, req.query) {
         Ok(Some(t)) => t,
         Ok(None) => return Err(Denial::NoToken),
         Err(TokenError::Malformed) => return Err(malformed()),
     };
-    if token.len() > rt.config.server.max_token_bytes {
-        return Err(if token::well_formed(&token) {
+    if raw.len() > rt.config.server.max_token_bytes {
+        return Err(if token::well_formed(&raw) {
             Denial::InvalidToken("token is larger than the configured limit".into())
         } else {
             malformed()
         });
     }
-    let retired = retired_for(rt, &token);
-    let mut candidates = candidates(rt, &token);
+    let retired = retired_for(rt, &raw);
+    let mut candidates = candidates(rt, &raw);
     // A route may name the only instances that can vouch for its callers.
     let mut excluded_by_route = false;
     if let Some(allowed) = trace
@@ -224,7 +226,7 @@ async fn authenticate_and_authorize(
     let cached = |p: &ProviderInstance| {
         p.authn_cache
             .as_ref()
-            .and_then(|c| c.get(&token, &p.key_sets))
+            .and_then(|c| c.get(&raw, &p.key_sets, req.now))
     };
     // Made on first need: a token answered from an instance's cache never builds it.
     let info = OnceLock::new();
@@ -234,9 +236,9 @@ async fn authenticate_and_authorize(
             return kept_user(rt, p, &hit, &info, req, trace).await;
         }
     }
-    if !token::well_formed(&token) {
+    let Some(token) = token::checked(raw.clone()) else {
         return Err(malformed());
-    }
+    };
     if excluded_by_route {
         return Err(Denial::InvalidToken(
             "this route does not accept tokens from that provider".into(),
@@ -364,13 +366,19 @@ async fn authenticate(
     .await
 }
 
+/// The `iss` of a token as the request brought it (unverified, and `None` when it is not a JWT).
+fn peek_issuer(rt: &Runtime, token: &[u8]) -> Option<String> {
+    let token = std::str::from_utf8(token).ok()?;
+    jose::peek_issuer(token, rt.config.server.max_token_bytes)
+}
+
 /// A retired instance that could have been the one for this token: one declaring the token's
 /// issuer, else one declaring no issuer.
-fn retired_for<'a>(rt: &'a Runtime, token: &str) -> Option<&'a RetiredInstance> {
+fn retired_for<'a>(rt: &'a Runtime, token: &[u8]) -> Option<&'a RetiredInstance> {
     if rt.retired.is_empty() {
         return None;
     }
-    let iss = jose::peek_issuer(token, rt.config.server.max_token_bytes);
+    let iss = peek_issuer(rt, token);
     rt.retired
         .iter()
         .find(|r| iss.as_ref().is_some_and(|i| r.issuers.contains(i)))
@@ -388,12 +396,15 @@ fn retired_for<'a>(rt: &'a Runtime, token: &str) -> Option<&'a RetiredInstance> 
 
 /// Providers to try for this token: the one whose declared issuer matches the token's `iss`; else
 /// those that declare no issuer, in config order. With one provider, that provider.
-fn candidates<'a>(rt: &'a Runtime, token: &str) -> Vec<&'a Arc<ProviderInstance>> {
+fn candidates<'a>(
+    rt: &'a Runtime,
+    token: &[u8],
+) -> smallvec::SmallVec<[&'a Arc<ProviderInstance>; 4]> {
     if rt.providers.len() == 1 && rt.retired.is_empty() {
         return rt.providers.iter().collect();
     }
-    if let Some(iss) = jose::peek_issuer(token, rt.config.server.max_token_bytes) {
-        let by_issuer: Vec<_> = rt
+    if let Some(iss) = peek_issuer(rt, token) {
+        let by_issuer: smallvec::SmallVec<_> = rt
             .providers
             .iter()
             .filter(|p| p.issuers.contains(&iss))
@@ -445,7 +456,7 @@ async fn authorize(
             match (&p.authz_cache, user.subject()) {
                 (Some(cache), Some(sub)) => {
                     cache
-                        .get_or_check(sub, check, rt.config.server.plugin_timeout)
+                        .get_or_check(sub, check, rt.config.server.plugin_timeout, req.now)
                         .await
                 }
                 _ => check.await,
@@ -490,8 +501,7 @@ pub fn route_policy(
         path,
         user: cel_user.get_or_init(|| user_value(claims)),
     };
-    let mut hits = Vec::new();
-    auth.rule_paths.matches(method, path, &mut hits);
+    let hits = auth.rule_paths.matches(method, path);
     let mut last = usize::MAX;
     for spec in hits {
         let Some(&i) = auth.rule_of_spec.get(spec) else {

@@ -22,19 +22,19 @@ pub fn extract<'a>(
     query: Option<&'a str>,
 ) -> Result<Option<Cow<'a, str>>, TokenError> {
     match extract_unchecked(cfg, headers, query)? {
-        Some(t) if !well_formed(&t) => Err(TokenError::Malformed),
-        t => Ok(t),
+        Some(t) => checked(t).map(Some).ok_or(TokenError::Malformed),
+        None => Ok(None),
     }
 }
 
-/// [`extract`] without the `b64token` alphabet check, which the caller must make with
-/// [`well_formed`] before the token is used for anything but finding it among tokens that passed
-/// it.
+/// [`extract`] without the `b64token` alphabet check: the token's bytes as the request brought
+/// them. The caller must pass them through [`checked`] before they are used for anything but
+/// finding them among tokens that passed it.
 pub fn extract_unchecked<'a>(
     cfg: &TokenConfig,
     headers: &'a HeaderMap,
     query: Option<&'a str>,
-) -> Result<Option<Cow<'a, str>>, TokenError> {
+) -> Result<Option<Cow<'a, [u8]>>, TokenError> {
     let mut values = headers.get_all(&cfg.header_name).iter();
     if let Some(first) = values.next() {
         if values.next().is_some() {
@@ -51,11 +51,7 @@ pub fn extract_unchecked<'a>(
             if token.is_empty() {
                 return Ok(None);
             }
-            // A b64token is ASCII, so it is also valid UTF-8.
-            return match std::str::from_utf8(token) {
-                Ok(t) => Ok(Some(Cow::Borrowed(t))),
-                _ => Err(TokenError::Malformed),
-            };
+            return Ok(Some(Cow::Borrowed(token)));
         }
         // Another scheme (Basic, ...) is not ours: treated as no bearer token. A header value
         // that is not visible ASCII is malformed whatever its scheme.
@@ -71,7 +67,7 @@ pub fn extract_unchecked<'a>(
                 if v.is_empty() {
                     return Ok(None);
                 }
-                return Ok(Some(Cow::Owned(v)));
+                return Ok(Some(Cow::Owned(v.into_bytes())));
             }
         }
     }
@@ -82,7 +78,7 @@ pub fn extract_unchecked<'a>(
                 let (k, v) = c.trim().split_once('=').unwrap_or((c.trim(), ""));
                 if k == name && !v.is_empty() {
                     let v = v.trim_matches('"');
-                    return Ok(Some(Cow::Borrowed(v)));
+                    return Ok(Some(Cow::Borrowed(v.as_bytes())));
                 }
             }
         }
@@ -90,12 +86,27 @@ pub fn extract_unchecked<'a>(
     Ok(None)
 }
 
+/// The token as text once it is known to be an RFC 6750 `b64token`; `None` when it is not.
+pub fn checked(token: Cow<'_, [u8]>) -> Option<Cow<'_, str>> {
+    if !well_formed(&token) {
+        return None;
+    }
+    // A b64token is ASCII, so it is also valid UTF-8.
+    match token {
+        Cow::Borrowed(b) => std::str::from_utf8(b).ok().map(Cow::Borrowed),
+        Cow::Owned(v) => String::from_utf8(v).ok().map(Cow::Owned),
+    }
+}
+
 /// RFC 6750 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
 ///
 /// Checked on every request, over the whole token: written without early exits so that the compiler
 /// checks many bytes at once.
-pub fn well_formed(s: &str) -> bool {
-    let body = s.trim_end_matches('=').as_bytes();
+pub fn well_formed(token: &[u8]) -> bool {
+    let body = match token.iter().rposition(|&b| b != b'=') {
+        Some(last) => &token[..=last],
+        None => &[][..],
+    };
     // Range tests on bytes, OR-ed into one flag with no branch and no lookup table: the compiler
     // checks 16 or 32 bytes at a time.
     let bad = body.iter().fold(0u8, |bad, &b| {
@@ -168,16 +179,19 @@ mod tests {
             token.push(b);
             token.extend_from_slice(b"cd");
             let want = ALPHABET.contains(&b);
-            match std::str::from_utf8(&token) {
-                Ok(t) => assert_eq!(well_formed(t), want, "byte {b:#04x}"),
-                Err(_) => assert!(!want),
-            }
+            assert_eq!(well_formed(&token), want, "byte {b:#04x}");
         }
         // Long enough for the vector loop, with the odd byte last.
         let long = format!("{}{}", "a".repeat(100), ",");
-        assert!(!well_formed(&long));
-        assert!(well_formed(&format!("{}==", "Zz9-._~+/".repeat(20))));
-        assert!(!well_formed("===="));
+        assert!(!well_formed(long.as_bytes()));
+        assert!(well_formed(
+            format!("{}==", "Zz9-._~+/".repeat(20)).as_bytes()
+        ));
+        assert!(!well_formed(b"===="));
+        assert!(!well_formed(b""));
+        // Padding only at the end.
+        assert!(well_formed(b"ab=="));
+        assert!(!well_formed(b"a=b"));
     }
 
     #[test]
@@ -224,6 +238,13 @@ mod tests {
             extract(&c, &with(&[("authorization", "Bearer a\"b")]), None),
             Err(TokenError::Malformed)
         );
+        // Bytes that are not even UTF-8 (obs-text in a header value).
+        let mut h = HeaderMap::new();
+        h.append(
+            "authorization",
+            HeaderValue::from_bytes(b"Bearer ab\xffcd").unwrap(),
+        );
+        assert_eq!(extract(&c, &h, None), Err(TokenError::Malformed));
     }
 
     #[test]

@@ -46,7 +46,8 @@
 //!
 //! # Indexing
 //!
-//! Path patterns live in a segment trie (sorted literal children searched by binary search, one
+//! Path patterns live in a segment trie (sorted literal children, scanned when there are a few and
+//! searched by binary search when there are more, one
 //! "one segment" child shared by `:name` and mid-pattern `*`, and per-node lists of patterns that end there
 //! or that end with a trailing `*` there), so a lookup visits at most one trie node per path segment and
 //! pattern prefix, independent of the number of patterns. Regex patterns are searched in one pass with a
@@ -69,6 +70,10 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 const REGEX_SET_SIZE_LIMIT: usize = 16 << 20;
 /// Lazy-DFA cache limit per regex (set).
 const REGEX_DFA_SIZE_LIMIT: usize = 2 << 20;
+
+/// The indices of the patterns matching a path, in ascending order. A path matches a handful of
+/// patterns, whatever the size of the set: they are held inline, not allocated.
+pub type Hits = smallvec::SmallVec<[usize; 8]>;
 
 /// How literals, paths, regexes and methods are compared. See the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -329,9 +334,9 @@ impl PatternSet {
         best
     }
 
-    /// All matching indices in ascending order. `out` is cleared first.
-    pub fn matches(&self, method: &str, path: &str, out: &mut Vec<usize>) {
-        out.clear();
+    /// All matching indices in ascending order.
+    pub fn matches(&self, method: &str, path: &str) -> Hits {
+        let mut out = Hits::new();
         self.walk_trie(path, &mut |indices| {
             out.extend(
                 indices
@@ -355,6 +360,7 @@ impl PatternSet {
         }
         // Each spec index is in exactly one place (one trie list or one regex), so there are no duplicates.
         out.sort_unstable();
+        out
     }
 
     /// Number of patterns (specs) in the set.
@@ -455,8 +461,21 @@ impl Node {
     }
 
     fn literal(&self, seg: &str, case: CaseMode) -> Option<&Node> {
-        if self.literals.is_empty() {
-            return None;
+        // A few children (the usual case): one length comparison rules out most keys, and a
+        // whole-slice comparison settles the rest, where an ordering compares byte by byte.
+        if self.literals.len() <= LINEAR_LITERALS {
+            return self
+                .literals
+                .iter()
+                .find(|(key, _)| {
+                    key.len() == seg.len()
+                        && match case {
+                            CaseMode::Sensitive => **key == *seg,
+                            // Keys are lower-case already.
+                            CaseMode::Insensitive => key.eq_ignore_ascii_case(seg),
+                        }
+                })
+                .map(|(_, child)| child);
         }
         self.literals
             .binary_search_by(|(key, _)| compare_key(key, seg, case))
@@ -464,6 +483,9 @@ impl Node {
             .map(|pos| &self.literals[pos].1)
     }
 }
+
+/// Up to this many literal children are scanned in turn; more are searched by halves.
+const LINEAR_LITERALS: usize = 8;
 
 /// Compare a stored literal key with a path segment. In `Insensitive` sets keys are already lower-case, so
 /// folding the segment gives an order consistent with the keys' sort order.
@@ -644,9 +666,7 @@ mod tests {
     }
 
     fn all(set: &PatternSet, method: &str, path: &str) -> Vec<usize> {
-        let mut out = vec![999];
-        set.matches(method, path, &mut out);
-        out
+        set.matches(method, path).to_vec()
     }
 
     // --- reference §5.1 pathMatchesPattern ---
@@ -1160,7 +1180,6 @@ mod tests {
         assert_eq!(set.len(), 1000);
         // Distinct first segments: the root has one literal child per pattern, found by binary search.
         assert_eq!(set.trie.literals.len(), 1000);
-        let mut out = Vec::new();
         for i in 0..1000 {
             let (method, path, other) = match i % 4 {
                 0 => ("GET", format!("/svc{i}/items"), format!("/svc{i}/items/1")),
@@ -1169,8 +1188,7 @@ mod tests {
                 _ => ("GET", format!("/SVC{i}/a/b/c/"), format!("/svc{i}/a/b")),
             };
             assert_eq!(set.first_match(method, &path), Some(i), "{path}");
-            set.matches(method, &path, &mut out);
-            assert_eq!(out, vec![i], "{path}");
+            assert_eq!(set.matches(method, &path).as_slice(), [i], "{path}");
             // The near miss (for i % 4 == 2: the wrong method).
             let other_method = if i % 4 == 2 { "GET" } else { method };
             assert!(!set.is_match(other_method, &other), "{other}");
