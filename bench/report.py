@@ -51,15 +51,17 @@ for r in rounds:
         f = rows[r]["s7-reloads"]
         print(f"  round {r}: s7 config writes {f.get('writes', 0):.0f}, reloads applied {f.get('applied', 0):.0f}")
 
-verify = extra.get("verify_per_s", float("nan"))
-def ratio(a, b, scale=1.0):
+def ratio(a, b, field="rps"):
+    """Per round: a's req/s over b's `field` (both measured in that round); and their median."""
     xs = []
     for r in rounds:
-        ra, rb = rows[r].get(a), rows[r].get(b) if b else None
-        if ra and (rb or b is None):
-            xs.append(ra["rps"] / (rb["rps"] if rb else scale))
+        ra, rb = rows[r].get(a), rows[r].get(b)
+        if ra and rb and rb.get(field):
+            xs.append(ra["rps"] / rb[field])
     return med(xs), xs
 
+# The raw verify rate, measured right after each s5 slice.
+verify = med([rows[r]["openssl"]["verify_per_s"] for r in rounds if "openssl" in rows[r]])
 print()
 print(f"{'target':<44} {'measured':>10} {'':>6}  per round")
 checks = []
@@ -70,17 +72,21 @@ for label, a, b, goal in [
     ("s7 >= 0.80 x s2", "s7", "s2", 0.80),
 ]:
     m, xs = ratio(a, b)
+    if not xs:
+        continue  # not in SCENARIOS
     ok = m >= goal
     checks.append(ok)
     print(f"{label:<44} {m:>10.3f} {'met' if ok else 'MISSED':>6}  {' '.join(f'{x:.3f}' for x in xs)}")
-m, xs = ratio("s5", None, verify)
+m, xs = ratio("s5", "openssl", "verify_per_s")
 ok = m >= 0.5
-print(f"{'s5 >= 0.5 x openssl verify/s (' + format(verify, '.0f') + ')':<44} {m:>10.3f} {'met' if ok else 'MISSED':>6}  {' '.join(f'{x:.3f}' for x in xs)}")
+if xs:
+    print(f"{'s5 >= 0.5 x openssl verify/s (median ' + format(verify, '.0f') + ')':<44} {m:>10.3f} {'met' if ok else 'MISSED':>6}  {' '.join(f'{x:.3f}' for x in xs)}")
 m, xs = ratio("s5", "s5d")
 if xs:
     print(f"{'s5 / s5d (plugin ABI, nothing cached; no target)':<44} {m:>10.3f} {'':>6}  {' '.join(f'{x:.3f}' for x in xs)}")
 s7err = sum(rows[r].get("s7", {}).get("errors", 0) for r in rounds)
-print(f"{'s7 zero errors':<44} {s7err:>10.0f} {'met' if s7err == 0 else 'MISSED':>6}")
+if any("s7" in rows[r] for r in rounds):
+    print(f"{'s7 zero errors':<44} {s7err:>10.0f} {'met' if s7err == 0 else 'MISSED':>6}")
 c50 = [rows[r]["c50"] for r in rounds if "c50" in rows[r]]
 if c50:
     p99 = med([c["p99"] for c in c50])
