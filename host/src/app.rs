@@ -270,6 +270,11 @@ impl App {
         &self.metrics
     }
 
+    /// The plugin loader.
+    pub fn loader(&self) -> &Loader {
+        &self.loader
+    }
+
     /// The snapshot to serve one request with (load once, keep to the end).
     pub fn runtime(&self) -> Arc<Runtime> {
         self.runtime.load_full()

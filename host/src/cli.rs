@@ -149,9 +149,10 @@ async fn serve(config: &Path, watch: bool) -> anyhow::Result<i32> {
         println!("portcullis listening on {scheme}://{addr}");
         tracing::info!(%addr, generation, "serving");
     };
-    server::serve(app, on_bound, shutdown_signal())
-        .await
-        .context("server")?;
+    let served = server::serve(app.clone(), on_bound, shutdown_signal()).await;
+    // The process exits without dropping the app: the loader's empty folder is removed here.
+    app.loader().remove_staging_dir();
+    served.context("server")?;
     Ok(0)
 }
 

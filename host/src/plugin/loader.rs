@@ -210,6 +210,12 @@ pub struct Loader {
     counts: [AtomicU64; 3],
 }
 
+impl Drop for Loader {
+    fn drop(&mut self) {
+        self.remove_staging_dir();
+    }
+}
+
 const MAPPED: usize = 0;
 const REUSED: usize = 1;
 const FAILED: usize = 2;
@@ -250,6 +256,13 @@ impl Loader {
             std::process::id()
         ));
         Loader::new(dir)
+    }
+
+    /// Removes the staging folder if it is empty, as it is between loads (each staged copy is
+    /// removed once mapped; a mapped library needs no name). Also done when the loader is
+    /// dropped; a server calls it on its way out, where nothing is dropped.
+    pub fn remove_staging_dir(&self) {
+        let _ = fs::remove_dir(&self.staging);
     }
 
     /// How many distinct library copies are mapped (they are never unmapped).
@@ -641,4 +654,24 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 #[allow(dead_code)]
 fn _root_module_name() -> &'static str {
     PluginModuleRef::NAME
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_staging_folder_goes_with_the_loader() {
+        let loader = Loader::in_temp_dir().unwrap();
+        let dir = loader.staging.clone();
+        assert!(dir.is_dir());
+        // Refused content is staged and removed like any other.
+        let bogus = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(bogus.path(), b"not a library").unwrap();
+        assert!(loader.load(bogus.path(), None).is_err());
+        assert!(dir.is_dir());
+        drop(loader);
+        assert!(!dir.exists());
+    }
 }
