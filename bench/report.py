@@ -5,7 +5,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-rows = defaultdict(dict)  # round -> scenario -> fields
+slices = defaultdict(lambda: defaultdict(list))  # round -> scenario -> fields of each slice
 extra = {}
 for line in open(sys.argv[1]):
     parts = line.rstrip("\n").split("\t")
@@ -22,8 +22,25 @@ for line in open(sys.argv[1]):
     if rnd == "-":
         extra.update(fields)
     else:
-        rows[rnd][sc] = fields
+        slices[rnd][sc].append(fields)
 
+
+def combine(parts):
+    """One scenario's slices of one round (several with PASSES > 1): rates averaged over the
+    equal slices, counts added up, latency percentiles the median of the slices'."""
+    out = {}
+    for k in set().union(*parts):
+        xs = [p[k] for p in parts if k in p]
+        if k in ("rps", "verify_per_s", "rss_kib"):
+            out[k] = statistics.mean(xs)
+        elif k in ("p50", "p99"):
+            out[k] = statistics.median(xs)
+        else:
+            out[k] = sum(xs)
+    return out
+
+
+rows = {r: {sc: combine(ps) for sc, ps in scs.items()} for r, scs in slices.items()}
 rounds = list(rows)
 names = {
     "s1": "public route (baseline)",

@@ -5,6 +5,7 @@
 #   DURATION=5 ROUNDS=3 CONNECTIONS=10 TOKENS=20000 bench/run.sh
 #   SKIP_BUILD=1 bench/run.sh         # reuse the release binaries already built
 #   SCENARIOS="s1 s2 s4" bench/run.sh # a subset (of s1..s7, s5d, c50, rss)
+#   DURATION=1 PASSES=4 bench/run.sh  # each round goes over the scenarios 4 times, 1 s each
 #
 # Installs wrk (Debian) when missing, builds the release binaries, starts a local JWKS and a local
 # WorkOS (bench helper `portcullis-bench`, on 127.0.0.1), then starts one server per scenario, all
@@ -27,6 +28,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 DURATION=${DURATION:-5}
 ROUNDS=${ROUNDS:-3}
+PASSES=${PASSES:-1}
 CONNECTIONS=${CONNECTIONS:-10}
 TOKENS=${TOKENS:-20000}
 WORK=${WORK:-$ROOT/target/bench}
@@ -218,9 +220,9 @@ verify_rate() {
   taskset -c "$SERVER_CPU" openssl speed -seconds 3 rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ {print $NF}'
 }
 
-# $1 round, $2 scenario: one slice of load.
+# $1 round, $2 scenario, $3 pass: one slice of load.
 slice() {
-  local r=$1 sc=$2
+  local r=$1 sc=$2 pass=$3
   local url="http://127.0.0.1:${PORT_OF[$sc]:-${PORT_OF[s2]}}$URL"
   SERVER_PID=${SPID_OF[$sc]:-${SPID_OF[s2]}}
   case $sc in
@@ -229,8 +231,9 @@ slice() {
     s3) load "$r" s3 "$url" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN_JWKS" ;;
     s5)
       load "$r" s5 "$url" "$CONNECTIONS" -- "$MOCKS/tokens.txt"
-      # The machine's raw verify rate right after, on the server's core: a slow spell weighs on
-      # both sides of the ratio, as for the other scenarios.
+      # The machine's raw verify rate right after (once a round), on the server's core: a slow
+      # spell weighs on both sides of the ratio, as for the other scenarios.
+      [ "$pass" = "$PASSES" ] || return 0
       local v
       v=$(verify_rate)
       echo -e "$r\topenssl\tverify_per_s=$v" >>"$RESULTS"
@@ -245,11 +248,11 @@ slice() {
       local p7=${PORT_OF[s7]} dir=$WORK/servers/s7 gen0 gen1 writer
       gen0=$(curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$p7/api/admin/status" | grep -o '"generation":[0-9]*' | cut -d: -f2)
       (
-        end=$((SECONDS + DURATION))
+        # Five writes a second for the slice's length (bash's SECONDS is too coarse for 1 s).
         k=0
-        while [ $SECONDS -lt $end ]; do
+        for _ in $(seq 1 $((DURATION * 5))); do
           k=$((k + 1))
-          config "$p7" "$JWT_STATIC" protected "reload $r.$k" >"$dir/config.tmp"
+          config "$p7" "$JWT_STATIC" protected "reload $r.$pass.$k" >"$dir/config.tmp"
           mv "$dir/config.tmp" "$dir/config.yaml"
           sleep 0.2
         done
@@ -266,10 +269,15 @@ slice() {
   esac
 }
 
+# With PASSES > 1 a round goes over the scenarios that many times: each scenario's share of the
+# round is spread over all of it, and a slow spell of a few seconds weighs on every scenario
+# rather than on the one or two it falls on. The report adds a round's slices up per scenario.
 n=${#ORDER[@]}
 for r in $(seq 1 "$ROUNDS"); do
-  for i in $(seq 0 $((n - 1))); do
-    slice "$r" "${ORDER[$(((i + r - 1) % n))]}"
+  for pass in $(seq 1 "$PASSES"); do
+    for i in $(seq 0 $((n - 1))); do
+      slice "$r" "${ORDER[$(((i + r - 1) % n))]}" "$pass"
+    done
   done
 done
 for sc in "${!SPID_OF[@]}"; do kill "${SPID_OF[$sc]}" 2>/dev/null || true; done
