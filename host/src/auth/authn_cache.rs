@@ -17,7 +17,6 @@
 //! empty, so no answer outlives the configuration it was given under. Failures are never kept.
 
 use std::{
-    hash::{Hash, Hasher},
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -39,53 +38,14 @@ pub const MAX_MAX_AGE: Duration = Duration::from_secs(3600);
 pub const MAX_BYTES: u64 = 8 * 1024 * 1024;
 /// The number of entries the cache is laid out for (a typical token and user take about 1 KiB).
 const EXPECTED_ENTRIES: usize = 4096;
-/// How much of the end of a token its hash covers (with its length).
-const HASHED_TAIL: usize = 32;
-
-/// A token as the cache holds it.
-#[derive(PartialEq, Eq)]
-pub struct TokenKey(Box<[u8]>);
-
-/// A token as a request brings it, to look it up.
-struct TokenRef<'a>(&'a [u8]);
-
-/// Hashes a token by its length and its last [`HASHED_TAIL`] bytes, not the whole of it: a
-/// 700-byte RS256 token would otherwise cost more to hash than the rest of the lookup. Spreading
-/// entries needs no more. Only tokens an instance accepted are kept, and the end of a JWT is its
-/// signature, which only the issuer can choose; an opaque token from an identity provider is
-/// random throughout. A request whose token shares a tail with a kept one costs one full
-/// comparison (a hit always compares the whole token), and the hasher is seeded per process.
-fn hash_token<H: Hasher>(token: &[u8], state: &mut H) {
-    state.write_usize(token.len());
-    state.write(&token[token.len().saturating_sub(HASHED_TAIL)..]);
-}
-
-impl Hash for TokenKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        hash_token(&self.0, state);
-    }
-}
-
-impl Hash for TokenRef<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        hash_token(self.0, state);
-    }
-}
-
-impl quick_cache::Equivalent<TokenKey> for TokenRef<'_> {
-    fn equivalent(&self, key: &TokenKey) -> bool {
-        *self.0 == *key.0
-    }
-}
-
 /// Weighs an entry by what it holds: the token, the user's text and its parsed form (estimated as
 /// large again), and a fixed overhead.
 #[derive(Clone)]
 pub struct ByBytes;
 
-impl quick_cache::Weighter<TokenKey, Arc<Accepted>> for ByBytes {
-    fn weight(&self, token: &TokenKey, accepted: &Arc<Accepted>) -> u64 {
-        (token.0.len() + 2 * accepted.user_json.len() + 256) as u64
+impl quick_cache::Weighter<Box<[u8]>, Arc<Accepted>> for ByBytes {
+    fn weight(&self, token: &Box<[u8]>, accepted: &Arc<Accepted>) -> u64 {
+        (token.len() + 2 * accepted.user_json.len() + 256) as u64
     }
 }
 
@@ -95,9 +55,10 @@ pub struct Accepted {
     pub user: Arc<AuthUser>,
     /// The user's JSON text as the plugin wrote it (handed back to its `authorize`).
     pub user_json: RString,
-    /// Used while the monotonic clock is before this: the earliest of the token's `exp`, the
-    /// user's `exp` and the cache's longest age, as they stood when the token was accepted.
-    until: Instant,
+    /// Unix seconds: used while `now < until` (the earliest of the token's `exp`, the user's
+    /// `exp` and the cache's longest age). The wall clock, like `exp`: a monotonic clock stands
+    /// still while the machine is suspended or the VM paused, and an entry would outlive `exp`.
+    until: u64,
     /// The instance's key sets when the plugin was asked.
     keys: KeyStamp,
 }
@@ -105,9 +66,10 @@ pub struct Accepted {
 /// One provider instance's accepted tokens.
 pub struct AuthnCache {
     max_age: Duration,
-    /// Keyed by the whole token (compared in full on a hit). Entries past their time are never
-    /// used and go when evicted or replaced.
-    entries: quick_cache::sync::Cache<TokenKey, Arc<Accepted>, ByBytes>,
+    /// Keyed by the whole token, hashed and compared in full: a plugin's tokens may share any
+    /// part, so no part of them is enough to spread the entries. Entries past their time are
+    /// never used and go when evicted or replaced.
+    entries: quick_cache::sync::Cache<Box<[u8]>, Arc<Accepted>, ByBytes>,
 }
 
 impl std::fmt::Debug for AuthnCache {
@@ -117,6 +79,13 @@ impl std::fmt::Debug for AuthnCache {
             .field("entries", &self.entries.len())
             .finish()
     }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl AuthnCache {
@@ -134,17 +103,17 @@ impl AuthnCache {
         self.max_age
     }
 
-    /// The answer kept for `token`, if it still stands at `now` with the instance's key sets
-    /// `keys`. The token is looked up as the request brought it, before any check of its
-    /// characters: only tokens that passed every check are kept, so a hit is one of them.
+    /// The answer kept for `token`, if it still stands: before its time, and with the instance's
+    /// key sets `keys` unchanged and fresh at `now`. The token is looked up as the request
+    /// brought it, before any check of its characters: only tokens that passed every check are
+    /// kept, so a hit is one of them.
     pub fn get(&self, token: &[u8], keys: &InstanceKeySets, now: Instant) -> Option<Arc<Accepted>> {
-        let key = TokenRef(token);
-        let hit = self.entries.get(&key)?;
-        if now < hit.until && keys.unchanged_since(&hit.keys, now) {
+        let hit = self.entries.get(token)?;
+        if unix_now() < hit.until && keys.unchanged_since(&hit.keys, now) {
             Some(hit)
         } else {
             // Only this entry: another request may have just put a fresh one in its place.
-            self.entries.remove_if(&key, |e| Arc::ptr_eq(e, &hit));
+            self.entries.remove_if(token, |e| Arc::ptr_eq(e, &hit));
             None
         }
     }
@@ -152,10 +121,6 @@ impl AuthnCache {
     /// Keeps `user`, accepted for `token` while the instance's key sets were `keys` (taken before
     /// the plugin was asked). `token_exp` is the token's own `exp` when it is a JWT. Nothing is
     /// kept when an `exp` is not a plain number or is already past.
-    ///
-    /// The `exp` times are turned into the monotonic clock here, once: a lookup then reads no
-    /// wall clock. An entry thus ends after the time the token had left when it was accepted,
-    /// even if the wall clock is stepped meanwhile.
     pub fn insert(
         &self,
         token: &str,
@@ -164,31 +129,20 @@ impl AuthnCache {
         user_json: RString,
         keys: KeyStamp,
     ) {
-        // The monotonic clock first: read the other way round, an entry could outlive `exp` by
-        // the time between the two reads.
-        let now = Instant::now();
-        let wall = SystemTime::now();
-        let mut left = self.max_age;
+        let now = unix_now();
+        let mut until = now.saturating_add(self.max_age.as_secs());
         for exp in [token_exp, jose::exp_member(user.claims.get("exp"))] {
             match exp {
-                PeekedExp::At(exp) => {
-                    let Some(at) = UNIX_EPOCH.checked_add(Duration::from_secs(exp)) else {
-                        continue;
-                    };
-                    match at.duration_since(wall) {
-                        Ok(d) => left = left.min(d),
-                        Err(_) => return,
-                    }
-                }
+                PeekedExp::At(exp) => until = until.min(exp),
                 PeekedExp::Absent | PeekedExp::NotAJwt => {}
                 PeekedExp::Unusable => return,
             }
         }
-        let Some(until) = now.checked_add(left).filter(|_| !left.is_zero()) else {
+        if until <= now {
             return;
-        };
+        }
         self.entries.insert(
-            TokenKey(token.as_bytes().into()),
+            token.as_bytes().into(),
             Arc::new(Accepted {
                 user,
                 user_json,
@@ -214,13 +168,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use serde_json::Value;
-
-    fn unix_now() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-    }
 
     fn user(claims: Value) -> Arc<AuthUser> {
         Arc::new(AuthUser::new("p".into(), claims))
@@ -248,51 +195,6 @@ mod tests {
         assert!(c.get("tok-b".as_bytes(), &keys, Instant::now()).is_none());
         assert!(c.get("tok-a ".as_bytes(), &keys, Instant::now()).is_none());
         assert!(c.get("tok-".as_bytes(), &keys, Instant::now()).is_none());
-    }
-
-    #[test]
-    fn tokens_sharing_their_tail_are_told_apart() {
-        // Same length, same last bytes: the same hash, so only the full comparison separates them.
-        let keys = InstanceKeySets::default();
-        let c = AuthnCache::new(DEFAULT_MAX_AGE, 1 << 20);
-        let tail = "x".repeat(HASHED_TAIL);
-        let (a, b) = (format!("a.{tail}"), format!("b.{tail}"));
-        put(
-            &c,
-            &keys,
-            &a,
-            PeekedExp::NotAJwt,
-            serde_json::json!({"sub": "a"}),
-        );
-        assert_eq!(
-            c.get(a.as_bytes(), &keys, Instant::now())
-                .unwrap()
-                .user
-                .claims["sub"],
-            "a"
-        );
-        assert!(c.get(b.as_bytes(), &keys, Instant::now()).is_none());
-        put(
-            &c,
-            &keys,
-            &b,
-            PeekedExp::NotAJwt,
-            serde_json::json!({"sub": "b"}),
-        );
-        assert_eq!(
-            c.get(b.as_bytes(), &keys, Instant::now())
-                .unwrap()
-                .user
-                .claims["sub"],
-            "b"
-        );
-        assert_eq!(
-            c.get(a.as_bytes(), &keys, Instant::now())
-                .unwrap()
-                .user
-                .claims["sub"],
-            "a"
-        );
     }
 
     #[test]
@@ -352,29 +254,6 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(c.get("t".as_bytes(), &keys, Instant::now()).is_none());
-    }
-
-    #[test]
-    fn entries_end_at_the_earliest_exp_or_max_age() {
-        let keys = InstanceKeySets::default();
-        let c = AuthnCache::new(Duration::from_secs(300), 1 << 20);
-        let at = |secs: u64| Instant::now() + Duration::from_secs(secs);
-        let exp = unix_now() + 100;
-        put(
-            &c,
-            &keys,
-            "t",
-            PeekedExp::At(exp + 50),
-            serde_json::json!({"exp": exp}),
-        );
-        assert!(c.get(b"t", &keys, at(98)).is_some());
-        assert!(c.get(b"t", &keys, at(101)).is_none());
-        put(&c, &keys, "u", PeekedExp::At(exp), serde_json::json!({}));
-        assert!(c.get(b"u", &keys, at(98)).is_some());
-        assert!(c.get(b"u", &keys, at(101)).is_none());
-        put(&c, &keys, "v", PeekedExp::Absent, serde_json::json!({}));
-        assert!(c.get(b"v", &keys, at(298)).is_some());
-        assert!(c.get(b"v", &keys, at(301)).is_none());
     }
 
     #[test]

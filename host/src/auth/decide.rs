@@ -120,6 +120,7 @@ pub struct Trace {
 }
 
 /// The parts of a request a decision needs.
+#[derive(Clone, Copy)]
 pub struct RequestParts<'a> {
     /// Upper-case method.
     pub method: &'a str,
@@ -129,7 +130,9 @@ pub struct RequestParts<'a> {
     pub headers: &'a HeaderMap,
     /// Raw query string.
     pub query: Option<&'a str>,
-    /// When the decision is made: the time kept answers are judged at.
+    /// When the decision is made: the time kept answers are judged at. Read again after any
+    /// wait (a plugin call may take seconds), so that an answer is never judged at a time
+    /// already past.
     pub now: Instant,
 }
 
@@ -223,16 +226,16 @@ async fn authenticate_and_authorize(
         candidates.retain(|p| allowed.contains(&p.name));
         excluded_by_route = before > 0 && candidates.is_empty();
     }
-    let cached = |p: &ProviderInstance| {
+    let cached = |p: &ProviderInstance, now: Instant| {
         p.authn_cache
             .as_ref()
-            .and_then(|c| c.get(&raw, &p.key_sets, req.now))
+            .and_then(|c| c.get(&raw, &p.key_sets, now))
     };
     // Made on first need: a token answered from an instance's cache never builds it.
     let info = OnceLock::new();
     // The first candidate is the one the loop below would look at first.
     if let Some(p) = candidates.first() {
-        if let Some(hit) = cached(p) {
+        if let Some(hit) = cached(p, req.now) {
             return kept_user(rt, p, &hit, &info, req, trace).await;
         }
     }
@@ -260,9 +263,16 @@ async fn authenticate_and_authorize(
     let mut unavailable = None;
     let mut last_reason = None;
     for (i, p) in candidates.into_iter().enumerate() {
-        // The first one's cache was looked at above.
-        if let Some(hit) = (i > 0).then(|| cached(p)).flatten() {
-            return kept_user(rt, p, &hit, &info, req, trace).await;
+        // The first one's cache was looked at above. For the others, the previous candidate's
+        // plugin call took time: the clock is read again.
+        if i > 0 {
+            let later = RequestParts {
+                now: Instant::now(),
+                ..*req
+            };
+            if let Some(hit) = cached(p, later.now) {
+                return kept_user(rt, p, &hit, &info, &later, trace).await;
+            }
         }
         // The key sets as they are before the plugin is asked: a set refreshed meanwhile makes
         // what is kept below unusable rather than wrongly current.
@@ -294,7 +304,13 @@ async fn authenticate_and_authorize(
                     cache.insert(&token, token_exp, user.clone(), user_json.clone(), stamp);
                 }
                 // The provider's own text goes back to its `authorize`: no re-serialising.
-                authorize(rt, p, &user, &user_json, &info, req, trace).await?;
+                // The plugin call took time: kept authorization answers are judged at the time
+                // it ended.
+                let later = RequestParts {
+                    now: Instant::now(),
+                    ..*req
+                };
+                authorize(rt, p, &user, &user_json, &info, &later, trace).await?;
                 return Ok(user);
             }
             Ok(_) => last_reason = Some(format!("provider {} rejected the token", p.name)),

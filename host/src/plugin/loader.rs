@@ -204,6 +204,13 @@ impl std::fmt::Debug for LoadedPlugin {
 /// Maps plugin libraries, at most once per content.
 pub struct Loader {
     staging: PathBuf,
+    /// Whether the loader made `staging` (and so removes it when done).
+    made_staging: bool,
+    /// Whether `staging` may still be written in: held from the copy until the staged file is
+    /// removed, and set to false when the folder is removed. A folder removed is never written in
+    /// again: anyone could make a folder of that name, and swap a copy put there before it is
+    /// mapped.
+    staging_open: Mutex<bool>,
     seq: AtomicU64,
     by_hash: Mutex<HashMap<String, Arc<LoadedPlugin>>>,
     /// Loads that ended [`MAPPED`], [`REUSED`] and [`FAILED`].
@@ -234,9 +241,12 @@ pub struct LoadCounts {
 impl Loader {
     /// A loader that stages copies in `staging` (created with mode 0700 if missing).
     pub fn new(staging: PathBuf) -> std::io::Result<Loader> {
+        let made_staging = !staging.exists();
         create_private_dir(&staging)?;
         Ok(Loader {
             staging,
+            made_staging,
+            staging_open: Mutex::new(true),
             seq: AtomicU64::new(0),
             by_hash: Mutex::new(HashMap::new()),
             counts: Default::default(),
@@ -261,8 +271,16 @@ impl Loader {
     /// Removes the staging folder if it is empty, as it is between loads (each staged copy is
     /// removed once mapped; a mapped library needs no name). Also done when the loader is
     /// dropped; a server calls it on its way out, where nothing is dropped.
+    /// Loads of new content fail from then on.
     pub fn remove_staging_dir(&self) {
-        let _ = fs::remove_dir(&self.staging);
+        let mut open = self
+            .staging_open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *open = false;
+        if self.made_staging {
+            let _ = fs::remove_dir(&self.staging);
+        }
     }
 
     /// How many distinct library copies are mapped (they are never unmapped).
@@ -343,6 +361,16 @@ impl Loader {
         if let Some(hit) = self.allowed_or_mapped(file, &hash, allow)? {
             return Ok(hit);
         }
+        let open = self
+            .staging_open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !*open {
+            return Err(PluginLoadError::Io {
+                file: file.to_path_buf(),
+                reason: "the server is stopping: no more plugins are loaded".into(),
+            });
+        }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let staged = self.staging.join(format!("{}-{seq}.so", &hash[..16]));
         let copied = stage_copy(file, &staged);
@@ -368,6 +396,7 @@ impl Loader {
         // its number is never handed to a later copy): the staged file is removed either way, and
         // nothing is left in the temp folder however the process ends.
         let _ = fs::remove_file(&staged);
+        drop(open);
         result
     }
 
@@ -671,7 +700,26 @@ mod tests {
         std::fs::write(bogus.path(), b"not a library").unwrap();
         assert!(loader.load(bogus.path(), None).is_err());
         assert!(dir.is_dir());
+        loader.remove_staging_dir();
+        assert!(!dir.exists());
+        // Never written in again, even if a folder of that name comes back.
+        create_private_dir(&dir).unwrap();
+        let err = loader.load(bogus.path(), None).unwrap_err().to_string();
+        assert!(err.contains("stopping"), "{err}");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        std::fs::remove_dir(&dir).unwrap();
+        // Dropped: the folder goes too.
+        let loader = Loader::in_temp_dir().unwrap();
+        let dir = loader.staging.clone();
         drop(loader);
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn a_folder_the_loader_did_not_make_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let loader = Loader::new(dir.path().to_path_buf()).unwrap();
+        drop(loader);
+        assert!(dir.path().is_dir());
     }
 }
