@@ -54,7 +54,14 @@ for sc in "$@"; do
     *) args=(-H "Authorization: Bearer $(cat "$WORK/mocks/token_static")") ;;
   esac
   url="http://127.0.0.1:$PORT/health"
-  wrk -t1 -c"$CONNECTIONS" -d2s -s bench/wrk.lua "$url" "${args[@]}" >/dev/null
+  # s5's tokens are read from the start of the file by every wrk run: warmed up with them, the
+  # server would answer the first part of the measured run from its cache. One other token warms
+  # it up instead.
+  warm=("${args[@]}")
+  case $sc in
+    s5 | s5d) warm=(-H "Authorization: Bearer $(cat "$WORK/mocks/token_static")") ;;
+  esac
+  wrk -t1 -c"$CONNECTIONS" -d2s -s bench/wrk.lua "$url" "${warm[@]}" >/dev/null
   callgrind_control -i on "$pid" >/dev/null 2>&1
   result=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" -s bench/wrk.lua "$url" "${args[@]}" | grep '^RESULT')
   callgrind_control -i off "$pid" >/dev/null 2>&1
