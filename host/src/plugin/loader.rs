@@ -268,10 +268,10 @@ impl Loader {
         Loader::new(dir)
     }
 
-    /// Removes the staging folder if it is empty, as it is between loads (each staged copy is
-    /// removed once mapped; a mapped library needs no name). Also done when the loader is
-    /// dropped; a server calls it on its way out, where nothing is dropped.
-    /// Loads of new content fail from then on.
+    /// Removes the staging folder (if the loader made it), waiting for a copy being staged. The
+    /// folder is empty between loads: each staged copy is removed once mapped, as a mapped
+    /// library needs no name. Loads of new content fail from then on. Also done when the loader
+    /// is dropped; a server calls it on its way out, where nothing is dropped.
     pub fn remove_staging_dir(&self) {
         let mut open = self
             .staging_open
