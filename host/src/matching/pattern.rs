@@ -568,6 +568,12 @@ fn compile_methods(methods: Option<&[String]>) -> Result<MethodFilter, PatternEr
         }
         list.push(upper.into_boxed_str());
     }
+    // `HEAD` is `GET` without the body (RFC 9110 §9.3.2): a server answers it with the same
+    // handler, so a list that names `GET` names `HEAD` too. Otherwise a deny rule on `GET` would
+    // let `HEAD` of the same resource through, with its headers and status.
+    if list.iter().any(|m| &**m == "GET") && !list.iter().any(|m| &**m == "HEAD") {
+        list.push("HEAD".into());
+    }
     Ok(if any {
         MethodFilter::Any
     } else {
@@ -792,6 +798,10 @@ mod tests {
             let get = compile(&[p("/x").with_methods(["GET"])], case);
             assert!(get.is_match("GET", "/x"));
             assert!(!get.is_match("POST", "/x"));
+            // Ours: HEAD follows GET, in both case modes.
+            assert!(get.is_match("HEAD", "/x"));
+            let head = compile(&[p("/x").with_methods(["HEAD"])], case);
+            assert!(!head.is_match("GET", "/x"));
             let many = compile(&[p("/x").with_methods(["GET", "POST"])], case);
             assert!(many.is_match("GET", "/x"));
             assert!(many.is_match("POST", "/x"));
