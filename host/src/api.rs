@@ -272,7 +272,9 @@ enum ForwardAuthDoc {
     /// default `X-User-Id` from `sub`) carry who it is.
     #[oai(status = 200)]
     Ok,
-    /// No original method or URI, or an ambiguous path encoding.
+    /// The configured proxy's original method, URI or host is missing or repeated; another
+    /// proxy's original-request header is present; the original path is not canonical; or the
+    /// request carries a method override or a client's identity header.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
     /// No token or a bad one; carries `WWW-Authenticate: Bearer`.
@@ -281,7 +283,7 @@ enum ForwardAuthDoc {
     /// Authenticated but not allowed.
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
-    /// Forward auth is off (`gateway.forward_auth: false`).
+    /// Forward auth is off (`gateway.forward_auth` unset or `false`).
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
     /// A plugin failed.
@@ -517,10 +519,14 @@ pub struct GatewayApi {
 
 #[OpenApi]
 impl GatewayApi {
-    /// Forward auth for nginx `auth_request` and Traefik ForwardAuth: the verdict on the request
-    /// named by `X-Original-Method` + `X-Original-URI` (nginx) or `X-Forwarded-Method` +
-    /// `X-Forwarded-Uri` (Traefik), judged with the caller's own `Authorization` / cookies, as
-    /// if it had been sent here. Off unless `gateway.forward_auth: true`.
+    /// Forward auth for the proxy named by `gateway.forward_auth`: the verdict on the request
+    /// that proxy names — `X-Original-Method` + `X-Original-URI` + `X-Forwarded-Host` (nginx) or
+    /// `X-Forwarded-Method` + `X-Forwarded-Uri` + `X-Forwarded-Host` (Traefik, Caddy) — judged
+    /// with the caller's own `Authorization` / cookies, as if it had been sent here. Only the
+    /// configured proxy's headers are read; another proxy's original-request headers, a
+    /// non-canonical original path, a method override or a client's identity header are
+    /// refused with 400. (Envoy `ext_authz` asks below this path instead, with the original
+    /// method.) Off unless `gateway.forward_auth` names a proxy.
     #[oai(
         path = "/forward-auth",
         method = "get",
@@ -539,20 +545,20 @@ impl GatewayApi {
         /// nginx: the original method (`$request_method`).
         #[oai(name = "X-Original-Method")]
         _original_method: Header<Option<String>>,
-        /// Traefik: the original path and query.
+        /// Traefik and Caddy: the original path and query.
         #[oai(name = "X-Forwarded-Uri")]
         _forwarded_uri: Header<Option<String>>,
-        /// Traefik: the original method.
+        /// Traefik and Caddy: the original method.
         #[oai(name = "X-Forwarded-Method")]
         _forwarded_method: Header<Option<String>>,
-        /// Traefik: the original host (logged).
+        /// The original host (every proxy but Envoy); conditions see it as `host`.
         #[oai(name = "X-Forwarded-Host")]
         _forwarded_host: Header<Option<String>>,
         /// Traefik: the original scheme (logged).
         #[oai(name = "X-Forwarded-Proto")]
         _forwarded_proto: Header<Option<String>>,
     ) -> ForwardAuthAnswer {
-        ForwardAuthAnswer(crate::forward_auth::answer(&self.app, req.headers()).await)
+        ForwardAuthAnswer(crate::forward_auth::answer(&self.app, req).await)
     }
 
     /// Explains the decision the server would make now for a method, a path and optionally a

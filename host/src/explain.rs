@@ -171,6 +171,9 @@ pub async fn explain(rt: &Runtime, input: ExplainRequest) -> Result<Explanation,
             path: &canonical,
             headers: &headers,
             query,
+            host: headers
+                .get(poem::http::header::HOST)
+                .and_then(|v| v.to_str().ok()),
             now: std::time::Instant::now(),
         },
     )

@@ -31,7 +31,7 @@ use poem::{
 use crate::{
     app::App,
     auth::AuthUser,
-    config::{GatewayConfig, RouteConfig},
+    config::{GatewayConfig, MethodOverride, RouteConfig},
     runtime::Runtime,
     server::error_response,
 };
@@ -103,6 +103,10 @@ impl<E> Upstreams<E> {
         route: &RouteConfig,
         mut req: Request,
     ) -> Response {
+        if let Some(why) = refused_override(&rt.config.gateway, &req) {
+            tracing::info!(route = index, "{why}");
+            return error_response(StatusCode::BAD_REQUEST, why);
+        }
         let client = match self.client(route.connect_timeout) {
             Ok(c) => c,
             Err(e) => {
@@ -114,9 +118,14 @@ impl<E> Upstreams<E> {
         let mut url = route.upstream.clone();
         let path = format!("{}{}", url.path().trim_end_matches('/'), req.uri().path());
         url.set_path(&path);
-        let query = match (req.uri().query(), &token.query) {
-            (Some(q), Some(name)) => Some(strip_query_param(q, name)),
-            (q, _) => q.map(str::to_string),
+        // Without the token's parameter, and without `_method` (a method the gate did not judge).
+        let query = match req.uri().query() {
+            Some(q) if token.query.is_some() || query_has_method_override(q) => {
+                Some(strip_query_where(q, |key| {
+                    token.query.as_deref() == Some(key) || key.eq_ignore_ascii_case("_method")
+                }))
+            }
+            q => q.map(str::to_string),
         };
         url.set_query(query.as_deref().filter(|q| !q.is_empty()));
 
@@ -210,9 +219,15 @@ pub fn hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
 }
 
 /// The identity headers for `user`: each configured claim that the user has, as text (strings as
-/// they are, numbers and booleans printed, lists and objects as JSON). A value that cannot be a
-/// header (a control character) is left out.
+/// they are, numbers and booleans printed, lists and objects as JSON), and the provider header
+/// with the name of the instance that vouched. A value that cannot be a header (a control
+/// character) is left out.
 pub fn identity_headers(cfg: &GatewayConfig, user: &AuthUser) -> Vec<(HeaderName, HeaderValue)> {
+    let provider = cfg.provider_header.as_ref().and_then(|name| {
+        HeaderValue::from_str(&user.provider)
+            .ok()
+            .map(|v| (name.clone(), v))
+    });
     cfg.identity_headers
         .iter()
         .filter_map(|(claim, name)| {
@@ -229,7 +244,67 @@ pub fn identity_headers(cfg: &GatewayConfig, user: &AuthUser) -> Vec<(HeaderName
                 }
             }
         })
+        .chain(provider)
         .collect()
+}
+
+/// A header name as an upstream that reads `_` as `-` (CGI, PHP, Django, older Rack) and ignores
+/// case sees it: lower case, `_` as `-`. Allocates only for a name with `_` (header names in a
+/// `HeaderMap` are already lower case).
+pub fn normalized_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.contains('_') {
+        name.to_ascii_lowercase().replace('_', "-").into()
+    } else {
+        name.into()
+    }
+}
+
+/// Headers with which common frameworks let a request say it is another method.
+const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Whether a normalized header name (see [`normalized_name`]) is a method override.
+pub fn is_method_override(normalized: &str) -> bool {
+    METHOD_OVERRIDES.contains(&normalized)
+}
+
+/// Whether a query string carries `_method` (the form field Rails, Laravel and Symfony read as
+/// the method), in any spelling that decodes to it.
+pub fn query_has_method_override(query: &str) -> bool {
+    query.split('&').any(|pair| {
+        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+        crate::auth::token::form_decode(key).is_some_and(|k| k.eq_ignore_ascii_case("_method"))
+    })
+}
+
+/// Whether the client's header `normalized` (see [`normalized_name`]) is one only the gate
+/// may set upstream: an identity or provider header, `Forwarded`, `X-Forwarded-*`, `X-Real-IP`.
+fn is_gate_header(gateway: &GatewayConfig, normalized: &str) -> bool {
+    gateway.is_identity_header(normalized)
+        || normalized == "forwarded"
+        || normalized == "x-real-ip"
+        || normalized.starts_with("x-forwarded-")
+}
+
+/// Why a request may not be forwarded as it is under `gateway.method_override: refuse`.
+pub fn refused_override(gateway: &GatewayConfig, req: &Request) -> Option<&'static str> {
+    if gateway.method_override != MethodOverride::Refuse {
+        return None;
+    }
+    if req
+        .headers()
+        .keys()
+        .any(|k| is_method_override(&normalized_name(k.as_str())))
+    {
+        return Some("method override header refused");
+    }
+    if req.uri().query().is_some_and(query_has_method_override) {
+        return Some("method override parameter `_method` refused");
+    }
+    None
 }
 
 fn upstream_headers(
@@ -243,23 +318,19 @@ fn upstream_headers(
     let src = req.headers();
     let drop = hop_by_hop(src);
     let mut out = HeaderMap::new();
-    let mut forwarded_for: Vec<String> = Vec::new();
     for (k, v) in src {
         let name = k.as_str();
+        let normalized = normalized_name(name);
+        // What the gate did not judge never goes through: identity and forwarding headers in
+        // any spelling (the gate sets its own below), method overrides, and, when asked, every
+        // name with `_`.
         let skip = drop.contains(k)
-            || matches!(
-                name,
-                "host" | "expect" | "forwarded" | "x-forwarded-proto" | "x-forwarded-host"
-            )
-            || gateway.identity_headers.iter().any(|(_, h)| h == k)
+            || matches!(name, "host" | "expect")
+            || is_gate_header(gateway, &normalized)
+            || is_method_override(&normalized)
+            || (gateway.drop_underscore_headers && name.contains('_'))
             || (!route.forward_authorization && name.eq_ignore_ascii_case(token_header));
         if skip {
-            continue;
-        }
-        if name == "x-forwarded-for" {
-            if let Ok(s) = v.to_str() {
-                forwarded_for.push(s.to_string());
-            }
             continue;
         }
         if name == "cookie" {
@@ -280,11 +351,10 @@ fn upstream_headers(
         }
         out.append(k.clone(), v.clone());
     }
+    // The client's own `X-Forwarded-For` was dropped above: it is the client's word. The
+    // upstream gets the address this server saw.
     if let Some(addr) = req.remote_addr().as_socket_addr() {
-        forwarded_for.push(addr.ip().to_string());
-    }
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for.join(", ")) {
-        if !forwarded_for.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&addr.ip().to_string()) {
             out.insert("x-forwarded-for", v);
         }
     }
@@ -312,11 +382,17 @@ fn upstream_headers(
 
 /// `query` without the pairs whose (percent-decoded) name is `name`.
 pub fn strip_query_param(query: &str, name: &str) -> String {
+    strip_query_where(query, |key| key == name)
+}
+
+/// `query` without the pairs whose percent-decoded name `drop` picks (and without a pair whose
+/// name cannot be decoded: it cannot be told apart).
+fn strip_query_where(query: &str, drop: impl Fn(&str) -> bool) -> String {
     query
         .split('&')
         .filter(|pair| {
             let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            crate::auth::token::form_decode(key).as_deref() != Some(name)
+            crate::auth::token::form_decode(key).is_some_and(|k| !drop(&k))
         })
         .collect::<Vec<_>>()
         .join("&")
@@ -398,15 +474,37 @@ mod tests {
                 ("bad".into(), HeaderName::from_static("x-bad")),
                 ("absent".into(), HeaderName::from_static("x-absent")),
             ],
-            forward_auth: false,
+            provider_header: Some(HeaderName::from_static("x-auth-provider")),
+            ..GatewayConfig::default()
         };
         let user = AuthUser::new(
             "p".into(),
             serde_json::json!({"sub": "alice", "roles": ["a", "b"], "bad": "x\r\nInjected: 1"}),
         );
         let h = identity_headers(&cfg, &user);
-        assert_eq!(h.len(), 2);
+        assert_eq!(h.len(), 3);
         assert_eq!(h[0].1, "alice");
         assert_eq!(h[1].1, r#"["a","b"]"#);
+        assert_eq!(
+            (h[2].0.as_str(), h[2].1.to_str().unwrap()),
+            ("x-auth-provider", "p")
+        );
+    }
+
+    #[test]
+    fn names_read_as_an_upstream_reads_them() {
+        assert_eq!(normalized_name("x-user-id"), "x-user-id");
+        assert_eq!(normalized_name("X_User_Id"), "x-user-id");
+        assert!(is_method_override(&normalized_name(
+            "X_HTTP_Method_Override"
+        )));
+        assert!(query_has_method_override("a=1&_method=DELETE"));
+        assert!(query_has_method_override("%5Fmethod=DELETE"));
+        assert!(query_has_method_override("_METHOD=DELETE"));
+        assert!(!query_has_method_override("method=DELETE&x_method=1"));
+        assert_eq!(
+            strip_query_where("a=1&_method=DELETE&b=2&%zz=3", |k| k == "_method"),
+            "a=1&b=2"
+        );
     }
 }

@@ -136,6 +136,18 @@ impl<E: Endpoint> Gate<E> {
         let mut log_path = String::new();
 
         let mut resp = 'answer: {
+            // 0. Envoy's `ext_authz` asks about a request by sending it below `/forward-auth`,
+            // with its own method: judged as that request, never served.
+            if rt
+                .config
+                .gateway
+                .forward_auth
+                .as_ref()
+                .is_some_and(|p| p.kind == crate::config::ProxyKind::Envoy)
+                && req.uri().path().starts_with("/forward-auth/")
+            {
+                break 'answer crate::forward_auth::answer(&self.app, &req).await;
+            }
             // 1. One canonical path, used for matching and for serving.
             let canonical = match canonicalize(req.uri().path()) {
                 Ok(p) => p,
@@ -197,7 +209,7 @@ impl<E: Endpoint> Gate<E> {
             }
             // 4. The decision. The forward-auth endpoint is itself a decision about another
             // request (named in its headers), so it is not judged on its own path.
-            if rt.config.gateway.forward_auth && canonical == crate::forward_auth::PATH {
+            if rt.config.gateway.forward_auth.is_some() && canonical == crate::forward_auth::PATH {
                 break 'answer self.serve(req, server.timeout).await;
             }
             let decided_at = Instant::now();
@@ -207,6 +219,11 @@ impl<E: Endpoint> Gate<E> {
                     path: &canonical,
                     headers: req.headers(),
                     query: req.uri().query(),
+                    host: req
+                        .headers()
+                        .get(header::HOST)
+                        .and_then(|v| v.to_str().ok())
+                        .or_else(|| req.uri().authority().map(|a| a.as_str())),
                     now: decided_at,
                 };
                 // Boxed: held inline, the decision's state would make the whole request future

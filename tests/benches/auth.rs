@@ -9,11 +9,13 @@
 //!
 //! `cargo bench -p portcullis-tests --bench auth` (add a filter: `-- rules`).
 
-use std::{hint::black_box, path::Path, sync::Arc, sync::OnceLock};
+use std::{hint::black_box, path::Path, sync::Arc, sync::OnceLock, time::Instant};
 
 use aws_lc_rs::{encoding::AsDer, signature::KeyPair as _};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use poem::http::HeaderMap;
 use portcullis::{
+    auth::{AuthUser, RequestParts},
     config::{compile_str, EnvVars},
     http::HttpClient,
     jose::{self, Algorithm, Key, Validation},
@@ -120,32 +122,38 @@ fn rules(c: &mut Criterion) {
             }
         }
         let config = compile_str(&yaml, Path::new("bench.yaml"), &vars).unwrap();
-        let user = claims();
+        let user = AuthUser::new("bench".into(), claims());
         let path = format!("/api/r{}/items/7", n - 1);
         let cond_path = format!("/api/r{}/x", n - 2);
         g.bench_with_input(BenchmarkId::new("path_rule", n), &n, |b, _| {
             b.iter(|| {
                 let cel = OnceLock::new();
-                let (r, rule) = portcullis::auth::route_policy(
-                    &config.auth,
-                    "GET",
-                    black_box(&path),
-                    &user,
-                    &cel,
-                );
+                let headers = HeaderMap::new();
+                let req = RequestParts {
+                    method: "GET",
+                    path: black_box(&path),
+                    headers: &headers,
+                    query: None,
+                    host: None,
+                    now: Instant::now(),
+                };
+                let (r, rule) = portcullis::auth::route_policy(&config.auth, &req, &user, &cel);
                 assert!(r.is_ok() && rule.is_some());
             })
         });
         g.bench_with_input(BenchmarkId::new("cel_rule", n), &n, |b, _| {
             b.iter(|| {
                 let cel = OnceLock::new();
-                let (r, rule) = portcullis::auth::route_policy(
-                    &config.auth,
-                    "GET",
-                    black_box(&cond_path),
-                    &user,
-                    &cel,
-                );
+                let headers = HeaderMap::new();
+                let req = RequestParts {
+                    method: "GET",
+                    path: black_box(&cond_path),
+                    headers: &headers,
+                    query: None,
+                    host: None,
+                    now: Instant::now(),
+                };
+                let (r, rule) = portcullis::auth::route_policy(&config.auth, &req, &user, &cel);
                 assert!(r.is_ok() && rule.is_some());
             })
         });

@@ -2,7 +2,10 @@
 //! what reached it (method, path, query, headers, body length and SHA-256). `/slow*` never answers
 //! (for timeout tests).
 
-use std::net::SocketAddr;
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
 
 use poem::{http::StatusCode, Body, Request, Response};
 
@@ -11,6 +14,7 @@ pub struct Echo {
     /// Its address.
     pub addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    seen: Arc<Mutex<Vec<serde_json::Value>>>,
 }
 
 impl Drop for Echo {
@@ -26,48 +30,59 @@ impl Echo {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        drop(listener);
-        let acceptor =
-            poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind(addr))
-                .await
-                .expect("bind echo");
-        let app = poem::endpoint::make(|mut req: Request| async move {
-            if req.uri().path().starts_with("/slow") {
-                std::future::pending::<()>().await;
-            }
-            let body = req.take_body().into_vec().await.unwrap_or_default();
-            let mut headers = serde_json::Map::new();
-            for (k, v) in req.headers() {
-                let v = String::from_utf8_lossy(v.as_bytes()).to_string();
-                match headers.get_mut(k.as_str()) {
-                    Some(serde_json::Value::String(prev)) => {
-                        prev.push_str(" | ");
-                        prev.push_str(&v);
-                    }
-                    _ => {
-                        headers.insert(k.as_str().to_string(), v.into());
+        // The listener bound above is the one served: no port is let go and taken again.
+        let acceptor = poem::listener::TcpAcceptor::from_tokio(listener).expect("echo acceptor");
+        let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let record = seen.clone();
+        let app = poem::endpoint::make(move |mut req: Request| {
+            let record = record.clone();
+            async move {
+                if req.uri().path().starts_with("/slow") {
+                    std::future::pending::<()>().await;
+                }
+                let body = req.take_body().into_vec().await.unwrap_or_default();
+                let mut headers = serde_json::Map::new();
+                for (k, v) in req.headers() {
+                    let v = String::from_utf8_lossy(v.as_bytes()).to_string();
+                    match headers.get_mut(k.as_str()) {
+                        Some(serde_json::Value::String(prev)) => {
+                            prev.push_str(" | ");
+                            prev.push_str(&v);
+                        }
+                        _ => {
+                            headers.insert(k.as_str().to_string(), v.into());
+                        }
                     }
                 }
+                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body);
+                let echo = serde_json::json!({
+                    "method": req.method().as_str(),
+                    "path": req.uri().path(),
+                    "query": req.uri().query(),
+                    "headers": headers,
+                    "body_len": body.len(),
+                    "body_sha256": hex(digest.as_ref()),
+                });
+                record
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(echo.clone());
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .content_type("application/json")
+                    .header("x-upstream", "echo")
+                    .body(Body::from(echo.to_string()))
             }
-            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body);
-            let echo = serde_json::json!({
-                "method": req.method().as_str(),
-                "path": req.uri().path(),
-                "query": req.uri().query(),
-                "headers": headers,
-                "body_len": body.len(),
-                "body_sha256": hex(digest.as_ref()),
-            });
-            Response::builder()
-                .status(StatusCode::OK)
-                .content_type("application/json")
-                .header("x-upstream", "echo")
-                .body(Body::from(echo.to_string()))
         });
         let task = tokio::spawn(async move {
             let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
         });
-        Echo { addr, task }
+        Echo { addr, task, seen }
+    }
+
+    /// Every request that reached this upstream so far (the echo of each), oldest first.
+    pub fn seen(&self) -> Vec<serde_json::Value> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// `http://addr`.

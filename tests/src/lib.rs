@@ -28,6 +28,7 @@ pub mod mock_google;
 pub mod mock_oidc;
 pub mod mock_supabase;
 pub mod mock_workos;
+pub mod proxies;
 
 /// `target/debug` (or whichever profile the tests were built with).
 pub fn target_dir() -> PathBuf {

@@ -211,11 +211,12 @@ async fn spans_of_requests_and_plugin_calls_reach_an_otlp_receiver_without_secre
 
 #[tokio::test]
 async fn a_telemetry_change_is_refused_by_name_until_restart() {
-    let s = Server::start(&jwt_config(""), &[jwt_plugin()]);
+    let open = "auth:\n  rules:\n    - allow: true\n";
+    let s = Server::start(&jwt_config(open), &[jwt_plugin()]);
     let token = hs256(SECRET, good_claims("ops", json!({})));
     let with_telemetry = format!(
         "{}telemetry:\n  otlp_endpoint: http://127.0.0.1:9/\n",
-        jwt_config("")
+        jwt_config(open)
     );
     std::fs::write(s.config_path(), with_telemetry).unwrap();
     let r: Value = client()

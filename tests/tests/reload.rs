@@ -196,7 +196,7 @@ async fn fifty_config_changes_under_load_lose_no_request() {
 
 fn faulty_config(extra: &str) -> String {
     format!(
-        "version: 1\nserver:\n  host: 127.0.0.1\n  port: 0\nplugins:\n  dir: plugins\nproviders:\n  - name: main\n    plugin: jwt\n    config:\n      secret: \"{SECRET}\"\n      issuer: [\"https://issuer.test\"]\n      audience: [\"api\"]\n  - name: f\n    plugin: faulty\n{extra}auth:\n  protected: [\"/api/*\"]\n"
+        "version: 1\nserver:\n  host: 127.0.0.1\n  port: 0\nplugins:\n  dir: plugins\nproviders:\n  - name: main\n    plugin: jwt\n    config:\n      secret: \"{SECRET}\"\n      issuer: [\"https://issuer.test\"]\n      audience: [\"api\"]\n  - name: f\n    plugin: faulty\n{extra}auth:\n  protected: [\"/api/*\"]\n  rules:\n    - allow: true\n"
     )
 }
 

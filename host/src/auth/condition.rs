@@ -7,9 +7,12 @@ use cel::{Context, Env, Program, Value};
 
 static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
 
-/// Variables a condition may use: `user` (the authenticated user's claims), `method` (upper-case)
-/// and `path` (canonical).
-pub const VARIABLES: [&str; 3] = ["user", "method", "path"];
+/// Variables a condition may use: `user` (the authenticated user's claims), `method` (upper-case),
+/// `path` (canonical, in lower case: path patterns that require auth ignore case, and so must a
+/// condition, or `/API/x` would evade `path.startsWith('/api/')`), `provider` (the instance that
+/// vouched for the user), `iss` (the user's `iss` claim, `""` when it has none) and `host` (the
+/// request's host in lower case, without the port; `""` when the request named none).
+pub const VARIABLES: [&str; 6] = ["user", "method", "path", "provider", "iss", "host"];
 
 /// A compiled CEL expression that must evaluate to a boolean.
 pub struct Condition {
@@ -27,10 +30,32 @@ impl std::fmt::Debug for Condition {
 pub struct CondInput<'a> {
     /// Upper-case method.
     pub method: &'a str,
-    /// Canonical path.
+    /// Canonical path (given to the condition in lower case).
     pub path: &'a str,
     /// The user's claims as a CEL value.
     pub user: &'a Value,
+    /// The provider instance that vouched for the user.
+    pub provider: &'a str,
+    /// The request's `Host` as sent (or the host a forward-auth proxy named), if any.
+    pub host: Option<&'a str>,
+}
+
+/// A `Host` value as a condition sees it: lower case, without the port (`[::1]:80` → `[::1]`).
+pub fn host_name(host: &str) -> String {
+    let h = host.trim();
+    let without_port = if h.starts_with('[') {
+        h.find(']').map_or(h, |i| &h[..=i])
+    } else {
+        match h.rsplit_once(':') {
+            Some((name, port))
+                if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                name
+            }
+            _ => h,
+        }
+    };
+    without_port.trim_end_matches('.').to_ascii_lowercase()
 }
 
 impl Condition {
@@ -53,7 +78,7 @@ impl Condition {
             .collect();
         if !unknown.is_empty() {
             return Err(format!(
-                "unknown variable(s) {} in CEL expression; available: user, method, path",
+                "unknown variable(s) {} in CEL expression; available: user, method, path, provider, iss, host",
                 unknown
                     .iter()
                     .map(|v| format!("`{v}`"))
@@ -77,9 +102,22 @@ impl Condition {
     /// fails closed.
     pub fn eval(&self, input: &CondInput<'_>) -> Result<bool, String> {
         let mut ctx = Context::with_env(ENV.clone());
+        let iss = match input.user {
+            Value::Map(m) => m
+                .map
+                .get(&cel::objects::Key::String(Arc::new("iss".to_string())))
+                .and_then(|v| match v {
+                    Value::String(s) => Some(s.to_string()),
+                    _ => None,
+                }),
+            _ => None,
+        };
         ctx.add_variable_from_value("user", input.user.clone());
         ctx.add_variable_from_value("method", input.method.to_string());
-        ctx.add_variable_from_value("path", input.path.to_string());
+        ctx.add_variable_from_value("path", input.path.to_ascii_lowercase());
+        ctx.add_variable_from_value("provider", input.provider.to_string());
+        ctx.add_variable_from_value("iss", iss.unwrap_or_default());
+        ctx.add_variable_from_value("host", input.host.map(host_name).unwrap_or_default());
         match self.program.execute(&ctx) {
             Ok(Value::Bool(b)) => Ok(b),
             Ok(_) => Err("condition did not evaluate to a boolean".into()),
@@ -103,9 +141,35 @@ mod tests {
         let u = user_value(&user);
         c.eval(&CondInput {
             method: "GET",
-            path: "/api/x",
+            path: "/API/x",
             user: &u,
+            provider: "corp",
+            host: Some("Admin.Example.test:8443"),
         })
+    }
+
+    #[test]
+    fn provider_iss_and_host_are_visible_and_path_is_lower_case() {
+        assert_eq!(eval("provider == 'corp'", json!({})), Ok(true));
+        assert_eq!(
+            eval(
+                "iss == 'https://corp.test'",
+                json!({"iss": "https://corp.test"})
+            ),
+            Ok(true)
+        );
+        assert_eq!(eval("iss == ''", json!({"iss": 7})), Ok(true));
+        assert_eq!(eval("host == 'admin.example.test'", json!({})), Ok(true));
+        assert_eq!(eval("path.startsWith('/api/')", json!({})), Ok(true));
+    }
+
+    #[test]
+    fn host_names_lose_their_port_and_case() {
+        assert_eq!(host_name("Example.COM:80"), "example.com");
+        assert_eq!(host_name("example.com."), "example.com");
+        assert_eq!(host_name("[::1]:8080"), "[::1]");
+        assert_eq!(host_name("[::1]"), "[::1]");
+        assert_eq!(host_name("10.0.0.1"), "10.0.0.1");
     }
 
     #[test]

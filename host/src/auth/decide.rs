@@ -51,6 +51,9 @@ pub struct AuthUser {
     /// `claims.sub` when it is a non-empty string, read once: the authorization cache is keyed
     /// by it on every request.
     subject: Option<String>,
+    /// What the authorization cache keys this user by: the subject, and the organization the
+    /// token is scoped to when it names one (see [`AuthUser::authorization_key`]).
+    authz_key: Option<String>,
 }
 
 impl AuthUser {
@@ -60,16 +63,39 @@ impl AuthUser {
             Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.clone()),
             _ => None,
         };
+        let org = claims
+            .get("org_id")
+            .or_else(|| claims.get("o").and_then(|o| o.get("id")))
+            .and_then(serde_json::Value::as_str);
+        // The subject's length first: no (subject, organization) pair spells another's key.
+        let authz_key = subject.as_ref().map(|s| match org {
+            Some(o) => format!("{}:{s}:{o}", s.len()),
+            None => format!("{}:{s}", s.len()),
+        });
         AuthUser {
             provider,
             claims,
             subject,
+            authz_key,
         }
     }
 
     /// `claims.sub`, when it is a non-empty string.
     pub fn subject(&self) -> Option<&str> {
         self.subject.as_deref()
+    }
+
+    /// The key of this user's cached authorization answers: the subject, with the organization
+    /// the token names (`org_id`, or Clerk's `o.id`) when it names one. Providers that authorize
+    /// by organization membership answer per organization, so an answer for one organization is
+    /// never reused for a token scoped to another.
+    pub fn authorization_key(&self) -> Option<&str> {
+        self.authz_key.as_deref()
+    }
+
+    /// The `iss` claim, when it is a string.
+    pub fn issuer(&self) -> Option<&str> {
+        self.claims.get("iss").and_then(serde_json::Value::as_str)
     }
 }
 
@@ -130,6 +156,9 @@ pub struct RequestParts<'a> {
     pub headers: &'a HeaderMap,
     /// Raw query string.
     pub query: Option<&'a str>,
+    /// The request's host as sent (`Host`, or the authority of an HTTP/2 request; for forward
+    /// auth, the host the proxy named). Read only by conditions.
+    pub host: Option<&'a str>,
     /// When the decision is made: the time kept answers are judged at. Read again after any
     /// wait (a plugin call may take seconds), so that an answer is never judged at a time
     /// already past.
@@ -145,14 +174,9 @@ pub async fn decide(rt: &Runtime, req: &RequestParts<'_>) -> Decision {
         public_pattern: auth.public.first_match(req.method, req.path),
         ..Trace::default()
     };
-    // A CORS preflight is never auth-checked.
-    if req.method == "OPTIONS" && req.headers.contains_key("access-control-request-method") {
-        trace.reason = "cors preflight".into();
-        return Decision {
-            result: Ok(None),
-            trace,
-        };
-    }
+    // No exemption for a CORS preflight here: the gate answers one itself, and only where CORS
+    // is configured and the request has an `Origin`. Anything else called OPTIONS is judged
+    // like any request (forward auth would otherwise let it through to a protected upstream).
     if !trace.builtin_route {
         trace.route = rt.config.routes.find(req.method, req.path);
     }
@@ -299,6 +323,20 @@ async fn authenticate_and_authorize(
                     }
                 };
                 let user = Arc::new(AuthUser::new(p.name.clone(), claims));
+                // A plugin vouches only for the issuers it declared (tokens are routed to it by
+                // them): a user of another issuer is refused, and not kept.
+                if !p.issuers.is_empty() {
+                    match user.claims.get("iss") {
+                        None => {}
+                        Some(serde_json::Value::String(iss)) if p.issuers.contains(iss) => {}
+                        Some(_) => {
+                            return Err(Denial::InvalidToken(format!(
+                                "provider {} vouched for an issuer it does not declare",
+                                p.name
+                            )))
+                        }
+                    }
+                }
                 if let (Some(cache), Some(stamp)) = (&p.authn_cache, stamp) {
                     let token_exp = jose::peek_exp(&token, rt.config.server.max_token_bytes);
                     cache.insert(&token, token_exp, user.clone(), user_json.clone(), stamp);
@@ -451,6 +489,8 @@ async fn authorize(
         method: req.method,
         path: req.path,
         user: cel_user.get_or_init(|| user_value(&user.claims)),
+        provider: &user.provider,
+        host: req.host,
     };
 
     // 1. The provider's own check, or its YAML override.
@@ -468,8 +508,9 @@ async fn authorize(
                 )
                 .await
             });
-            // Cached per (instance, subject); a user without a `sub` is always asked about.
-            match (&p.authz_cache, user.subject()) {
+            // Cached per (instance, subject and organization); a user without a `sub` is always
+            // asked about.
+            match (&p.authz_cache, user.authorization_key()) {
                 (Some(cache), Some(sub)) => {
                     cache
                         .get_or_check(sub, check, rt.config.server.plugin_timeout, req.now)
@@ -496,26 +537,35 @@ async fn authorize(
     }
 
     // 2. The route policy.
-    let (result, rule) = route_policy(auth, req.method, req.path, &user.claims, &cel_user);
+    let (result, rule) = route_policy(auth, req, user, &cel_user);
     trace.rule = rule;
     result
 }
 
-/// The route policy for an authenticated user whose claims are `claims`: the first rule of
-/// `auth.rules` that applies decides, else `auth.authorize`, else allowed when there are no rules.
+/// The built-in admin API: open only to users an `auth.rules` entry allows.
+static ADMIN_API: LazyLock<PatternSet> = LazyLock::new(|| {
+    PatternSet::compile(&[PatternSpec::path("/api/admin/*")], CaseMode::Insensitive)
+        .unwrap_or_else(|_| unreachable!("static patterns compile"))
+});
+
+/// The route policy for an authenticated `user`: the first rule of `auth.rules` that applies
+/// decides, else `auth.authorize`, else allowed when there are no rules. The admin API
+/// (`/api/admin/*`) is the exception: only a rule that allows opens it, never the fallbacks.
 /// Also returns the index of the rule that decided. `cel_user` holds the claims as a CEL value,
 /// made on first need (a path whose rules have no condition never makes it).
 pub fn route_policy(
     auth: &AuthConfig,
-    method: &str,
-    path: &str,
-    claims: &serde_json::Value,
+    req: &RequestParts<'_>,
+    user: &AuthUser,
     cel_user: &OnceLock<cel::Value>,
 ) -> (Result<(), Denial>, Option<usize>) {
+    let (method, path) = (req.method, req.path);
     let input = || CondInput {
         method,
         path,
-        user: cel_user.get_or_init(|| user_value(claims)),
+        user: cel_user.get_or_init(|| user_value(&user.claims)),
+        provider: &user.provider,
+        host: req.host,
     };
     let hits = auth.rule_paths.matches(method, path);
     let mut last = usize::MAX;
@@ -528,6 +578,14 @@ pub fn route_policy(
         }
         last = i;
         let rule = &auth.rules[i];
+        // A rule naming providers is about their users only.
+        if rule
+            .providers
+            .as_ref()
+            .is_some_and(|names| !names.contains(&user.provider))
+        {
+            continue;
+        }
         let applies = match &rule.condition {
             None => true,
             // Fail closed: an evaluation error never makes an allow rule apply, and always makes a
@@ -543,7 +601,11 @@ pub fn route_policy(
             return (result, Some(i));
         }
     }
-    let result = if let Some(cond) = &auth.authorize {
+    let result = if ADMIN_API.is_match(method, path) {
+        Err(Denial::Forbidden(
+            "the admin API is open only to users an auth.rules entry allows".into(),
+        ))
+    } else if let Some(cond) = &auth.authorize {
         if cond.eval(&input()).unwrap_or(false) {
             Ok(())
         } else {
@@ -601,5 +663,38 @@ fn request_info(req: &RequestParts<'_>) -> RequestInfo {
         method: req.method.into(),
         path: req.path.into(),
         headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(claims: serde_json::Value) -> Option<String> {
+        AuthUser::new("p".into(), claims)
+            .authorization_key()
+            .map(str::to_string)
+    }
+
+    #[test]
+    fn authorization_answers_are_kept_per_subject_and_organization() {
+        let plain = key(serde_json::json!({"sub": "amy"}));
+        let org_a = key(serde_json::json!({"sub": "amy", "org_id": "org_a"}));
+        let org_b = key(serde_json::json!({"sub": "amy", "org_id": "org_b"}));
+        let clerk_v2 = key(serde_json::json!({"sub": "amy", "o": {"id": "org_a"}}));
+        assert!(plain.is_some());
+        assert_ne!(plain, org_a);
+        assert_ne!(org_a, org_b);
+        assert_eq!(org_a, clerk_v2);
+        // No pair of (subject, organization) spells another's key.
+        assert_ne!(
+            key(serde_json::json!({"sub": "a:b", "org_id": "c"})),
+            key(serde_json::json!({"sub": "a", "org_id": "b:c"}))
+        );
+        assert_ne!(
+            key(serde_json::json!({"sub": "amy:org_a"})),
+            key(serde_json::json!({"sub": "amy", "org_id": "org_a"}))
+        );
+        assert_eq!(key(serde_json::json!({"org_id": "org_a"})), None);
     }
 }

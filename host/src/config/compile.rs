@@ -189,6 +189,8 @@ pub struct TokenConfig {
 pub struct Rule {
     /// Condition, if any; a rule without one always applies.
     pub condition: Option<Condition>,
+    /// The provider instances whose users the rule is about; `None`: every provider's.
+    pub providers: Option<Vec<String>>,
     /// Allow or deny when the rule applies.
     pub allow: bool,
 }
@@ -289,10 +291,10 @@ pub fn compile_str(text: &str, file: &Path, vars: &dyn VarSource) -> Result<Conf
         }),
     };
     let providers = compile_providers(providers, &mut issues);
-    let auth = de::<RawAuth>(auth, "auth", &mut issues).unwrap_or_default();
-    let auth = compile_auth(auth, &mut issues);
-    let gateway = compile_gateway(gateway, &mut issues);
     let provider_names: Vec<String> = providers.iter().map(|p| p.name.clone()).collect();
+    let auth = de::<RawAuth>(auth, "auth", &mut issues).unwrap_or_default();
+    let auth = compile_auth(auth, &provider_names, &mut issues);
+    let gateway = compile_gateway(gateway, &mut issues);
     let routes = compile_routes(routes, &provider_names, server.timeout, &mut issues);
     let telemetry = de::<RawTelemetry>(telemetry, "telemetry", &mut issues).unwrap_or_default();
     let telemetry = compile_telemetry(telemetry, &mut issues);
@@ -880,7 +882,11 @@ fn pattern_list(
     }
 }
 
-fn compile_auth(raw: RawAuth, issues: &mut Issues) -> Option<AuthConfig> {
+fn compile_auth(
+    raw: RawAuth,
+    provider_names: &[String],
+    issues: &mut Issues,
+) -> Option<AuthConfig> {
     let (mut protected_src, mut public_src) = (Vec::new(), Vec::new());
     let protected = pattern_list(
         raw.protected,
@@ -957,6 +963,9 @@ fn compile_auth(raw: RawAuth, issues: &mut Issues) -> Option<AuthConfig> {
             format!("{path}.condition"),
             issues,
         );
+        if let Some(names) = &rule.providers {
+            provider_list(names, provider_names, &format!("{path}.providers"), issues);
+        }
         for kind in kinds {
             specs.push(PatternSpec {
                 kind,
@@ -966,6 +975,7 @@ fn compile_auth(raw: RawAuth, issues: &mut Issues) -> Option<AuthConfig> {
         }
         rules.push(Rule {
             condition,
+            providers: rule.providers,
             allow: rule.allow,
         });
     }
@@ -990,4 +1000,22 @@ fn compile_auth(raw: RawAuth, issues: &mut Issues) -> Option<AuthConfig> {
         rule_paths: rule_paths?,
         rule_of_spec,
     })
+}
+
+/// Checks a `providers:` list at `path` against the configured instance names.
+pub(super) fn provider_list(names: &[String], known: &[String], path: &str, issues: &mut Issues) {
+    if names.is_empty() {
+        issues.push(
+            path,
+            "an empty list names nobody; leave it out to mean every provider",
+        );
+    }
+    for (j, n) in names.iter().enumerate() {
+        if !known.contains(n) {
+            issues.push(
+                format!("{path}[{j}]"),
+                format!("no provider instance is named `{n}`"),
+            );
+        }
+    }
 }

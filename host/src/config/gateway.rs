@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 use super::{
-    compile::{de_value, duration, methods_upper},
+    compile::{de_value, duration, methods_upper, provider_list},
     error::Issues,
     raw::StringOrList,
 };
@@ -54,7 +54,28 @@ const FORBIDDEN_IDENTITY_HEADERS: [&str; 20] = [
 #[serde(default)]
 struct RawGateway {
     identity_headers: Option<serde_yaml::Mapping>,
-    forward_auth: bool,
+    provider_header: Option<String>,
+    forward_auth: Option<Value>,
+    method_override: Option<String>,
+    underscore_headers: Option<String>,
+}
+
+/// `gateway.forward_auth` in its mapping form.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawForwardAuth {
+    proxy: String,
+    #[serde(default)]
+    headers: Option<RawForwardHeaders>,
+}
+
+/// `gateway.forward_auth.headers` (`proxy: custom`).
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawForwardHeaders {
+    method: String,
+    uri: String,
+    host: String,
 }
 
 /// One `routes:` entry as written.
@@ -82,17 +103,198 @@ pub struct GatewayConfig {
     /// Claim name → header: sent upstream by routes, returned by forward auth. The same headers
     /// are always removed from what clients send.
     pub identity_headers: Vec<(String, HeaderName)>,
-    /// `GET /forward-auth` answers (nginx `auth_request`, Traefik ForwardAuth).
-    pub forward_auth: bool,
+    /// The header that carries the name of the provider instance that vouched for the user
+    /// (`gateway.provider_header`); removed from what clients send like an identity header.
+    pub provider_header: Option<HeaderName>,
+    /// `/forward-auth` answers, for this proxy only; `None`: off.
+    pub forward_auth: Option<ForwardProxy>,
+    /// What a proxied route does with a method-override header or `_method` query parameter.
+    pub method_override: MethodOverride,
+    /// Client headers whose names contain `_` are dropped before forwarding (nginx's default).
+    pub drop_underscore_headers: bool,
 }
 
 impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             identity_headers: vec![("sub".into(), HeaderName::from_static("x-user-id"))],
-            forward_auth: false,
+            provider_header: None,
+            forward_auth: None,
+            method_override: MethodOverride::Drop,
+            drop_underscore_headers: false,
         }
     }
+}
+
+impl GatewayConfig {
+    /// Whether `name` (lower case, `_` read as `-`) is a header only Portcullis may set
+    /// upstream: an identity header or the provider header.
+    pub fn is_identity_header(&self, normalized: &str) -> bool {
+        self.identity_headers
+            .iter()
+            .any(|(_, h)| h.as_str() == normalized)
+            || self
+                .provider_header
+                .as_ref()
+                .is_some_and(|h| h.as_str() == normalized)
+    }
+}
+
+/// What is done with a method override (`X-HTTP-Method-Override` and kin, `_method`) on a
+/// proxied route: such a request would be judged under one method and run under another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MethodOverride {
+    /// Removed before forwarding (the default).
+    Drop,
+    /// The request is refused with 400.
+    Refuse,
+}
+
+/// The proxy in front, for forward auth: which headers name the request being judged. Only these
+/// are read; a request that also carries another proxy's original-request headers is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardProxy {
+    /// `nginx`, `traefik`, `caddy`, `envoy` or `custom`.
+    pub kind: ProxyKind,
+    /// The original method; `None`: the check request's own method (Envoy).
+    pub method: Option<HeaderName>,
+    /// The original request target (path and query); `None`: the check request's own path
+    /// below `/forward-auth` (Envoy's `path_prefix`).
+    pub uri: Option<HeaderName>,
+    /// The original host; `Host` for Envoy.
+    pub host: HeaderName,
+}
+
+/// The proxies forward auth knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyKind {
+    /// nginx `auth_request`, with `X-Original-Method`, `X-Original-URI` and `X-Forwarded-Host`
+    /// set by `proxy_set_header`.
+    Nginx,
+    /// Traefik ForwardAuth: `X-Forwarded-Method`, `X-Forwarded-Uri`, `X-Forwarded-Host`.
+    Traefik,
+    /// Caddy `forward_auth`: the same headers as Traefik.
+    Caddy,
+    /// Envoy `ext_authz` (HTTP service, `path_prefix: /forward-auth`): the check request has the
+    /// original method and path, and the original `Host`.
+    Envoy,
+    /// Header names given in the config.
+    Custom,
+}
+
+impl ProxyKind {
+    /// The name used in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProxyKind::Nginx => "nginx",
+            ProxyKind::Traefik => "traefik",
+            ProxyKind::Caddy => "caddy",
+            ProxyKind::Envoy => "envoy",
+            ProxyKind::Custom => "custom",
+        }
+    }
+}
+
+/// Headers by which some proxy or web server names the original request. Whichever are not the
+/// configured proxy's own must be absent from a forward-auth request: a client can send any of
+/// them, and a proxy that passes client headers through would let it name another request.
+pub const ORIGINAL_REQUEST_HEADERS: [&str; 9] = [
+    "x-original-uri",
+    "x-original-method",
+    "x-original-url",
+    "x-original-host",
+    "x-forwarded-uri",
+    "x-forwarded-method",
+    "x-forwarded-prefix",
+    "x-rewrite-url",
+    "x-envoy-original-path",
+];
+
+fn forward_proxy(value: Option<Value>, issues: &mut Issues) -> Option<ForwardProxy> {
+    const AT: &str = "gateway.forward_auth";
+    const NAMES: &str = "name the proxy in front: nginx, traefik, caddy, envoy, or {proxy: custom, headers: {method, uri, host}}";
+    let raw = match value? {
+        Value::Null | Value::Bool(false) => return None,
+        Value::Bool(true) => {
+            issues.push(
+                AT,
+                format!("`true` no longer says which headers to trust; {NAMES}"),
+            );
+            return None;
+        }
+        Value::String(s) => RawForwardAuth {
+            proxy: s,
+            headers: None,
+        },
+        v @ Value::Mapping(_) => de_value::<RawForwardAuth>(v, AT, issues)?,
+        _ => {
+            issues.push(AT, NAMES);
+            return None;
+        }
+    };
+    let h = HeaderName::from_static;
+    let kind = match raw.proxy.as_str() {
+        "nginx" => ProxyKind::Nginx,
+        "traefik" => ProxyKind::Traefik,
+        "caddy" => ProxyKind::Caddy,
+        "envoy" => ProxyKind::Envoy,
+        "custom" => ProxyKind::Custom,
+        other => {
+            issues.push(
+                format!("{AT}.proxy"),
+                format!("unknown proxy `{other}`; {NAMES}"),
+            );
+            return None;
+        }
+    };
+    if raw.headers.is_some() != (kind == ProxyKind::Custom) {
+        issues.push(
+            format!("{AT}.headers"),
+            "header names are given with `proxy: custom`, and only then",
+        );
+        return None;
+    }
+    Some(match kind {
+        ProxyKind::Nginx => ForwardProxy {
+            kind,
+            method: Some(h("x-original-method")),
+            uri: Some(h("x-original-uri")),
+            host: h("x-forwarded-host"),
+        },
+        ProxyKind::Traefik | ProxyKind::Caddy => ForwardProxy {
+            kind,
+            method: Some(h("x-forwarded-method")),
+            uri: Some(h("x-forwarded-uri")),
+            host: h("x-forwarded-host"),
+        },
+        ProxyKind::Envoy => ForwardProxy {
+            kind,
+            method: None,
+            uri: None,
+            host: poem::http::header::HOST,
+        },
+        ProxyKind::Custom => {
+            let names = raw.headers?;
+            let mut parse = |key: &str, v: &str| match HeaderName::from_bytes(v.as_bytes()) {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    issues.push(format!("{AT}.headers.{key}"), "not a header name");
+                    None
+                }
+            };
+            let (method, uri, host) = (
+                parse("method", &names.method),
+                parse("uri", &names.uri),
+                parse("host", &names.host),
+            );
+            ForwardProxy {
+                kind,
+                method: Some(method?),
+                uri: Some(uri?),
+                host: host?,
+            }
+        }
+    })
 }
 
 /// One route.
@@ -168,7 +370,8 @@ pub fn is_reserved(path: &str) -> bool {
         .strip_suffix('/')
         .filter(|p| !p.is_empty())
         .unwrap_or(path);
-    RESERVED_PATHS.contains(&p)
+    // Below `/forward-auth` is Envoy's check path (`path_prefix`).
+    RESERVED_PATHS.contains(&p) || path.starts_with("/forward-auth/")
 }
 
 pub(super) fn compile_gateway(value: Option<Value>, issues: &mut Issues) -> GatewayConfig {
@@ -196,29 +399,76 @@ pub(super) fn compile_gateway(value: Option<Value>, issues: &mut Issues) -> Gate
                     issues.push(at, "the claim name is empty");
                     continue;
                 }
-                match HeaderName::from_bytes(header.as_bytes()) {
-                    Ok(h)
-                        if FORBIDDEN_IDENTITY_HEADERS.contains(&h.as_str())
-                            || h.as_str().starts_with("proxy-") =>
-                    {
-                        issues.push(
-                            at,
-                            format!("`{header}` is managed by the proxy; pick another header"),
-                        );
-                    }
-                    Ok(h) if out.iter().any(|(_, o)| *o == h) => {
+                match identity_header_name(header, &at, issues) {
+                    Some(h) if out.iter().any(|(_, o)| *o == h) => {
                         issues.push(at, format!("`{header}` is used by another claim"));
                     }
-                    Ok(h) => out.push((claim.to_string(), h)),
-                    Err(_) => issues.push(at, "not a header name"),
+                    Some(h) => out.push((claim.to_string(), h)),
+                    None => {}
                 }
             }
             out
         }
     };
+    let provider_header = raw.provider_header.and_then(|header| {
+        const AT: &str = "gateway.provider_header";
+        let h = identity_header_name(&header, AT, issues)?;
+        if identity_headers.iter().any(|(_, o)| *o == h) {
+            issues.push(AT, format!("`{header}` is already an identity header"));
+            return None;
+        }
+        Some(h)
+    });
+    let method_override = match raw.method_override.as_deref() {
+        None | Some("drop") => MethodOverride::Drop,
+        Some("refuse") => MethodOverride::Refuse,
+        Some(_) => {
+            issues.push("gateway.method_override", "one of `drop` or `refuse`");
+            MethodOverride::Drop
+        }
+    };
+    let drop_underscore_headers = match raw.underscore_headers.as_deref() {
+        None | Some("keep") => false,
+        Some("drop") => true,
+        Some(_) => {
+            issues.push("gateway.underscore_headers", "one of `keep` or `drop`");
+            false
+        }
+    };
     GatewayConfig {
         identity_headers,
-        forward_auth: raw.forward_auth,
+        provider_header,
+        forward_auth: forward_proxy(raw.forward_auth, issues),
+        method_override,
+        drop_underscore_headers,
+    }
+}
+
+/// A header Portcullis may set for the user: not one the proxy manages, and spelled with `-`
+/// (an upstream reading `_` as `-` must not see a client's copy under another spelling).
+fn identity_header_name(header: &str, at: &str, issues: &mut Issues) -> Option<HeaderName> {
+    match HeaderName::from_bytes(header.as_bytes()) {
+        Ok(h)
+            if FORBIDDEN_IDENTITY_HEADERS.contains(&h.as_str())
+                || h.as_str().starts_with("proxy-")
+                || h.as_str().starts_with("x-forwarded-")
+                || h.as_str() == "x-real-ip" =>
+        {
+            issues.push(
+                at,
+                format!("`{header}` is managed by the proxy; pick another header"),
+            );
+            None
+        }
+        Ok(h) if h.as_str().contains('_') => {
+            issues.push(at, "use `-` rather than `_` in an identity header's name");
+            None
+        }
+        Ok(h) => Some(h),
+        Err(_) => {
+            issues.push(at, "not a header name");
+            None
+        }
     }
 }
 
@@ -255,20 +505,7 @@ pub(super) fn compile_routes(
             .methods
             .map(|m| methods_upper(m.into_vec(), &format!("{at}.methods"), issues));
         if let Some(names) = &raw.providers {
-            if names.is_empty() {
-                issues.push(
-                    format!("{at}.providers"),
-                    "an empty list lets nobody in; leave it out to accept every provider",
-                );
-            }
-            for (j, n) in names.iter().enumerate() {
-                if !providers.contains(n) {
-                    issues.push(
-                        format!("{at}.providers[{j}]"),
-                        format!("no provider instance is named `{n}`"),
-                    );
-                }
-            }
+            provider_list(names, providers, &format!("{at}.providers"), issues);
         }
         let upstream = match reqwest::Url::parse(&raw.upstream) {
             Ok(u)

@@ -14,4 +14,7 @@ pub use compile::{
 };
 pub use error::{ConfigError, ConfigIssue};
 pub use expand::{expand_str, EnvVars, VarSource};
-pub use gateway::{is_reserved, GatewayConfig, RouteConfig, RoutesConfig, RESERVED_PATHS};
+pub use gateway::{
+    is_reserved, ForwardProxy, GatewayConfig, MethodOverride, ProxyKind, RouteConfig, RoutesConfig,
+    ORIGINAL_REQUEST_HEADERS, RESERVED_PATHS,
+};

@@ -129,6 +129,9 @@ pub struct RawRule {
     pub methods: Option<StringOrList>,
     #[serde(default)]
     pub condition: Option<String>,
+    /// Only users these provider instances vouched for; absent: any provider's.
+    #[serde(default)]
+    pub providers: Option<Vec<String>>,
     pub allow: bool,
 }
 

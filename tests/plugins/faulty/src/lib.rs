@@ -19,6 +19,12 @@ pub struct Config {
     /// For `slow`.
     #[serde(default)]
     pub url: Option<String>,
+    /// The issuers the instance declares (none by default).
+    #[serde(default)]
+    pub issuers: Vec<String>,
+    /// When set, every user it vouches for carries this `iss` (declared or not).
+    #[serde(default)]
+    pub user_issuer: Option<String>,
 }
 
 /// The provider.
@@ -27,6 +33,8 @@ pub struct Faulty {
     url: Option<String>,
     host: Host,
     calls: std::sync::atomic::AtomicU64,
+    issuers: Vec<String>,
+    user_issuer: Option<String>,
 }
 
 /// Tests rewrite the five letters after the colon in the built file to make a second version
@@ -67,12 +75,12 @@ impl AuthProvider for Faulty {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                     + 1;
                 Ok(token.strip_prefix("good-").map(|sub| {
-                    User::from_claims(
-                        serde_json::json!({ "sub": sub, "flavor": flavor(), "call": call })
-                            .as_object()
-                            .cloned()
-                            .unwrap_or_default(),
-                    )
+                    let mut claims =
+                        serde_json::json!({ "sub": sub, "flavor": flavor(), "call": call });
+                    if let Some(iss) = &self.user_issuer {
+                        claims["iss"] = iss.clone().into();
+                    }
+                    User::from_claims(claims.as_object().cloned().unwrap_or_default())
                 }))
             }
         }
@@ -90,6 +98,10 @@ impl AuthProvider for Faulty {
 
     fn reusable_authentication(&self) -> bool {
         self.mode == "count"
+    }
+
+    fn issuers(&self) -> Vec<String> {
+        self.issuers.clone()
     }
 }
 
@@ -115,6 +127,8 @@ impl Plugin for FaultyPlugin {
                 url: config.url,
                 host,
                 calls: Default::default(),
+                issuers: config.issuers,
+                user_issuer: config.user_issuer,
             }),
         }
     }
