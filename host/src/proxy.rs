@@ -281,12 +281,15 @@ pub fn query_has_method_override(query: &str) -> bool {
 }
 
 /// Whether the client's header `normalized` (see [`normalized_name`]) is one only the gate
-/// may set upstream: an identity or provider header, `Forwarded`, `X-Forwarded-*`, `X-Real-IP`.
+/// may set upstream: an identity or provider header, `Forwarded`, `X-Forwarded-*`, `X-Real-IP`,
+/// or a header by which a proxy names the original request (`X-Original-URL`, ...), which some
+/// frameworks route by.
 fn is_gate_header(gateway: &GatewayConfig, normalized: &str) -> bool {
     gateway.is_identity_header(normalized)
         || normalized == "forwarded"
         || normalized == "x-real-ip"
         || normalized.starts_with("x-forwarded-")
+        || crate::config::ORIGINAL_REQUEST_HEADERS.contains(&normalized)
 }
 
 /// Why a request may not be forwarded as it is under `gateway.method_override: refuse`.

@@ -428,6 +428,9 @@ async fn a_proxied_route_forwards_nothing_the_gate_did_not_judge() {
         ("X_HTTP_Method_Override", "DELETE"),
         ("x-method-override", "DELETE"),
         ("x-http-method", "DELETE"),
+        ("x-original-url", "/mallory"),
+        ("X_Rewrite_URL", "/mallory"),
+        ("x-original-uri", "/mallory"),
         ("x_custom_thing", "kept"),
     ];
     for (path, token) in [

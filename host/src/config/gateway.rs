@@ -197,15 +197,16 @@ impl ProxyKind {
 
 /// Headers by which some proxy or web server names the original request. Whichever are not the
 /// configured proxy's own must be absent from a forward-auth request: a client can send any of
-/// them, and a proxy that passes client headers through would let it name another request.
-pub const ORIGINAL_REQUEST_HEADERS: [&str; 9] = [
+/// them, and a proxy that passes client headers through would let it name another request. Some
+/// frameworks also route by `X-Original-URL`/`X-Rewrite-URL`, so a route never forwards any of
+/// them.
+pub const ORIGINAL_REQUEST_HEADERS: [&str; 8] = [
     "x-original-uri",
     "x-original-method",
     "x-original-url",
     "x-original-host",
     "x-forwarded-uri",
     "x-forwarded-method",
-    "x-forwarded-prefix",
     "x-rewrite-url",
     "x-envoy-original-path",
 ];
