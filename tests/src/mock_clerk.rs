@@ -1,6 +1,7 @@
 //! A local Clerk: the Frontend API's `GET /.well-known/jwks.json` and the Backend API's
 //! `GET /v1/users/{user_id}/organization_memberships`, in the wire format of
-//! `provider-wire-formats.md` §2 (`data` + `total_count`, `limit`/`offset`, `ClerkErrors` bodies,
+//! `provider-wire-formats.md` §2 (`data` + `total_count`, `limit` 1–500 / `offset` ≥ 0 paging,
+//! newest first, each membership with its `organization`, `ClerkErrors` bodies,
 //! `Authorization: Bearer <secret key>` enforced). One server plays both hosts.
 
 use std::{
@@ -16,17 +17,21 @@ use crate::mock::{jwks, Fault, Hits, MockRequest, MockServer, Reply};
 pub const SECRET_KEY: &str = "sk_test_clerk_0123456789abcdef";
 /// A publishable key.
 pub const PUBLISHABLE_KEY: &str = "pk_test_Y2xlcmsuZXhhbXBsZS5jb20k";
+/// The organization the default session-token claims name (`o.id`).
+pub const ORG_ID: &str = "org_2d3ZzZSCiLwREahIEidARvR9W24";
 
 #[derive(Default)]
 struct State {
     keys: Mutex<Vec<Value>>,
-    /// user id → organization memberships (count).
-    orgs: Mutex<HashMap<String, usize>>,
+    /// user id → the organizations of its memberships, oldest first.
+    orgs: Mutex<HashMap<String, Vec<String>>>,
     jwks_fault: Mutex<Option<Fault>>,
     api_fault: Mutex<Option<Fault>>,
     hits: Hits,
     /// Raw paths the memberships endpoint was asked for.
     paths: Mutex<Vec<String>>,
+    /// Their decoded query parameters.
+    queries: Mutex<Vec<Vec<(String, String)>>>,
 }
 
 /// The running mock.
@@ -54,6 +59,11 @@ fn handle(state: &State, req: &MockRequest) -> Reply {
     if let Some(rest) = req.path.strip_prefix("/v1/users/") {
         state.hits.add("memberships");
         state.paths.lock().expect("paths").push(req.path.clone());
+        state
+            .queries
+            .lock()
+            .expect("queries")
+            .push(req.query.clone());
         let Some(user) = rest.strip_suffix("/organization_memberships") else {
             return clerk_error(404, "resource_not_found", "not found");
         };
@@ -72,22 +82,30 @@ fn handle(state: &State, req: &MockRequest) -> Reply {
             Some(Ok(n)) if (1..=500).contains(&n) => n,
             Some(_) => return clerk_error(422, "form_param_value_invalid", "limit is invalid"),
         };
-        let offset: usize = req
-            .param("offset")
-            .and_then(|o| o.parse().ok())
-            .unwrap_or(0);
+        let offset: usize = match req.param("offset").map(str::parse) {
+            None => 0,
+            Some(Ok(n)) => n,
+            Some(Err(_)) => {
+                return clerk_error(422, "form_param_value_invalid", "offset is invalid")
+            }
+        };
         let user = crate::mock::decode(user);
-        let total = state
+        let orgs = state
             .orgs
             .lock()
             .expect("orgs")
             .get(&user)
-            .copied()
-            .unwrap_or(0);
-        let data: Vec<Value> = (0..total)
+            .cloned()
+            .unwrap_or_default();
+        let total = orgs.len();
+        // Newest first.
+        let data: Vec<Value> = orgs
+            .iter()
+            .enumerate()
+            .rev()
             .skip(offset)
             .take(limit)
-            .map(|i| {
+            .map(|(i, org)| {
                 json!({
                     "object": "organization_membership",
                     "id": format!("orgmem_{i}"),
@@ -98,7 +116,7 @@ fn handle(state: &State, req: &MockRequest) -> Reply {
                     "private_metadata": {},
                     "created_at": 1706722393158u64,
                     "updated_at": 1706722393158u64,
-                    "organization": {"object": "organization", "id": format!("org_{i}"), "name": "Acme Inc",
+                    "organization": {"object": "organization", "id": org, "name": "Acme Inc",
                                      "slug": "acme-inc", "public_metadata": {},
                                      "created_at": 1706722393000u64, "updated_at": 1706722393000u64},
                     "public_user_data": {"user_id": user, "identifier": "sarah@example.com"}
@@ -130,8 +148,36 @@ impl MockClerk {
         format!("{}/.well-known/jwks.json", self.server.base)
     }
 
-    /// Session-token claims for `sub` (60 s, `nbf` 10 s back, as Clerk mints them).
+    /// Session-token claims for `sub` (60 s, `nbf` 10 s back, as Clerk mints them), version 2
+    /// with [`ORG_ID`] the active organization (`o.id`).
     pub fn claims(&self, sub: &str, azp: Option<&str>) -> Value {
+        self.claims_v2(sub, azp, Some(ORG_ID))
+    }
+
+    /// Version-2 claims: the active organization, if any, is `o: {id, slg, rol}`.
+    pub fn claims_v2(&self, sub: &str, azp: Option<&str>, org: Option<&str>) -> Value {
+        let mut c = self.base_claims(sub, azp);
+        c["v"] = 2.into();
+        if let Some(org) = org {
+            c["o"] = json!({"id": org, "slg": "acme", "rol": "member"});
+        }
+        c
+    }
+
+    /// Version-1 claims: the active organization, if any, is `org_id`, `org_slug`, `org_role`
+    /// and `org_permissions`; there is no `v` and no `o`.
+    pub fn claims_v1(&self, sub: &str, azp: Option<&str>, org: Option<&str>) -> Value {
+        let mut c = self.base_claims(sub, azp);
+        if let Some(org) = org {
+            c["org_id"] = org.into();
+            c["org_slug"] = "acme".into();
+            c["org_role"] = "org:member".into();
+            c["org_permissions"] = json!([]);
+        }
+        c
+    }
+
+    fn base_claims(&self, sub: &str, azp: Option<&str>) -> Value {
         let now = crate::now();
         let mut c = json!({
             "iss": self.server.base,
@@ -140,7 +186,6 @@ impl MockClerk {
             "iat": now,
             "nbf": now - 10,
             "exp": now + 60,
-            "v": 2,
             "sts": "active"
         });
         if let Some(azp) = azp {
@@ -154,9 +199,32 @@ impl MockClerk {
         *self.state.keys.lock().expect("keys") = keys;
     }
 
-    /// Gives `user` `n` organization memberships.
+    /// Gives `user` `n` organization memberships: the oldest in [`ORG_ID`] (the organization
+    /// [`MockClerk::claims`] names), the others in organizations `org_other_{i}`.
     pub fn set_memberships(&self, user: &str, n: usize) {
-        self.state.orgs.lock().expect("orgs").insert(user.into(), n);
+        let orgs = (0..n)
+            .map(|i| {
+                if i == 0 {
+                    ORG_ID.to_string()
+                } else {
+                    format!("org_other_{i}")
+                }
+            })
+            .collect();
+        self.state
+            .orgs
+            .lock()
+            .expect("orgs")
+            .insert(user.into(), orgs);
+    }
+
+    /// Gives `user` memberships in exactly `orgs`, oldest first.
+    pub fn set_orgs(&self, user: &str, orgs: &[&str]) {
+        self.state
+            .orgs
+            .lock()
+            .expect("orgs")
+            .insert(user.into(), orgs.iter().map(|o| o.to_string()).collect());
     }
 
     /// Makes the JWKS endpoint misbehave.
@@ -177,5 +245,10 @@ impl MockClerk {
     /// Raw paths the memberships endpoint saw.
     pub fn membership_paths(&self) -> Vec<String> {
         self.state.paths.lock().expect("paths").clone()
+    }
+
+    /// Decoded query parameters of every memberships request so far.
+    pub fn membership_queries(&self) -> Vec<Vec<(String, String)>> {
+        self.state.queries.lock().expect("queries").clone()
     }
 }

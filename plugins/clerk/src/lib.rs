@@ -6,6 +6,12 @@
 //! new JWKS client per request), algorithms are pinned to RS256/384/512 as in Clerk's SDK, `azp`
 //! is enforced when `authorized_parties` is set, and membership answers are cached by the host's
 //! authorization cache.
+//!
+//! Authorization is scoped to the organization the session token is for (`org_id` in version-1
+//! claims, `o.id` in version 2): the seed allowed any user with a membership in *any*
+//! organization, so a user who can create an organization of their own passed. The memberships
+//! are paged through (`limit`/`offset`) until that organization is found. `organization: any`
+//! keeps the seed's behaviour, by explicit choice.
 
 use portcullis_plugin_api::{
     base_url, config_key, export_provider, path_segment, AuthProvider, ConfigKey, Host,
@@ -20,6 +26,10 @@ pub const MISSING: &str = "Clerk JWKS URI, secret key and publishable key are re
 
 /// Production Backend API.
 pub const DEFAULT_API_BASE: &str = "https://api.clerk.com";
+/// Memberships asked for per page (the API allows 1 to 500).
+pub const PAGE_SIZE: usize = 100;
+/// Pages of memberships read at most before giving up.
+pub const DEFAULT_MAX_PAGES: u32 = 10;
 
 /// The `config:` of a `clerk` instance.
 #[derive(Deserialize, Debug, Default)]
@@ -40,6 +50,61 @@ pub struct Config {
     pub issuer: Option<Vec<String>>,
     /// Clock leeway in seconds (default 5, Clerk's default skew).
     pub leeway_secs: Option<u64>,
+    /// Whose membership counts: `token` (default; the organization the token is for, `org_id`
+    /// or `o.id`, and a token for none is not authorized) or `any` (any organization).
+    pub organization: Option<String>,
+    /// Organization ids a membership may be in; default: any (subject to `organization`).
+    pub organizations: Option<Vec<String>>,
+    /// Most membership pages (of 100) read per check (default 10, 1 to 100).
+    pub max_pages: Option<u32>,
+}
+
+/// Which organization's membership `authorize` looks at (`organization:`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// The organization the token is for (`org_id`, else `o.id`); a token for none is not
+    /// authorized.
+    Token,
+    /// A membership in any organization (the seed's behaviour).
+    Any,
+}
+
+impl Scope {
+    /// The scope a configuration chooses, or a one-line configuration error.
+    pub fn of(config: &Config) -> Result<Scope, PluginError> {
+        match config.organization.as_deref() {
+            None | Some("token") => Ok(Scope::Token),
+            Some("any") => Ok(Scope::Any),
+            Some(_) => Err(PluginError::config(
+                "organization: must be `token` (the default: the token's own org_id or o.id) or `any`",
+            )),
+        }
+    }
+}
+
+/// The organization a session token is for: `org_id` (version-1 claims) or `o.id` (version 2).
+/// `Err` when the claims are malformed or name two different organizations: such a token is for
+/// no organization we could check, and is not authorized.
+fn token_organization(
+    claims: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Option<String>, ()> {
+    use serde_json::Value;
+    let id = |v: Option<&Value>| match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+        Some(_) => Err(()),
+    };
+    let v1 = id(claims.get("org_id"))?;
+    let v2 = match claims.get("o") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(o)) => id(o.get("id"))?,
+        Some(_) => return Err(()),
+    };
+    match (v1, v2) {
+        (Some(a), Some(b)) if a != b => Err(()),
+        (Some(a), _) => Ok(Some(a)),
+        (None, b) => Ok(b),
+    }
 }
 
 /// A configured instance.
@@ -50,6 +115,10 @@ pub struct ClerkProvider {
     secret_key: String,
     authorized_parties: Vec<String>,
     issuers: Vec<String>,
+    scope: Scope,
+    /// `None`: any organization.
+    organizations: Option<Vec<String>>,
+    max_pages: u32,
 }
 
 #[derive(Deserialize)]
@@ -101,54 +170,106 @@ impl AuthProvider for ClerkProvider {
         let Some(segment) = path_segment(&sub) else {
             return Ok(false);
         };
-        let url = format!(
-            "{}/v1/users/{segment}/organization_memberships?limit=1",
-            self.api_base
-        );
+        let org = match self.scope {
+            Scope::Token => match user.claims().map(|c| token_organization(&c)) {
+                Ok(Ok(Some(o))) => Some(o),
+                // No active organization, or claims that do not say which one: nothing to be a
+                // member of.
+                _ => return Ok(false),
+            },
+            Scope::Any => None,
+        };
+        if let (Some(o), Some(allowed)) = (&org, &self.organizations) {
+            if !allowed.contains(o) {
+                return Ok(false);
+            }
+        }
+        // Whether one membership (an item of `data`) is in an organization that authorizes.
+        let counts = |m: &serde_json::Value| {
+            if org.is_none() && self.organizations.is_none() {
+                return true;
+            }
+            let Some(id) = m
+                .get("organization")
+                .and_then(|o| o.get("id"))
+                .and_then(|i| i.as_str())
+            else {
+                return false;
+            };
+            org.as_deref().is_none_or(|o| o == id)
+                && self
+                    .organizations
+                    .as_ref()
+                    .is_none_or(|a| a.iter().any(|a| a == id))
+        };
         let auth = format!("Bearer {}", self.secret_key);
-        let resp = self
-            .host
-            .get(
-                &url,
-                &[
-                    ("authorization", auth.as_str()),
-                    ("accept", "application/json"),
-                ],
-            )
-            .await?;
-        match resp.status {
-            200 => {
-                let list: Memberships = serde_json::from_slice(&resp.body).map_err(|_| {
+        let mut offset = 0usize;
+        for _ in 0..self.max_pages {
+            let url = format!(
+                "{}/v1/users/{segment}/organization_memberships?limit={PAGE_SIZE}&offset={offset}",
+                self.api_base
+            );
+            let resp = self
+                .host
+                .get(
+                    &url,
+                    &[
+                        ("authorization", auth.as_str()),
+                        ("accept", "application/json"),
+                    ],
+                )
+                .await?;
+            let list: Memberships = match resp.status {
+                200 => serde_json::from_slice(&resp.body).map_err(|_| {
                     PluginError::unavailable(
                         "clerk organization memberships answered 200 with a body that is not a list",
                     )
-                })?;
-                Ok(!list.data.is_empty() || list.total_count.unwrap_or(0) > 0)
+                })?,
+                // An unknown user: no memberships (the API does not say which of 404 or an empty
+                // list). Only Clerk's own not-found answer counts: a 404 from a wrong `api_base` or
+                // a proxy would otherwise deny (and cache the denial for) everyone.
+                404 if clerk_error_code(&resp.body).as_deref() == Some("resource_not_found") => {
+                    return Ok(false)
+                }
+                status => {
+                    let code = clerk_error_code(&resp.body)
+                        .filter(|c| c.len() <= 64 && c.chars().all(|c| c.is_ascii_graphic()))
+                        .map(|c| format!(" ({c})"))
+                        .unwrap_or_default();
+                    let hint = match status {
+                        401 | 403 => ": check secret_key",
+                        429 => ": rate limited",
+                        _ => "",
+                    };
+                    return Err(PluginError::unavailable(format!(
+                        "clerk organization memberships answered {status}{code}{hint}"
+                    )));
+                }
+            };
+            if list.data.iter().any(counts) {
+                return Ok(true);
             }
-            // An unknown user: no memberships (the API does not say which of 404 or an empty list).
-            // Only Clerk's own not-found answer counts: a 404 from a wrong `api_base` or a proxy
-            // would otherwise deny (and cache the denial for) everyone.
-            404 if clerk_error_code(&resp.body).as_deref() == Some("resource_not_found") => {
-                Ok(false)
+            let total = list.total_count;
+            if org.is_none() && self.organizations.is_none() {
+                // Any membership at all: a count without items still says there is one.
+                return Ok(total.unwrap_or(0) > 0);
             }
-            status => {
-                let code = serde_json::from_slice::<ClerkErrors>(&resp.body)
-                    .ok()
-                    .and_then(|b| b.errors.into_iter().next())
-                    .map(|e| e.code)
-                    .filter(|c| c.len() <= 64 && c.chars().all(|c| c.is_ascii_graphic()))
-                    .map(|c| format!(" ({c})"))
-                    .unwrap_or_default();
-                let hint = match status {
-                    401 | 403 => ": check secret_key",
-                    429 => ": rate limited",
-                    _ => "",
-                };
-                Err(PluginError::unavailable(format!(
-                    "clerk organization memberships answered {status}{code}{hint}"
-                )))
+            // Offset paging, newest first; `total_count` is the total across pages. An empty page
+            // ends the list whatever the count says (memberships can go while we page).
+            offset = offset.saturating_add(list.data.len());
+            let done = match total {
+                Some(t) => u64::try_from(offset).map_or(true, |o| o >= t),
+                None => list.data.len() < PAGE_SIZE,
+            };
+            if list.data.is_empty() || done {
+                return Ok(false);
             }
         }
+        // More memberships than we read: the answer is unknown, not "no".
+        Err(PluginError::unavailable(format!(
+            "clerk user has more than {} pages of memberships; raise max_pages",
+            self.max_pages
+        )))
     }
 
     fn issuers(&self) -> Vec<String> {
@@ -171,7 +292,9 @@ impl Plugin for ClerkPlugin {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str =
         "Clerk session tokens (JWKS, authorized parties) and organization-membership authorization";
-    // The answer depends on the subject alone (a lookup by `sub`): the host may cache it.
+    // The answer depends on the subject and, with `organization: token`, the token's organization
+    // (a lookup by `sub`, matched against `org_id` or `o.id`): the host caches it per (subject,
+    // organization), the organization being the `org_id` claim, else `o.id`.
     const AUTHORIZE_BY_SUBJECT: bool = true;
 
     fn config_keys() -> Vec<ConfigKey> {
@@ -218,6 +341,25 @@ impl Plugin for ClerkPlugin {
                 false,
                 false,
             ),
+            config_key(
+                "organization",
+                "whose membership counts: token (default; the token's org_id or o.id, none = \
+                 not authorized) or any (any organization)",
+                false,
+                false,
+            ),
+            config_key(
+                "organizations",
+                "organization ids a membership may be in (default: any)",
+                false,
+                false,
+            ),
+            config_key(
+                "max_pages",
+                "membership pages of 100 read at most (default 10)",
+                false,
+                false,
+            ),
         ]
     }
 
@@ -246,10 +388,24 @@ impl Plugin for ClerkPlugin {
                 "issuer: list at least one non-empty issuer",
             ));
         }
+        Scope::of(config)?;
+        if config
+            .organizations
+            .as_ref()
+            .is_some_and(|o| o.is_empty() || o.iter().any(String::is_empty))
+        {
+            return Err(PluginError::config(
+                "organizations: list at least one organization id, or leave it out",
+            ));
+        }
+        if config.max_pages.is_some_and(|n| !(1..=100).contains(&n)) {
+            return Err(PluginError::config("max_pages: must be between 1 and 100"));
+        }
         Ok(())
     }
 
     fn build(config: Config, host: Host) -> Result<ClerkProvider, PluginError> {
+        let scope = Scope::of(&config)?;
         let pick = |option: Option<String>, env: &str| {
             option
                 .filter(|s| !s.is_empty())
@@ -283,6 +439,9 @@ impl Plugin for ClerkPlugin {
             secret_key,
             authorized_parties: config.authorized_parties.unwrap_or_default(),
             issuers,
+            scope,
+            organizations: config.organizations,
+            max_pages: config.max_pages.unwrap_or(DEFAULT_MAX_PAGES),
         })
     }
 }
@@ -295,4 +454,57 @@ fn clerk_error_code(body: &[u8]) -> Option<String> {
         .ok()
         .and_then(|b| b.errors.into_iter().next())
         .map(|e| e.code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn org(claims: serde_json::Value) -> Result<Option<String>, ()> {
+        match claims {
+            serde_json::Value::Object(map) => token_organization(&map),
+            _ => Err(()),
+        }
+    }
+
+    #[test]
+    fn the_token_organization_is_org_id_or_o_id_and_never_ambiguous() {
+        use serde_json::json;
+        assert_eq!(org(json!({"org_id": "org_a"})), Ok(Some("org_a".into())));
+        assert_eq!(org(json!({"o": {"id": "org_a"}})), Ok(Some("org_a".into())));
+        assert_eq!(
+            org(json!({"org_id": "org_a", "o": {"id": "org_a"}})),
+            Ok(Some("org_a".into()))
+        );
+        assert_eq!(org(json!({"sub": "user_1"})), Ok(None));
+        assert_eq!(org(json!({"org_id": null, "o": null})), Ok(None));
+        // Two different organizations, or a claim of the wrong shape: no answer.
+        assert_eq!(
+            org(json!({"org_id": "org_a", "o": {"id": "org_b"}})),
+            Err(())
+        );
+        assert_eq!(org(json!({"org_id": ""})), Err(()));
+        assert_eq!(org(json!({"org_id": 7})), Err(()));
+        assert_eq!(org(json!({"o": "org_a"})), Err(()));
+        assert_eq!(org(json!({"o": {"id": ["org_a"]}})), Err(()));
+    }
+
+    #[test]
+    fn organization_scope_is_token_by_default_and_unknown_values_are_refused() {
+        let with = |v: Option<&str>| Config {
+            organization: v.map(String::from),
+            ..Config::default()
+        };
+        assert_eq!(Scope::of(&with(None)), Ok(Scope::Token));
+        assert_eq!(Scope::of(&with(Some("token"))), Ok(Scope::Token));
+        assert_eq!(Scope::of(&with(Some("any"))), Ok(Scope::Any));
+        let err = Scope::of(&with(Some("Any")))
+            .err()
+            .map(|e| e.message.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|m| m.starts_with("organization: must be")),
+            "{err:?}"
+        );
+    }
 }

@@ -20,3 +20,21 @@ fn clerk_plugin_conforms() {
     )
     .assert::<ClerkPlugin>();
 }
+
+/// The seed's scope (`organization: any`) asks the API for users whose token names no organization,
+/// so the kit's odd users and failing API reach the remote check there too.
+#[test]
+fn clerk_plugin_conforms_with_any_organization() {
+    Conformance::new(serde_json::json!({
+        "jwks_uri": "https://clerk.example.com/.well-known/jwks.json",
+        "secret_key": SECRET_KEY,
+        "publishable_key": "pk_test_Y2xlcmsuZXhhbXBsZS5jb20k",
+        "organization": "any",
+    }))
+    .secret(SECRET_KEY)
+    .respond(
+        "https://api.clerk.com/v1/users/",
+        Canned::json(200, r#"{"data":[{"object":"organization_membership","id":"orgmem_1","role":"org:admin","organization":{"object":"organization","id":"org_1"}}],"total_count":1}"#),
+    )
+    .assert::<ClerkPlugin>();
+}

@@ -6,7 +6,10 @@
 //!   `WORKOS_CLIENT_ID` from the environment even when the option was given);
 //! * the token's issuer is checked (default `{api_base}/user_management/{client_id}`);
 //! * `authorize` follows `list_metadata.after` through every page of memberships (the seed read the
-//!   first ten) and looks at each membership's `role` and `roles`.
+//!   first ten) and looks at each membership's `role` and `roles`;
+//! * `authorize` is scoped to the organization the token was issued for (`org_id`): the seed
+//!   allowed an admin of *any* organization, so a user who can create an organization of their
+//!   own was an admin everywhere. `organization: any` keeps that behaviour, by explicit choice.
 
 use portcullis_plugin_api::{
     base_url, config_key, export_provider, path_segment, query_value, AuthProvider, ConfigKey,
@@ -44,6 +47,33 @@ pub struct Config {
     pub leeway_secs: Option<u64>,
     /// Most membership pages read per check (default 10, 1 to 100).
     pub max_pages: Option<u32>,
+    /// Whose membership counts: `token` (default; the organization the token names in `org_id`,
+    /// a token naming none is not authorized) or `any` (a membership in any organization).
+    pub organization: Option<String>,
+    /// Organization ids a membership may be in; default: any (subject to `organization`).
+    pub organizations: Option<Vec<String>>,
+}
+
+/// Which organization's membership `authorize` looks at (`organization:`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// The organization the token names (`org_id`); a token naming none is not authorized.
+    Token,
+    /// A membership in any organization (the seed's behaviour).
+    Any,
+}
+
+impl Scope {
+    /// The scope a configuration chooses, or a one-line configuration error.
+    pub fn of(config: &Config) -> Result<Scope, PluginError> {
+        match config.organization.as_deref() {
+            None | Some("token") => Ok(Scope::Token),
+            Some("any") => Ok(Scope::Any),
+            Some(_) => Err(PluginError::config(
+                "organization: must be `token` (the default: the token's own org_id) or `any`",
+            )),
+        }
+    }
 }
 
 /// A configured instance.
@@ -55,6 +85,9 @@ pub struct WorkosProvider {
     roles: Vec<String>,
     issuers: Vec<String>,
     max_pages: u32,
+    scope: Scope,
+    /// `None`: any organization.
+    organizations: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -72,6 +105,8 @@ struct ListMetadata {
 
 #[derive(Deserialize)]
 struct Membership {
+    #[serde(default)]
+    organization_id: Option<String>,
     #[serde(default)]
     role: Option<Role>,
     #[serde(default)]
@@ -92,9 +127,21 @@ struct ErrorBody {
 }
 
 impl WorkosProvider {
-    fn membership_allows(&self, m: &Membership) -> bool {
+    /// `org`: the organization the membership must be in (the token's), if the scope names one.
+    fn membership_allows(&self, m: &Membership, org: Option<&str>) -> bool {
         if m.status.as_deref().is_some_and(|s| s != "active") {
             return false;
+        }
+        // The list is asked for with `organization_id`, but an answer that ignored the filter must
+        // not widen the check: the membership itself has to say which organization it is in.
+        let in_org = m.organization_id.as_deref();
+        if org.is_some_and(|o| in_org != Some(o)) {
+            return false;
+        }
+        if let Some(allowed) = &self.organizations {
+            if !in_org.is_some_and(|o| allowed.iter().any(|a| a == o)) {
+                return false;
+            }
         }
         let listed = |r: &Role| self.roles.contains(&r.slug);
         m.role.as_ref().is_some_and(listed) || m.roles.iter().flatten().any(listed)
@@ -114,13 +161,30 @@ impl AuthProvider for WorkosProvider {
         let Some(sub) = user.subject() else {
             return Ok(false);
         };
+        let org = match self.scope {
+            Scope::Token => match user.claim("org_id") {
+                Some(serde_json::Value::String(o)) if !o.is_empty() => Some(o),
+                // No organization selected for the session: nothing to be a member of.
+                _ => return Ok(false),
+            },
+            Scope::Any => None,
+        };
+        if let (Some(o), Some(allowed)) = (&org, &self.organizations) {
+            if !allowed.contains(o) {
+                return Ok(false);
+            }
+        }
+        let mut query = format!("user_id={}", query_value(&sub));
+        if let Some(o) = &org {
+            query.push_str("&organization_id=");
+            query.push_str(&query_value(o));
+        }
         let auth = format!("Bearer {}", self.api_key);
         let mut after: Option<String> = None;
         for _ in 0..self.max_pages {
             let mut url = format!(
-                "{}/user_management/organization_memberships?user_id={}&limit=100",
-                self.api_base,
-                query_value(&sub)
+                "{}/user_management/organization_memberships?{query}&limit=100",
+                self.api_base
             );
             if let Some(cursor) = &after {
                 url.push_str("&after=");
@@ -158,7 +222,11 @@ impl AuthProvider for WorkosProvider {
                     "workos organization memberships answered 200 with a body that is not a list",
                 )
             })?;
-            if page.data.iter().any(|m| self.membership_allows(m)) {
+            if page
+                .data
+                .iter()
+                .any(|m| self.membership_allows(m, org.as_deref()))
+            {
                 return Ok(true);
             }
             match page.list_metadata.and_then(|m| m.after) {
@@ -198,7 +266,9 @@ impl Plugin for WorkosPlugin {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str =
         "WorkOS AuthKit access tokens (JWKS) and organization-role authorization";
-    // The answer depends on the subject alone (a lookup by `sub`): the host may cache it.
+    // The answer depends on the subject and, with `organization: token`, the token's `org_id`
+    // (a lookup by `sub` and that organization): the host caches it per (subject, organization),
+    // the organization being the `org_id` claim (else `o.id`).
     const AUTHORIZE_BY_SUBJECT: bool = true;
 
     fn config_keys() -> Vec<ConfigKey> {
@@ -251,6 +321,19 @@ impl Plugin for WorkosPlugin {
                 false,
                 false,
             ),
+            config_key(
+                "organization",
+                "whose membership counts: token (default; the token's org_id, none = not \
+                 authorized) or any (any organization)",
+                false,
+                false,
+            ),
+            config_key(
+                "organizations",
+                "organization ids a membership may be in (default: any)",
+                false,
+                false,
+            ),
         ]
     }
 
@@ -272,6 +355,16 @@ impl Plugin for WorkosPlugin {
                 "roles: list at least one non-empty role slug",
             ));
         }
+        Scope::of(config)?;
+        if config
+            .organizations
+            .as_ref()
+            .is_some_and(|o| o.is_empty() || o.iter().any(String::is_empty))
+        {
+            return Err(PluginError::config(
+                "organizations: list at least one organization id, or leave it out",
+            ));
+        }
         if config.max_pages.is_some_and(|n| !(1..=100).contains(&n)) {
             return Err(PluginError::config("max_pages: must be between 1 and 100"));
         }
@@ -288,6 +381,7 @@ impl Plugin for WorkosPlugin {
     }
 
     fn build(config: Config, host: Host) -> Result<WorkosProvider, PluginError> {
+        let scope = Scope::of(&config)?;
         let pick = |option: Option<String>, env: &str| {
             option
                 .filter(|s| !s.is_empty())
@@ -325,8 +419,34 @@ impl Plugin for WorkosPlugin {
             roles: config.roles.unwrap_or_else(|| vec!["admin".into()]),
             issuers,
             max_pages: config.max_pages.unwrap_or(DEFAULT_MAX_PAGES),
+            scope,
+            organizations: config.organizations,
         })
     }
 }
 
 export_provider!(WorkosPlugin);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn organization_scope_is_token_by_default_and_unknown_values_are_refused() {
+        let with = |v: Option<&str>| Config {
+            organization: v.map(String::from),
+            ..Config::default()
+        };
+        assert_eq!(Scope::of(&with(None)), Ok(Scope::Token));
+        assert_eq!(Scope::of(&with(Some("token"))), Ok(Scope::Token));
+        assert_eq!(Scope::of(&with(Some("any"))), Ok(Scope::Any));
+        for bad in ["", "all", "Token", "org_01HRDMC6CM357W30QMHMQ96Q0S"] {
+            let err = WorkosPlugin::validate(&with(Some(bad))).err();
+            assert!(
+                err.as_ref()
+                    .is_some_and(|e| e.message.starts_with("organization: must be")),
+                "{bad}: {err:?}"
+            );
+        }
+    }
+}

@@ -21,6 +21,25 @@ fn workos_plugin_conforms() {
     .assert::<WorkosPlugin>();
 }
 
+/// The seed's scope (`organization: any`) asks the API for users whose token names no organization,
+/// so the kit's odd users and failing API reach the remote check there too.
+#[test]
+fn workos_plugin_conforms_with_any_organization() {
+    let admin = r#"{"object":"list","data":[{"object":"organization_membership","id":"om_1","user_id":"user_1","organization_id":"org_1","status":"active","role":{"slug":"admin"}}],"list_metadata":{"before":null,"after":null}}"#;
+    Conformance::new(serde_json::json!({
+        "api_key": API_KEY,
+        "client_id": "client_01CONFORMANCE",
+        "organization": "any",
+        "organizations": ["org_1"],
+    }))
+    .secret(API_KEY)
+    .respond(
+        "https://api.workos.com/user_management/organization_memberships",
+        Canned::json(200, admin),
+    )
+    .assert::<WorkosPlugin>();
+}
+
 #[test]
 fn workos_options_come_from_the_environment_too() {
     Conformance::new(serde_json::json!({}))

@@ -13,7 +13,11 @@
 
 use std::{path::Path, time::Duration};
 
-use portcullis_tests::{b64, mock_workos::MockWorkos, now, pem_block, JwksServer};
+use portcullis_tests::{
+    b64,
+    mock_workos::{MockWorkos, ORG_ID},
+    now, pem_block, JwksServer,
+};
 use serde_json::{json, Value};
 
 struct Key {
@@ -136,10 +140,11 @@ async fn mocks(dir: &Path, n: usize) -> anyhow::Result<()> {
         dir.join("token_jwks"),
         sign(&key, &claims(ISSUER, "bench", exp, 0), true)?,
     )?;
-    std::fs::write(
-        dir.join("token_workos"),
-        sign(&key, &claims(&workos.issuer(), "user_bench", exp, 0), true)?,
-    )?;
+    // The workos plugin authorizes within the organization the token names (`org_id`); the
+    // mock's `set_roles` puts the membership in that organization.
+    let mut workos_claims = claims(&workos.issuer(), "user_bench", exp, 0);
+    workos_claims["org_id"] = ORG_ID.into();
+    std::fs::write(dir.join("token_workos"), sign(&key, &workos_claims, true)?)?;
     mint_many(&key, dir, n)?;
     std::fs::write(dir.join("ready"), "ok")?;
     loop {
