@@ -135,10 +135,11 @@ pub trait Plugin: 'static {
     const VERSION: &'static str;
     /// One line on what it does.
     const DESCRIPTION: &'static str;
-    /// Set to `true` when the provider's `authorize` depends only on the user's `sub` (a remote
-    /// membership lookup, for example) and never on the request, the path or other claims. The
-    /// host then caches its answers per subject for a short time by default. Leave it `false`
-    /// (the default) when `authorize` looks at anything else: caching would then be wrong.
+    /// Set to `true` when the provider's `authorize` depends only on the user's `sub` and the
+    /// organization the token names (`org_id`, or `o.id`) — a remote membership lookup, for
+    /// example — and never on the request, the path or other claims. The host then caches its
+    /// answers per subject and organization for a short time by default. Leave it `false` (the
+    /// default) when `authorize` looks at anything else: caching would then be wrong.
     const AUTHORIZE_BY_SUBJECT: bool = false;
 
     /// The configuration keys, for `portcullis plugin inspect` and for redaction.
