@@ -429,3 +429,23 @@ async fn an_unknown_organization_scope_stops_the_config() {
         assert!(err.contains("workos"), "{err}");
     }
 }
+
+/// With the authorization cache on (its default), an answer for one organization is never
+/// reused for a token scoped to another: the host keys answers by subject and organization.
+#[tokio::test]
+async fn a_cached_answer_for_one_organization_is_not_reused_for_another() {
+    let k1 = RsaKey::generate("key_01");
+    let m = MockWorkos::start(vec![k1.jwk.clone()]).await;
+    // A member of ORG_ID and an admin of their own ORG_B.
+    m.set_roles("user_mixed", &["member"]);
+    m.add_membership("user_mixed", ORG_B, &["admin"], "active");
+    let s = Server::start(&config(m.base(), ""), &plugin());
+    let token = |org: &str| k1.sign(&m.claims_in("user_mixed", Some(org)));
+    assert_eq!(get_with_token(&s, ME, &token(ORG_B)).await.0, 200);
+    assert_eq!(get_with_token(&s, ME, &token(ORG_ID)).await.0, 403);
+    // Both answers are kept, each for its own organization.
+    let asked = m.queries().len();
+    assert_eq!(get_with_token(&s, ME, &token(ORG_B)).await.0, 200);
+    assert_eq!(get_with_token(&s, ME, &token(ORG_ID)).await.0, 403);
+    assert_eq!(m.queries().len(), asked, "answered from the cache");
+}
