@@ -138,11 +138,19 @@ impl<E> Upstreams<E> {
             token.cookie.as_deref(),
             user.as_deref(),
         );
+        // HTTP/2 announces a body by not ending the stream with its HEADERS, not by a header: a
+        // body that is not known to be empty is forwarded (the gate has bounded it).
         let has_body = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() != b"0")
-            || req.headers().contains_key(header::TRANSFER_ENCODING);
+            || req.headers().contains_key(header::TRANSFER_ENCODING)
+            || (req.version() >= poem::http::Version::HTTP_2 && {
+                let body = req.take_body();
+                let empty = body.is_empty();
+                req.set_body(body);
+                !empty
+            });
         let mut builder = client
             .request(req.method().clone(), url)
             .headers(headers)

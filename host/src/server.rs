@@ -183,8 +183,9 @@ impl<E: Endpoint> Gate<E> {
                 }
             }
             // 3. Body limit: a declared length over the limit is refused at once; a body without a
-            // declared length (chunked) is cut off with an error once the limit has been read. A
-            // request without a body (a GET) is never refused for lacking a length.
+            // declared length (HTTP/1 chunked, or HTTP/2 DATA frames without `content-length`) is
+            // cut off with an error once the limit has been read. A request without a body (a GET;
+            // in HTTP/2, one whose HEADERS ended the stream) is never refused for lacking a length.
             let declared = req
                 .headers()
                 .get(header::CONTENT_LENGTH)
@@ -201,10 +202,15 @@ impl<E: Endpoint> Gate<E> {
                     break 'answer error_response(StatusCode::BAD_REQUEST, "Invalid Content-Length")
                 }
                 None => {
-                    if req.headers().contains_key(header::TRANSFER_ENCODING) {
-                        let body = limit_body(req.take_body(), server.body_limit);
-                        req.set_body(body);
-                    }
+                    // Bounded unless known to be empty (an HTTP/1 request without Transfer-Encoding,
+                    // an HTTP/2 one whose HEADERS ended the stream). Taking the body out to look
+                    // costs nothing: an empty body, which allocates nothing, stands in meanwhile.
+                    let body = req.take_body();
+                    req.set_body(if body.is_empty() {
+                        body
+                    } else {
+                        limit_body(body, server.body_limit)
+                    });
                 }
             }
             // 4. The decision. The forward-auth endpoint is itself a decision about another

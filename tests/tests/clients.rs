@@ -1,11 +1,19 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-//! Slow and large clients: a Slowloris client (headers a byte at a time) and idle connections
-//! are cut off after `server.header_read_timeout`, a body over the limit is 413, and meanwhile
+//! Slow and large clients: a Slowloris client (headers a byte at a time, after blank lines or
+//! not) and idle connections, HTTP/1 or HTTP/2, are cut off after `server.header_read_timeout`, a
+//! body over the limit is 413 (or cut off, declared or not, HTTP/2 included), and meanwhile
 //! everyone else is answered.
 
-use std::time::{Duration, Instant};
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
 
-use portcullis_tests::*;
+use portcullis_tests::{echo::Echo, *};
 use serde_json::json;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -160,4 +168,299 @@ async fn bodies_over_the_limit_are_413_declared_or_not_and_the_server_keeps_serv
             .status(),
         200
     );
+}
+
+/// Writes `first`, then a header one byte every 100 ms, for as long as the server keeps the
+/// connection; returns when it stopped accepting them.
+async fn drip(slow: &mut TcpStream, first: &[u8]) -> Instant {
+    if slow.write_all(first).await.is_err() {
+        return Instant::now();
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    for b in b"X-Slow: ".iter().chain(std::iter::repeat(&b'a')).take(600) {
+        tick.tick().await;
+        if slow.write_all(&[*b]).await.is_err() {
+            break;
+        }
+        let mut probe = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::ZERO, slow.peek(&mut probe)).await {
+            break;
+        }
+    }
+    Instant::now()
+}
+
+/// Ten `/health` requests from an ordinary client, each answered.
+async fn others_are_served(s: &Server) {
+    let c = client();
+    for _ in 0..10 {
+        assert_eq!(c.get(s.url("/health")).send().await.unwrap().status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn leading_blank_lines_do_not_disarm_the_header_deadline() {
+    let s = start();
+    // Blank lines first (which a server may skip), then a request a byte at a time.
+    let mut slow = TcpStream::connect(s.addr).await.unwrap();
+    let started = Instant::now();
+    let (cut_at, ()) = tokio::join!(
+        drip(&mut slow, b"\r\n\r\nGET /health HTTP/1.1\r\n"),
+        others_are_served(&s)
+    );
+    let held = cut_at.duration_since(started);
+    assert!(
+        held < Duration::from_secs(10),
+        "a slow client after blank lines held its connection for {held:?} (limit 1 s)"
+    );
+    // The same on a keep-alive connection: blank lines after an answer, then a slow request.
+    let mut ka = TcpStream::connect(s.addr).await.unwrap();
+    ka.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), ka.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let started = Instant::now();
+    let (cut_at, ()) = tokio::join!(
+        drip(&mut ka, b"\r\n\r\n\r\nGET /health HTTP/1.1\r\n"),
+        others_are_served(&s)
+    );
+    let held = cut_at.duration_since(started);
+    assert!(
+        held < Duration::from_secs(10),
+        "blank lines after an answer let a slow request hold its connection for {held:?}"
+    );
+    assert_eq!(
+        client()
+            .get(s.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+#[tokio::test]
+async fn an_http2_preface_then_silence_is_closed() {
+    let s = start();
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(H2_PREFACE).await.unwrap();
+    assert!(
+        closed_within(&mut c, Duration::from_secs(10)).await,
+        "an HTTP/2 preface and then nothing held its connection (limit 1 s)"
+    );
+    others_are_served(&s).await;
+}
+
+/// An HTTP/2 connection (prior knowledge, as over TLS with ALPN `h2`): the handle to send
+/// requests, and the connection's task, which ends with the time the connection ended.
+async fn h2_connect(
+    addr: SocketAddr,
+    ping_every: Option<Duration>,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Instant>,
+) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (send, mut conn) = h2::client::handshake(tcp).await.unwrap();
+    let pinger = ping_every.and_then(|every| {
+        let mut pp = conn.ping_pong()?;
+        Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if pp.ping(h2::Ping::opaque()).await.is_err() {
+                    break;
+                }
+            }
+        }))
+    });
+    let done = tokio::spawn(async move {
+        let _ = conn.await;
+        if let Some(p) = pinger {
+            p.abort();
+        }
+        Instant::now()
+    });
+    (send, done)
+}
+
+#[tokio::test]
+async fn an_http2_client_that_opens_no_stream_is_closed_even_while_it_pings() {
+    let s = start();
+    for ping in [None, Some(Duration::from_millis(200))] {
+        let started = Instant::now();
+        // `send` is held: a client that drops it closes the connection itself.
+        let (send, done) = h2_connect(s.addr, ping).await;
+        let ended = tokio::time::timeout(Duration::from_secs(10), done).await;
+        assert!(
+            ended.is_ok(),
+            "an HTTP/2 connection without a stream was held (pinging: {})",
+            ping.is_some()
+        );
+        drop(send);
+        assert!(started.elapsed() >= Duration::from_millis(500));
+    }
+    others_are_served(&s).await;
+}
+
+/// An upstream that counts what reaches it: the most body bytes any request delivered (counted as
+/// they arrive, so a request cut off midway counts too); it answers with the count.
+struct Recorder {
+    addr: SocketAddr,
+    most: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Recorder {
+    async fn start() -> Recorder {
+        use futures_util::StreamExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let acceptor =
+            poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind(addr))
+                .await
+                .unwrap();
+        let most = Arc::new(AtomicUsize::new(0));
+        let seen = most.clone();
+        let app = poem::endpoint::make(move |mut req: poem::Request| {
+            let seen = seen.clone();
+            async move {
+                let mut body = req.take_body().into_bytes_stream();
+                let mut n = 0;
+                while let Some(Ok(chunk)) = body.next().await {
+                    n += chunk.len();
+                    seen.fetch_max(n, Ordering::SeqCst);
+                }
+                poem::Response::builder().body(n.to_string())
+            }
+        });
+        let task = tokio::spawn(async move {
+            let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
+        });
+        Recorder { addr, most, task }
+    }
+}
+
+/// The server of [`start`] with two routes: `/slow` to an upstream that never answers (given up
+/// after 3 s, three times the header-read timeout) and `/upload` to a [`Recorder`].
+async fn start_with_routes() -> (Server, Echo, Recorder) {
+    let echo = Echo::start().await;
+    let rec = Recorder::start().await;
+    let cfg = jwt_config("").replace(
+        "  port: 0\n",
+        "  port: 0\n  header_read_timeout: 1s\n  body_size_limit: 1kb\n",
+    ) + &format!(
+        "routes:\n  - {{ path: /slow, requires_auth: false, upstream: \"{}\", timeout: 3s }}\n  - {{ path: /upload, requires_auth: false, upstream: \"http://{}\" }}\n",
+        echo.url(),
+        rec.addr
+    );
+    (Server::start(&cfg, &[jwt_plugin()]), echo, rec)
+}
+
+/// Sends an HTTP/2 request (no `content-length`; `body` in DATA frames of 256 bytes) and returns
+/// the answer's status and body, or the stream's error.
+async fn h2_send(
+    send: &h2::client::SendRequest<bytes::Bytes>,
+    method: &str,
+    url: &str,
+    body: usize,
+) -> Result<(u16, Vec<u8>), h2::Error> {
+    let req = poem::http::Request::builder()
+        .method(method)
+        .uri(url)
+        .body(())
+        .unwrap();
+    let (resp, mut out) = send.clone().ready().await?.send_request(req, body == 0)?;
+    let mut left = body;
+    while left > 0 {
+        let k = left.min(256);
+        left -= k;
+        // A stream the server has reset refuses more data; the answer says why.
+        if out
+            .send_data(bytes::Bytes::from(vec![b'x'; k]), left == 0)
+            .is_err()
+        {
+            break;
+        }
+    }
+    let resp = resp.await?;
+    let status = resp.status().as_u16();
+    let mut rb = resp.into_body();
+    let mut data = Vec::new();
+    while let Some(chunk) = rb.data().await {
+        let chunk = chunk?;
+        let _ = rb.flow_control().release_capacity(chunk.len());
+        data.extend_from_slice(&chunk);
+    }
+    Ok((status, data))
+}
+
+#[tokio::test]
+async fn an_http2_request_slow_to_answer_is_not_cut_and_the_idle_connection_is_closed_after() {
+    let (s, _echo, _rec) = start_with_routes().await;
+    let (send, done) = h2_connect(s.addr, None).await;
+    let started = Instant::now();
+    let (status, body) = tokio::time::timeout(
+        Duration::from_secs(20),
+        h2_send(&send, "GET", &s.url("/slow"), 0),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    // The route's own timeout answered, after three times the header-read timeout.
+    assert_eq!(status, 504, "{}", String::from_utf8_lossy(&body));
+    assert!(started.elapsed() >= Duration::from_millis(2900));
+    // With its only stream over, the connection is idle and closed like any other.
+    let idle_from = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(10), done).await;
+    assert!(ended.is_ok(), "an idle HTTP/2 connection was held");
+    assert!(ended.unwrap().unwrap().duration_since(idle_from) >= Duration::from_millis(500));
+    drop(send);
+}
+
+#[tokio::test]
+async fn an_http2_body_without_a_length_obeys_the_body_limit() {
+    let (s, _echo, rec) = start_with_routes().await;
+    let (send, _done) = h2_connect(s.addr, None).await;
+    // 8 KiB without `content-length`, limit 1 KiB: refused or cut off, and the upstream never
+    // gets more than the limit.
+    let over = tokio::time::timeout(
+        Duration::from_secs(20),
+        h2_send(&send, "POST", &s.url("/upload"), 8192),
+    )
+    .await
+    .unwrap();
+    match &over {
+        Ok((status, _)) => assert!(
+            *status == 413 || *status == 502,
+            "a body over the limit got {status}"
+        ),
+        Err(e) => assert!(e.is_reset() || e.is_io(), "{e}"),
+    }
+    assert!(
+        rec.most.load(Ordering::SeqCst) <= 1024,
+        "the upstream received {} bytes (limit 1024)",
+        rec.most.load(Ordering::SeqCst)
+    );
+    // Under the limit: forwarded whole.
+    let (send, _done) = h2_connect(s.addr, None).await;
+    let (status, body) = h2_send(&send, "POST", &s.url("/upload"), 600)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body, b"600");
 }
