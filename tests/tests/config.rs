@@ -173,3 +173,57 @@ fn a_var_value_quoted_by_a_pattern_or_cel_error_is_redacted() {
     );
     assert!(!out.contains(secret), "secret leaked:\n{out}");
 }
+
+/// The development secret (`${portcullis.dev_secret}`) is refused when someone else could have
+/// written it; the config error names the key, the file and what is wrong.
+#[test]
+fn a_dev_secret_others_can_write_is_refused() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    std::fs::copy(
+        jwt_plugin(),
+        dir.path().join("plugins/libportcullis_plugin_jwt.so"),
+    )
+    .unwrap();
+    let path = dir.path().join("dev.yaml");
+    std::fs::write(
+        &path,
+        jwt_config("").replace(
+            &format!("\"{SECRET}\""),
+            "${JWT_AUTH_SECRET:-${portcullis.dev_secret}}",
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let state_env = [("PORTCULLIS_STATE_DIR", state.to_str().unwrap())];
+    // First use: made 0600 in a 0700 folder.
+    let (ok, out) = check(&path, &state_env);
+    assert!(ok, "{out}");
+    let file = state.join("dev-secret");
+    assert_eq!(std::fs::metadata(&state).unwrap().mode() & 0o777, 0o700);
+    assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o777, 0o600);
+    // Someone else could have chosen it: refused.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o622)).unwrap();
+    let (ok, out) = check(&path, &state_env);
+    assert!(!ok, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("providers[0].config.secret"))
+        .unwrap_or_else(|| panic!("no error at the secret's key:\n{out}"));
+    assert!(
+        line.contains(&file.display().to_string())
+            && line.contains("group- and world-writable (mode 0622)"),
+        "{line}"
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (ok, out) = check(&path, &state_env);
+    assert!(
+        !ok && out.contains(&format!("{} is group- and world-writable", state.display())),
+        "{out}"
+    );
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (ok, out) = check(&path, &state_env);
+    assert!(ok, "{out}");
+}

@@ -363,6 +363,10 @@ impl VarSource for Recording<'_> {
         self.values.borrow_mut().push(v.clone());
         Some(v)
     }
+
+    fn why_unset(&self, name: &str) -> Option<String> {
+        self.inner.why_unset(name)
+    }
 }
 
 /// Deserializes `value` (absent = `None`), recording unknown keys and the first type error.

@@ -12,22 +12,37 @@ use super::error::{join_path, Issues};
 pub trait VarSource {
     /// The value of `name`, if set.
     fn get(&self, name: &str) -> Option<String>;
+    /// Why `name` has no value, when the source can say more than "not set" (one line, never a
+    /// secret).
+    fn why_unset(&self, _name: &str) -> Option<String> {
+        None
+    }
 }
 
 /// The process environment plus the host's own variables.
 pub struct EnvVars<'a> {
-    /// Supplies `portcullis.dev_secret` on demand.
-    pub dev_secret: &'a dyn Fn() -> Option<String>,
+    /// Supplies `portcullis.dev_secret` on demand, or says why it cannot.
+    pub dev_secret: &'a dyn Fn() -> Result<String, String>,
 }
 
 impl VarSource for EnvVars<'_> {
     fn get(&self, name: &str) -> Option<String> {
-        if name == "portcullis.dev_secret" {
-            return (self.dev_secret)();
+        if name == DEV_SECRET {
+            return (self.dev_secret)().ok();
         }
         std::env::var(name).ok()
     }
+
+    fn why_unset(&self, name: &str) -> Option<String> {
+        if name == DEV_SECRET {
+            return (self.dev_secret)().err();
+        }
+        None
+    }
 }
+
+/// The host's own variable: the development secret.
+const DEV_SECRET: &str = "portcullis.dev_secret";
 
 /// Expands every string scalar under `value` in place; problems are recorded with key paths.
 pub fn expand_tree(value: &mut Value, path: &str, vars: &dyn VarSource, issues: &mut Issues) {
@@ -90,7 +105,9 @@ fn expand_depth(input: &str, vars: &dyn VarSource, depth: usize) -> Result<Strin
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(fb)) => out.push_str(&expand_depth(fb, vars, depth + 1)?),
                 (None, None) => {
-                    return Err(format!("environment variable `{name}` is not set"));
+                    return Err(vars
+                        .why_unset(name)
+                        .unwrap_or_else(|| format!("environment variable `{name}` is not set")));
                 }
             }
             rest = &tail[end + 1..];
