@@ -174,6 +174,63 @@ fn a_var_value_quoted_by_a_pattern_or_cel_error_is_redacted() {
     assert!(!out.contains(secret), "secret leaked:\n{out}");
 }
 
+/// Regression: `${VAR}` was expanded inside CEL expressions and path patterns, so a variable's
+/// value became code (`x' || true || '` as an organisation id allowed everyone).
+#[test]
+fn a_var_in_a_cel_expression_or_path_pattern_is_refused_at_its_key_path() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    std::fs::copy(
+        jwt_plugin(),
+        dir.path().join("plugins/libportcullis_plugin_jwt.so"),
+    )
+    .unwrap();
+    let injected = "x' || true || '";
+    let path = dir.path().join("vars.yaml");
+    let text = jwt_config(
+        "auth:\n  protected: [\"/api/*\", \"/${ZONE}/*\"]\n  public: [[\"/${ZONE}\", GET]]\n  authorize: \"user.org == '${ORG}'\"\n  rules:\n    - { path: { regex: \"^/${ZONE}\" }, condition: \"user.org == '${ORG}'\", allow: true }\n",
+    )
+    .replace(
+        "    plugin: jwt\n",
+        "    plugin: jwt\n    authorize: \"user.org == '${ORG}'\"\n",
+    )
+    .replace(
+        "providers:",
+        "routes:\n  - { path: \"/${ZONE}/up\", upstream: \"http://127.0.0.1:9\" }\nproviders:",
+    );
+    std::fs::write(&path, &text).unwrap();
+    let (ok, out) = check(&path, &[("ORG", injected), ("ZONE", "zone")]);
+    assert!(!ok, "{out}");
+    for at in [
+        "auth.protected[1]",
+        "auth.public[0][0]",
+        "auth.authorize",
+        "auth.rules[0].path.regex",
+        "auth.rules[0].condition",
+        "providers[0].authorize",
+        "routes[0].path",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.contains(&format!("{at}: `${{...}}` is not expanded"))),
+            "no error at {at} in:\n{out}"
+        );
+    }
+    assert!(out.contains("write the value literally"), "{out}");
+    assert!(!out.contains(injected), "{out}");
+    // Written literally, the same config is fine; `$${` is still a literal `${`.
+    let literal = text
+        .replace("${ORG}", "acme")
+        .replace("${ZONE}", "zone")
+        .replace(
+            "  authorize: \"user.org == 'acme'\"\n",
+            "  authorize: \"user.org != '$${x}'\"\n",
+        );
+    std::fs::write(&path, &literal).unwrap();
+    let (ok, out) = check(&path, &[]);
+    assert!(ok, "{out}");
+}
+
 /// The development secret (`${portcullis.dev_secret}`) is refused when someone else could have
 /// written it; the config error names the key, the file and what is wrong.
 #[test]
