@@ -81,6 +81,11 @@ fn broken() -> Vec<(String, Vec<&'static str>)> {
         (base("").replace("  port: 0\n", "  port: 0\n  cors: { origin: \"*\", credentials: true }\n"), vec!["server.cors.credentials"]),
         (format!("{}  - name: main\n    plugin: jwt\n", base("").split("auth:").next().unwrap()), vec!["duplicate provider name"]),
         (base("auth:\n  rules: {}\n"), vec!["auth.rules"]),
+        (base("").replace("  port: 0\n", "  port: 0\n  metrics: { listen: nowhere }\n"), vec!["server.metrics.listen", "127.0.0.1:9464"]),
+        (base("").replace("  port: 0\n", "  port: 0\n  metrics: { lisen: \"127.0.0.1:9464\" }\n"), vec!["server.metrics.lisen"]),
+        (base("").replace("  port: 0\n", "  port: 0\n  metrics: public\n"), vec!["server.metrics"]),
+        (base("").replace("  port: 0\n", "  port: 0\n  metrics: { listen: \"127.0.0.1:9464\", protected: true }\n"), vec!["server.metrics", "cannot be combined"]),
+        (base("auth:\n  public: [\"/health\", \"/metrics\"]\n").replace("  port: 0\n", "  port: 0\n  metrics: { protected: true }\n"), vec!["server.metrics.protected", "auth.public[1]"]),
         (
             base("").replace("providers:", "routes:\n  - { path: /x, upstream: \"ftp://x\" }\nproviders:"),
             vec!["routes[0].upstream"],
