@@ -135,7 +135,8 @@ struct ProviderInfo {
     authorization_cache_secs: Option<u64>,
 }
 
-/// A provider instance whose plugin file was removed; requests that need it get 503.
+/// A provider instance whose plugin file was removed or is no longer in `plugins.allow`;
+/// requests that need it get 503.
 #[derive(Object)]
 struct RetiredInfo {
     /// Instance name.

@@ -83,6 +83,8 @@ pub struct App {
     reload_lock: tokio::sync::Mutex<()>,
     reload_tx: mpsc::Sender<ReloadRequest>,
     listen: (String, u16),
+    /// `server.metrics.listen` at start (its listener is bound once, like the main one).
+    metrics_listen: Option<std::net::SocketAddr>,
     tls: Option<Arc<TlsState>>,
     watch: crate::watch::SharedWatchStatus,
     metrics: Arc<Metrics>,
@@ -190,6 +192,7 @@ impl App {
         let config_hash = config.hash.clone();
         let files = input_files(config_path, &config).await;
         let listen = (config.server.host.clone(), config.server.port);
+        let metrics_listen = config.server.metrics.listen();
         let tls = match &config.server.https {
             Some(h) => Some(Arc::new(ArcSwap::from_pointee(
                 TlsMaterial::load(h).map_err(|e| vec![e])?,
@@ -223,6 +226,7 @@ impl App {
             reload_lock: tokio::sync::Mutex::new(()),
             reload_tx,
             listen,
+            metrics_listen,
             tls,
             watch: Arc::default(),
             metrics,
@@ -367,6 +371,12 @@ impl App {
         if config.server.port != self.listen.1 {
             refused.push(
                 "server.port: cannot change while running; restart to listen elsewhere".to_string(),
+            );
+        }
+        if config.server.metrics.listen() != self.metrics_listen {
+            refused.push(
+                "server.metrics.listen: cannot change while running (nor be added or removed); restart to serve metrics elsewhere"
+                    .to_string(),
             );
         }
         if config.telemetry != current.config.telemetry {

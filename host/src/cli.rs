@@ -144,10 +144,16 @@ async fn serve(config: &Path, watch: bool) -> anyhow::Result<i32> {
         }
     }
     let generation = app.runtime().generation;
-    let on_bound = |addr: std::net::SocketAddr, tls: bool| {
-        let scheme = if tls { "https" } else { "http" };
-        println!("portcullis listening on {scheme}://{addr}");
-        tracing::info!(%addr, generation, "serving");
+    let on_bound = |bound: server::Bound| match bound {
+        server::Bound::Main { addr, tls } => {
+            let scheme = if tls { "https" } else { "http" };
+            println!("portcullis listening on {scheme}://{addr}");
+            tracing::info!(%addr, generation, "serving");
+        }
+        server::Bound::Metrics(addr) => {
+            println!("portcullis metrics listening on http://{addr}");
+            tracing::info!(%addr, "serving /metrics on its own listener");
+        }
     };
     let served = server::serve(app.clone(), on_bound, shutdown_signal()).await;
     // The process exits without dropping the app: the loader's empty folder is removed here.

@@ -55,8 +55,9 @@ pub struct ProviderInstance {
     pub direct: Option<crate::plugin::HostVerifier>,
 }
 
-/// An instance whose plugin file was deleted: requests that need it fail closed (503) until the
-/// plugin comes back or the config stops naming it.
+/// An instance whose plugin file was deleted, or whose plugin build is no longer in
+/// `plugins.allow`: requests that need it fail closed (503) until a trusted plugin of that name is
+/// loaded or the config stops naming it.
 #[derive(Debug, Clone)]
 pub struct RetiredInstance {
     /// Instance name from the YAML.
@@ -67,6 +68,9 @@ pub struct RetiredInstance {
     pub issuers: Vec<String>,
     /// Why, for status and logs.
     pub reason: String,
+    /// The SHA-256 of the plugin build it was retired for, when it was retired because that build
+    /// is no longer in `plugins.allow`.
+    pub distrusted: Option<String>,
 }
 
 /// A plugin file's state in a snapshot.
@@ -85,7 +89,7 @@ pub struct Runtime {
     pub config: Arc<Config>,
     /// Provider instances, in config order.
     pub providers: Vec<Arc<ProviderInstance>>,
-    /// Instances named by the config whose plugin file was deleted.
+    /// Instances named by the config whose plugin file was deleted or is no longer trusted.
     pub retired: Vec<RetiredInstance>,
     /// Every `*.so` found in the plugins folder.
     pub plugins: Vec<PluginFile>,
@@ -178,7 +182,7 @@ pub async fn build(
             _ => None,
         });
         let Some(plugin) = plugin else {
-            if let Some(r) = retire(previous, pc, &plugins) {
+            if let Some(r) = retire(previous, pc, &plugins, config.plugins.allow.as_deref()) {
                 tracing::warn!(provider = %r.name, "{}", r.reason);
                 retired.push(r);
                 continue;
@@ -333,26 +337,43 @@ pub async fn build(
 }
 
 /// An instance of the previous snapshot whose plugin file is gone (not merely unloadable: a file
-/// being rewritten in place fails to load and must not retire anything) is retired rather than
-/// failing the reload, so that deleting a plugin takes effect.
+/// being rewritten in place fails to load and must not retire anything), or whose plugin build's
+/// hash was taken out of `plugins.allow`, is retired rather than failing the reload, so that
+/// deleting or distrusting a plugin takes effect (and the distrusted code stops serving at once).
 fn retire(
     previous: Option<&Runtime>,
     pc: &crate::config::ProviderConfig,
     plugins: &[PluginFile],
+    allow: Option<&[String]>,
 ) -> Option<RetiredInstance> {
     let prev = previous?;
-    let (issuers, file) = prev
+    let trusted = |hash: &str| allow.is_none_or(|a| a.iter().any(|h| h.eq_ignore_ascii_case(hash)));
+    let distrust = |file: Option<&Path>, hash: &str| {
+        RetiredInstance {
+        name: pc.name.clone(),
+        plugin: pc.plugin.clone(),
+        issuers: Vec::new(),
+        reason: format!(
+            "provider {}: plugin `{}`{} (sha256 {hash}) is no longer in plugins.allow; requests that need it are refused until a trusted build is loaded",
+            pc.name,
+            pc.plugin,
+            file.map(|f| format!(" at {}", f.display())).unwrap_or_default(),
+        ),
+        distrusted: Some(hash.to_string()),
+    }
+    };
+    if let Some(p) = prev
         .providers
         .iter()
         .find(|p| p.name == pc.name && p.plugin.manifest.name == pc.plugin)
-        .map(|p| (p.issuers.clone(), Some(p.plugin.file.clone())))
-        .or_else(|| {
-            prev.retired
-                .iter()
-                .find(|r| r.name == pc.name && r.plugin == pc.plugin)
-                .map(|r| (r.issuers.clone(), None))
-        })?;
-    if let Some(file) = &file {
+    {
+        if !trusted(&p.plugin.hash) {
+            return Some(RetiredInstance {
+                issuers: p.issuers.clone(),
+                ..distrust(Some(&p.plugin.file), &p.plugin.hash)
+            });
+        }
+        let file = &p.plugin.file;
         let still_there = file.exists()
             || plugins.iter().any(|p| match p {
                 PluginFile::Failed(e) => e.file() == file.as_path(),
@@ -361,24 +382,39 @@ fn retire(
         if still_there {
             return None;
         }
+        return Some(RetiredInstance {
+            name: pc.name.clone(),
+            plugin: pc.plugin.clone(),
+            issuers: p.issuers.clone(),
+            reason: format!(
+                "provider {}: plugin `{}` was removed ({} is gone); requests that need it are refused until it is back",
+                pc.name,
+                pc.plugin,
+                file.display()
+            ),
+            distrusted: None,
+        });
     }
-    let reason = match &file {
-        Some(f) => format!(
-            "provider {}: plugin `{}` was removed ({} is gone); requests that need it are refused until it is back",
-            pc.name,
-            pc.plugin,
-            f.display()
-        ),
-        None => format!(
-            "provider {}: plugin `{}` is still missing; requests that need it are refused",
-            pc.name, pc.plugin
-        ),
-    };
+    let r = prev
+        .retired
+        .iter()
+        .find(|r| r.name == pc.name && r.plugin == pc.plugin)?;
+    if let Some(hash) = r.distrusted.as_deref().filter(|h| !trusted(h)) {
+        return Some(RetiredInstance {
+            issuers: r.issuers.clone(),
+            reason: r.reason.clone(),
+            ..distrust(None, hash)
+        });
+    }
     Some(RetiredInstance {
         name: pc.name.clone(),
         plugin: pc.plugin.clone(),
-        issuers,
-        reason,
+        issuers: r.issuers.clone(),
+        reason: format!(
+            "provider {}: plugin `{}` is still missing; requests that need it are refused",
+            pc.name, pc.plugin
+        ),
+        distrusted: None,
     })
 }
 

@@ -414,9 +414,11 @@ impl<A: Endpoint> Endpoint for Site<A> {
             "/swagger-ui" => (server.swagger_ui, "text/html; charset=utf-8", |s| {
                 s.ui.clone()
             }),
-            "/metrics" => (server.metrics, crate::metrics::CONTENT_TYPE, |s| {
-                s.app.metrics().render()
-            }),
+            "/metrics" => (
+                server.metrics.on_main_listener(),
+                crate::metrics::CONTENT_TYPE,
+                |s| s.app.metrics().render(),
+            ),
             _ => return self.api.call(req).await.map(IntoResponse::into_response),
         };
         if !on {
@@ -428,23 +430,62 @@ impl<A: Endpoint> Endpoint for Site<A> {
     }
 }
 
-/// Binds the configured address (TLS when `server.https` is set), calls `on_bound` with the
-/// address actually bound (port 0 picks a free port) and whether it is TLS, then serves until
-/// `shutdown` completes, draining in-flight requests for up to 30 s.
+/// A listener that is bound and about to serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// The main listener, and whether it is TLS.
+    Main {
+        /// The address bound (port 0 picks a free port).
+        addr: SocketAddr,
+        /// Whether it serves https.
+        tls: bool,
+    },
+    /// The separate metrics listener (`server.metrics.listen`), plain HTTP.
+    Metrics(SocketAddr),
+}
+
+/// Binds the configured address (TLS when `server.https` is set) and, when
+/// `server.metrics.listen` is set, the metrics address first; calls `on_bound` for each with the
+/// address actually bound (port 0 picks a free port), then serves until `shutdown` completes,
+/// draining in-flight requests for up to 30 s.
 pub async fn serve(
     app: Arc<App>,
-    on_bound: impl FnOnce(SocketAddr, bool),
+    mut on_bound: impl FnMut(Bound),
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let rt = app.runtime();
     let s = &rt.config.server;
-    let tcp = TcpListener::bind(format!("{}:{}", s.host, s.port));
     let drain = Some(std::time::Duration::from_secs(30));
-    match &s.https {
+    // The metrics listener stops once the main one has (for whatever reason).
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics = match s.metrics.listen() {
+        Some(addr) => {
+            let acceptor = crate::conn_guard::GuardedAcceptor::new(
+                TcpListener::bind(addr.to_string()).into_acceptor().await?,
+                app.clone(),
+            );
+            on_bound(Bound::Metrics(first_addr(&acceptor)?));
+            let mut stop = stop_rx;
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            let ep = MetricsOnly { app: app.clone() };
+            Some(tokio::spawn(
+                poem::Server::new_with_acceptor(acceptor)
+                    .run_with_graceful_shutdown(ep, stopped, drain),
+            ))
+        }
+        None => None,
+    };
+    let tcp = TcpListener::bind(format!("{}:{}", s.host, s.port));
+    let served = match &s.https {
         None => {
             let acceptor =
                 crate::conn_guard::GuardedAcceptor::new(tcp.into_acceptor().await?, app.clone());
-            on_bound(first_addr(&acceptor)?, false);
+            on_bound(Bound::Main {
+                addr: first_addr(&acceptor)?,
+                tls: false,
+            });
             poem::Server::new_with_acceptor(acceptor)
                 .run_with_graceful_shutdown(endpoint(app.clone()), shutdown, drain)
                 .await
@@ -456,11 +497,47 @@ pub async fn serve(
             let acceptor = crate::tls::ReloadingTlsAcceptor::new(tcp.into_acceptor().await?, state);
             // Above TLS, so the guard sees plain HTTP (and a stalled handshake is cut off too).
             let acceptor = crate::conn_guard::GuardedAcceptor::new(acceptor, app.clone());
-            on_bound(first_addr(&acceptor)?, true);
+            on_bound(Bound::Main {
+                addr: first_addr(&acceptor)?,
+                tls: true,
+            });
             poem::Server::new_with_acceptor(acceptor)
                 .run_with_graceful_shutdown(endpoint(app.clone()), shutdown, drain)
                 .await
         }
+    };
+    let _ = stop_tx.send(true);
+    if let Some(task) = metrics {
+        match task.await {
+            Ok(r) => r?,
+            Err(e) => return Err(std::io::Error::other(format!("metrics listener: {e}"))),
+        }
+    }
+    served
+}
+
+/// The separate metrics listener's only route: `GET /metrics` (and `HEAD`); everything else 404.
+/// No gate: it is meant for a private address that only the scraper can reach.
+struct MetricsOnly {
+    app: Arc<App>,
+}
+
+impl Endpoint for MetricsOnly {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        if req.uri().path() != "/metrics" {
+            return Ok(error_response(StatusCode::NOT_FOUND, "Not Found"));
+        }
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return Ok(error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method Not Allowed",
+            ));
+        }
+        Ok(Response::builder()
+            .content_type(crate::metrics::CONTENT_TYPE)
+            .body(self.app.metrics().render()))
     }
 }
 

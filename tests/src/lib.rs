@@ -74,6 +74,8 @@ pub struct Server {
     child: Child,
     /// Address it listens on.
     pub addr: SocketAddr,
+    /// Address of its separate metrics listener (`server.metrics.listen`), if it has one.
+    pub metrics_addr: Option<SocketAddr>,
     /// Its private folder (config, plugins, state, logs).
     pub dir: tempfile::TempDir,
     log: PathBuf,
@@ -163,28 +165,40 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.strip_prefix("portcullis listening on ") {
-                    let _ = tx.send(rest.to_string());
+                    let _ = tx.send((true, rest.to_string()));
+                } else if let Some(rest) = line.strip_prefix("portcullis metrics listening on ") {
+                    let _ = tx.send((false, rest.to_string()));
                 }
             }
         });
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(url) => {
-                let hostport = url.split("://").nth(1).unwrap_or_default();
-                let addr = hostport
-                    .parse()
-                    .map_err(|e| format!("bad address {hostport}: {e}"))?;
-                Ok(Server {
-                    child,
-                    addr,
-                    dir,
-                    log,
-                    config: cfg,
-                })
-            }
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(std::fs::read_to_string(&log).unwrap_or_default())
+        let addr_of = |url: &str| -> Result<SocketAddr, String> {
+            let hostport = url.split("://").nth(1).unwrap_or_default();
+            hostport
+                .parse()
+                .map_err(|e| format!("bad address {hostport}: {e}"))
+        };
+        // The metrics listener (if any) is announced before the main one.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut metrics_addr = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((false, url)) => metrics_addr = Some(addr_of(&url)?),
+                Ok((true, url)) => {
+                    return Ok(Server {
+                        child,
+                        addr: addr_of(&url)?,
+                        metrics_addr,
+                        dir,
+                        log,
+                        config: cfg,
+                    })
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(std::fs::read_to_string(&log).unwrap_or_default());
+                }
             }
         }
     }

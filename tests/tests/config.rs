@@ -81,6 +81,11 @@ fn broken() -> Vec<(String, Vec<&'static str>)> {
         (base("").replace("  port: 0\n", "  port: 0\n  cors: { origin: \"*\", credentials: true }\n"), vec!["server.cors.credentials"]),
         (format!("{}  - name: main\n    plugin: jwt\n", base("").split("auth:").next().unwrap()), vec!["duplicate provider name"]),
         (base("auth:\n  rules: {}\n"), vec!["auth.rules"]),
+        (base("").replace("  port: 0\n", "  port: 0\n  metrics: { listen: nowhere }\n"), vec!["server.metrics.listen", "127.0.0.1:9464"]),
+        (base("").replace("  port: 0\n", "  port: 0\n  metrics: { lisen: \"127.0.0.1:9464\" }\n"), vec!["server.metrics.lisen"]),
+        (base("").replace("  port: 0\n", "  port: 0\n  metrics: public\n"), vec!["server.metrics"]),
+        (base("").replace("  port: 0\n", "  port: 0\n  metrics: { listen: \"127.0.0.1:9464\", protected: true }\n"), vec!["server.metrics", "cannot be combined"]),
+        (base("auth:\n  public: [\"/health\", \"/metrics\"]\n").replace("  port: 0\n", "  port: 0\n  metrics: { protected: true }\n"), vec!["server.metrics.protected", "auth.public[1]"]),
         (
             base("").replace("providers:", "routes:\n  - { path: /x, upstream: \"ftp://x\" }\nproviders:"),
             vec!["routes[0].upstream"],
@@ -172,4 +177,115 @@ fn a_var_value_quoted_by_a_pattern_or_cel_error_is_redacted() {
         "{out}"
     );
     assert!(!out.contains(secret), "secret leaked:\n{out}");
+}
+
+/// Regression: `${VAR}` was expanded inside CEL expressions and path patterns, so a variable's
+/// value became code (`x' || true || '` as an organisation id allowed everyone).
+#[test]
+fn a_var_in_a_cel_expression_or_path_pattern_is_refused_at_its_key_path() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    std::fs::copy(
+        jwt_plugin(),
+        dir.path().join("plugins/libportcullis_plugin_jwt.so"),
+    )
+    .unwrap();
+    let injected = "x' || true || '";
+    let path = dir.path().join("vars.yaml");
+    let text = jwt_config(
+        "auth:\n  protected: [\"/api/*\", \"/${ZONE}/*\"]\n  public: [[\"/${ZONE}\", GET]]\n  authorize: \"user.org == '${ORG}'\"\n  rules:\n    - { path: { regex: \"^/${ZONE}\" }, condition: \"user.org == '${ORG}'\", allow: true }\n",
+    )
+    .replace(
+        "    plugin: jwt\n",
+        "    plugin: jwt\n    authorize: \"user.org == '${ORG}'\"\n",
+    )
+    .replace(
+        "providers:",
+        "routes:\n  - { path: \"/${ZONE}/up\", upstream: \"http://127.0.0.1:9\" }\nproviders:",
+    );
+    std::fs::write(&path, &text).unwrap();
+    let (ok, out) = check(&path, &[("ORG", injected), ("ZONE", "zone")]);
+    assert!(!ok, "{out}");
+    for at in [
+        "auth.protected[1]",
+        "auth.public[0][0]",
+        "auth.authorize",
+        "auth.rules[0].path.regex",
+        "auth.rules[0].condition",
+        "providers[0].authorize",
+        "routes[0].path",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.contains(&format!("{at}: `${{...}}` is not expanded"))),
+            "no error at {at} in:\n{out}"
+        );
+    }
+    assert!(out.contains("write the value literally"), "{out}");
+    assert!(!out.contains(injected), "{out}");
+    // Written literally, the same config is fine; `$${` is still a literal `${`.
+    let literal = text
+        .replace("${ORG}", "acme")
+        .replace("${ZONE}", "zone")
+        .replace(
+            "  authorize: \"user.org == 'acme'\"\n",
+            "  authorize: \"user.org != '$${x}'\"\n",
+        );
+    std::fs::write(&path, &literal).unwrap();
+    let (ok, out) = check(&path, &[]);
+    assert!(ok, "{out}");
+}
+
+/// The development secret (`${portcullis.dev_secret}`) is refused when someone else could have
+/// written it; the config error names the key, the file and what is wrong.
+#[test]
+fn a_dev_secret_others_can_write_is_refused() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    std::fs::copy(
+        jwt_plugin(),
+        dir.path().join("plugins/libportcullis_plugin_jwt.so"),
+    )
+    .unwrap();
+    let path = dir.path().join("dev.yaml");
+    std::fs::write(
+        &path,
+        jwt_config("").replace(
+            &format!("\"{SECRET}\""),
+            "${JWT_AUTH_SECRET:-${portcullis.dev_secret}}",
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let state_env = [("PORTCULLIS_STATE_DIR", state.to_str().unwrap())];
+    // First use: made 0600 in a 0700 folder.
+    let (ok, out) = check(&path, &state_env);
+    assert!(ok, "{out}");
+    let file = state.join("dev-secret");
+    assert_eq!(std::fs::metadata(&state).unwrap().mode() & 0o777, 0o700);
+    assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o777, 0o600);
+    // Someone else could have chosen it: refused.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o622)).unwrap();
+    let (ok, out) = check(&path, &state_env);
+    assert!(!ok, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("providers[0].config.secret"))
+        .unwrap_or_else(|| panic!("no error at the secret's key:\n{out}"));
+    assert!(
+        line.contains(&file.display().to_string())
+            && line.contains("group- and world-writable (mode 0622)"),
+        "{line}"
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (ok, out) = check(&path, &state_env);
+    assert!(
+        !ok && out.contains(&format!("{} is group- and world-writable", state.display())),
+        "{out}"
+    );
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (ok, out) = check(&path, &state_env);
+    assert!(ok, "{out}");
 }

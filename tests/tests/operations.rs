@@ -236,6 +236,114 @@ async fn a_telemetry_change_is_refused_by_name_until_restart() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Metrics placement (`server.metrics`)
+
+async fn get(url: String, token: Option<&str>) -> (u16, String, String) {
+    let mut r = client().get(url);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (status, ct, r.text().await.unwrap())
+}
+
+async fn admin_reload(s: &Server, token: &str) -> Value {
+    client()
+        .post(s.url("/api/admin/reload"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_on_their_own_listener_are_not_on_the_main_one_and_stay_put_on_reload() {
+    let cfg = |metrics: &str| {
+        jwt_config("").replace("  port: 0\n", &format!("  port: 0\n  metrics: {metrics}\n"))
+    };
+    let s = Server::start(&cfg("{ listen: \"127.0.0.1:0\" }"), &[jwt_plugin()]);
+    let m = s.metrics_addr.expect("the metrics listener is announced");
+    assert_ne!(m, s.addr);
+    let token = hs256(SECRET, good_claims("ops", json!({})));
+    // A request through the main listener, to be counted.
+    assert_eq!(get(s.url("/api/auth/me"), Some(&token)).await.0, 200);
+    let (status, ct, body) = get(format!("http://{m}/metrics"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+    assert!(body.contains("portcullis_"), "{body}");
+    assert!(body.contains("provider=\"main\""), "{body}");
+    // Not on the main listener, with or without a token; nothing else on the metrics one.
+    assert_eq!(get(s.url("/metrics"), None).await.0, 404);
+    assert_eq!(get(s.url("/metrics"), Some(&token)).await.0, 404);
+    assert_eq!(get(format!("http://{m}/health"), None).await.0, 404);
+    assert_eq!(
+        get(format!("http://{m}/api/auth/me"), Some(&token)).await.0,
+        404
+    );
+    // Moving or dropping the listener is refused by name, like a port change.
+    for other in ["{ listen: \"127.0.0.1:1\" }", "true"] {
+        std::fs::write(s.config_path(), cfg(other)).unwrap();
+        let r = admin_reload(&s, &token).await;
+        assert_eq!(r["result"], "failed", "{other}: {r}");
+        assert!(
+            r["errors"].as_array().unwrap().iter().any(|e| e
+                .as_str()
+                .unwrap()
+                .contains("server.metrics.listen: cannot change while running")),
+            "{other}: {r}"
+        );
+        assert_eq!(get(format!("http://{m}/metrics"), None).await.0, 200);
+        assert_eq!(get(s.url("/metrics"), None).await.0, 404);
+    }
+}
+
+#[tokio::test]
+async fn protected_metrics_need_a_token_and_follow_the_rules() {
+    let cfg = |metrics: &str| {
+        jwt_config(
+            "auth:\n  rules:\n    - { path: /metrics, condition: \"user.role == 'ops'\", allow: true }\n    - { path: /api/*, allow: true }\n",
+        )
+        .replace("  port: 0\n", &format!("  port: 0\n  metrics: {metrics}\n"))
+    };
+    // Today's default first: public.
+    let s = Server::start(&cfg("true"), &[jwt_plugin()]);
+    assert_eq!(get(s.url("/metrics"), None).await.0, 200);
+    // Switched to protected while running: applies without a restart.
+    std::fs::write(s.config_path(), cfg("{ protected: true }")).unwrap();
+    let end = std::time::Instant::now() + WAIT;
+    while get(s.url("/metrics"), None).await.0 != 401 {
+        assert!(
+            std::time::Instant::now() < end,
+            "protected metrics never asked for a token; log:\n{}",
+            s.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ops = hs256(SECRET, good_claims("o", json!({ "role": "ops" })));
+    let dev = hs256(SECRET, good_claims("d", json!({ "role": "dev" })));
+    let (status, ct, body) = get(s.url("/metrics"), Some(&ops)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+    assert!(body.contains("portcullis_"), "{body}");
+    // Authenticated, but no rule allows it.
+    assert_eq!(get(s.url("/metrics"), Some(&dev)).await.0, 403);
+    assert_eq!(get(s.url("/metrics"), Some("not-a-token")).await.0, 401);
+    // Other paths are judged as before.
+    assert_eq!(get(s.url("/api/auth/me"), Some(&dev)).await.0, 200);
+    assert_eq!(get(s.url("/health"), None).await.0, 200);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Logs
 
 #[tokio::test]

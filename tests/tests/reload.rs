@@ -663,3 +663,103 @@ async fn the_tls_certificate_rotates_without_a_restart() {
         s.log()
     );
 }
+
+/// Regression: taking a plugin build's hash out of `plugins.allow` while an instance used it
+/// failed the whole reload, so the distrusted build kept answering. Now its instances are retired
+/// (503, fail closed) and the rest of the edit applies.
+#[tokio::test]
+async fn a_plugin_taken_out_of_the_allow_list_stops_serving_at_once() {
+    let jwt = portcullis::plugin::sha256_file(&jwt_plugin()).unwrap();
+    let faulty = portcullis::plugin::sha256_file(&plugin("portcullis_test_faulty")).unwrap();
+    let config = |allow: &[&str], public: &str| {
+        faulty_config("    config: { mode: ok }\n")
+            .replace(
+                "plugins:\n  dir: plugins\n",
+                &format!(
+                    "plugins:\n  dir: plugins\n  allow: [{}]\n",
+                    allow
+                        .iter()
+                        .map(|h| format!("\"{h}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+            .replace(
+                "  protected: [\"/api/*\"]\n",
+                &format!("  protected: [\"/api/*\"]\n  public: [{public}]\n"),
+            )
+    };
+    let s = Server::start(
+        &config(&[&jwt, &faulty], "\"/health\""),
+        &[jwt_plugin(), plugin("portcullis_test_faulty")],
+    );
+    let token = hs256(SECRET, good_claims("alice", json!({})));
+    // Twice: the second answer may come from the instance's accepted-token memory.
+    assert_eq!(status_code(&s, "/api/auth/me", Some(&token)).await, 200);
+    assert_eq!(status_code(&s, "/api/auth/me", Some(&token)).await, 200);
+    assert_eq!(status_code(&s, "/api/open", None).await, 401);
+
+    // Drop the jwt build's hash, and make one more change in the same edit.
+    write_by_rename(
+        &s.config_path(),
+        config(&[&faulty], "\"/health\", \"/api/open\"").as_bytes(),
+    );
+    assert!(
+        until(|| async { status_code(&s, "/api/auth/me", Some(&token)).await == 503 }).await,
+        "the distrusted plugin's tokens must fail closed; log:\n{}",
+        s.log()
+    );
+    // No answer comes from the distrusted build or its memory: the token it accepted, and a new
+    // one, are both refused as unavailable.
+    let fresh = hs256(SECRET, good_claims("bob", json!({})));
+    for t in [&token, &fresh] {
+        let r = client()
+            .get(s.url("/api/auth/me"))
+            .bearer_auth(t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"],
+            "Authentication service unavailable"
+        );
+    }
+    // The rest of the edit applied, and the other plugin serves.
+    assert_eq!(status_code(&s, "/api/open", None).await, 404);
+    assert_eq!(status_code(&s, "/api/auth/me", Some("good-x")).await, 200);
+    let st = admin_status(&s, "good-admin").await;
+    assert_eq!(st["last_attempt"]["result"], "applied", "{st}");
+    assert_eq!(st["generation"], 2, "{st}");
+    assert_eq!(st["retired"][0]["name"], "main", "{st}");
+    assert_eq!(st["retired"][0]["plugin"], "jwt", "{st}");
+    let reason = st["retired"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("no longer in plugins.allow") && reason.contains(&jwt),
+        "{reason}"
+    );
+    assert!(
+        st["providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["name"] != "main"),
+        "{st}"
+    );
+    // An unrelated reload keeps it retired, for the same reason.
+    write_by_rename(
+        &s.config_path(),
+        config(&[&faulty], "\"/health\", \"/api/open\", \"/api/other\"").as_bytes(),
+    );
+    assert!(until(|| async { status_code(&s, "/api/other", None).await == 404 }).await);
+    let st = admin_status(&s, "good-admin").await;
+    assert_eq!(st["retired"][0]["reason"].as_str(), Some(reason), "{st}");
+    assert_eq!(status_code(&s, "/api/auth/me", Some(&token)).await, 503);
+    // Trusted again: back.
+    write_by_rename(
+        &s.config_path(),
+        config(&[&jwt, &faulty], "\"/health\"").as_bytes(),
+    );
+    assert!(until(|| async { status_code(&s, "/api/auth/me", Some(&token)).await == 200 }).await);
+    assert_eq!(admin_status(&s, "good-admin").await["retired"], json!([]));
+}

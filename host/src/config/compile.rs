@@ -22,6 +22,8 @@ use crate::{
 
 /// The seed's default port.
 pub const DEFAULT_PORT: u16 = 4111;
+/// What `auth.protected` is when left out (as in `compile_auth`).
+const DEFAULT_PROTECTED: &str = "/api/*";
 /// The seed's default body limit, 4.5 MB.
 pub const DEFAULT_BODY_LIMIT: u64 = 4_718_592;
 
@@ -84,13 +86,43 @@ pub struct ServerConfig {
     pub plugin_timeout: Duration,
     /// Tokens longer than this are refused before decoding.
     pub max_token_bytes: usize,
-    /// Serve Prometheus metrics at `/metrics`.
-    pub metrics: bool,
+    /// Where Prometheus metrics are served (`server.metrics`).
+    pub metrics: MetricsConfig,
     /// Most plugin calls in flight at once per provider instance; past it: 503 at once.
     pub plugin_max_in_flight: usize,
     /// A request's headers must arrive within this time of the connection opening or the last
     /// response (an idle connection is closed after it too).
     pub header_read_timeout: Duration,
+}
+
+/// `server.metrics`: where `/metrics` is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsConfig {
+    /// `false`: nowhere (404).
+    Off,
+    /// `true` (the default): on the main listener, to anyone.
+    Public,
+    /// `{protected: true}`: on the main listener, behind the gate like `/api/*` (a token is
+    /// needed and `auth.rules` apply).
+    Protected,
+    /// `{listen: addr}`: only on a second, plain-HTTP listener at this address, started with the
+    /// server (the main listener answers 404). Read at start, like `server.port`.
+    Listen(std::net::SocketAddr),
+}
+
+impl MetricsConfig {
+    /// Whether the main listener serves `/metrics`.
+    pub fn on_main_listener(self) -> bool {
+        matches!(self, MetricsConfig::Public | MetricsConfig::Protected)
+    }
+
+    /// The separate listener's address, if any.
+    pub fn listen(self) -> Option<std::net::SocketAddr> {
+        match self {
+            MetricsConfig::Listen(a) => Some(a),
+            _ => None,
+        }
+    }
 }
 
 /// CORS options.
@@ -292,8 +324,27 @@ pub fn compile_str(text: &str, file: &Path, vars: &dyn VarSource) -> Result<Conf
     };
     let providers = compile_providers(providers, &mut issues);
     let provider_names: Vec<String> = providers.iter().map(|p| p.name.clone()).collect();
-    let auth = de::<RawAuth>(auth, "auth", &mut issues).unwrap_or_default();
+    let mut auth = de::<RawAuth>(auth, "auth", &mut issues).unwrap_or_default();
+    if server.metrics == MetricsConfig::Protected {
+        // Behind the gate like `/api/*`: a protected pattern of its own (after the user's), so
+        // that a token is needed and `auth.rules` apply.
+        auth.protected
+            .get_or_insert_with(|| vec![Value::from(DEFAULT_PROTECTED)])
+            .push(Value::from("/metrics"));
+    }
     let auth = compile_auth(auth, &provider_names, &mut issues);
+    if let (MetricsConfig::Protected, Some(a)) = (server.metrics, &auth) {
+        if let Some(i) = METHODS
+            .iter()
+            .filter(|m| !matches!(**m, "ALL" | "*"))
+            .find_map(|m| a.public.first_match(m, "/metrics"))
+        {
+            issues.push(
+                "server.metrics.protected",
+                format!("auth.public[{i}] makes /metrics public; take it out of auth.public or set server.metrics to true"),
+            );
+        }
+    }
     let gateway = compile_gateway(gateway, &mut issues);
     let routes = compile_routes(routes, &provider_names, server.timeout, &mut issues);
     let telemetry = de::<RawTelemetry>(telemetry, "telemetry", &mut issues).unwrap_or_default();
@@ -364,6 +415,10 @@ impl VarSource for Recording<'_> {
         let v = self.inner.get(name)?;
         self.values.borrow_mut().push(v.clone());
         Some(v)
+    }
+
+    fn why_unset(&self, name: &str) -> Option<String> {
+        self.inner.why_unset(name)
     }
 }
 
@@ -564,9 +619,61 @@ fn compile_server(raw: RawServer, base: &Path, issues: &mut Issues) -> ServerCon
             issues,
         ),
         max_token_bytes,
-        metrics: raw.metrics.unwrap_or(true),
+        metrics: metrics_setting(raw.metrics.as_ref(), issues),
         plugin_max_in_flight,
         header_read_timeout,
+    }
+}
+
+/// `server.metrics`: `true`, `false`, `{listen: "127.0.0.1:9464"}` or `{protected: true}`.
+fn metrics_setting(value: Option<&Value>, issues: &mut Issues) -> MetricsConfig {
+    const PATH: &str = "server.metrics";
+    const EXPECTED: &str = "must be true, false, {listen: \"127.0.0.1:9464\"} or {protected: true}";
+    let map = match value {
+        None | Some(Value::Null) | Some(Value::Bool(true)) => return MetricsConfig::Public,
+        Some(Value::Bool(false)) => return MetricsConfig::Off,
+        Some(Value::Mapping(m)) => m,
+        Some(_) => {
+            issues.push(PATH, EXPECTED);
+            return MetricsConfig::Public;
+        }
+    };
+    let (mut listen, mut protected) = (None, false);
+    for (k, v) in map {
+        match (k.as_str(), v) {
+            (Some("listen"), Value::String(a)) => match a.trim().parse() {
+                Ok(addr) => listen = Some(addr),
+                Err(_) => issues.push(
+                    format!("{PATH}.listen"),
+                    "not an IP address and port (example: 127.0.0.1:9464)",
+                ),
+            },
+            (Some("listen"), _) => issues.push(
+                format!("{PATH}.listen"),
+                "must be an IP address and port such as \"127.0.0.1:9464\"",
+            ),
+            (Some("protected"), Value::Bool(b)) => protected = *b,
+            (Some("protected"), _) => {
+                issues.push(format!("{PATH}.protected"), "must be true or false")
+            }
+            (Some(other), _) => issues.push(
+                format!("{PATH}.{other}"),
+                "unknown key (expected listen or protected)",
+            ),
+            (None, _) => issues.push(PATH, "unknown key (expected listen or protected)"),
+        }
+    }
+    match (listen, protected) {
+        (Some(_), true) => {
+            issues.push(
+                PATH,
+                "listen and protected cannot be combined: the separate listener has no gate; keep it on a private address",
+            );
+            MetricsConfig::Off
+        }
+        (Some(addr), false) => MetricsConfig::Listen(addr),
+        (None, true) => MetricsConfig::Protected,
+        (None, false) => MetricsConfig::Public,
     }
 }
 

@@ -9,7 +9,7 @@ mod raw;
 
 pub use compile::{
     compile_str, load_file, parse_size, AuthConfig, CacheSetting, Config, CorsConfig, HttpsConfig,
-    PluginsConfig, ProviderConfig, Rule, ServerConfig, TelemetryConfig, TokenConfig,
+    MetricsConfig, PluginsConfig, ProviderConfig, Rule, ServerConfig, TelemetryConfig, TokenConfig,
     DEFAULT_BODY_LIMIT, DEFAULT_PORT,
 };
 pub use error::{ConfigError, ConfigIssue};

@@ -17,7 +17,8 @@ pub struct RawServer {
     pub https: Option<RawHttps>,
     pub plugin_timeout: Option<String>,
     pub max_token_bytes: Option<usize>,
-    pub metrics: Option<bool>,
+    /// `true`, `false`, `{listen: addr}` or `{protected: true}`; read in `compile_server`.
+    pub metrics: Option<Value>,
     pub plugin_max_in_flight: Option<usize>,
     pub header_read_timeout: Option<String>,
 }
