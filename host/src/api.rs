@@ -3,19 +3,30 @@
 
 use std::sync::Arc;
 
-use poem::{IntoResponse, Request, Result};
+use std::{collections::HashMap, sync::LazyLock};
+
+use poem::{
+    http::{HeaderValue, Method},
+    IntoResponse, Request, Result,
+};
 use poem_openapi::{
     param::Header,
     payload::Json,
-    registry::{MetaResponses, MetaSecurityScheme, Registry},
+    registry::{MetaResponses, MetaSchema, MetaSchemaRef, MetaSecurityScheme, Registry},
     ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, Object, OpenApi,
 };
 
 use crate::{
     app::{App, ReloadOutcome, ReloadStatus},
     auth::AuthUser,
+    config::TokenConfig,
     runtime::PluginFile,
 };
+
+/// The security scheme of a token in the query parameter `auth.token.query` names.
+const QUERY_SCHEME: &str = "queryToken";
+/// The security scheme of a token in the cookie `auth.token.cookie` names.
+const COOKIE_SCHEME: &str = "cookieToken";
 
 /// The error body every failure uses (the seed's shape).
 #[derive(Object, Debug, Clone)]
@@ -40,8 +51,8 @@ impl<'a> ApiExtractor<'a> for Caller {
             MetaSecurityScheme {
                 ty: "http",
                 description: Some(
-                    "`Authorization: Bearer <token>`, checked by the provider the config names. \
-                     Query-parameter and cookie tokens work only when `auth.token` opts in.",
+                    "`Authorization: Bearer <token>` (or the header `auth.token.header` names), \
+                     checked by the provider the config names.",
                 ),
                 name: None,
                 key_in: None,
@@ -51,10 +62,40 @@ impl<'a> ApiExtractor<'a> for Caller {
                 openid_connect_url: None,
             },
         );
+        // Named after the config when the spec is finished (`finish_spec`), and left out of it
+        // when the config does not opt in.
+        for (scheme, key_in, description) in [
+            (
+                QUERY_SCHEME,
+                "query",
+                "The token in the query parameter `auth.token.query` names (opt-in; read only \
+                 when no header token is sent; never forwarded upstream).",
+            ),
+            (
+                COOKIE_SCHEME,
+                "cookie",
+                "The token in the cookie `auth.token.cookie` names (opt-in; read only when \
+                 neither a header nor a query token is sent).",
+            ),
+        ] {
+            registry.create_security_scheme(
+                scheme,
+                MetaSecurityScheme {
+                    ty: "apiKey",
+                    description: Some(description),
+                    name: Some(scheme),
+                    key_in: Some(key_in),
+                    scheme: None,
+                    bearer_format: None,
+                    flows: None,
+                    openid_connect_url: None,
+                },
+            );
+        }
     }
 
     fn security_schemes() -> Vec<&'static str> {
-        vec!["bearerAuth"]
+        vec!["bearerAuth", QUERY_SCHEME, COOKIE_SCHEME]
     }
 
     async fn from_request(
@@ -91,6 +132,7 @@ struct Me {
 
 /// A plugin file in the plugins folder.
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct PluginInfo {
     /// The file.
     file: String,
@@ -112,6 +154,7 @@ struct PluginInfo {
 
 /// A provider instance.
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct ProviderInfo {
     /// Instance name.
     name: String,
@@ -182,6 +225,7 @@ struct AttemptInfo {
 
 /// A JWKS URL's cache counters.
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct KeySetInfo {
     /// The URL.
     url: String,
@@ -197,6 +241,7 @@ struct KeySetInfo {
 
 /// Server status.
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 struct Status {
     /// Generation of the snapshot being served.
     generation: u64,
@@ -235,24 +280,55 @@ struct ReloadResult {
     errors: Vec<String>,
 }
 
+// Only `Ok` is built by the handler; the gate answers the others before it runs.
+#[allow(dead_code)]
 #[derive(ApiResponse)]
+#[oai(header(
+    name = "x-request-id",
+    ty = "String",
+    description = "The request's id, in every answer: the caller's own `x-request-id` when it is 1 to 128 of `A-Z a-z 0-9 - _`, else a new one."
+))]
 enum HealthResponse {
     /// The server is up.
     #[oai(status = 200)]
     Ok(Json<Health>),
+    /// The request path cannot be made canonical, or `Content-Length` is not a number.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// The body is larger than `server.body_size_limit` (`Request body too large`).
+    #[oai(status = 413)]
+    TooLarge(Json<ErrorBody>),
+    /// The answer took longer than `server.timeout` (`Gateway Timeout`).
+    #[oai(status = 504)]
+    Timeout(Json<ErrorBody>),
 }
 
 // Only `Ok` is built by handlers: the gate answers the failures before a handler runs. The other
 // variants are here so that the spec documents every answer a protected route can give.
 #[allow(dead_code)]
 #[derive(ApiResponse)]
+#[oai(header(
+    name = "x-request-id",
+    ty = "String",
+    description = "The request's id, in every answer: the caller's own `x-request-id` when it is 1 to 128 of `A-Z a-z 0-9 - _`, else a new one."
+))]
 enum ProtectedResponse<T: poem_openapi::types::ToJSON + Send + Sync> {
     /// Success.
     #[oai(status = 200)]
     Ok(Json<T>),
+    /// The request path cannot be made canonical, or `Content-Length` is not a number.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
     /// No token (`Authentication required`) or a bad one (`Invalid or expired token`); carries
     /// `WWW-Authenticate: Bearer`.
-    #[oai(status = 401)]
+    #[oai(
+        status = 401,
+        header(
+            name = "WWW-Authenticate",
+            ty = "String",
+            description = "`Bearer realm=\"portcullis\"`, with `error=\"invalid_token\"` for a bad token."
+        )
+    )]
     Unauthorized(Json<ErrorBody>),
     /// Authenticated but not allowed (`Access denied`).
     #[oai(status = 403)]
@@ -263,11 +339,22 @@ enum ProtectedResponse<T: poem_openapi::types::ToJSON + Send + Sync> {
     /// A plugin failed; details are in the server log only.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// The body is larger than `server.body_size_limit` (`Request body too large`).
+    #[oai(status = 413)]
+    TooLarge(Json<ErrorBody>),
+    /// The answer took longer than `server.timeout` (`Gateway Timeout`).
+    #[oai(status = 504)]
+    Timeout(Json<ErrorBody>),
 }
 
 /// The answers of `/forward-auth`, for the spec (handlers answer with [`ForwardAuthAnswer`]).
 #[allow(dead_code)]
 #[derive(ApiResponse)]
+#[oai(header(
+    name = "x-request-id",
+    ty = "String",
+    description = "The request's id, in every answer: the caller's own `x-request-id` when it is 1 to 128 of `A-Z a-z 0-9 - _`, else a new one."
+))]
 enum ForwardAuthDoc {
     /// Allowed. When a user was needed, the identity headers (`gateway.identity_headers`, by
     /// default `X-User-Id` from `sub`) carry who it is.
@@ -279,7 +366,14 @@ enum ForwardAuthDoc {
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
     /// No token or a bad one; carries `WWW-Authenticate: Bearer`.
-    #[oai(status = 401)]
+    #[oai(
+        status = 401,
+        header(
+            name = "WWW-Authenticate",
+            ty = "String",
+            description = "`Bearer realm=\"portcullis\"`, with `error=\"invalid_token\"` for a bad token."
+        )
+    )]
     Unauthorized(Json<ErrorBody>),
     /// Authenticated but not allowed.
     #[oai(status = 403)]
@@ -287,12 +381,18 @@ enum ForwardAuthDoc {
     /// Forward auth is off (`gateway.forward_auth` unset or `false`).
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
+    /// The body is larger than `server.body_size_limit` (`Request body too large`).
+    #[oai(status = 413)]
+    TooLarge(Json<ErrorBody>),
     /// A plugin failed.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
     /// The identity provider could not be asked.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
+    /// The answer took longer than `server.timeout` (`Gateway Timeout`).
+    #[oai(status = 504)]
+    Timeout(Json<ErrorBody>),
 }
 
 /// A forward-auth verdict: status and headers decided at run time.
@@ -316,15 +416,30 @@ impl ApiResponse for ForwardAuthAnswer {
 
 #[allow(dead_code)]
 #[derive(ApiResponse)]
+#[oai(header(
+    name = "x-request-id",
+    ty = "String",
+    description = "The request's id, in every answer: the caller's own `x-request-id` when it is 1 to 128 of `A-Z a-z 0-9 - _`, else a new one."
+))]
 enum ExplainResponse {
-    /// The decision and why. No token, cookie or header value is ever part of it.
+    /// The decision and why. No token, cookie or header value is ever part of it. A request that
+    /// could not be sent as given (a method that is not one, a header name or value that HTTP
+    /// does not allow) is explained too: as the 400 it would get.
     #[oai(status = 200)]
     Ok(Json<Box<crate::explain::Explanation>>),
-    /// The request to explain is malformed (method, header names or values).
+    /// The body is not a JSON object of this shape (`token` or `headers` `null` included), or
+    /// `Content-Length` is not a number.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
     /// No token or a bad one on the explain call itself.
-    #[oai(status = 401)]
+    #[oai(
+        status = 401,
+        header(
+            name = "WWW-Authenticate",
+            ty = "String",
+            description = "`Bearer realm=\"portcullis\"`, with `error=\"invalid_token\"` for a bad token."
+        )
+    )]
     Unauthorized(Json<ErrorBody>),
     /// The caller may not use admin endpoints.
     #[oai(status = 403)]
@@ -335,6 +450,15 @@ enum ExplainResponse {
     /// A plugin failed.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// The body is larger than `server.body_size_limit` (`Request body too large`).
+    #[oai(status = 413)]
+    TooLarge(Json<ErrorBody>),
+    /// The body is not sent as `Content-Type: application/json`.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
+    /// The answer took longer than `server.timeout` (`Gateway Timeout`).
+    #[oai(status = 504)]
+    Timeout(Json<ErrorBody>),
 }
 
 /// The built-in routes.
@@ -572,14 +696,242 @@ impl GatewayApi {
         _caller: Caller,
         body: Json<crate::explain::ExplainRequest>,
     ) -> ExplainResponse {
+        // `null` is not what the schema says (a string, an object, or absent): refused rather
+        // than read as absent, so that the schema says exactly what is accepted.
+        if body.token.is_null() || body.headers.is_null() {
+            return ExplainResponse::BadRequest(Json(ErrorBody {
+                error: "token and headers are absent or set, never null".into(),
+            }));
+        }
         let rt = self.app.runtime();
-        match crate::explain::explain(&rt, body.0).await {
-            Ok(e) => ExplainResponse::Ok(Json(Box::new(e))),
-            Err(crate::explain::BadInput(error)) => {
-                ExplainResponse::BadRequest(Json(ErrorBody { error }))
+        ExplainResponse::Ok(Json(Box::new(crate::explain::explain(&rt, body.0).await)))
+    }
+}
+
+/// The OpenMetrics text of `/metrics`.
+pub struct OpenMetricsText(pub String);
+
+impl poem_openapi::payload::Payload for OpenMetricsText {
+    const CONTENT_TYPE: &'static str = crate::metrics::CONTENT_TYPE;
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema::new("string")))
+    }
+}
+
+impl IntoResponse for OpenMetricsText {
+    fn into_response(self) -> poem::Response {
+        poem::Response::builder()
+            .content_type(crate::metrics::CONTENT_TYPE)
+            .body(self.0)
+    }
+}
+
+macro_rules! document_response {
+    ($(#[$doc:meta])* $name:ident, $payload:ty) => {
+        // The server answers these paths before the API router (see `server::Site`); the enum
+        // documents what it answers.
+        #[allow(dead_code)]
+        #[derive(ApiResponse)]
+        #[oai(header(
+            name = "x-request-id",
+            ty = "String",
+            description = "The request's id, in every answer: the caller's own `x-request-id` when it is 1 to 128 of `A-Z a-z 0-9 - _`, else a new one."
+        ))]
+        enum $name {
+            $(#[$doc])*
+            #[oai(
+                status = 200,
+                header(
+                    name = "Content-Encoding",
+                    ty = "Option<String>",
+                    description = "`gzip` when the request's `Accept-Encoding` accepts it (`/openapi.json` and `/swagger-ui` only)."
+                ),
+                header(
+                    name = "Vary",
+                    ty = "Option<String>",
+                    description = "`Accept-Encoding` (`/openapi.json` and `/swagger-ui`)."
+                )
+            )]
+            Ok($payload),
+            /// The request path cannot be made canonical, or `Content-Length` is not a number.
+            #[oai(status = 400)]
+            BadRequest(Json<ErrorBody>),
+            /// Turned off in the config (`server.build.openapi_docs`, `server.build.swagger_ui`,
+            /// `server.metrics`).
+            #[oai(status = 404)]
+            NotFound(Json<ErrorBody>),
+            /// The body is larger than `server.body_size_limit`.
+            #[oai(status = 413)]
+            TooLarge(Json<ErrorBody>),
+            /// The answer took longer than `server.timeout`.
+            #[oai(status = 504)]
+            Timeout(Json<ErrorBody>),
+        }
+    };
+}
+
+document_response!(
+    /// This document (OpenAPI 3).
+    SpecResponse,
+    Json<serde_json::Value>
+);
+document_response!(
+    /// Swagger UI, one self-contained page (no request leaves for a CDN).
+    UiResponse,
+    poem_openapi::payload::Html<String>
+);
+document_response!(
+    /// The metrics, in the OpenMetrics text format.
+    MetricsResponse,
+    OpenMetricsText
+);
+
+/// The documents: answered by the server before the API router (`server::Site`, which also
+/// compresses the large ones), listed here so that the spec documents every route.
+pub struct DocsApi;
+
+#[OpenApi]
+impl DocsApi {
+    /// This OpenAPI document (with `server.build.openapi_docs: true`). Compressed with gzip when
+    /// `Accept-Encoding` allows it.
+    #[oai(path = "/openapi.json", method = "get", tag = "ApiTags::System")]
+    async fn openapi_document(&self) -> SpecResponse {
+        // Not reached: `server::Site` answers this path first.
+        SpecResponse::NotFound(Json(ErrorBody {
+            error: "Not Found".into(),
+        }))
+    }
+
+    /// Swagger UI for this document (with `server.build.swagger_ui: true`), usable offline.
+    /// About 1.6 MB; compressed with gzip (to about a quarter) when `Accept-Encoding` allows it.
+    #[oai(path = "/swagger-ui", method = "get", tag = "ApiTags::System")]
+    async fn swagger_ui(&self) -> UiResponse {
+        // Not reached: `server::Site` answers this path first.
+        UiResponse::NotFound(Json(ErrorBody {
+            error: "Not Found".into(),
+        }))
+    }
+
+    /// Prometheus metrics (with `server.metrics`, on by default). Public unless a pattern of
+    /// `auth.protected` covers it.
+    #[oai(path = "/metrics", method = "get", tag = "ApiTags::System")]
+    async fn metrics(&self) -> MetricsResponse {
+        // Not reached: `server::Site` answers this path first.
+        MetricsResponse::NotFound(Json(ErrorBody {
+            error: "Not Found".into(),
+        }))
+    }
+}
+
+/// Every documented operation.
+pub type Apis = (Api, GatewayApi, DocsApi);
+
+/// The `Allow` header for a 405 on `path`: the methods the spec declares for it, and `HEAD`
+/// wherever `GET` is (the router answers it). `None` for a path the spec does not list.
+pub fn allow(path: &str) -> Option<HeaderValue> {
+    static ALLOW: LazyLock<HashMap<String, HeaderValue>> = LazyLock::new(|| {
+        let mut by_path: HashMap<String, Vec<&'static str>> = HashMap::new();
+        for api in <Apis as OpenApi>::meta() {
+            for p in api.paths {
+                let methods = by_path.entry(p.path).or_default();
+                for op in p.operations {
+                    for m in [op.method.as_str(), "HEAD"]
+                        .into_iter()
+                        .take(if op.method == Method::GET { 2 } else { 1 })
+                    {
+                        if let Some(m) = KNOWN_METHODS.iter().find(|k| **k == m) {
+                            if !methods.contains(m) {
+                                methods.push(m);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        by_path
+            .into_iter()
+            .filter_map(|(path, methods)| {
+                HeaderValue::from_str(&methods.join(", "))
+                    .ok()
+                    .map(|v| (path, v))
+            })
+            .collect()
+    });
+    ALLOW.get(path).cloned()
+}
+
+const KNOWN_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+];
+
+/// The spec as served: poem-openapi's document with an `operationId` on every operation
+/// (`getApiAdminStatus`: the method, then the path's words; unique because method and path
+/// are) and the token schemes the config turns on (`queryToken`, `cookieToken`, named as in
+/// `auth.token.query` / `auth.token.cookie`; undeclared when off). The ids are added here rather
+/// than with `#[oai(operation_id)]`, which wraps every handler in one more layer per request.
+pub fn finish_spec(raw: &str, token: &TokenConfig) -> String {
+    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(raw) else {
+        return raw.to_string();
+    };
+    let sources = [
+        (QUERY_SCHEME, token.query.as_deref()),
+        (COOKIE_SCHEME, token.cookie.as_deref()),
+    ];
+    if let Some(schemes) = doc
+        .pointer_mut("/components/securitySchemes")
+        .and_then(|v| v.as_object_mut())
+    {
+        for (scheme, name) in sources {
+            match name {
+                Some(n) => {
+                    if let Some(s) = schemes.get_mut(scheme).and_then(|s| s.as_object_mut()) {
+                        s.insert("name".into(), n.into());
+                    }
+                }
+                None => {
+                    schemes.remove(scheme);
+                }
             }
         }
     }
+    if let Some(paths) = doc.get_mut("paths").and_then(|v| v.as_object_mut()) {
+        for (path, item) in paths.iter_mut() {
+            let Some(item) = item.as_object_mut() else {
+                continue;
+            };
+            for (method, op) in item.iter_mut() {
+                let Some(op) = op.as_object_mut() else {
+                    continue;
+                };
+                op.insert("operationId".into(), operation_id(method, path).into());
+                if let Some(reqs) = op.get_mut("security").and_then(|v| v.as_array_mut()) {
+                    reqs.retain(|r| {
+                        !sources
+                            .iter()
+                            .any(|(scheme, name)| name.is_none() && r.get(scheme).is_some())
+                    });
+                }
+            }
+        }
+    }
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|_| raw.to_string())
+}
+
+/// `get` + `/api/admin/status` → `getApiAdminStatus`.
+fn operation_id(method: &str, path: &str) -> String {
+    let mut id = method.to_ascii_lowercase();
+    for word in path
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let mut chars = word.chars();
+        if let Some(first) = chars.next() {
+            id.push(first.to_ascii_uppercase());
+            id.extend(chars);
+        }
+    }
+    id
 }
 
 #[derive(poem_openapi::Tags)]

@@ -6,7 +6,13 @@
 use std::collections::HashMap;
 
 use poem::http::{HeaderMap, HeaderName, HeaderValue};
-use poem_openapi::Object;
+use std::borrow::Cow;
+
+use poem_openapi::{
+    registry::{MetaSchema, MetaSchemaRef},
+    types::{MaybeUndefined, ParseError, ParseFromJSON, ParseResult, ToJSON, Type},
+    Object,
+};
 
 use crate::{
     auth::{decide, extract_token, Denial, RequestParts},
@@ -15,17 +21,68 @@ use crate::{
     runtime::Runtime,
 };
 
+/// A JSON string, and only that: poem-openapi's `String` also takes a number or a boolean
+/// (`5` as `"5"`), which the schema (`type: string`) does not allow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Text(pub String);
+
+impl std::ops::Deref for Text {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Type for Text {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = String;
+    type RawElementValueType = String;
+
+    fn name() -> Cow<'static, str> {
+        "string".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema::new("string")))
+    }
+
+    fn as_raw_value(&self) -> Option<&String> {
+        Some(&self.0)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a String> + 'a> {
+        Box::new(std::iter::once(&self.0))
+    }
+}
+
+impl ParseFromJSON for Text {
+    fn parse_from_json(value: Option<serde_json::Value>) -> ParseResult<Self> {
+        match value {
+            Some(serde_json::Value::String(s)) => Ok(Text(s)),
+            other => Err(ParseError::expected_type(other.unwrap_or_default())),
+        }
+    }
+}
+
+impl ToJSON for Text {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        Some(serde_json::Value::String(self.0.clone()))
+    }
+}
+
 /// What to explain.
 #[derive(Object, Debug, Clone)]
 pub struct ExplainRequest {
-    /// HTTP method (any case).
-    pub method: String,
+    /// HTTP method (any case). Anything but letters is explained as the 400 it would get.
+    pub method: Text,
     /// The request target: a path, optionally with `?query` (an opted-in query token is read from it).
-    pub path: String,
-    /// A bearer token, sent as the configured token header. Never echoed.
-    pub token: Option<String>,
+    pub path: Text,
+    /// A bearer token, sent as the configured token header. Never echoed. Absent, not `null`,
+    /// when there is none (as for `headers`: `null` is refused with 400).
+    pub token: MaybeUndefined<Text>,
     /// Other request headers (a cookie token, `Access-Control-Request-Method`, ...). Never echoed.
-    pub headers: Option<HashMap<String, String>>,
+    pub headers: MaybeUndefined<HashMap<String, Text>>,
 }
 
 /// A pattern that matched.
@@ -39,6 +96,7 @@ pub struct PatternMatch {
 
 /// The route that serves the path.
 #[derive(Object, Debug, Clone)]
+#[oai(skip_serializing_if_is_none)]
 pub struct RouteMatch {
     /// Its index in `routes:`.
     pub index: u64,
@@ -52,14 +110,15 @@ pub struct RouteMatch {
     pub providers: Option<Vec<String>>,
 }
 
-/// Why.
+/// Why. Fields that do not apply are absent (never `null`).
 #[derive(Object, Debug, Clone)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Explanation {
     /// Generation of the snapshot that decided.
     pub generation: u64,
     /// Upper-case method.
     pub method: String,
-    /// The canonical path (absent when the path was refused).
+    /// The canonical path (absent when the request was refused as malformed).
     pub canonical_path: Option<String>,
     /// `allow` or `deny`.
     pub decision: String,
@@ -87,10 +146,6 @@ pub struct Explanation {
     pub subject: Option<String>,
 }
 
-/// Why the request to explain could not be built.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadInput(pub String);
-
 fn token_source(cfg: &TokenConfig, headers: &HeaderMap, query: Option<&str>) -> Option<String> {
     let only = |header: &str, query: Option<String>, cookie: Option<String>| TokenConfig {
         header: header.to_string(),
@@ -114,31 +169,40 @@ fn token_source(cfg: &TokenConfig, headers: &HeaderMap, query: Option<&str>) -> 
         })
 }
 
-/// Decides `input` under `rt` and says why.
-pub async fn explain(rt: &Runtime, input: ExplainRequest) -> Result<Explanation, BadInput> {
-    let method = input.method.trim().to_ascii_uppercase();
-    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
-        return Err(BadInput("method: not an HTTP method".into()));
+/// The headers of the request to explain, or why no such request can be sent: a method that is
+/// not one, a header name or value HTTP does not allow. The client would have to send something
+/// else; the server would refuse what it got with 400.
+fn request_headers(rt: &Runtime, input: &ExplainRequest) -> Result<HeaderMap, String> {
+    if input.method.is_empty() || !input.method.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err("method: not an HTTP method".into());
     }
     let mut headers = HeaderMap::new();
-    for (k, v) in input.headers.unwrap_or_default() {
+    for (k, v) in input.headers.value().into_iter().flatten() {
+        // The name is not echoed: it could be a value pasted in the wrong place.
         let name = HeaderName::from_bytes(k.as_bytes())
-            .map_err(|_| BadInput(format!("headers: `{k}` is not a header name")))?;
-        let value = HeaderValue::from_str(&v)
-            .map_err(|_| BadInput(format!("headers.{k}: not a valid header value")))?;
+            .map_err(|_| "headers: a name is not a valid header name".to_string())?;
+        let value = HeaderValue::from_str(&v.0)
+            .map_err(|_| format!("headers.{name}: not a valid header value"))?;
         headers.append(name, value);
     }
-    let auth = &rt.config.auth;
-    if let Some(t) = &input.token {
-        let name = HeaderName::from_bytes(auth.token.header.as_bytes())
-            .map_err(|_| BadInput("the token header name is invalid".into()))?;
-        let value = HeaderValue::from_str(&format!("Bearer {t}"))
-            .map_err(|_| BadInput("token: not a valid header value".into()))?;
+    if let Some(t) = input.token.value() {
+        let name = HeaderName::from_bytes(rt.config.auth.token.header.as_bytes())
+            .map_err(|_| "the token header name is invalid".to_string())?;
+        let value = HeaderValue::from_str(&format!("Bearer {}", t.0))
+            .map_err(|_| "token: not a valid header value".to_string())?;
         headers.insert(name, value);
     }
+    Ok(headers)
+}
+
+/// Decides `input` under `rt` and says why.
+pub async fn explain(rt: &Runtime, input: ExplainRequest) -> Explanation {
+    let method = input.method.to_ascii_uppercase();
+    let headers = request_headers(rt, &input);
+    let auth = &rt.config.auth;
     let (path, query) = match input.path.split_once('?') {
         Some((p, q)) => (p, Some(q)),
-        None => (input.path.as_str(), None),
+        None => (&*input.path, None),
     };
     let mut out = Explanation {
         generation: rt.generation,
@@ -157,11 +221,18 @@ pub async fn explain(rt: &Runtime, input: ExplainRequest) -> Result<Explanation,
         rule: None,
         subject: None,
     };
+    let headers = match headers {
+        Ok(h) => h,
+        Err(e) => {
+            out.reason = format!("bad request: {e}");
+            return out;
+        }
+    };
     let canonical = match canonicalize(path) {
         Ok(p) => p,
         Err(e) => {
             out.reason = format!("bad request path: {e}");
-            return Ok(out);
+            return out;
         }
     };
     let d = decide(
@@ -234,10 +305,10 @@ pub async fn explain(rt: &Runtime, input: ExplainRequest) -> Result<Explanation,
         }
     }
     // Belt and braces: the token never comes back, whatever a plugin put in a reason.
-    if let Some(tok) = input.token.as_deref().filter(|t| t.len() >= 8) {
+    if let Some(tok) = input.token.value().map(|t| &t.0).filter(|t| t.len() >= 8) {
         if out.reason.contains(tok) {
             out.reason = out.reason.replace(tok, "[token]");
         }
     }
-    Ok(out)
+    out
 }

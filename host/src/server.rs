@@ -3,6 +3,8 @@
 
 use std::{borrow::Cow, net::SocketAddr, sync::Arc, time::Instant};
 
+use bytes::Bytes;
+
 use poem::{
     http::{header, HeaderValue, Method, StatusCode, Uri},
     listener::{Acceptor, Listener, TcpListener},
@@ -12,7 +14,7 @@ use poem_openapi::OpenApiService;
 use tracing::Instrument as _;
 
 use crate::{
-    api::{Api, GatewayApi},
+    api::{Api, Apis, DocsApi, GatewayApi},
     app::App,
     auth::{decide, Denial, RequestParts},
     config::CorsConfig,
@@ -216,7 +218,7 @@ impl<E: Endpoint> Gate<E> {
             // 4. The decision. The forward-auth endpoint is itself a decision about another
             // request (named in its headers), so it is not judged on its own path.
             if rt.config.gateway.forward_auth.is_some() && canonical == crate::forward_auth::PATH {
-                break 'answer self.serve(req, server.timeout).await;
+                break 'answer self.serve(req, &canonical, server.timeout).await;
             }
             let decided_at = Instant::now();
             let decision = {
@@ -264,7 +266,7 @@ impl<E: Endpoint> Gate<E> {
                 }
             }
             // 5. Serve, within the time limit.
-            self.serve(req, server.timeout).await
+            self.serve(req, &canonical, server.timeout).await
         };
 
         if let (Some(cors), Some(o)) = (&server.cors, &origin) {
@@ -288,8 +290,9 @@ impl<E: Endpoint> Gate<E> {
 }
 
 impl<E: Endpoint> Gate<E> {
-    /// Calls the inner endpoint within `timeout`; errors become JSON error bodies.
-    async fn serve(&self, req: Request, timeout: std::time::Duration) -> Response {
+    /// Calls the inner endpoint within `timeout`; errors become JSON error bodies. `path` (the
+    /// canonical one the request is served on) names the `Allow` methods of a 405.
+    async fn serve(&self, req: Request, path: &str, timeout: std::time::Duration) -> Response {
         // Boxed, like the decision below: the inner future is large, and every layer that holds
         // it inline is copied whole when the request future is boxed.
         match tokio::time::timeout(timeout, Box::pin(self.inner.call(req))).await {
@@ -298,7 +301,14 @@ impl<E: Endpoint> Gate<E> {
             Ok(Err(e)) => {
                 let status = e.status();
                 let msg = status.canonical_reason().unwrap_or("Error");
-                error_response(status, msg)
+                let mut r = error_response(status, msg);
+                // RFC 9110: a 405 lists the methods the resource has.
+                if status == StatusCode::METHOD_NOT_ALLOWED {
+                    if let Some(allow) = crate::api::allow(path) {
+                        r.headers_mut().insert(header::ALLOW, allow);
+                    }
+                }
+                r
             }
         }
     }
@@ -370,8 +380,8 @@ fn add_cors(resp: &mut Response, cors: &CorsConfig, origin: &str) {
 }
 
 /// The OpenAPI service for the built-in routes.
-pub fn openapi(app: Arc<App>) -> OpenApiService<(Api, GatewayApi), ()> {
-    let apis = (Api { app: app.clone() }, GatewayApi { app });
+pub fn openapi(app: Arc<App>) -> OpenApiService<Apis, ()> {
+    let apis = (Api { app: app.clone() }, GatewayApi { app }, DocsApi);
     OpenApiService::new(apis, "Portcullis", env!("CARGO_PKG_VERSION"))
         .description(
             "An authenticating server whose identity providers are run-time-loaded plugins.",
@@ -382,9 +392,14 @@ pub fn openapi(app: Arc<App>) -> OpenApiService<(Api, GatewayApi), ()> {
 /// The whole endpoint: routes behind the gate.
 pub fn endpoint(app: Arc<App>) -> impl Endpoint<Output = Response> {
     let service = openapi(app.clone());
+    // The spec as served (operation ids, the token schemes of the config at start); the UI page
+    // embeds poem-openapi's own text of it, which is replaced by that.
+    let raw = service.spec();
+    let spec = crate::api::finish_spec(&raw, &app.runtime().config.auth.token);
+    let ui = service.swagger_ui_html().replacen(&raw, &spec, 1);
     let site = Site {
-        spec: service.spec(),
-        ui: service.swagger_ui_html(),
+        spec: Document::new(spec),
+        ui: Document::new(ui),
         api: poem::IntoEndpoint::into_endpoint(service),
         app: app.clone(),
     };
@@ -393,15 +408,87 @@ pub fn endpoint(app: Arc<App>) -> impl Endpoint<Output = Response> {
     Gate { inner, app }
 }
 
-/// The three documents outside the OpenAPI operations, by exact path (any method, as a poem
-/// `Route` entry would), then the API itself. Matched here rather than by a `Route` around the
-/// API: that second router and the boxed future it adds were a sixth of the instructions of a
-/// public request.
+/// The three documents, by exact path, then the API itself. Matched here rather than by a
+/// `Route` around the API: that second router and the boxed future it adds were a sixth of the
+/// instructions of a public request. (`api::DocsApi` documents them in the spec.)
 struct Site<A> {
     api: A,
     app: Arc<App>,
-    spec: String,
-    ui: String,
+    spec: Document,
+    ui: Document,
+}
+
+/// A fixed document, and its gzip form made on first ask (the Swagger UI page is 1.6 MB; the
+/// compressed form is about a quarter of it).
+struct Document {
+    plain: Bytes,
+    gzip: tokio::sync::OnceCell<Option<Bytes>>,
+}
+
+impl Document {
+    fn new(text: String) -> Self {
+        Document {
+            plain: Bytes::from(text),
+            gzip: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The body, compressed when `accept` (the request's `Accept-Encoding`) takes gzip.
+    async fn response(&self, content_type: &str, accept: Option<&HeaderValue>) -> Response {
+        let builder = Response::builder()
+            .content_type(content_type)
+            .header(header::VARY, "accept-encoding");
+        if accept.is_some_and(accepts_gzip) {
+            let plain = self.plain.clone();
+            // Compressed off the async threads, once; a failure serves the plain text.
+            let gz = self
+                .gzip
+                .get_or_init(|| async move {
+                    tokio::task::spawn_blocking(move || gzip(&plain))
+                        .await
+                        .ok()
+                        .flatten()
+                })
+                .await;
+            if let Some(gz) = gz {
+                return builder
+                    .header(header::CONTENT_ENCODING, "gzip")
+                    .body(gz.clone());
+            }
+        }
+        builder.body(self.plain.clone())
+    }
+}
+
+fn gzip(data: &[u8]) -> Option<Bytes> {
+    use std::io::Write as _;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(data).ok()?;
+    enc.finish().ok().map(Bytes::from)
+}
+
+/// Whether an `Accept-Encoding` value takes gzip (RFC 9110 §12.5.3): `gzip`, `x-gzip` or `*`
+/// with a weight above zero, the named coding's weight winning over `*`'s.
+fn accepts_gzip(value: &HeaderValue) -> bool {
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let (mut named, mut any) = (None, None);
+    for item in value.split(',') {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or_default().trim();
+        let weight = parts
+            .filter_map(|p| p.trim().split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+            .map_or(Some(1.0), |(_, v)| v.trim().parse::<f32>().ok());
+        let Some(weight) = weight else { continue };
+        if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+            named = Some(weight);
+        } else if coding == "*" {
+            any = Some(weight);
+        }
+    }
+    named.or(any).is_some_and(|q| q > 0.0)
 }
 
 impl<A: Endpoint> Endpoint for Site<A> {
@@ -409,24 +496,33 @@ impl<A: Endpoint> Endpoint for Site<A> {
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
         let server = &self.app.runtime().config.server;
-        let (on, content_type, body): (bool, &str, fn(&Self) -> String) = match req.uri().path() {
-            "/openapi.json" => (server.openapi_docs, "application/json", |s| s.spec.clone()),
-            "/swagger-ui" => (server.swagger_ui, "text/html; charset=utf-8", |s| {
-                s.ui.clone()
-            }),
-            "/metrics" => (
-                server.metrics.on_main_listener(),
-                crate::metrics::CONTENT_TYPE,
-                |s| s.app.metrics().render(),
+        let (on, document) = match req.uri().path() {
+            "/openapi.json" => (server.openapi_docs, Some((&self.spec, "application/json"))),
+            "/swagger-ui" => (
+                server.swagger_ui,
+                Some((&self.ui, "text/html; charset=utf-8")),
             ),
+            "/metrics" => (server.metrics.on_main_listener(), None),
             _ => return self.api.call(req).await.map(IntoResponse::into_response),
         };
         if !on {
             return Ok(error_response(StatusCode::NOT_FOUND, "Not Found"));
         }
-        Ok(Response::builder()
-            .content_type(content_type)
-            .body(body(self)))
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            let mut r = error_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return Ok(r);
+        }
+        Ok(match document {
+            Some((doc, content_type)) => {
+                doc.response(content_type, req.headers().get(header::ACCEPT_ENCODING))
+                    .await
+            }
+            None => Response::builder()
+                .content_type(crate::metrics::CONTENT_TYPE)
+                .body(self.app.metrics().render()),
+        })
     }
 }
 

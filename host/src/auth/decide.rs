@@ -273,6 +273,7 @@ async fn authenticate_and_authorize(
     }
     if candidates.is_empty() {
         if let Some(r) = retired {
+            trace.provider = Some(r.name.clone());
             return Err(Denial::Unavailable(r.reason.clone()));
         }
         return Err(if rt.providers.is_empty() {
@@ -351,14 +352,17 @@ async fn authenticate_and_authorize(
                 authorize(rt, p, &user, &user_json, &info, &later, trace).await?;
                 return Ok(user);
             }
-            Ok(_) => last_reason = Some(format!("provider {} rejected the token", p.name)),
+            // Each reason is kept with the instance it names: the trace says which one it was.
+            Ok(_) => {
+                last_reason = Some((format!("provider {} rejected the token", p.name), p));
+            }
             Err(e) if e.kind == ErrorKind::INVALID_TOKEN => {
-                last_reason = Some(format!("provider {}: {}", p.name, e.message));
+                last_reason = Some((format!("provider {}: {}", p.name, e.message), p));
             }
             // A provider that cannot reach its identity provider, or whose settings make the
             // check impossible (a URL the host refuses): the check could not be made, 503.
             Err(e) if e.kind == ErrorKind::UNAVAILABLE || e.kind == ErrorKind::CONFIG => {
-                unavailable = Some(format!("provider {}: {}", p.name, e.message));
+                unavailable = Some((format!("provider {}: {}", p.name, e.message), p));
             }
             Err(e) => {
                 trace.provider = Some(p.name.clone());
@@ -369,14 +373,22 @@ async fn authenticate_and_authorize(
             }
         }
     }
-    match (unavailable, retired) {
-        (Some(r), _) => Err(Denial::Unavailable(r)),
+    match (unavailable, retired, last_reason) {
+        (Some((r, p)), _, _) => {
+            trace.provider = Some(p.name.clone());
+            Err(Denial::Unavailable(r))
+        }
         // The instance that could have vouched for the token is retired: the check could not be
         // made, which is our side's fault.
-        (None, Some(r)) => Err(Denial::Unavailable(r.reason.clone())),
-        (None, None) => Err(Denial::InvalidToken(
-            last_reason.unwrap_or_else(|| "token rejected".into()),
-        )),
+        (None, Some(r), _) => {
+            trace.provider = Some(r.name.clone());
+            Err(Denial::Unavailable(r.reason.clone()))
+        }
+        (None, None, Some((r, p))) => {
+            trace.provider = Some(p.name.clone());
+            Err(Denial::InvalidToken(r))
+        }
+        (None, None, None) => Err(Denial::InvalidToken("token rejected".into())),
     }
 }
 
