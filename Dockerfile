@@ -20,7 +20,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked \
  && mkdir -p /out/plugins \
  && cp target/release/portcullis /out/ \
- && cp target/release/libportcullis_plugin_*.so /out/plugins/
+ && cp target/release/libportcullis_plugin_*.so /out/plugins/ \
+ && (cd /out/plugins && sha256sum *.so > ../plugins.sha256)
 
 # --- run ---------------------------------------------------------------------------------------
 FROM debian:bookworm-slim
@@ -34,6 +35,8 @@ RUN apt-get update \
  && install -d -o portcullis -g portcullis /var/lib/portcullis /etc/portcullis
 COPY --from=build /out/portcullis /usr/local/bin/portcullis
 COPY --from=build /out/plugins/ /usr/lib/portcullis/plugins/
+# The plugins' SHA-256, for the config's `plugins.allow` (scripts/pin-plugins.sh --image reads it).
+COPY --from=build /out/plugins.sha256 /usr/lib/portcullis/plugins.sha256
 COPY config/portcullis.yaml /etc/portcullis/portcullis.yaml
 # The default config reads these: listen on every interface, plugins from the image.
 ENV PORTCULLIS_HOST=0.0.0.0 \
@@ -44,9 +47,10 @@ ENV PORTCULLIS_HOST=0.0.0.0 \
 USER 10001:10001
 EXPOSE 4111
 # For plain Docker; Kubernetes ignores it and uses the probes in deploy/k8s. No curl in the
-# image: bash's /dev/tcp asks for /health and checks the status line.
-HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-  CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${PORT:-4111} && printf 'GET /health HTTP/1.0\\r\\n\\r\\n' >&3 && head -n1 <&3 | grep -q ' 200 '"]
+# image: `portcullis probe` reads the port and host from the same config as the server
+# (PORTCULLIS_CONFIG, or the port from PORT, else 4111) and asks for /health.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 \
+  CMD ["/usr/local/bin/portcullis", "probe", "--timeout", "3s"]
 # SIGTERM drains in-flight requests (up to 30 s) and exits 0.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/portcullis"]

@@ -121,6 +121,15 @@ struct Health {
     success: bool,
 }
 
+/// `GET /ready`.
+#[derive(Object)]
+struct Readiness {
+    /// Whether the served snapshot can answer requests.
+    ready: bool,
+    /// Why not, one line each (empty when ready).
+    problems: Vec<String>,
+}
+
 /// The caller's identity.
 #[derive(Object)]
 struct Me {
@@ -298,6 +307,34 @@ enum HealthResponse {
     /// The body is larger than `server.body_size_limit` (`Request body too large`).
     #[oai(status = 413)]
     TooLarge(Json<ErrorBody>),
+    /// The answer took longer than `server.timeout` (`Gateway Timeout`).
+    #[oai(status = 504)]
+    Timeout(Json<ErrorBody>),
+}
+
+// `Ok` and `NotReady` are built by the handler; the gate answers the others before it runs.
+#[allow(dead_code)]
+#[derive(ApiResponse)]
+#[oai(header(
+    name = "x-request-id",
+    ty = "String",
+    description = "The request's id, in every answer: the caller's own `x-request-id` when it is 1 to 128 of `A-Z a-z 0-9 - _`, else a new one."
+))]
+enum ReadyResponse {
+    /// The served snapshot can answer: every provider instance is built and none is retired, and
+    /// every key set they verify with has been fetched at least once (stale keys count).
+    #[oai(status = 200)]
+    Ok(Json<Readiness>),
+    /// The request path cannot be made canonical, or `Content-Length` is not a number.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// The body is larger than `server.body_size_limit` (`Request body too large`).
+    #[oai(status = 413)]
+    TooLarge(Json<ErrorBody>),
+    /// Not ready: a retired instance, no provider, or a key set never fetched; `problems` says
+    /// which.
+    #[oai(status = 503)]
+    NotReady(Json<Readiness>),
     /// The answer took longer than `server.timeout` (`Gateway Timeout`).
     #[oai(status = 504)]
     Timeout(Json<ErrorBody>),
@@ -540,6 +577,52 @@ impl Api {
     #[oai(path = "/health", method = "get", tag = "ApiTags::System")]
     async fn health(&self) -> HealthResponse {
         HealthResponse::Ok(Json(Health { success: true }))
+    }
+
+    /// Readiness (a Kubernetes readiness probe): 200 when the served snapshot can answer —
+    /// every provider instance built, none retired, every key set they verify with fetched at
+    /// least once (stale keys count: they still verify) — else 503 with the problems. A key set
+    /// never fetched is fetched here (at most 2 s), so a new replica becomes ready without
+    /// waiting for a first token. `/health` stays liveness.
+    #[oai(path = "/ready", method = "get", tag = "ApiTags::System")]
+    async fn ready(&self) -> ReadyResponse {
+        let rt = self.app.runtime();
+        let mut problems: Vec<String> = rt
+            .retired
+            .iter()
+            .map(|r| format!("provider {} is retired: {}", r.name, r.reason))
+            .collect();
+        if rt.providers.is_empty() && rt.retired.is_empty() {
+            problems.push("no identity provider is configured".into());
+        }
+        for p in &rt.providers {
+            for set in p.key_sets.sets().iter() {
+                if set.witness().is_some() {
+                    continue;
+                }
+                let fetched = tokio::time::timeout(
+                    std::time::Duration::from_secs(2),
+                    self.app.key_cache().keys(set),
+                )
+                .await;
+                if !matches!(fetched, Ok(Ok(_))) {
+                    problems.push(format!(
+                        "provider {}: key set {} has never been fetched",
+                        p.name,
+                        set.stats().url
+                    ));
+                }
+            }
+        }
+        let body = Json(Readiness {
+            ready: problems.is_empty(),
+            problems,
+        });
+        if body.0.ready {
+            ReadyResponse::Ok(body)
+        } else {
+            ReadyResponse::NotReady(body)
+        }
     }
 
     /// The caller's identity: the provider that authenticated the bearer token and its claims.

@@ -28,8 +28,10 @@ pub struct ReloadStatus {
     pub generation: u64,
     /// Hash of the config file being served.
     pub config_hash: String,
-    /// Every file the served snapshot was built from (config, plugins, TLS key and certificate)
-    /// with its SHA-256; a reload that finds the same list is skipped.
+    /// Every file the served snapshot was built from (config, plugins, TLS key and certificate,
+    /// `${file:...}` secrets) with its SHA-256; a reload that finds the same list is skipped. A
+    /// secret file's digest is keyed with a random per-process key, so it shows a change without
+    /// offering a hash to guess the secret against.
     pub files: Vec<FileHash>,
     /// The last attempt.
     pub last_attempt: Option<Attempt>,
@@ -121,6 +123,27 @@ fn file_hash(path: &Path) -> FileHash {
     }
 }
 
+/// A `${file:...}` secret's digest: SHA-256 of a per-process random key and the content.
+fn secret_file_hash(path: &Path) -> FileHash {
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(|| {
+        let mut k = [0u8; 32];
+        // Without randomness the key stays zero: the digest still detects a change.
+        let _ = aws_lc_rs::rand::fill(&mut k);
+        k
+    });
+    FileHash {
+        path: path.display().to_string(),
+        sha256: match std::fs::read(path) {
+            Ok(bytes) => format!(
+                "keyed:{}",
+                crate::plugin::sha256_hex(&[&key[..], &bytes].concat())
+            ),
+            Err(e) => format!("unreadable: {e}"),
+        },
+    }
+}
+
 /// The files a snapshot of `config` is built from, with their hashes (what "unchanged" compares).
 /// Hashing reads every plugin file (megabytes each), so it runs on the blocking pool, not on a
 /// thread that serves requests.
@@ -136,8 +159,9 @@ async fn input_files(config_path: &Path, config: &Config) -> Vec<FileHash> {
         .as_ref()
         .map(|h| (h.key.clone(), h.cert.clone()));
     let dir_name = dir.display().to_string();
+    let secrets = config.var_files.clone();
     let hashed = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
+        let mut out: Vec<FileHash> = secrets.iter().map(|f| secret_file_hash(f)).collect();
         if let Ok(files) = runtime::plugin_files(&dir) {
             out.extend(files.iter().map(|f| file_hash(f)));
         }
@@ -302,7 +326,12 @@ impl App {
         self.loader.mapped_count()
     }
 
-    /// JWKS cache counters.
+    /// The process's key-set cache.
+    pub fn key_cache(&self) -> &Arc<crate::keys::KeyCache> {
+        &self.shared.keys
+    }
+
+    /// Counters of every key set.
     pub fn key_sets(&self) -> Vec<crate::keys::KeySetStats> {
         self.shared.keys.stats()
     }

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check`, `token`, `plugin inspect`.
+//! The command line: `serve`, `check`, `token`, `probe`, `plugin inspect`.
 
 use std::{
     path::{Path, PathBuf},
@@ -77,6 +77,25 @@ pub enum Command {
         #[arg(long, default_value = "1h")]
         ttl: String,
     },
+    /// Asks the local server for `GET /health` (or `--path`) on the address its config names,
+    /// for a container health check: exit 0 on a 200, 1 otherwise. Reads only `server.host`,
+    /// `server.port` and `server.https` from the config (as `serve` does, `PORT` then 4111 when
+    /// the port is not set), so a config edit that the server refuses does not fail the probe.
+    Probe {
+        /// The YAML config the server reads.
+        #[arg(
+            long,
+            env = "PORTCULLIS_CONFIG",
+            default_value = "config/portcullis.yaml"
+        )]
+        config: PathBuf,
+        /// The path to ask for (`/ready` to ask whether the server can serve).
+        #[arg(long, default_value = "/health")]
+        path: String,
+        /// Give up after this long.
+        #[arg(long, default_value = "3s")]
+        timeout: String,
+    },
     /// Plugin tools.
     Plugin {
         #[command(subcommand)]
@@ -121,9 +140,86 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("{token}");
             Ok(0)
         }
+        Command::Probe {
+            config,
+            path,
+            timeout,
+        } => probe(&config, &path, &timeout).await,
         Command::Plugin {
             command: PluginCommand::Inspect { file },
         } => inspect(&file),
+    }
+}
+
+/// The URL the server at `config` answers on, from the loopback side: a wildcard host is asked
+/// on the loopback address of its family.
+pub fn probe_url(config_text: &str, path: &str) -> anyhow::Result<String> {
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(config_text).map_err(|_| anyhow!("the config is not YAML"))?;
+    let server = &doc["server"];
+    let vars = crate::config::EnvVars {
+        dev_secret: &|| Err("not needed to find the port".into()),
+    };
+    let text = |v: &serde_yaml::Value| -> anyhow::Result<Option<String>> {
+        match v {
+            serde_yaml::Value::Null => Ok(None),
+            serde_yaml::Value::String(s) => crate::config::expand_str(s, &vars)
+                .map(Some)
+                .map_err(|e| anyhow!(e)),
+            serde_yaml::Value::Number(n) => Ok(Some(n.to_string())),
+            _ => bail!("not a string or a number"),
+        }
+    };
+    let port: u16 = match text(&server["port"]).context("server.port")? {
+        Some(p) => p.parse().context("server.port")?,
+        None => std::env::var("PORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(crate::config::DEFAULT_PORT),
+    };
+    let host = text(&server["host"])
+        .context("server.host")?
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let host = match host.trim_matches(['[', ']']) {
+        "0.0.0.0" | "" => "127.0.0.1".to_string(),
+        "::" => "[::1]".to_string(),
+        h if h.contains(':') => format!("[{h}]"),
+        h => h.to_string(),
+    };
+    let scheme = if server["https"].is_mapping() {
+        "https"
+    } else {
+        "http"
+    };
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    Ok(format!("{scheme}://{host}:{port}{path}"))
+}
+
+async fn probe(config: &Path, path: &str, timeout: &str) -> anyhow::Result<i32> {
+    let timeout = humantime::parse_duration(timeout).context("--timeout")?;
+    let text = std::fs::read_to_string(config)
+        .with_context(|| format!("cannot read {}", config.display()))?;
+    let url = probe_url(&text, path).with_context(|| config.display().to_string())?;
+    // Our own server on our own address: its certificate names the public host, not loopback.
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_danger_accept_invalid_certs(true)
+        .build()?;
+    match client.get(&url).send().await {
+        Ok(r) if r.status() == reqwest::StatusCode::OK => Ok(0),
+        Ok(r) => {
+            eprintln!("{url}: {}", r.status());
+            Ok(1)
+        }
+        Err(e) => {
+            eprintln!("{url}: {e}");
+            Ok(1)
+        }
     }
 }
 
@@ -330,5 +426,39 @@ fn inspect(file: &Path) -> anyhow::Result<i32> {
             println!("{e}");
             Ok(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+    use super::probe_url;
+
+    #[test]
+    fn the_probe_asks_the_port_and_host_the_config_names() {
+        let url = |yaml: &str| probe_url(yaml, "/health").unwrap();
+        assert_eq!(
+            url("version: 1\nserver:\n  host: 0.0.0.0\n  port: 8080\n"),
+            "http://127.0.0.1:8080/health"
+        );
+        assert_eq!(
+            url("version: 1\nserver: { host: '::', port: 9000, https: { key: k, cert: c } }\n"),
+            "https://[::1]:9000/health"
+        );
+        assert_eq!(
+            url("version: 1\nserver: { host: 10.1.2.3, port: 1 }\n"),
+            "http://10.1.2.3:1/health"
+        );
+        assert_eq!(
+            probe_url("server: { port: 81 }", "ready").unwrap(),
+            "http://127.0.0.1:81/ready"
+        );
+        // Expanded as the server expands it; the fallback applies when the variable is unset.
+        assert_eq!(
+            url("server: { host: '${PORTCULLIS_PROBE_TEST_UNSET:-0.0.0.0}', port: 4200 }"),
+            "http://127.0.0.1:4200/health"
+        );
+        assert!(probe_url("server: { port: nope }", "/").is_err());
+        assert!(probe_url("server: [", "/").is_err());
     }
 }

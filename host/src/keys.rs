@@ -363,6 +363,11 @@ impl InstanceKeySets {
         });
     }
 
+    /// The sets registered so far.
+    pub fn sets(&self) -> Arc<Vec<Arc<KeySet>>> {
+        self.sets.load_full()
+    }
+
     /// The sets' contents now; `None` while one of them holds no keys yet.
     pub fn stamp(&self) -> Option<KeyStamp> {
         let sets = self.sets.load();

@@ -1,6 +1,6 @@
-//! The file watch: the config file's folder, the plugins folder and the TLS files' folders are
-//! watched (folders, not files: editors save by rename and Kubernetes swaps a `..data` symlink,
-//! which a watch on the file itself would lose). Relevant events are debounced and sent to the
+//! The file watch: the config file's folder, the plugins folder, the TLS files' and the
+//! `${file:...}` secrets' folders are watched (folders, not files: editors save by rename and
+//! Kubernetes swaps a `..data` symlink, which a watch on the file itself would lose). Relevant events are debounced and sent to the
 //! one reload task; the watched set follows the config after each reload.
 
 use std::{
@@ -67,6 +67,9 @@ impl Targets {
         let mut t = Targets::default();
         t.add_file(app.config_path());
         let rt = app.runtime();
+        for f in &rt.config.var_files {
+            t.add_file(f);
+        }
         t.0.entry(canonical_dir(&rt.config.plugins.dir))
             .or_default()
             .push(Interest::Plugins);

@@ -541,8 +541,8 @@ fn repo() -> std::path::PathBuf {
         .to_path_buf()
 }
 
-fn manifests() -> Vec<(String, serde_yaml::Value)> {
-    let dir = repo().join("deploy/k8s");
+fn manifests_in(dir: &str) -> Vec<(String, serde_yaml::Value)> {
+    let dir = repo().join(dir);
     let mut out = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -560,6 +560,10 @@ fn manifests() -> Vec<(String, serde_yaml::Value)> {
         }
     }
     out
+}
+
+fn manifests() -> Vec<(String, serde_yaml::Value)> {
+    manifests_in("deploy/k8s")
 }
 
 fn kind<'a>(docs: &'a [(String, serde_yaml::Value)], k: &str) -> Vec<&'a serde_yaml::Value> {
@@ -580,20 +584,42 @@ impl portcullis::config::VarSource for Vars {
     }
 }
 
+/// The port of a `host:port` address.
+fn port_of(addr: &str) -> u64 {
+    addr.rsplit_once(':').unwrap().1.parse().unwrap()
+}
+
+/// Compiles the ConfigMap's config; any problem fails.
+fn compile_configmap_config(text: &str, file: &std::path::Path) -> portcullis::config::Config {
+    portcullis::config::compile_str(text, file, &Vars)
+        .unwrap_or_else(|e| panic!("the ConfigMap's config: {e}"))
+}
+
 #[test]
 fn kubernetes_manifests_keep_their_invariants() {
     let docs = manifests();
     let deployments = kind(&docs, "Deployment");
     assert_eq!(deployments.len(), 1);
     let d = deployments[0];
+    // Several replicas: the autoscaler's minimum when it owns the count, else the Deployment's.
+    let hpas = kind(&docs, "HorizontalPodAutoscaler");
+    assert_eq!(hpas.len(), 1, "an autoscaler");
+    let hpa = hpas[0];
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["kind"], "Deployment");
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], d["metadata"]["name"]);
+    assert!(hpa["spec"]["minReplicas"].as_u64().unwrap() >= 2);
+    assert!(hpa["spec"]["maxReplicas"].as_u64() > hpa["spec"]["minReplicas"].as_u64());
+    let hpa_metric = &hpa["spec"]["metrics"][0]["resource"];
+    assert_eq!(hpa_metric["name"], "cpu");
     assert!(
-        d["spec"]["replicas"].as_u64().unwrap() >= 2,
-        "several replicas"
+        d["spec"].get("replicas").is_none(),
+        "the autoscaler owns the count; a count here resets it on every apply"
     );
     let labels = &d["spec"]["template"]["metadata"]["labels"];
     assert_eq!(&d["spec"]["selector"]["matchLabels"], labels);
     let pod = &d["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["automountServiceAccountToken"], false);
     let volumes = pod["volumes"].as_sequence().unwrap();
     let volume = |name: &str| volumes.iter().find(|v| v["name"] == name).unwrap();
 
@@ -602,14 +628,23 @@ fn kubernetes_manifests_keep_their_invariants() {
         .iter()
         .find(|c| c["name"] == "portcullis")
         .unwrap();
-    for probe in ["readinessProbe", "livenessProbe"] {
-        assert_eq!(c[probe]["httpGet"]["path"], "/health", "{probe}");
-    }
+    // Ready when the snapshot can serve; alive while the process answers.
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/ready");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/health");
     assert!(c["resources"]["requests"]["memory"].is_string());
+    assert!(c["resources"]["requests"]["cpu"].is_string());
     assert!(c["resources"]["limits"]["memory"].is_string());
+    assert!(
+        c["resources"]["limits"].get("cpu").is_none(),
+        "a CPU limit throttles the request path (docs/operations.md)"
+    );
     let sc = &c["securityContext"];
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     assert_eq!(sc["readOnlyRootFilesystem"], true);
+    // No secret in the environment: it is a file that can change under a running pod.
+    for e in c["env"].as_sequence().unwrap() {
+        assert!(e["valueFrom"].get("secretKeyRef").is_none(), "{e:?}");
+    }
 
     let mounts = c["volumeMounts"].as_sequence().unwrap();
     let mount = |vol: &str| mounts.iter().find(|m| m["name"] == vol).unwrap();
@@ -631,6 +666,8 @@ fn kubernetes_manifests_keep_their_invariants() {
     );
     // The root file system is read-only: the plugin loader's copies need a writable /tmp.
     assert!(mounts.iter().any(|m| m["mountPath"] == "/tmp"));
+    // Nothing in the pod can add or replace a plugin.
+    assert_eq!(mount("plugins")["readOnly"], true);
 
     // The ConfigMap holds a config that compiles, whose plugins folder is the plugins volume.
     let cms = kind(&docs, "ConfigMap");
@@ -639,13 +676,61 @@ fn kubernetes_manifests_keep_their_invariants() {
         .find(|m| m["metadata"]["name"] == cm_name.as_str())
         .unwrap();
     let text = s(&cm["data"][file]);
-    let cfg = portcullis::config::compile_str(text, std::path::Path::new(config_arg), &Vars)
-        .unwrap_or_else(|e| panic!("the ConfigMap's config: {e}"));
+    let raw: serde_yaml::Value = serde_yaml::from_str(text).unwrap();
+
+    // The JWT secret is read from the Secret volume's file, not from the environment.
+    let secret_volume = volumes
+        .iter()
+        .find(|v| v.get("secret").is_some())
+        .expect("a Secret volume");
+    let secret_mount = s(&mount(s(&secret_volume["name"]))["mountPath"]).to_string();
+    let secret_ref = s(&raw["providers"][0]["config"]["secret"]).to_string();
+    let secret_file = secret_ref
+        .strip_prefix("${file:")
+        .and_then(|r| r.strip_suffix('}'))
+        .unwrap_or_else(|| panic!("the jwt secret is a ${{file:...}}: {secret_ref}"));
+    assert!(
+        secret_file.starts_with(&format!("{secret_mount}/")),
+        "{secret_file} is in the Secret volume"
+    );
+    // Compile with the secret at a path this test owns.
+    let tmp = tempfile::tempdir().unwrap();
+    let local_secret = tmp.path().join("jwt-secret");
+    std::fs::write(&local_secret, SECRET).unwrap();
+    let text = text.replace(secret_file, &local_secret.display().to_string());
+    let cfg = compile_configmap_config(&text, std::path::Path::new(config_arg));
+    assert_eq!(cfg.var_files, vec![local_secret]);
     assert_eq!(cfg.server.host, "0.0.0.0");
     let plugins_mount = s(&mount("plugins")["mountPath"]);
     assert_eq!(cfg.plugins.dir, std::path::Path::new(plugins_mount));
     assert!(volume("plugins").get("configMap").is_none());
     assert!(c["ports"][0]["containerPort"].as_u64() == Some(cfg.server.port.into()));
+    // No API explorer in production.
+    assert!(!cfg.server.swagger_ui && !cfg.server.openapi_docs);
+    // Only pinned plugins load: one SHA-256 per plugin the image ships.
+    let shipped = std::fs::read_dir(repo().join("plugins"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().join("Cargo.toml").exists())
+        .count();
+    let allow = cfg.plugins.allow.as_ref().expect("plugins.allow is set");
+    assert_eq!(
+        allow.len(),
+        shipped,
+        "one hash per shipped plugin: {allow:?}"
+    );
+
+    // Metrics on their own listener: a pod port, scraped by annotation, not in the Service.
+    let listen = s(&raw["server"]["metrics"]["listen"]);
+    let metrics_port = port_of(listen);
+    let pod_ports = c["ports"].as_sequence().unwrap();
+    let metrics = pod_ports
+        .iter()
+        .find(|p| p["containerPort"].as_u64() == Some(metrics_port))
+        .expect("the metrics listener is a container port");
+    assert_eq!(metrics["name"], "metrics");
+    let notes = &d["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(notes["prometheus.io/scrape"], "true");
+    assert_eq!(s(&notes["prometheus.io/port"]), metrics_port.to_string());
 
     // Draining fits in the grace period: preStop + the server's 30 s drain.
     let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
@@ -657,6 +742,12 @@ fn kubernetes_manifests_keep_their_invariants() {
     // The Service and the PodDisruptionBudget select the pods.
     let svc = kind(&docs, "Service");
     assert_eq!(svc.len(), 1);
+    for p in svc[0]["spec"]["ports"].as_sequence().unwrap() {
+        assert!(
+            p["targetPort"] != "metrics" && p["targetPort"].as_u64() != Some(metrics_port),
+            "the public Service exposes metrics: {p:?}"
+        );
+    }
     let pdb = kind(&docs, "PodDisruptionBudget");
     assert_eq!(pdb.len(), 1);
     let pod_labels = labels.as_mapping().unwrap();
@@ -674,6 +765,36 @@ fn kubernetes_manifests_keep_their_invariants() {
             "{file} not in kustomization.yaml"
         );
     }
+
+    // The optional monitoring component: a ServiceMonitor whose Service names the pods' metrics
+    // port and nothing else, and is not a way in (headless).
+    let mon = manifests_in("deploy/k8s/monitoring");
+    let sms = kind(&mon, "ServiceMonitor");
+    assert_eq!(sms.len(), 1);
+    let msvc = kind(&mon, "Service");
+    assert_eq!(msvc.len(), 1);
+    assert_eq!(msvc[0]["spec"]["clusterIP"], "None");
+    let mports = msvc[0]["spec"]["ports"].as_sequence().unwrap();
+    assert_eq!(mports.len(), 1);
+    assert_eq!(mports[0]["targetPort"], "metrics");
+    for (k, v) in msvc[0]["spec"]["selector"].as_mapping().unwrap() {
+        assert_eq!(pod_labels.get(k), Some(v));
+    }
+    let msvc_labels = msvc[0]["metadata"]["labels"].as_mapping().unwrap();
+    for (k, v) in sms[0]["spec"]["selector"]["matchLabels"]
+        .as_mapping()
+        .unwrap()
+    {
+        assert_eq!(msvc_labels.get(k), Some(v), "the ServiceMonitor selects it");
+    }
+    // ...and not the public Service.
+    let public_labels = svc[0]["metadata"]["labels"].as_mapping().unwrap();
+    assert!(sms[0]["spec"]["selector"]["matchLabels"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .any(|(k, v)| public_labels.get(k) != Some(v)));
+    assert_eq!(sms[0]["spec"]["endpoints"][0]["port"], mports[0]["name"]);
 }
 
 #[test]
@@ -695,6 +816,91 @@ fn the_dockerfile_runs_the_server_and_every_plugin_as_a_non_root_user() {
     );
     assert!(text.contains("libportcullis_plugin_*.so"));
     assert!(text.contains("/etc/portcullis/portcullis.yaml"));
+    // The health check asks the port the config names, with the server's own binary.
+    let check = text
+        .lines()
+        .skip_while(|l| !l.starts_with("HEALTHCHECK"))
+        .take_while(|l| l.starts_with("HEALTHCHECK") || l.starts_with("  "))
+        .collect::<String>();
+    assert!(check.contains("portcullis\", \"probe\""), "{check}");
+    assert!(
+        !check.contains("PORT") && !check.contains("curl"),
+        "{check}"
+    );
     let ignore = std::fs::read_to_string(repo().join(".dockerignore")).unwrap();
     assert!(ignore.lines().any(|l| l.trim() == "target/"));
+}
+
+// Readiness (`/ready`)
+
+#[tokio::test]
+async fn readiness_says_whether_the_snapshot_can_answer() {
+    use std::sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    };
+    let key = RsaKey::generate("k1");
+    let up = Arc::new(AtomicBool::new(false));
+    let (up2, jwk) = (up.clone(), key.jwk.clone());
+    let idp = portcullis_tests::mock::MockServer::start(move |_| {
+        if up2.load(Ordering::SeqCst) {
+            portcullis_tests::mock::Reply::json(200, &json!({ "keys": [jwk.clone()] }))
+        } else {
+            portcullis_tests::mock::Reply::json(500, &json!({}))
+        }
+    })
+    .await;
+    let cfg = format!(
+        "version: 1\nserver:\n  host: 127.0.0.1\n  port: 0\nplugins:\n  dir: plugins\nproviders:\n  - name: idp\n    plugin: jwt\n    dangerous: {{ allow_http: true }}\n    config:\n      jwks_url: \"{}/jwks\"\n      issuer: [\"https://idp.test/\"]\n      audience: [\"api\"]\n  - name: f\n    plugin: faulty\n    config: {{ mode: ok }}\n",
+        idp.base
+    );
+    let s = Server::start(&cfg, &[jwt_plugin(), plugin("portcullis_test_faulty")]);
+    let ready = || async {
+        let r = client().get(s.url("/ready")).send().await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    // The key set cannot be fetched: not ready (liveness is another matter).
+    let (code, body) = ready().await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["ready"], false);
+    assert!(
+        body["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("never been fetched"),
+        "{body}"
+    );
+    assert_eq!(
+        client()
+            .get(s.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // The identity provider comes up: the probe itself fetches the keys, no token needed.
+    up.store(true, Ordering::SeqCst);
+    let (code, body) = ready().await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body, json!({"ready": true, "problems": []}));
+    // A plugin file deleted: its instance is retired, requests for it fail, and so does readiness.
+    std::fs::remove_file(s.plugins_dir().join("libportcullis_test_faulty.so")).unwrap();
+    let mut last = (0, Value::Null);
+    for _ in 0..100 {
+        last = ready().await;
+        if last.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(last.0, 503, "{}", last.1);
+    assert!(
+        last.1["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("provider f is retired"),
+        "{}",
+        last.1
+    );
 }

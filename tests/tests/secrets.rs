@@ -166,3 +166,90 @@ async fn no_secret_or_token_in_logs_bodies_or_status() {
         assert!(!text.contains("MARKER"), "a garbage token in the {what}");
     }
 }
+
+/// A Kubernetes Secret volume: `jwt-secret -> ..data/jwt-secret`, `..data -> ..<version>`.
+fn secret_volume_version(dir: &std::path::Path, version: &str, secret: &str) {
+    let v = dir.join(format!("..{version}"));
+    std::fs::create_dir_all(&v).unwrap();
+    std::fs::write(v.join("jwt-secret"), format!("{secret}\n")).unwrap();
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(format!("..{version}"), &tmp).unwrap();
+    // The kubelet's swap: one rename replaces the whole set at once.
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    let link = dir.join("jwt-secret");
+    if std::fs::symlink_metadata(&link).is_err() {
+        std::os::unix::fs::symlink("..data/jwt-secret", &link).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_secret_mounted_as_a_file_rotates_without_a_restart_and_never_shows() {
+    const OLD: &str = "file-secret-OLD-SHOULD-NEVER-SHOW-0123456789abcdef";
+    const NEW: &str = "file-secret-NEW-SHOULD-NEVER-SHOW-0123456789abcdef";
+    let secrets = tempfile::tempdir().unwrap();
+    secret_volume_version(secrets.path(), "2026_01_01_00_00_00.1", OLD);
+    let cfg = jwt_config(
+        "auth:\n  rules:\n    - path: /api/admin/*\n      condition: \"user.role == 'admin'\"\n      allow: true\n    - path: /api/admin/*\n      allow: false\n    - path: /api/*\n      allow: true\n",
+    )
+    .replace(
+        &format!("secret: \"{SECRET}\""),
+        &format!(
+            "secret: \"${{file:{}}}\"",
+            secrets.path().join("jwt-secret").display()
+        ),
+    );
+    assert!(cfg.contains("${file:"), "{cfg}");
+    let s = Server::start(&cfg, &[jwt_plugin()]);
+    let c = client();
+    let status_of = |token: String| {
+        let c = c.clone();
+        let url = s.url("/api/auth/me");
+        async move {
+            c.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let old = || hs256(OLD, good_claims("alice", json!({"role": "admin"})));
+    let new = || hs256(NEW, good_claims("alice", json!({"role": "admin"})));
+    assert_eq!(status_of(old()).await, 200, "{}", s.log());
+    assert_eq!(status_of(new()).await, 401);
+
+    // Rotate: the kubelet writes a new version and swaps `..data`; the config file is untouched.
+    secret_volume_version(secrets.path(), "2026_01_01_00_01_00.2", NEW);
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < end && status_of(new()).await != 200 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        status_of(new()).await,
+        200,
+        "not rotated; log:\n{}",
+        s.log()
+    );
+    assert_eq!(status_of(old()).await, 401, "the old secret still works");
+
+    // The status API lists the file with a keyed digest: neither secret nor its plain SHA-256.
+    let r = c
+        .get(s.url("/api/admin/status"))
+        .bearer_auth(new())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("jwt-secret") && body.contains("keyed:"),
+        "{body}"
+    );
+    let plain = portcullis::plugin::sha256_hex(format!("{NEW}\n").as_bytes());
+    for secret in [OLD, NEW, plain.as_str()] {
+        assert!(!body.contains(secret), "{body}");
+        assert!(!s.log().contains(secret));
+    }
+}

@@ -11,7 +11,7 @@ use serde_yaml::Value;
 
 use super::{
     error::{join_path, ConfigError, Issues},
-    expand::{expand_tree, VarSource},
+    expand::{expand_tree, VarSource, FILE_PREFIX},
     gateway::{compile_gateway, compile_routes, GatewayConfig, RoutesConfig},
     raw::*,
 };
@@ -34,6 +34,9 @@ pub struct Config {
     pub file: PathBuf,
     /// SHA-256 of the file's bytes.
     pub hash: String,
+    /// Files whose content was read through `${file:PATH}` (secrets mounted as files): watched
+    /// like the config, and part of what a reload compares.
+    pub var_files: Vec<PathBuf>,
     /// `server:`.
     pub server: ServerConfig,
     /// `plugins:`.
@@ -270,7 +273,9 @@ pub fn compile_str(text: &str, file: &Path, vars: &dyn VarSource) -> Result<Conf
     let mut issues = Issues::default();
     let recorded = Recording {
         inner: vars,
+        base: &base,
         values: Default::default(),
+        files: Default::default(),
     };
     expand_tree(&mut doc, "", &recorded, &mut issues);
 
@@ -371,6 +376,7 @@ pub fn compile_str(text: &str, file: &Path, vars: &dyn VarSource) -> Result<Conf
     Ok(Config {
         file: file.to_path_buf(),
         hash: crate::plugin::sha256_hex(text.as_bytes()),
+        var_files: recorded.files.into_inner(),
         server,
         plugins,
         providers,
@@ -404,15 +410,30 @@ fn compile_telemetry(raw: RawTelemetry, issues: &mut Issues) -> TelemetryConfig 
     }
 }
 
-/// A [`VarSource`] that remembers every value it handed out, to keep them out of error messages.
+/// The largest file `${file:PATH}` reads: a secret, not a document.
+const MAX_VAR_FILE: u64 = 64 * 1024;
+
+/// A [`VarSource`] that remembers every value it handed out, to keep them out of error messages,
+/// and reads `${file:PATH}` itself (relative to the config's folder), remembering the paths.
 struct Recording<'a> {
     inner: &'a dyn VarSource,
+    base: &'a Path,
     values: std::cell::RefCell<Vec<String>>,
+    files: std::cell::RefCell<Vec<PathBuf>>,
 }
 
 impl VarSource for Recording<'_> {
     fn get(&self, name: &str) -> Option<String> {
-        let v = self.inner.get(name)?;
+        let v = match name.strip_prefix(FILE_PREFIX) {
+            Some(path) => {
+                let path = resolve(self.base, path.trim());
+                if !self.files.borrow().contains(&path) {
+                    self.files.borrow_mut().push(path.clone());
+                }
+                read_var_file(&path)?
+            }
+            None => self.inner.get(name)?,
+        };
         self.values.borrow_mut().push(v.clone());
         Some(v)
     }
@@ -420,6 +441,25 @@ impl VarSource for Recording<'_> {
     fn why_unset(&self, name: &str) -> Option<String> {
         self.inner.why_unset(name)
     }
+}
+
+/// A `${file:PATH}` value: the content, less one trailing newline; `None` if unreadable, too
+/// large or not UTF-8 (the caller says which file, never what is in it).
+fn read_var_file(path: &Path) -> Option<String> {
+    use std::io::Read as _;
+    let f = std::fs::File::open(path).ok()?;
+    let mut text = String::new();
+    f.take(MAX_VAR_FILE + 1).read_to_string(&mut text).ok()?;
+    if text.len() as u64 > MAX_VAR_FILE {
+        return None;
+    }
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Some(text)
 }
 
 /// Deserializes `value` (absent = `None`), recording unknown keys and the first type error.

@@ -7,10 +7,17 @@
 //! Strings that are code or patterns (CEL conditions, path patterns; see [`LITERAL_ONLY`]) are
 //! never expanded: a variable's value pasted there would become part of the expression or the
 //! pattern, so `${...}` in them is an error and only the `$${` escape is read.
+//!
+//! `${file:PATH}` is the content of a file (one trailing newline removed), relative paths from the
+//! config's folder: a secret mounted as a file (a Kubernetes Secret volume). The compiler reads it
+//! and records the path, so the file is watched and a new content reloads like a config edit.
 
 use serde_yaml::Value;
 
 use super::error::{join_path, Issues};
+
+/// The prefix of a `${file:PATH}` reference; [`VarSource::get`] receives `file:PATH` whole.
+pub const FILE_PREFIX: &str = "file:";
 
 /// Where `${NAME}` values come from.
 pub trait VarSource {
@@ -161,10 +168,15 @@ fn expand_depth(input: &str, vars: &dyn VarSource, depth: usize) -> Result<Strin
                 Some(p) => (&inner[..p], Some(&inner[p + 2..])),
                 None => (inner, None),
             };
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            let file = name.strip_prefix(FILE_PREFIX);
+            if file.is_some_and(|p| p.trim().is_empty()) {
+                return Err("`${file:...}` needs a path".into());
+            }
+            if file.is_none()
+                && (name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.'))
             {
                 return Err("invalid variable name in `${...}`".into());
             }
@@ -172,9 +184,12 @@ fn expand_depth(input: &str, vars: &dyn VarSource, depth: usize) -> Result<Strin
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(fb)) => out.push_str(&expand_depth(fb, vars, depth + 1)?),
                 (None, None) => {
-                    return Err(vars
-                        .why_unset(name)
-                        .unwrap_or_else(|| format!("environment variable `{name}` is not set")));
+                    return Err(match file {
+                        Some(path) => format!("file `{path}` cannot be read or is empty"),
+                        None => vars
+                            .why_unset(name)
+                            .unwrap_or_else(|| format!("environment variable `{name}` is not set")),
+                    });
                 }
             }
             rest = &tail[end + 1..];
@@ -248,6 +263,25 @@ mod tests {
             expand_str("$${A} costs $5", &vars()).unwrap(),
             "${A} costs $5"
         );
+    }
+
+    #[test]
+    fn file_references_pass_their_path_through_and_name_it_when_missing() {
+        struct Files;
+        impl VarSource for Files {
+            fn get(&self, name: &str) -> Option<String> {
+                (name == "file:/run/secrets/jwt").then(|| "s3cret".to_string())
+            }
+        }
+        assert_eq!(
+            expand_str("k=${file:/run/secrets/jwt}", &Files).unwrap(),
+            "k=s3cret"
+        );
+        let e = expand_str("${file:/nope}", &Files).unwrap_err();
+        assert!(e.contains("`/nope`") && e.contains("cannot be read"), "{e}");
+        assert_eq!(expand_str("${file:/nope:-dev}", &Files).unwrap(), "dev");
+        assert!(expand_str("${file:}", &Files).is_err());
+        assert!(expand_str("${file: }", &Files).is_err());
     }
 
     #[test]

@@ -16,8 +16,9 @@ use crate::matching::{CaseMode, PatternSet, PatternSpec};
 
 /// Paths the server answers itself; a configured route never takes them over. (`/api/auth/*` and
 /// `/api/admin/*` are built-in protected routes and are excluded by the decision itself.)
-pub const RESERVED_PATHS: [&str; 5] = [
+pub const RESERVED_PATHS: [&str; 6] = [
     "/health",
+    "/ready",
     "/openapi.json",
     "/swagger-ui",
     "/metrics",
