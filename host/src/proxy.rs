@@ -184,6 +184,12 @@ impl<E> Upstreams<E> {
                 tracing::warn!(route = index, "upstream connection failed");
                 error_response(StatusCode::BAD_GATEWAY, "Bad Gateway")
             }
+            // The client's body went past `server.body_size_limit` while being forwarded (one
+            // without a declared length): the client's fault, as a declared one would be.
+            Err(e) if crate::server::BodyTooLarge::caused(&e) => {
+                metrics.observe_upstream("error");
+                error_response(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
+            }
             Err(_) => {
                 metrics.observe_upstream("error");
                 tracing::warn!(route = index, "upstream request failed");

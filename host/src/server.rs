@@ -322,12 +322,45 @@ fn limit_body(body: poem::Body, limit: u64) -> poem::Body {
         let chunk = chunk?;
         seen += chunk.len() as u64;
         if seen > limit {
-            Err(std::io::Error::other("request body too large"))
+            Err(std::io::Error::other(BodyTooLarge))
         } else {
             Ok(chunk)
         }
     });
     poem::Body::from_bytes_stream(stream)
+}
+
+/// Streams a client may open at once on one HTTP/2 connection (poem's default is unbounded).
+pub const HTTP2_MAX_STREAMS: u32 = 128;
+
+/// The error a body without a declared length fails with past `server.body_size_limit`.
+#[derive(Debug)]
+pub struct BodyTooLarge;
+
+impl std::fmt::Display for BodyTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request body too large")
+    }
+}
+
+impl std::error::Error for BodyTooLarge {}
+
+impl BodyTooLarge {
+    /// Whether `err`, or an error it wraps, is a body cut off at the limit.
+    pub fn caused(err: &(dyn std::error::Error + 'static)) -> bool {
+        let mut next = Some(err);
+        while let Some(e) = next {
+            if e.is::<BodyTooLarge>()
+                || e.downcast_ref::<std::io::Error>()
+                    .and_then(|io| io.get_ref())
+                    .is_some_and(|inner| inner.is::<BodyTooLarge>())
+            {
+                return true;
+            }
+            next = e.source();
+        }
+        false
+    }
 }
 
 fn allowed_origin<'a>(cors: &CorsConfig, origin: &'a str) -> Option<&'a str> {
@@ -583,6 +616,7 @@ pub async fn serve(
                 tls: false,
             });
             poem::Server::new_with_acceptor(acceptor)
+                .http2_max_concurrent_streams(HTTP2_MAX_STREAMS)
                 .run_with_graceful_shutdown(endpoint(app.clone()), shutdown, drain)
                 .await
         }
@@ -598,6 +632,7 @@ pub async fn serve(
                 tls: true,
             });
             poem::Server::new_with_acceptor(acceptor)
+                .http2_max_concurrent_streams(HTTP2_MAX_STREAMS)
                 .run_with_graceful_shutdown(endpoint(app.clone()), shutdown, drain)
                 .await
         }
