@@ -96,6 +96,7 @@ mod types;
 mod url;
 
 pub mod conformance;
+pub mod organization;
 
 pub use error::{ErrorKind, PluginError};
 pub use host::{

@@ -14,8 +14,10 @@
 //! keeps the seed's behaviour, by explicit choice.
 
 use portcullis_plugin_api::{
-    base_url, config_key, export_provider, path_segment, AuthProvider, ConfigKey, Host,
-    JwtVerifierSpec, Plugin, PluginError, Request, User, Verifier,
+    base_url, config_key, export_provider,
+    organization::{OrganizationPolicy, Target},
+    path_segment, AuthProvider, ConfigKey, Host, JwtVerifierSpec, Plugin, PluginError, Request,
+    User, Verifier,
 };
 use serde::Deserialize;
 
@@ -59,54 +61,6 @@ pub struct Config {
     pub max_pages: Option<u32>,
 }
 
-/// Which organization's membership `authorize` looks at (`organization:`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scope {
-    /// The organization the token is for (`org_id`, else `o.id`); a token for none is not
-    /// authorized.
-    Token,
-    /// A membership in any organization (the seed's behaviour).
-    Any,
-}
-
-impl Scope {
-    /// The scope a configuration chooses, or a one-line configuration error.
-    pub fn of(config: &Config) -> Result<Scope, PluginError> {
-        match config.organization.as_deref() {
-            None | Some("token") => Ok(Scope::Token),
-            Some("any") => Ok(Scope::Any),
-            Some(_) => Err(PluginError::config(
-                "organization: must be `token` (the default: the token's own org_id or o.id) or `any`",
-            )),
-        }
-    }
-}
-
-/// The organization a session token is for: `org_id` (version-1 claims) or `o.id` (version 2).
-/// `Err` when the claims are malformed or name two different organizations: such a token is for
-/// no organization we could check, and is not authorized.
-fn token_organization(
-    claims: &serde_json::Map<String, serde_json::Value>,
-) -> Result<Option<String>, ()> {
-    use serde_json::Value;
-    let id = |v: Option<&Value>| match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
-        Some(_) => Err(()),
-    };
-    let v1 = id(claims.get("org_id"))?;
-    let v2 = match claims.get("o") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(o)) => id(o.get("id"))?,
-        Some(_) => return Err(()),
-    };
-    match (v1, v2) {
-        (Some(a), Some(b)) if a != b => Err(()),
-        (Some(a), _) => Ok(Some(a)),
-        (None, b) => Ok(b),
-    }
-}
-
 /// A configured instance.
 pub struct ClerkProvider {
     host: Host,
@@ -115,9 +69,7 @@ pub struct ClerkProvider {
     secret_key: String,
     authorized_parties: Vec<String>,
     issuers: Vec<String>,
-    scope: Scope,
-    /// `None`: any organization.
-    organizations: Option<Vec<String>>,
+    organizations: OrganizationPolicy,
     max_pages: u32,
 }
 
@@ -170,37 +122,21 @@ impl AuthProvider for ClerkProvider {
         let Some(segment) = path_segment(&sub) else {
             return Ok(false);
         };
-        let org = match self.scope {
-            Scope::Token => match user.claims().map(|c| token_organization(&c)) {
-                Ok(Ok(Some(o))) => Some(o),
-                // No active organization, or claims that do not say which one: nothing to be a
-                // member of.
-                _ => return Ok(false),
-            },
-            Scope::Any => None,
-        };
-        if let (Some(o), Some(allowed)) = (&org, &self.organizations) {
-            if !allowed.contains(o) {
-                return Ok(false);
-            }
+        let target = user
+            .claims()
+            .map_or(Target::Refuse, |c| self.organizations.target(&c));
+        if target == Target::Refuse {
+            // No active organization, claims that do not say which one clearly, or one outside
+            // `organizations`: nothing to be a member of.
+            return Ok(false);
         }
-        // Whether one membership (an item of `data`) is in an organization that authorizes.
+        // Whether one membership (an item of `data`) is in an organization that counts.
         let counts = |m: &serde_json::Value| {
-            if org.is_none() && self.organizations.is_none() {
-                return true;
-            }
-            let Some(id) = m
+            let id = m
                 .get("organization")
                 .and_then(|o| o.get("id"))
-                .and_then(|i| i.as_str())
-            else {
-                return false;
-            };
-            org.as_deref().is_none_or(|o| o == id)
-                && self
-                    .organizations
-                    .as_ref()
-                    .is_none_or(|a| a.iter().any(|a| a == id))
+                .and_then(|i| i.as_str());
+            self.organizations.counts(&target, id)
         };
         let auth = format!("Bearer {}", self.secret_key);
         let mut offset = 0usize;
@@ -250,7 +186,7 @@ impl AuthProvider for ClerkProvider {
                 return Ok(true);
             }
             let total = list.total_count;
-            if org.is_none() && self.organizations.is_none() {
+            if self.organizations.any_membership_counts(&target) {
                 // Any membership at all: a count without items still says there is one.
                 return Ok(total.unwrap_or(0) > 0);
             }
@@ -298,6 +234,7 @@ impl Plugin for ClerkPlugin {
     const AUTHORIZE_BY_SUBJECT: bool = true;
 
     fn config_keys() -> Vec<ConfigKey> {
+        let organization_keys = OrganizationPolicy::config_keys();
         vec![
             config_key(
                 "jwks_uri",
@@ -341,19 +278,8 @@ impl Plugin for ClerkPlugin {
                 false,
                 false,
             ),
-            config_key(
-                "organization",
-                "whose membership counts: token (default; the token's org_id or o.id, none = \
-                 not authorized) or any (any organization)",
-                false,
-                false,
-            ),
-            config_key(
-                "organizations",
-                "organization ids a membership may be in (default: any)",
-                false,
-                false,
-            ),
+            organization_keys[0].clone(),
+            organization_keys[1].clone(),
             config_key(
                 "max_pages",
                 "membership pages of 100 read at most (default 10)",
@@ -388,16 +314,10 @@ impl Plugin for ClerkPlugin {
                 "issuer: list at least one non-empty issuer",
             ));
         }
-        Scope::of(config)?;
-        if config
-            .organizations
-            .as_ref()
-            .is_some_and(|o| o.is_empty() || o.iter().any(String::is_empty))
-        {
-            return Err(PluginError::config(
-                "organizations: list at least one organization id, or leave it out",
-            ));
-        }
+        OrganizationPolicy::new(
+            config.organization.as_deref(),
+            config.organizations.as_deref(),
+        )?;
         if config.max_pages.is_some_and(|n| !(1..=100).contains(&n)) {
             return Err(PluginError::config("max_pages: must be between 1 and 100"));
         }
@@ -405,7 +325,10 @@ impl Plugin for ClerkPlugin {
     }
 
     fn build(config: Config, host: Host) -> Result<ClerkProvider, PluginError> {
-        let scope = Scope::of(&config)?;
+        let organizations = OrganizationPolicy::new(
+            config.organization.as_deref(),
+            config.organizations.as_deref(),
+        )?;
         let pick = |option: Option<String>, env: &str| {
             option
                 .filter(|s| !s.is_empty())
@@ -439,8 +362,7 @@ impl Plugin for ClerkPlugin {
             secret_key,
             authorized_parties: config.authorized_parties.unwrap_or_default(),
             issuers,
-            scope,
-            organizations: config.organizations,
+            organizations,
             max_pages: config.max_pages.unwrap_or(DEFAULT_MAX_PAGES),
         })
     }
@@ -460,50 +382,16 @@ fn clerk_error_code(body: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn org(claims: serde_json::Value) -> Result<Option<String>, ()> {
-        match claims {
-            serde_json::Value::Object(map) => token_organization(&map),
-            _ => Err(()),
-        }
-    }
-
     #[test]
-    fn the_token_organization_is_org_id_or_o_id_and_never_ambiguous() {
-        use serde_json::json;
-        assert_eq!(org(json!({"org_id": "org_a"})), Ok(Some("org_a".into())));
-        assert_eq!(org(json!({"o": {"id": "org_a"}})), Ok(Some("org_a".into())));
-        assert_eq!(
-            org(json!({"org_id": "org_a", "o": {"id": "org_a"}})),
-            Ok(Some("org_a".into()))
-        );
-        assert_eq!(org(json!({"sub": "user_1"})), Ok(None));
-        assert_eq!(org(json!({"org_id": null, "o": null})), Ok(None));
-        // Two different organizations, or a claim of the wrong shape: no answer.
-        assert_eq!(
-            org(json!({"org_id": "org_a", "o": {"id": "org_b"}})),
-            Err(())
-        );
-        assert_eq!(org(json!({"org_id": ""})), Err(()));
-        assert_eq!(org(json!({"org_id": 7})), Err(()));
-        assert_eq!(org(json!({"o": "org_a"})), Err(()));
-        assert_eq!(org(json!({"o": {"id": ["org_a"]}})), Err(()));
-    }
-
-    #[test]
-    fn organization_scope_is_token_by_default_and_unknown_values_are_refused() {
-        let with = |v: Option<&str>| Config {
-            organization: v.map(String::from),
+    fn an_unknown_organization_scope_is_a_config_error() {
+        let config = Config {
+            organization: Some("Any".into()),
             ..Config::default()
         };
-        assert_eq!(Scope::of(&with(None)), Ok(Scope::Token));
-        assert_eq!(Scope::of(&with(Some("token"))), Ok(Scope::Token));
-        assert_eq!(Scope::of(&with(Some("any"))), Ok(Scope::Any));
-        let err = Scope::of(&with(Some("Any")))
-            .err()
-            .map(|e| e.message.to_string());
+        let err = ClerkPlugin::validate(&config).err();
         assert!(
-            err.as_deref()
-                .is_some_and(|m| m.starts_with("organization: must be")),
+            err.as_ref()
+                .is_some_and(|e| e.message.starts_with("organization: must be")),
             "{err:?}"
         );
     }

@@ -12,8 +12,10 @@
 //!   own was an admin everywhere. `organization: any` keeps that behaviour, by explicit choice.
 
 use portcullis_plugin_api::{
-    base_url, config_key, export_provider, path_segment, query_value, AuthProvider, ConfigKey,
-    Host, JwtVerifierSpec, Plugin, PluginError, Request, User, Verifier,
+    base_url, config_key, export_provider,
+    organization::{OrganizationPolicy, Target},
+    path_segment, query_value, AuthProvider, ConfigKey, Host, JwtVerifierSpec, Plugin, PluginError,
+    Request, User, Verifier,
 };
 use serde::Deserialize;
 
@@ -54,28 +56,6 @@ pub struct Config {
     pub organizations: Option<Vec<String>>,
 }
 
-/// Which organization's membership `authorize` looks at (`organization:`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scope {
-    /// The organization the token names (`org_id`); a token naming none is not authorized.
-    Token,
-    /// A membership in any organization (the seed's behaviour).
-    Any,
-}
-
-impl Scope {
-    /// The scope a configuration chooses, or a one-line configuration error.
-    pub fn of(config: &Config) -> Result<Scope, PluginError> {
-        match config.organization.as_deref() {
-            None | Some("token") => Ok(Scope::Token),
-            Some("any") => Ok(Scope::Any),
-            Some(_) => Err(PluginError::config(
-                "organization: must be `token` (the default: the token's own org_id) or `any`",
-            )),
-        }
-    }
-}
-
 /// A configured instance.
 pub struct WorkosProvider {
     host: Host,
@@ -85,9 +65,7 @@ pub struct WorkosProvider {
     roles: Vec<String>,
     issuers: Vec<String>,
     max_pages: u32,
-    scope: Scope,
-    /// `None`: any organization.
-    organizations: Option<Vec<String>>,
+    organizations: OrganizationPolicy,
 }
 
 #[derive(Deserialize)]
@@ -127,21 +105,19 @@ struct ErrorBody {
 }
 
 impl WorkosProvider {
-    /// `org`: the organization the membership must be in (the token's), if the scope names one.
-    fn membership_allows(&self, m: &Membership, org: Option<&str>) -> bool {
+    /// Whether membership `m` authorizes for `target`: active, in an organization that counts
+    /// (the list is asked for with `organization_id`, but an answer that ignored the filter must
+    /// not widen the check: the membership itself has to say which organization it is in), with a
+    /// listed role.
+    fn membership_allows(&self, m: &Membership, target: &Target) -> bool {
         if m.status.as_deref().is_some_and(|s| s != "active") {
             return false;
         }
-        // The list is asked for with `organization_id`, but an answer that ignored the filter must
-        // not widen the check: the membership itself has to say which organization it is in.
-        let in_org = m.organization_id.as_deref();
-        if org.is_some_and(|o| in_org != Some(o)) {
+        if !self
+            .organizations
+            .counts(target, m.organization_id.as_deref())
+        {
             return false;
-        }
-        if let Some(allowed) = &self.organizations {
-            if !in_org.is_some_and(|o| allowed.iter().any(|a| a == o)) {
-                return false;
-            }
         }
         let listed = |r: &Role| self.roles.contains(&r.slug);
         m.role.as_ref().is_some_and(listed) || m.roles.iter().flatten().any(listed)
@@ -161,19 +137,15 @@ impl AuthProvider for WorkosProvider {
         let Some(sub) = user.subject() else {
             return Ok(false);
         };
-        let org = match self.scope {
-            Scope::Token => match user.claim("org_id") {
-                Some(serde_json::Value::String(o)) if !o.is_empty() => Some(o),
-                // No organization selected for the session: nothing to be a member of.
-                _ => return Ok(false),
-            },
-            Scope::Any => None,
+        let target = user
+            .claims()
+            .map_or(Target::Refuse, |c| self.organizations.target(&c));
+        let org = match &target {
+            // No organization selected for the session, or one outside `organizations`.
+            Target::Refuse => return Ok(false),
+            Target::Org(o) => Some(o),
+            Target::Any => None,
         };
-        if let (Some(o), Some(allowed)) = (&org, &self.organizations) {
-            if !allowed.contains(o) {
-                return Ok(false);
-            }
-        }
         let mut query = format!("user_id={}", query_value(&sub));
         if let Some(o) = &org {
             query.push_str("&organization_id=");
@@ -222,11 +194,7 @@ impl AuthProvider for WorkosProvider {
                     "workos organization memberships answered 200 with a body that is not a list",
                 )
             })?;
-            if page
-                .data
-                .iter()
-                .any(|m| self.membership_allows(m, org.as_deref()))
-            {
+            if page.data.iter().any(|m| self.membership_allows(m, &target)) {
                 return Ok(true);
             }
             match page.list_metadata.and_then(|m| m.after) {
@@ -272,7 +240,7 @@ impl Plugin for WorkosPlugin {
     const AUTHORIZE_BY_SUBJECT: bool = true;
 
     fn config_keys() -> Vec<ConfigKey> {
-        vec![
+        [
             config_key(
                 "api_key",
                 "secret API key sk_… (env WORKOS_API_KEY)",
@@ -321,20 +289,10 @@ impl Plugin for WorkosPlugin {
                 false,
                 false,
             ),
-            config_key(
-                "organization",
-                "whose membership counts: token (default; the token's org_id, none = not \
-                 authorized) or any (any organization)",
-                false,
-                false,
-            ),
-            config_key(
-                "organizations",
-                "organization ids a membership may be in (default: any)",
-                false,
-                false,
-            ),
         ]
+        .into_iter()
+        .chain(OrganizationPolicy::config_keys())
+        .collect()
     }
 
     fn validate(config: &Config) -> Result<(), PluginError> {
@@ -355,16 +313,10 @@ impl Plugin for WorkosPlugin {
                 "roles: list at least one non-empty role slug",
             ));
         }
-        Scope::of(config)?;
-        if config
-            .organizations
-            .as_ref()
-            .is_some_and(|o| o.is_empty() || o.iter().any(String::is_empty))
-        {
-            return Err(PluginError::config(
-                "organizations: list at least one organization id, or leave it out",
-            ));
-        }
+        OrganizationPolicy::new(
+            config.organization.as_deref(),
+            config.organizations.as_deref(),
+        )?;
         if config.max_pages.is_some_and(|n| !(1..=100).contains(&n)) {
             return Err(PluginError::config("max_pages: must be between 1 and 100"));
         }
@@ -381,7 +333,10 @@ impl Plugin for WorkosPlugin {
     }
 
     fn build(config: Config, host: Host) -> Result<WorkosProvider, PluginError> {
-        let scope = Scope::of(&config)?;
+        let organizations = OrganizationPolicy::new(
+            config.organization.as_deref(),
+            config.organizations.as_deref(),
+        )?;
         let pick = |option: Option<String>, env: &str| {
             option
                 .filter(|s| !s.is_empty())
@@ -419,8 +374,7 @@ impl Plugin for WorkosPlugin {
             roles: config.roles.unwrap_or_else(|| vec!["admin".into()]),
             issuers,
             max_pages: config.max_pages.unwrap_or(DEFAULT_MAX_PAGES),
-            scope,
-            organizations: config.organizations,
+            organizations,
         })
     }
 }
@@ -432,16 +386,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn organization_scope_is_token_by_default_and_unknown_values_are_refused() {
-        let with = |v: Option<&str>| Config {
-            organization: v.map(String::from),
-            ..Config::default()
-        };
-        assert_eq!(Scope::of(&with(None)), Ok(Scope::Token));
-        assert_eq!(Scope::of(&with(Some("token"))), Ok(Scope::Token));
-        assert_eq!(Scope::of(&with(Some("any"))), Ok(Scope::Any));
+    fn an_unknown_organization_scope_is_a_config_error() {
         for bad in ["", "all", "Token", "org_01HRDMC6CM357W30QMHMQ96Q0S"] {
-            let err = WorkosPlugin::validate(&with(Some(bad))).err();
+            let config = Config {
+                organization: Some(bad.into()),
+                ..Config::default()
+            };
+            let err = WorkosPlugin::validate(&config).err();
             assert!(
                 err.as_ref()
                     .is_some_and(|e| e.message.starts_with("organization: must be")),
