@@ -269,7 +269,8 @@ async fn admin_reload(s: &Server, token: &str) -> Value {
 #[tokio::test]
 async fn metrics_on_their_own_listener_are_not_on_the_main_one_and_stay_put_on_reload() {
     let cfg = |metrics: &str| {
-        jwt_config("").replace("  port: 0\n", &format!("  port: 0\n  metrics: {metrics}\n"))
+        jwt_config("auth:\n  rules:\n    - allow: true\n")
+            .replace("  port: 0\n", &format!("  port: 0\n  metrics: {metrics}\n"))
     };
     let s = Server::start(&cfg("{ listen: \"127.0.0.1:0\" }"), &[jwt_plugin()]);
     let m = s.metrics_addr.expect("the metrics listener is announced");
