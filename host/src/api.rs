@@ -384,6 +384,53 @@ enum ProtectedResponse<T: poem_openapi::types::ToJSON + Send + Sync> {
     Timeout(Json<ErrorBody>),
 }
 
+// Only `Ok` and `Failed` are built by the handler; the gate answers the others before it runs.
+#[allow(dead_code)]
+#[derive(ApiResponse)]
+#[oai(header(
+    name = "x-request-id",
+    ty = "String",
+    description = "The request's id, in every answer: the caller's own `x-request-id` when it is 1 to 128 of `A-Z a-z 0-9 - _`, else a new one."
+))]
+enum ReloadResponse {
+    /// `applied` (a new generation is served) or `unchanged` (the files are as loaded).
+    #[oai(status = 200)]
+    Ok(Json<ReloadResult>),
+    /// The request path cannot be made canonical, or `Content-Length` is not a number.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No token (`Authentication required`) or a bad one (`Invalid or expired token`); carries
+    /// `WWW-Authenticate: Bearer`.
+    #[oai(
+        status = 401,
+        header(
+            name = "WWW-Authenticate",
+            ty = "String",
+            description = "`Bearer realm=\"portcullis\"`, with `error=\"invalid_token\"` for a bad token."
+        )
+    )]
+    Unauthorized(Json<ErrorBody>),
+    /// Authenticated but not allowed (`Access denied`).
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// The body is larger than `server.body_size_limit` (`Request body too large`).
+    #[oai(status = 413)]
+    TooLarge(Json<ErrorBody>),
+    /// `failed`: the config or a plugin was refused, `errors` says why with key paths; the
+    /// generation in `generation` keeps serving.
+    #[oai(status = 422)]
+    Failed(Json<ReloadResult>),
+    /// A plugin failed; details are in the server log only.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// The identity provider could not be asked; nothing is allowed meanwhile.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+    /// The answer took longer than `server.timeout` (`Gateway Timeout`).
+    #[oai(status = 504)]
+    Timeout(Json<ErrorBody>),
+}
+
 /// The answers of `/forward-auth`, for the spec (handlers answer with [`ForwardAuthAnswer`]).
 #[allow(dead_code)]
 #[derive(ApiResponse)]
@@ -705,17 +752,24 @@ impl Api {
     /// Re-reads the config and the plugins folder; applies them only if all of it is valid.
     /// Unchanged content is not reloaded.
     #[oai(path = "/api/admin/reload", method = "post", tag = "ApiTags::Admin")]
-    async fn reload(&self, _caller: Caller) -> ProtectedResponse<ReloadResult> {
+    async fn reload(&self, _caller: Caller) -> ReloadResponse {
         let (result, generation, errors) = match self.app.request_reload("admin").await {
             ReloadOutcome::Applied(g) => ("applied", g, vec![]),
             ReloadOutcome::Unchanged(g) => ("unchanged", g, vec![]),
             ReloadOutcome::Failed(e) => ("failed", self.app.runtime().generation, e),
         };
-        ProtectedResponse::Ok(Json(ReloadResult {
+        let body = Json(ReloadResult {
             result: result.into(),
             generation,
             errors,
-        }))
+        });
+        // A refused config is the caller's to fix, and a deploy script running `curl -f` must
+        // notice it: never a 2xx.
+        if result == "failed" {
+            ReloadResponse::Failed(body)
+        } else {
+            ReloadResponse::Ok(body)
+        }
     }
 }
 

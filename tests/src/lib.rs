@@ -255,6 +255,20 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// `POST /api/admin/reload` with `token`: the status code and the JSON body. A refused reload is
+/// 422 with `"result": "failed"`; applied and unchanged are 200.
+pub async fn admin_reload(s: &Server, token: &str) -> (u16, serde_json::Value) {
+    let r = client()
+        .post(s.url("/api/admin/reload"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("reload request");
+    let status = r.status().as_u16();
+    let body = r.json().await.expect("reload answers JSON");
+    (status, body)
+}
+
 /// Sends a raw request line + headers over TCP and returns the status code, so that paths that
 /// HTTP clients would normalize (`..`, `%2e`, `//`) reach the server exactly as written.
 pub async fn raw_status(addr: SocketAddr, request_target: &str, headers: &[(&str, &str)]) -> u16 {

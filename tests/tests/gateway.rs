@@ -355,16 +355,8 @@ async fn routes_reload_live_with_the_rest_of_the_config() {
         "- { path: /x, providers: [nobody], upstream: \"http://127.0.0.1:1\" }\n",
     );
     std::fs::write(e.s.config_path(), broken).unwrap();
-    let r: Value = client()
-        .post(e.s.url("/api/admin/reload"))
-        .bearer_auth(&e.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(r["result"], "failed");
+    let (status, r) = admin_reload(&e.s, &e.admin).await;
+    assert_eq!((status, &r["result"]), (422, &json!("failed")), "{r}");
     assert!(
         r["errors"].to_string().contains("routes[13].providers[0]"),
         "{r}"

@@ -146,6 +146,14 @@ async fn the_spec_declares_the_token_schemes_headers_and_gate_answers() {
         "www-authenticate"
     ));
     assert!(spec["paths"]["/api/admin/explain"]["post"]["responses"]["415"].is_object());
+    // A refused reload is a 422 with the same body as a 200, so `curl -f` notices it.
+    let reload = &spec["paths"]["/api/admin/reload"]["post"]["responses"];
+    assert_eq!(
+        reload["422"]["content"]["application/json; charset=utf-8"]["schema"],
+        reload["200"]["content"]["application/json; charset=utf-8"]["schema"],
+        "{reload}"
+    );
+    assert!(reload["422"]["content"].is_object(), "{reload}");
     for (path, item) in spec["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             for code in ["400", "413", "504"] {

@@ -117,6 +117,7 @@ async fn no_secret_or_token_in_logs_bodies_or_status() {
     ] {
         std::fs::write(s.config_path(), broken).unwrap();
         let r = reload(&c).await.unwrap();
+        assert_eq!(r.status(), 422);
         let body = all_of(r).await;
         assert!(body.contains("failed"), "{body}");
         seen.push_str(&body);

@@ -307,20 +307,28 @@ async fn admin_reload_applies_a_new_config_and_refuses_a_broken_one() {
             .bearer_auth(&admin)
             .send()
     };
-    let r: Value = reload().await.unwrap().json().await.unwrap();
+    let r = reload().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r: Value = r.json().await.unwrap();
     assert_eq!(r["result"], "unchanged");
     // Make /api/auth/me admin-only.
     let cfg = jwt_config("auth:\n  rules:\n    - path: /api/*\n      condition: \"user.role == 'admin'\"\n      allow: true\n");
     std::fs::write(s.config_path(), cfg).unwrap();
-    let r: Value = reload().await.unwrap().json().await.unwrap();
+    let r = reload().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r: Value = r.json().await.unwrap();
     assert_eq!(r["result"], "applied", "{r}");
     assert_eq!(r["generation"], 2);
     let user = hs256(SECRET, good_claims("ian", json!({"role": "user"})));
     assert_eq!(get(&s, "/api/auth/me", Some(&user)).await.status(), 403);
     // A broken config is refused with its key path; the last good one keeps serving.
     std::fs::write(s.config_path(), jwt_config("auth:\n  rulez: []\n")).unwrap();
-    let r: Value = reload().await.unwrap().json().await.unwrap();
+    let r = reload().await.unwrap();
+    // Not a 2xx, so a deploy script's `curl -f` fails.
+    assert_eq!(r.status(), 422);
+    let r: Value = r.json().await.unwrap();
     assert_eq!(r["result"], "failed");
+    assert_eq!(r["generation"], 2, "{r}");
     assert!(r["errors"].to_string().contains("auth.rulez"), "{r}");
     assert_eq!(get(&s, "/api/auth/me", Some(&user)).await.status(), 403);
     assert_eq!(get(&s, "/api/auth/me", Some(&admin)).await.status(), 200);
