@@ -113,6 +113,35 @@ pub fn read_config(path: &Path) -> Result<Config, config::ConfigError> {
     config::load_file(path, &vars)
 }
 
+/// [`read_config`] for a start, a reload and `check`: when the config is refused, the checks only
+/// plugins can make (a plugin of that name, an instance `config:` it accepts) still run, so one
+/// pass reports every problem. Each line names the file once.
+pub async fn read_config_reporting_all(
+    path: &Path,
+    loader: &Arc<Loader>,
+    previous: Option<&Runtime>,
+) -> Result<Config, Vec<String>> {
+    // The variable source is not `Send`: done with before the first await.
+    let loaded = {
+        let vars = EnvVars {
+            dev_secret: &state::dev_secret,
+        };
+        config::load_file_checked(path, &vars)
+    };
+    match loaded {
+        Ok(c) => Ok(c),
+        Err(refused) => {
+            let mut lines = refused.error.lines();
+            if let Some(check) = &refused.plugins {
+                let file = refused.error.file();
+                let found = runtime::plugin_issues(check, loader, previous).await;
+                lines.extend(found.into_iter().map(|m| format!("{file}: {m}")));
+            }
+            Err(lines)
+        }
+    }
+}
+
 fn file_hash(path: &Path) -> FileHash {
     FileHash {
         path: path.display().to_string(),
@@ -196,15 +225,10 @@ fn known_hashes(files: &[FileHash]) -> std::collections::HashMap<String, String>
 impl App {
     /// Reads the config, loads the plugins and builds the first snapshot. Fails with every problem.
     pub async fn start(config_path: &Path) -> Result<Arc<App>, Vec<String>> {
-        let config = read_config(config_path).map_err(|e| {
-            e.issues()
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-        })?;
         let loader = Arc::new(
             Loader::in_temp_dir().map_err(|e| vec![format!("plugin staging folder: {e}")])?,
         );
+        let config = read_config_reporting_all(config_path, &loader, None).await?;
         let http = HttpClient::new().map_err(|e| vec![e])?;
         let shared = Arc::new(SharedServices {
             http: http.clone(),
@@ -377,13 +401,17 @@ impl App {
     }
 
     async fn try_reload(&self) -> ReloadOutcome {
-        let config = match read_config(&self.config_path) {
-            Ok(c) => c,
-            Err(e) => {
-                return ReloadOutcome::Failed(e.issues().iter().map(ToString::to_string).collect())
-            }
-        };
         let current = self.runtime();
+        let config = match read_config_reporting_all(
+            &self.config_path,
+            &self.loader,
+            Some(&current),
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(errors) => return ReloadOutcome::Failed(errors),
+        };
         let files = input_files(&self.config_path, &config).await;
         {
             let st = self.status.lock().unwrap_or_else(|p| p.into_inner());

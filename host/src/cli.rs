@@ -287,16 +287,16 @@ async fn shutdown_signal() {
 }
 
 async fn check(path: &Path) -> anyhow::Result<i32> {
-    let config = match crate::app::read_config(path) {
+    let loader = Arc::new(Loader::in_temp_dir()?);
+    let config = match crate::app::read_config_reporting_all(path, &loader, None).await {
         Ok(c) => c,
-        Err(e) => {
-            for issue in e.issues() {
-                println!("{}: {issue}", path.display());
+        Err(lines) => {
+            for line in lines {
+                println!("{line}");
             }
             return Ok(1);
         }
     };
-    let loader = Arc::new(Loader::in_temp_dir()?);
     let http = crate::http::HttpClient::new().map_err(|e| anyhow!(e))?;
     let shared = Arc::new(crate::plugin::SharedServices {
         http: http.clone(),

@@ -13,7 +13,7 @@ use portcullis_plugin_api::{abi_stable::std_types::RStr, ProviderBox};
 
 use crate::{
     auth::{authn_cache, authz_cache, condition::Condition, AuthnCache, AuthzCache},
-    config::Config,
+    config::{Config, PluginCheck},
     keys::InstanceKeySets,
     plugin::{InstanceServices, LoadedPlugin, Loader, PluginLoadError, SharedServices},
     telemetry::{self, PluginCall},
@@ -116,8 +116,23 @@ pub async fn load_plugins(
     loader: &Arc<Loader>,
     known: &HashMap<String, String>,
 ) -> Result<Vec<PluginFile>, String> {
-    let files = plugin_files(&config.plugins.dir)?;
-    let allow = config.plugins.allow.clone();
+    load_plugins_in(
+        &config.plugins.dir,
+        config.plugins.allow.clone(),
+        loader,
+        known,
+    )
+    .await
+}
+
+/// [`load_plugins`] for a folder and allow list of their own.
+async fn load_plugins_in(
+    dir: &Path,
+    allow: Option<Vec<String>>,
+    loader: &Arc<Loader>,
+    known: &HashMap<String, String>,
+) -> Result<Vec<PluginFile>, String> {
+    let files = plugin_files(dir)?;
     let mut out: Vec<PluginFile> = Vec::new();
     for file in files {
         let (loader, allow2, f2) = (loader.clone(), allow.clone(), file.clone());
@@ -159,6 +174,94 @@ pub async fn load_plugins(
     Ok(out)
 }
 
+/// `{at}.plugin: no loaded plugin is named ...`, naming the files that failed to load.
+fn no_such_plugin(at: &str, plugin: &str, dir: &Path, plugins: &[PluginFile]) -> String {
+    let failed: Vec<String> = plugins
+        .iter()
+        .filter_map(|p| match p {
+            PluginFile::Failed(e) => Some(e.file().display().to_string()),
+            _ => None,
+        })
+        .collect();
+    let hint = if failed.is_empty() {
+        String::new()
+    } else {
+        format!(" (files that failed to load: {})", failed.join(", "))
+    };
+    format!(
+        "{at}.plugin: no loaded plugin is named `{plugin}` in {}{hint}",
+        dir.display()
+    )
+}
+
+/// The problems only plugins can find in a config that is refused for other reasons, so that one
+/// pass reports them all: an instance naming no loaded plugin, and an instance `config:` its
+/// plugin's `validate_config` refuses. Nothing is constructed. An instance that `previous` serves
+/// (or has retired) under the same plugin name is not reported missing: a build would retire it.
+/// Messages have the key paths [`build`] uses, with `${VAR}` values redacted.
+pub async fn plugin_issues(
+    check: &PluginCheck,
+    loader: &Arc<Loader>,
+    previous: Option<&Runtime>,
+) -> Vec<String> {
+    let plugins =
+        match load_plugins_in(&check.dir, check.allow.clone(), loader, &HashMap::new()).await {
+            Ok(p) => p,
+            Err(e) => return vec![e],
+        };
+    let mut out = Vec::new();
+    for ic in &check.instances {
+        let at = format!("providers[{}] ({})", ic.index, ic.name);
+        let plugin = plugins.iter().find_map(|p| match p {
+            PluginFile::Loaded(l) if l.manifest.name == ic.plugin => Some(l.clone()),
+            _ => None,
+        });
+        let Some(plugin) = plugin else {
+            let served = previous.is_some_and(|prev| {
+                prev.providers
+                    .iter()
+                    .any(|p| p.name == ic.name && p.plugin.manifest.name == ic.plugin)
+                    || prev
+                        .retired
+                        .iter()
+                        .any(|r| r.name == ic.name && r.plugin == ic.plugin)
+            });
+            if !served {
+                out.push(no_such_plugin(&at, &ic.plugin, &check.dir, &plugins));
+            }
+            continue;
+        };
+        if let Err(e) = validate(&plugin, ic.config.to_string(), check.timeout).await {
+            out.push(format!("{at}: {e}"));
+        }
+    }
+    out.into_iter().map(|m| check.redact(&m)).collect()
+}
+
+/// Asks the plugin whether it accepts an instance config, without building the instance.
+async fn validate(
+    plugin: &Arc<LoadedPlugin>,
+    config_json: String,
+    timeout: Duration,
+) -> Result<(), String> {
+    let module = plugin.module;
+    let file = plugin.file.display().to_string();
+    let task = tokio::task::spawn_blocking(move || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (module.validate_config())(RStr::from_str(&config_json))
+        }))
+    });
+    match tokio::time::timeout(timeout, task).await {
+        Err(_) => Err(format!(
+            "validate_config of plugin {file} did not return within {timeout:?}"
+        )),
+        Ok(Err(_)) | Ok(Ok(Err(_))) => Err(format!("validate_config of plugin {file} panicked")),
+        Ok(Ok(Ok(result))) => result
+            .into_result()
+            .map_err(|e| format!("config rejected by plugin {file}: {}", e.message)),
+    }
+}
+
 /// Builds a complete snapshot, reusing unchanged instances of `previous`. Every problem is
 /// returned at once; on any problem nothing is built.
 pub async fn build(
@@ -187,22 +290,11 @@ pub async fn build(
                 retired.push(r);
                 continue;
             }
-            let failed: Vec<String> = plugins
-                .iter()
-                .filter_map(|p| match p {
-                    PluginFile::Failed(e) => Some(e.file().display().to_string()),
-                    _ => None,
-                })
-                .collect();
-            let hint = if failed.is_empty() {
-                String::new()
-            } else {
-                format!(" (files that failed to load: {})", failed.join(", "))
-            };
-            errors.push(format!(
-                "{at}.plugin: no loaded plugin is named `{}` in {}{hint}",
-                pc.plugin,
-                config.plugins.dir.display()
+            errors.push(no_such_plugin(
+                &at,
+                &pc.plugin,
+                &config.plugins.dir,
+                &plugins,
             ));
             continue;
         };

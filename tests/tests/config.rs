@@ -289,3 +289,91 @@ fn a_dev_secret_others_can_write_is_refused() {
     let (ok, out) = check(&path, &state_env);
     assert!(ok, "{out}");
 }
+
+/// A folder with the jwt plugin in `plugins/`, for configs that name it.
+fn with_jwt_plugin() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    std::fs::copy(
+        jwt_plugin(),
+        dir.path().join("plugins/libportcullis_plugin_jwt.so"),
+    )
+    .unwrap();
+    dir
+}
+
+/// Regression: the plugin checks (an unknown plugin, an instance `config:` its plugin refuses)
+/// ran only once the rest of the file was clean, so each fix revealed the next problem.
+#[test]
+fn plugin_problems_are_reported_with_the_configs_own_in_one_pass() {
+    let dir = with_jwt_plugin();
+    let path = dir.path().join("many.yaml");
+    let text = jwt_config(
+        "auth:\n  protectd: [\"/api/*\"]\n  rules:\n    - path: /api/*\n      condition: \"claims.role == 'admin'\"\n      allow: true\n",
+    )
+    .replace("      issuer:", "      issuerr: x\n      issuer:")
+    .replace(
+        "auth:\n",
+        &format!("  - name: main\n    plugin: jwt\n    config: {{ secret: \"{SECRET}\" }}\n  - name: other\n    plugin: jwtt\nauth:\n"),
+    );
+    std::fs::write(&path, &text).unwrap();
+    let (ok, out) = check(&path, &[]);
+    assert!(!ok, "{out}");
+    for e in [
+        "auth.protectd: unknown key",
+        "auth.rules[0].condition",
+        "providers[1].name: duplicate provider name `main`",
+        "providers[0] (main): config rejected by plugin",
+        "issuerr",
+        "providers[2] (other).plugin: no loaded plugin is named `jwtt`",
+    ] {
+        assert!(
+            out.contains(e),
+            "`{e}` missing from:\n{out}\nconfig:\n{text}"
+        );
+    }
+    // Every line names the file once.
+    let file = path.display().to_string();
+    for line in out.lines() {
+        assert_eq!(line.matches(&file).count(), 1, "{line}");
+    }
+}
+
+/// Regression: a YAML syntax error named the file twice (`dup.yaml: dup.yaml: not valid YAML`).
+#[test]
+fn a_yaml_syntax_error_names_the_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dup.yaml");
+    std::fs::write(&path, "version: 1\nserver: [\n").unwrap();
+    let (ok, out) = check(&path, &[]);
+    assert!(!ok);
+    let file = path.display().to_string();
+    assert!(
+        out.starts_with(&format!("{file}: not valid YAML: ")),
+        "{out}"
+    );
+    assert_eq!(out.matches(&file).count(), 1, "{out}");
+}
+
+/// Regression: every refused value was masked as if it were a secret (`allow: "…"`), so the
+/// message did not say what was wrong. Only `${VAR}` values (even as serde escapes them) stay out.
+#[test]
+fn a_plain_value_is_quoted_in_a_type_error_but_a_var_value_is_not() {
+    let dir = with_jwt_plugin();
+    let path = dir.path().join("typed.yaml");
+    std::fs::write(
+        &path,
+        jwt_config("auth:\n  rules:\n    - path: /api/*\n      allow: yes\n")
+            .replace("  port: 0\n", "  port: ${LEAKY}\n"),
+    )
+    .unwrap();
+    let secret = "sk_live_\"QUOTED\\SECRET_42";
+    let (ok, out) = check(&path, &[("LEAKY", secret)]);
+    assert!(!ok);
+    assert!(
+        out.contains("auth.rules[0].allow: invalid type: string \"yes\", expected a boolean"),
+        "{out}"
+    );
+    assert!(out.contains("server.port"), "{out}");
+    assert!(!out.contains("QUOTED"), "secret leaked:\n{out}");
+}

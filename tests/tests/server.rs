@@ -322,7 +322,10 @@ async fn admin_reload_applies_a_new_config_and_refuses_a_broken_one() {
     let user = hs256(SECRET, good_claims("ian", json!({"role": "user"})));
     assert_eq!(get(&s, "/api/auth/me", Some(&user)).await.status(), 403);
     // A broken config is refused with its key path; the last good one keeps serving.
-    std::fs::write(s.config_path(), jwt_config("auth:\n  rulez: []\n")).unwrap();
+    // Plugin problems are reported with the config's own, in the same attempt.
+    let broken = jwt_config("auth:\n  rulez: []\n")
+        .replace("auth:\n", "  - name: other\n    plugin: jwtt\nauth:\n");
+    std::fs::write(s.config_path(), broken).unwrap();
     let r = reload().await.unwrap();
     // Not a 2xx, so a deploy script's `curl -f` fails.
     assert_eq!(r.status(), 422);
@@ -330,6 +333,12 @@ async fn admin_reload_applies_a_new_config_and_refuses_a_broken_one() {
     assert_eq!(r["result"], "failed");
     assert_eq!(r["generation"], 2, "{r}");
     assert!(r["errors"].to_string().contains("auth.rulez"), "{r}");
+    assert!(
+        r["errors"]
+            .to_string()
+            .contains("providers[1] (other).plugin: no loaded plugin is named `jwtt`"),
+        "{r}"
+    );
     assert_eq!(get(&s, "/api/auth/me", Some(&user)).await.status(), 403);
     assert_eq!(get(&s, "/api/auth/me", Some(&admin)).await.status(), 200);
     let st: Value = get(&s, "/api/admin/status", Some(&admin))

@@ -253,22 +253,103 @@ pub struct AuthConfig {
     pub rule_of_spec: Vec<usize>,
 }
 
+/// A config that was refused, with what the plugin checks still need so that their problems are
+/// reported in the same pass as the config's own.
+#[derive(Debug)]
+pub struct Refused {
+    /// Every problem of the config itself.
+    pub error: ConfigError,
+    /// The instances that could be read, for the plugin checks; `None` when the file could not
+    /// be read or parsed.
+    pub plugins: Option<Box<PluginCheck>>,
+}
+
+/// The provider instances of a (possibly refused) config, for checks only plugins can make: that
+/// the named plugin exists, and that it accepts the instance's `config:`.
+#[derive(Debug, Default)]
+pub struct PluginCheck {
+    /// `plugins.dir`, resolved.
+    pub dir: PathBuf,
+    /// `plugins.allow`.
+    pub allow: Option<Vec<String>>,
+    /// Each instance whose plugin name and `config:` could be read.
+    pub instances: Vec<InstanceCheck>,
+    /// `server.plugin_timeout` (its default when it is wrong).
+    pub timeout: Duration,
+    /// `${VAR}` values, kept out of any message a plugin writes.
+    secrets: Vec<String>,
+}
+
+/// One provider instance to check against its plugin.
+#[derive(Debug)]
+pub struct InstanceCheck {
+    /// Its index in `providers:`.
+    pub index: usize,
+    /// Instance name.
+    pub name: String,
+    /// Plugin name.
+    pub plugin: String,
+    /// The `config:` mapping as JSON, `${VAR}` expanded.
+    pub config: serde_json::Value,
+}
+
+impl PluginCheck {
+    /// `message` with every `${VAR}` value of the config replaced.
+    pub fn redact(&self, message: &str) -> String {
+        redact_values(message.to_string(), &self.secrets)
+    }
+}
+
+/// Replaces each value (of at least 4 characters) that came from `${VAR}` in `message`.
+fn redact_values(mut message: String, values: &[String]) -> String {
+    const REDACTED: &str = "<redacted ${VAR} value>";
+    for v in values.iter().filter(|v| v.len() >= 4) {
+        if message.contains(v.as_str()) {
+            message = message.replace(v.as_str(), REDACTED);
+        }
+        // Serde quotes a refused string escaped (`string "a\"b"`).
+        let debug = format!("{v:?}");
+        if let Some(escaped) = debug.strip_prefix('"').and_then(|d| d.strip_suffix('"')) {
+            if escaped != v && message.contains(escaped) {
+                message = message.replace(escaped, REDACTED);
+            }
+        }
+    }
+    message
+}
+
 /// Reads, expands and compiles a config file.
 pub fn load_file(file: &Path, vars: &dyn VarSource) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Read {
-        file: file.display().to_string(),
-        reason: e.to_string(),
+    load_file_checked(file, vars).map_err(|r| r.error)
+}
+
+/// [`load_file`], keeping what the plugin checks need when the config is refused.
+pub fn load_file_checked(file: &Path, vars: &dyn VarSource) -> Result<Config, Refused> {
+    let text = std::fs::read_to_string(file).map_err(|e| Refused {
+        error: ConfigError::Read {
+            file: file.display().to_string(),
+            reason: e.to_string(),
+        },
+        plugins: None,
     })?;
-    compile_str(&text, file, vars)
+    compile_checked(&text, file, vars)
 }
 
 /// Compiles config text. `file` names it in errors and anchors relative paths.
 pub fn compile_str(text: &str, file: &Path, vars: &dyn VarSource) -> Result<Config, ConfigError> {
+    compile_checked(text, file, vars).map_err(|r| r.error)
+}
+
+/// [`compile_str`], keeping what the plugin checks need when the config is refused.
+pub fn compile_checked(text: &str, file: &Path, vars: &dyn VarSource) -> Result<Config, Refused> {
     let name = file.display().to_string();
     let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut doc: Value = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
-        file: name.clone(),
-        reason: yaml_reason(&e),
+    let mut doc: Value = serde_yaml::from_str(text).map_err(|e| Refused {
+        error: ConfigError::Syntax {
+            file: name.clone(),
+            reason: yaml_reason(&e),
+        },
+        plugins: None,
     })?;
     let mut issues = Issues::default();
     let recorded = Recording {
@@ -281,9 +362,12 @@ pub fn compile_str(text: &str, file: &Path, vars: &dyn VarSource) -> Result<Conf
 
     let Value::Mapping(mut root) = doc else {
         issues.push("", "the config must be a YAML mapping with `version: 1`");
-        return Err(ConfigError::Invalid {
-            file: name,
-            issues: issues.0,
+        return Err(Refused {
+            error: ConfigError::Invalid {
+                file: name,
+                issues: issues.0,
+            },
+            plugins: None,
         });
     };
     let mut take = |key: &str| root.remove(key);
@@ -327,7 +411,7 @@ pub fn compile_str(text: &str, file: &Path, vars: &dyn VarSource) -> Result<Conf
             }
         }),
     };
-    let providers = compile_providers(providers, &mut issues);
+    let (providers, instances) = compile_providers(providers, &mut issues);
     let provider_names: Vec<String> = providers.iter().map(|p| p.name.clone()).collect();
     let mut auth = de::<RawAuth>(auth, "auth", &mut issues).unwrap_or_default();
     if server.metrics == MetricsConfig::Protected {
@@ -361,17 +445,25 @@ pub fn compile_str(text: &str, file: &Path, vars: &dyn VarSource) -> Result<Conf
         let values = recorded.values.into_inner();
         let mut issues = issues.0;
         for issue in &mut issues {
-            for v in values.iter().filter(|v| v.len() >= 4) {
-                if issue.message.contains(v.as_str()) {
-                    issue.message = issue.message.replace(v.as_str(), "<redacted ${VAR} value>");
-                }
-            }
+            issue.message = redact_values(std::mem::take(&mut issue.message), &values);
         }
-        return Err(ConfigError::Invalid { file: name, issues });
+        return Err(Refused {
+            error: ConfigError::Invalid { file: name, issues },
+            plugins: Some(Box::new(PluginCheck {
+                dir: plugins.dir,
+                allow: plugins.allow,
+                instances,
+                timeout: server.plugin_timeout,
+                secrets: values,
+            })),
+        });
     }
-    let auth = auth.ok_or_else(|| ConfigError::Invalid {
-        file: name.clone(),
-        issues: vec![],
+    let auth = auth.ok_or_else(|| Refused {
+        error: ConfigError::Invalid {
+            file: name.clone(),
+            issues: vec![],
+        },
+        plugins: None,
     })?;
     Ok(Config {
         file: file.to_path_buf(),
@@ -496,13 +588,28 @@ pub(super) fn de_value<T: DeserializeOwned>(
             } else {
                 join_path(path, &inner)
             };
-            issues.push(
-                at,
-                portcullis_plugin_api::redact_serde_error(&e.into_inner().to_string()),
-            );
+            let message = e.into_inner().to_string();
+            // Serde quotes the value it refused. Elsewhere that is what the user needs to see
+            // (`allow: yes`); a `${VAR}` value is removed from every message at the end.
+            let message = if may_hold_secret(&at) {
+                portcullis_plugin_api::redact_serde_error(&message)
+            } else {
+                message
+            };
+            issues.push(at, message);
             None
         }
     }
+}
+
+/// Whether a value at key path `at` may be a secret written literally: a plugin's instance
+/// settings (`providers[i].config...`), where client secrets and keys live.
+fn may_hold_secret(at: &str) -> bool {
+    at.strip_prefix("providers[")
+        .and_then(|rest| rest.split_once("]."))
+        .is_some_and(|(_, key)| {
+            key == "config" || key.starts_with("config.") || key.starts_with("config[")
+        })
 }
 
 /// serde_ignored writes sequence indices as `.0`; key paths here use `[0]`.
@@ -747,16 +854,22 @@ fn cors_defaults(o: RawCorsOptions) -> CorsConfig {
     }
 }
 
-fn compile_providers(value: Option<Value>, issues: &mut Issues) -> Vec<ProviderConfig> {
+/// The instances, and what of them the plugin checks need (kept apart: a refused config has no
+/// `Vec<ProviderConfig>` to show, and an index may be skipped).
+fn compile_providers(
+    value: Option<Value>,
+    issues: &mut Issues,
+) -> (Vec<ProviderConfig>, Vec<InstanceCheck>) {
     let items = match value {
-        None | Some(Value::Null) => return Vec::new(),
+        None | Some(Value::Null) => return Default::default(),
         Some(Value::Sequence(items)) => items,
         Some(_) => {
             issues.push("providers", "must be a list of provider instances");
-            return Vec::new();
+            return Default::default();
         }
     };
     let mut out: Vec<ProviderConfig> = Vec::new();
+    let mut checks: Vec<InstanceCheck> = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         let path = format!("providers[{i}]");
         let Some(raw) = de_value::<RawProvider>(item, &path, issues) else {
@@ -794,6 +907,15 @@ fn compile_providers(value: Option<Value>, issues: &mut Issues) -> Vec<ProviderC
                 continue;
             }
         };
+        // A name that cannot be a plugin's is reported above; no plugin is asked about it.
+        if valid_name(&raw.plugin) {
+            checks.push(InstanceCheck {
+                index: i,
+                name: raw.name.clone(),
+                plugin: raw.plugin.clone(),
+                config: config.clone(),
+            });
+        }
         let authorize = compile_condition(
             raw.authorize.as_deref(),
             format!("{path}.authorize"),
@@ -828,7 +950,7 @@ fn compile_providers(value: Option<Value>, issues: &mut Issues) -> Vec<ProviderC
             authentication_cache,
         });
     }
-    out
+    (out, checks)
 }
 
 /// `authorization_cache:` or `authentication_cache:` — a duration such as `30s`, or `0` to turn

@@ -52,15 +52,36 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    /// The individual problems (one for read and syntax errors).
+    /// The file the error is about.
+    pub fn file(&self) -> &str {
+        match self {
+            ConfigError::Read { file, .. }
+            | ConfigError::Syntax { file, .. }
+            | ConfigError::Invalid { file, .. } => file,
+        }
+    }
+
+    /// The individual problems (one for read and syntax errors), without the file's name.
     pub fn issues(&self) -> Vec<ConfigIssue> {
+        let whole = |message: String| {
+            vec![ConfigIssue {
+                path: String::new(),
+                message,
+            }]
+        };
         match self {
             ConfigError::Invalid { issues, .. } => issues.clone(),
-            other => vec![ConfigIssue {
-                path: String::new(),
-                message: other.to_string(),
-            }],
+            ConfigError::Read { reason, .. } => whole(format!("cannot read config: {reason}")),
+            ConfigError::Syntax { reason, .. } => whole(format!("not valid YAML: {reason}")),
         }
+    }
+
+    /// One line per problem, each naming the file once: `config.yaml: auth.rules[0]: ...`.
+    pub fn lines(&self) -> Vec<String> {
+        self.issues()
+            .iter()
+            .map(|i| format!("{}: {i}", self.file()))
+            .collect()
     }
 }
 

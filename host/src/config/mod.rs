@@ -8,8 +8,9 @@ mod gateway;
 mod raw;
 
 pub use compile::{
-    compile_str, load_file, parse_size, AuthConfig, CacheSetting, Config, CorsConfig, HttpsConfig,
-    MetricsConfig, PluginsConfig, ProviderConfig, Rule, ServerConfig, TelemetryConfig, TokenConfig,
+    compile_checked, compile_str, load_file, load_file_checked, parse_size, AuthConfig,
+    CacheSetting, Config, CorsConfig, HttpsConfig, InstanceCheck, MetricsConfig, PluginCheck,
+    PluginsConfig, ProviderConfig, Refused, Rule, ServerConfig, TelemetryConfig, TokenConfig,
     DEFAULT_BODY_LIMIT, DEFAULT_PORT,
 };
 pub use error::{ConfigError, ConfigIssue};
