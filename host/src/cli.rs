@@ -127,7 +127,7 @@ pub fn init_telemetry(cli: &Cli) -> Telemetry {
 /// Runs a parsed command line; the returned code is the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Serve { config, no_watch } => serve(&config, !no_watch).await,
+        Command::Serve { config, no_watch } => serve(&config, !no_watch, cli.log_format).await,
         Command::Check { path } => check(&path).await,
         Command::Token {
             config,
@@ -223,12 +223,38 @@ async fn probe(config: &Path, path: &str, timeout: &str) -> anyhow::Result<i32> 
     }
 }
 
-async fn serve(config: &Path, watch: bool) -> anyhow::Result<i32> {
+/// A line `serve` writes itself rather than through the log: `human` prints `text` as is;
+/// `json` one object shaped like the log's lines (`timestamp`, `level`, `fields.message`,
+/// `target`), with `url` among the fields when given.
+fn plain_line(format: LogFormat, level: &str, text: &str, url: Option<&str>) -> String {
+    match format {
+        LogFormat::Human => text.to_string(),
+        LogFormat::Json => {
+            let mut fields = serde_json::Map::new();
+            fields.insert("message".into(), text.into());
+            if let Some(u) = url {
+                fields.insert("url".into(), u.into());
+            }
+            serde_json::json!({
+                "timestamp": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+                "level": level,
+                "fields": fields,
+                "target": "portcullis",
+            })
+            .to_string()
+        }
+    }
+}
+
+async fn serve(config: &Path, watch: bool, format: LogFormat) -> anyhow::Result<i32> {
     let app = match App::start(config).await {
         Ok(app) => app,
         Err(errors) => {
             for e in &errors {
-                eprintln!("error: {e}");
+                eprintln!(
+                    "{}",
+                    plain_line(format, "ERROR", &format!("error: {e}"), None)
+                );
             }
             return Ok(1);
         }
@@ -243,11 +269,15 @@ async fn serve(config: &Path, watch: bool) -> anyhow::Result<i32> {
     let on_bound = |bound: server::Bound| match bound {
         server::Bound::Main { addr, tls } => {
             let scheme = if tls { "https" } else { "http" };
-            println!("portcullis listening on {scheme}://{addr}");
+            let url = format!("{scheme}://{addr}");
+            let text = format!("portcullis listening on {url}");
+            println!("{}", plain_line(format, "INFO", &text, Some(&url)));
             tracing::info!(%addr, generation, "serving");
         }
         server::Bound::Metrics(addr) => {
-            println!("portcullis metrics listening on http://{addr}");
+            let url = format!("http://{addr}");
+            let text = format!("portcullis metrics listening on {url}");
+            println!("{}", plain_line(format, "INFO", &text, Some(&url)));
             tracing::info!(%addr, "serving /metrics on its own listener");
         }
     };

@@ -136,6 +136,17 @@ impl<E: Endpoint> Gate<E> {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let mut log_path = String::new();
+        // Who asked, for the access log only: copied when it is on.
+        let (log_client, log_agent) = if server.api_req_logs {
+            let client = match req.remote_addr().as_socket_addr() {
+                Some(a) => a.to_string(),
+                None => req.remote_addr().to_string(),
+            };
+            (client, access_user_agent(req.headers()))
+        } else {
+            (String::new(), String::new())
+        };
+        let mut log_provider: Option<String> = None;
 
         let mut resp = 'answer: {
             // 0. Envoy's `ext_authz` asks about a request by sending it below `/forward-auth`,
@@ -241,6 +252,9 @@ impl<E: Endpoint> Gate<E> {
             self.app
                 .metrics()
                 .observe_decision(&decision, decided_at.elapsed());
+            if server.api_req_logs {
+                log_provider.clone_from(&decision.trace.provider);
+            }
             match decision.result {
                 Err(d) => {
                     match &d {
@@ -283,9 +297,31 @@ impl<E: Endpoint> Gate<E> {
                 path = %log_path,
                 status = resp.status().as_u16(),
                 micros = started.map_or(0, |s| s.elapsed().as_micros() as u64),
+                client = %log_client,
+                user_agent = %log_agent,
+                provider = log_provider.as_deref().unwrap_or("-"),
             );
         }
         Ok(resp)
+    }
+}
+
+/// The longest `User-Agent` the access log keeps.
+const MAX_LOGGED_USER_AGENT: usize = 256;
+
+/// The request's `User-Agent` for the access log: `-` when absent or not visible ASCII (so it
+/// cannot break a log line), cut at [`MAX_LOGGED_USER_AGENT`] bytes.
+fn access_user_agent(headers: &poem::http::HeaderMap) -> String {
+    match headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        // `to_str` accepts visible ASCII, space and tab only: any byte is a char boundary.
+        Some(ua) if !ua.is_empty() => ua
+            .get(..ua.len().min(MAX_LOGGED_USER_AGENT))
+            .unwrap_or("-")
+            .to_string(),
+        _ => "-".to_string(),
     }
 }
 

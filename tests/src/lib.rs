@@ -164,6 +164,14 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // With `--log-format json` the same text is the line's `fields.message`.
+                let line = match serde_json::from_str::<serde_json::Value>(&line) {
+                    Ok(v) => v["fields"]["message"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    Err(_) => line,
+                };
                 if let Some(rest) = line.strip_prefix("portcullis listening on ") {
                     let _ = tx.send((true, rest.to_string()));
                 } else if let Some(rest) = line.strip_prefix("portcullis metrics listening on ") {

@@ -399,6 +399,99 @@ async fn every_json_log_line_of_a_request_carries_its_id_and_no_token() {
     assert!(!s.log().contains(&forged));
 }
 
+/// With `--log-format json`, what `serve` prints on stdout is JSON too, shaped like the log's
+/// lines; scripts still find the URL (in `fields.url`).
+#[test]
+fn with_json_logs_the_listening_line_on_stdout_is_json() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    std::fs::copy(
+        jwt_plugin(),
+        dir.path().join("plugins/libportcullis_plugin_jwt.so"),
+    )
+    .unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, jwt_config("")).unwrap();
+    let mut child = std::process::Command::new(binary())
+        .args(["serve", "--no-watch", "--log-format", "json", "--config"])
+        .arg(&cfg)
+        .env("PORTCULLIS_STATE_DIR", dir.path().join("state"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    let read = std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first);
+    let _ = child.kill();
+    let _ = child.wait();
+    read.unwrap();
+    let line: Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first}"));
+    let url = line["fields"]["url"].as_str().unwrap_or_default();
+    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+    assert_eq!(
+        line["fields"]["message"],
+        format!("portcullis listening on {url}"),
+        "{line}"
+    );
+    assert_eq!(line["level"], "INFO", "{line}");
+    assert!(line["timestamp"].is_string(), "{line}");
+}
+
+/// The access log names who asked (client address, user agent) and the provider that vouched.
+#[tokio::test]
+async fn the_access_log_names_the_client_its_user_agent_and_the_provider() {
+    let cfg = jwt_config("auth:\n  protected: [\"/api/*\"]\n").replace(
+        "openapi_docs: true }",
+        "openapi_docs: true, api_req_logs: true }",
+    );
+    let s = Server::start_with_env(&cfg, &[jwt_plugin()], &[("PORTCULLIS_LOG_FORMAT", "json")]);
+    let token = hs256(SECRET, good_claims("alice", json!({})));
+    let r = client()
+        .get(s.url("/api/auth/me"))
+        .bearer_auth(&token)
+        .header("user-agent", "deploy-check/1.2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client().get(s.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let access = || -> Vec<Value> {
+        s.log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l["target"] == "portcullis::access")
+            .collect()
+    };
+    assert!(
+        eventually(WAIT, || access().len() == 2).await,
+        "{}",
+        s.log()
+    );
+    let lines = access();
+    let me = lines
+        .iter()
+        .find(|l| l["fields"]["path"] == "/api/auth/me")
+        .unwrap_or_else(|| panic!("{}", s.log()));
+    assert_eq!(me["fields"]["user_agent"], "deploy-check/1.2", "{me}");
+    assert_eq!(me["fields"]["provider"], "main", "{me}");
+    let client_addr = me["fields"]["client"].as_str().unwrap_or_default();
+    assert!(
+        client_addr
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback()),
+        "{me}"
+    );
+    // No token needed, none used: no provider.
+    let health = lines
+        .iter()
+        .find(|l| l["fields"]["path"] == "/health")
+        .unwrap_or_else(|| panic!("{}", s.log()));
+    assert_eq!(health["fields"]["provider"], "-", "{health}");
+    assert!(!s.log().contains(&token));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Shutdown
 
