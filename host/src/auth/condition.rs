@@ -36,6 +36,8 @@ pub struct CondInput<'a> {
     pub user: &'a Value,
     /// The provider instance that vouched for the user.
     pub provider: &'a str,
+    /// The user's `iss` claim, when it is a string.
+    pub iss: Option<&'a str>,
     /// The request's `Host` as sent (or the host a forward-auth proxy named), if any.
     pub host: Option<&'a str>,
 }
@@ -102,21 +104,11 @@ impl Condition {
     /// fails closed.
     pub fn eval(&self, input: &CondInput<'_>) -> Result<bool, String> {
         let mut ctx = Context::with_env(ENV.clone());
-        let iss = match input.user {
-            Value::Map(m) => m
-                .map
-                .get(&cel::objects::Key::String(Arc::new("iss".to_string())))
-                .and_then(|v| match v {
-                    Value::String(s) => Some(s.to_string()),
-                    _ => None,
-                }),
-            _ => None,
-        };
         ctx.add_variable_from_value("user", input.user.clone());
         ctx.add_variable_from_value("method", input.method.to_string());
         ctx.add_variable_from_value("path", input.path.to_ascii_lowercase());
         ctx.add_variable_from_value("provider", input.provider.to_string());
-        ctx.add_variable_from_value("iss", iss.unwrap_or_default());
+        ctx.add_variable_from_value("iss", input.iss.unwrap_or_default().to_string());
         ctx.add_variable_from_value("host", input.host.map(host_name).unwrap_or_default());
         match self.program.execute(&ctx) {
             Ok(Value::Bool(b)) => Ok(b),
@@ -144,6 +136,7 @@ mod tests {
             path: "/API/x",
             user: &u,
             provider: "corp",
+            iss: user.get("iss").and_then(serde_json::Value::as_str),
             host: Some("Admin.Example.test:8443"),
         })
     }

@@ -502,6 +502,7 @@ async fn authorize(
         path: req.path,
         user: cel_user.get_or_init(|| user_value(&user.claims)),
         provider: &user.provider,
+        iss: user.issuer(),
         host: req.host,
     };
 
@@ -577,6 +578,7 @@ pub fn route_policy(
         path,
         user: cel_user.get_or_init(|| user_value(&user.claims)),
         provider: &user.provider,
+        iss: user.issuer(),
         host: req.host,
     };
     let hits = auth.rule_paths.matches(method, path);
