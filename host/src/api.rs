@@ -149,8 +149,8 @@ struct PluginInfo {
     name: Option<String>,
     /// The plugin's version.
     version: Option<String>,
-    /// The plugin-api version it was built against.
-    api_version: Option<String>,
+    /// The plugin ABI version (`major.minor`) it was built for.
+    abi_version: Option<String>,
     /// What it does.
     description: Option<String>,
     /// SHA-256 of the content.
@@ -578,7 +578,7 @@ impl Api {
                     file: l.file.display().to_string(),
                     name: Some(l.manifest.name.clone()),
                     version: Some(l.manifest.version.clone()),
-                    api_version: Some(l.manifest.api_version.clone()),
+                    abi_version: Some(l.manifest.abi_version.clone()),
                     description: Some(l.manifest.description.clone()),
                     hash: Some(l.hash.clone()),
                     loaded_at: Some(secs(l.loaded_at)),
@@ -588,7 +588,7 @@ impl Api {
                     file: e.file().display().to_string(),
                     name: None,
                     version: None,
-                    api_version: None,
+                    abi_version: None,
                     description: None,
                     hash: None,
                     loaded_at: None,

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check`, `token`, `probe`, `plugin inspect`.
+//! The command line: `serve`, `check`, `token`, `probe`, `plugin inspect|new|test`.
 
 use std::{
     path::{Path, PathBuf},
@@ -111,6 +111,39 @@ pub enum PluginCommand {
         /// The `.so` file.
         file: PathBuf,
     },
+    /// Writes a new plugin crate (its own workspace) that builds, passes the conformance kit and
+    /// loads: a provider accepting one shared key, to replace with your identity provider's check.
+    New {
+        /// The plugin's name (`plugin:` in the YAML, and the crate's name): [a-z0-9-].
+        name: String,
+        /// The folder to create the crate in (default: the current one).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Take portcullis-plugin-api from this local folder (default: the source tree this binary
+        /// was built from, when it is still there; else crates.io).
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["sdk_git", "sdk_version"])]
+        sdk_path: Option<PathBuf>,
+        /// Take portcullis-plugin-api from this git repository.
+        #[arg(long, value_name = "URL", conflicts_with = "sdk_version")]
+        sdk_git: Option<String>,
+        /// Take portcullis-plugin-api from crates.io, at this version requirement.
+        #[arg(long, value_name = "VERSION")]
+        sdk_version: Option<String>,
+    },
+    /// Runs the conformance kit on a built plugin, as an operator would before dropping it into a
+    /// server: garbage configs and tokens, odd users, an identity provider that is down or answers
+    /// nonsense; exit 0 when every check passes, 1 otherwise.
+    Test {
+        /// The `.so` file.
+        file: PathBuf,
+        /// An instance's `config:` mapping (YAML) to test with (default: the plugin's own example
+        /// config).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Let the plugin call plain `http://` URLs, as `dangerous: { allow_http: true }` would.
+        #[arg(long)]
+        allow_http: bool,
+    },
 }
 
 /// Sets up logging to stderr and, for `serve`, span export as the config's `telemetry:` and the
@@ -145,9 +178,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             path,
             timeout,
         } => probe(&config, &path, &timeout).await,
-        Command::Plugin {
-            command: PluginCommand::Inspect { file },
-        } => inspect(&file),
+        Command::Plugin { command } => plugin_command(command),
     }
 }
 
@@ -439,6 +470,57 @@ fn mint(
     )?)
 }
 
+fn plugin_command(command: PluginCommand) -> anyhow::Result<i32> {
+    use crate::plugin::author::{self, SdkSource};
+    match command {
+        PluginCommand::Inspect { file } => inspect(&file),
+        PluginCommand::New {
+            name,
+            dir,
+            sdk_path,
+            sdk_git,
+            sdk_version,
+        } => {
+            let sdk = match (sdk_path, sdk_git, sdk_version) {
+                (Some(p), _, _) => SdkSource::Path(
+                    p.canonicalize()
+                        .with_context(|| format!("--sdk-path {}", p.display()))?,
+                ),
+                (_, Some(url), _) => SdkSource::Git(url),
+                (_, _, Some(v)) => SdkSource::Registry(v),
+                _ => SdkSource::default_for_this_build(),
+            };
+            let made = author::new_crate(&name, &dir, &sdk)?;
+            println!("created {}", made.dir.display());
+            match &sdk {
+                SdkSource::Path(p) => println!("portcullis-plugin-api from {}", p.display()),
+                SdkSource::Git(url) => println!("portcullis-plugin-api from {url}"),
+                SdkSource::Registry(v) => println!("portcullis-plugin-api {v} from crates.io"),
+            }
+            println!(
+                "next: cd {} && cargo test && cargo build --release && portcullis plugin test {}",
+                made.dir.display(),
+                made.library
+            );
+            Ok(0)
+        }
+        PluginCommand::Test {
+            file,
+            config,
+            allow_http,
+        } => match author::test_library(&file, config.as_deref(), allow_http) {
+            Ok(report) => {
+                print!("{report}");
+                Ok(if report.passed() { 0 } else { 1 })
+            }
+            Err(e) => {
+                println!("{e:#}");
+                Ok(1)
+            }
+        },
+    }
+}
+
 fn inspect(file: &Path) -> anyhow::Result<i32> {
     let loader = Loader::in_temp_dir()?;
     match loader.load(file, None) {
@@ -447,7 +529,7 @@ fn inspect(file: &Path) -> anyhow::Result<i32> {
                 "file": file.display().to_string(),
                 "sha256": p.hash,
                 "manifest": p.manifest,
-                "host_api_version": portcullis_plugin_api::API_VERSION,
+                "host_abi_version": portcullis_plugin_api::abi::ABI_VERSION,
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(0)

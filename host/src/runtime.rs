@@ -9,13 +9,15 @@ use std::{
     time::Duration,
 };
 
-use portcullis_plugin_api::{abi_stable::std_types::RStr, ProviderBox};
+use portcullis_plugin_api::abi::{abi_stable::std_types::RStr, ProviderBox};
 
 use crate::{
     auth::{authn_cache, authz_cache, condition::Condition, AuthnCache, AuthzCache},
     config::{Config, PluginCheck},
     keys::InstanceKeySets,
-    plugin::{InstanceServices, LoadedPlugin, Loader, PluginLoadError, SharedServices},
+    plugin::{
+        CheckServices, InstanceServices, LoadedPlugin, Loader, PluginLoadError, SharedServices,
+    },
     telemetry::{self, PluginCall},
 };
 
@@ -231,7 +233,8 @@ pub async fn plugin_issues(
             }
             continue;
         };
-        if let Err(e) = validate(&plugin, ic.config.to_string(), check.timeout).await {
+        let services = CheckServices::new(&ic.name, ic.allow_http);
+        if let Err(e) = validate(&plugin, ic.config.to_string(), services, check.timeout).await {
             out.push(format!("{at}: {e}"));
         }
     }
@@ -242,13 +245,15 @@ pub async fn plugin_issues(
 async fn validate(
     plugin: &Arc<LoadedPlugin>,
     config_json: String,
+    services: CheckServices,
     timeout: Duration,
 ) -> Result<(), String> {
     let module = plugin.module;
     let file = plugin.file.display().to_string();
     let task = tokio::task::spawn_blocking(move || {
+        let host = portcullis_plugin_api::abi::host_box(services);
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            (module.validate_config())(RStr::from_str(&config_json))
+            (module.validate_config())(RStr::from_str(&config_json), host)
         }))
     });
     match tokio::time::timeout(timeout, task).await {
@@ -258,7 +263,7 @@ async fn validate(
         Ok(Err(_)) | Ok(Ok(Err(_))) => Err(format!("validate_config of plugin {file} panicked")),
         Ok(Ok(Ok(result))) => result
             .into_result()
-            .map_err(|e| format!("config rejected by plugin {file}: {}", e.message)),
+            .map_err(|e| format!("config rejected by plugin {file}: {}", e.message())),
     }
 }
 
@@ -523,7 +528,7 @@ async fn construct(
     let span = tracing::Span::current();
     let task = tokio::task::spawn_blocking(move || {
         let _in_span = span.enter();
-        let host = portcullis_plugin_api::host_box(services);
+        let host = portcullis_plugin_api::abi::host_box(services);
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             (module.new_provider())(RStr::from_str(&config_json), host)
         }))
@@ -535,6 +540,6 @@ async fn construct(
         Ok(Err(_)) | Ok(Ok(Err(_))) => Err(format!("constructor of plugin {file} panicked")),
         Ok(Ok(Ok(result))) => result
             .into_result()
-            .map_err(|e| format!("config rejected by plugin {file}: {}", e.message)),
+            .map_err(|e| format!("config rejected by plugin {file}: {}", e.message())),
     }
 }

@@ -220,7 +220,7 @@ impl<T> CallOutcome for Result<T, PluginError> {
     fn outcome(&self) -> (&'static str, bool) {
         match self {
             Ok(_) => ("ok", false),
-            Err(e) => match e.kind {
+            Err(e) => match e.kind() {
                 ErrorKind::INVALID_TOKEN => ("invalid_token", false),
                 ErrorKind::UNAVAILABLE => ("unavailable", true),
                 ErrorKind::CONFIG => ("config", true),

@@ -18,9 +18,14 @@
 //!
 //! ```
 //! use portcullis_plugin_api::conformance::{Canned, Conformance};
-//! # use portcullis_plugin_api::{export_provider, AuthProvider, Host, Plugin, PluginError, Request, User};
+//! # use portcullis_plugin_api::{export_provider, AuthProvider, Host, Plugin, PluginConfig, PluginError, Request, User};
 //! # struct P; struct Prov;
-//! # #[derive(serde::Deserialize)] #[serde(deny_unknown_fields)] struct Cfg { key: String }
+//! # #[derive(serde::Deserialize, PluginConfig)] #[serde(deny_unknown_fields)]
+//! # struct Cfg {
+//! #     /// The key.
+//! #     #[config(secret, example = "k-0123456789abcdef")]
+//! #     key: String,
+//! # }
 //! # impl AuthProvider for Prov {
 //! #     async fn authenticate(&self, _t: String, _r: Request) -> Result<Option<User>, PluginError> { Ok(None) }
 //! # }
@@ -28,12 +33,12 @@
 //! #     type Provider = Prov; type Config = Cfg;
 //! #     const NAME: &'static str = "example"; const VERSION: &'static str = "1.0.0";
 //! #     const DESCRIPTION: &'static str = "an example";
-//! #     fn config_keys() -> Vec<portcullis_plugin_api::ConfigKey> {
-//! #         vec![portcullis_plugin_api::config_key("key", "the key", true, true)]
-//! #     }
 //! #     fn build(_c: Cfg, _h: Host) -> Result<Prov, PluginError> { Ok(Prov) }
 //! # }
-//! // In the plugin's tests (`tests/conformance.rs`):
+//! // In the plugin's tests (`tests/conformance.rs`), with the plugin's own example config:
+//! Conformance::example::<P>().assert::<P>();
+//!
+//! // Or with a config of the test's own, and what the identity provider answers:
 //! Conformance::new(serde_json::json!({ "key": "k-0123456789abcdef" }))
 //!     .secret("k-0123456789abcdef")
 //!     .respond("https://idp.example/", Canned::json(200, r#"{"ok":true}"#))
@@ -56,12 +61,13 @@ use abi_stable::{
 use async_ffi::{FfiFuture, FutureExt as _};
 
 use crate::{
+    abi::{
+        HostServices, HttpRequest, HttpResponse, JwtVerifier, JwtVerifierBox, JwtVerifier_TO,
+        LogLevel, PluginModuleRef, ProviderBox, RequestInfo,
+    },
     error::{ErrorKind, PluginError},
-    host::{HostServices, JwtVerifier, JwtVerifierBox, JwtVerifierSpec, JwtVerifier_TO},
-    module::{PluginModuleRef, API_VERSION},
-    provider::ProviderBox,
+    host::JwtVerifierSpec,
     sdk::{host_box, root_module, Plugin},
-    types::{HttpRequest, HttpResponse, LogLevel, RequestInfo},
 };
 
 /// A canned HTTP answer of the fake identity provider.
@@ -194,6 +200,7 @@ pub struct Conformance {
     routes: Vec<(String, Canned)>,
     fallback: Canned,
     timeout: Duration,
+    allow_http: bool,
 }
 
 impl Conformance {
@@ -207,6 +214,34 @@ impl Conformance {
             routes: Vec::new(),
             fallback: Canned::json(404, r#"{"error":"not_found"}"#),
             timeout: Duration::from_secs(5),
+            allow_http: false,
+        }
+    }
+
+    /// A run with the plugin's own example config (its keys' `#[config(example = …)]` values), the
+    /// examples of its secret keys as the secrets to watch for. What `portcullis plugin test`
+    /// runs on a built library. `Err` when the manifest cannot be read.
+    pub fn from_example(module: PluginModuleRef) -> Result<Conformance, String> {
+        let manifest = catch_unwind(|| (module.manifest())())
+            .map_err(|_| "manifest() panicked through the boundary".to_string())?
+            .into_result()
+            .map_err(|e| format!("manifest() failed: {e}"))?;
+        let config: serde_json::Value = serde_json::from_str(manifest.example_config.as_str())
+            .map_err(|_| "the manifest's example config is not JSON".to_string())?;
+        let mut kit = Conformance::new(config.clone());
+        for key in manifest.config_keys.iter().filter(|k| k.secret) {
+            if let Some(serde_json::Value::String(v)) = config.get(key.name.as_str()) {
+                kit = kit.secret(v);
+            }
+        }
+        Ok(kit)
+    }
+
+    /// [`Conformance::from_example`] for plugin type `P`.
+    pub fn example<P: Plugin>() -> Conformance {
+        match Conformance::from_example(root_module::<P>()) {
+            Ok(kit) => kit,
+            Err(e) => panic!("conformance: {e}"),
         }
     }
 
@@ -214,6 +249,13 @@ impl Conformance {
     /// request URL.
     pub fn secret(mut self, value: &str) -> Conformance {
         self.secrets.push(value.to_string());
+        self
+    }
+
+    /// Lets the fake host call plain `http://` URLs, as an instance with
+    /// `dangerous: { allow_http: true }` would (default: `https://` only).
+    pub fn allow_http(mut self) -> Conformance {
+        self.allow_http = true;
         self
     }
 
@@ -286,6 +328,7 @@ struct FakeState {
     requests: Mutex<Vec<String>>,
     logs: Mutex<Vec<String>>,
     specs: Mutex<Vec<JwtVerifierSpec>>,
+    allow_http: bool,
 }
 
 #[derive(Clone)]
@@ -346,6 +389,20 @@ impl HostServices for FakeHost {
                 .unwrap_or_default()),
         };
         async move { RResult::from(answer) }.into_ffi()
+    }
+
+    fn check_url(&self, url: RStr<'_>) -> RResult<(), PluginError> {
+        let url = url.as_str();
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://").filter(|_| self.0.allow_http));
+        match rest {
+            Some(r) if !r.is_empty() && !r.starts_with('/') => RResult::ROk(()),
+            _ if url.starts_with("http://") => RResult::RErr(PluginError::config(
+                "plain http:// needs `dangerous: { allow_http: true }`",
+            )),
+            _ => RResult::RErr(PluginError::config("not an absolute https:// URL")),
+        }
     }
 
     fn jwt_verifier(&self, spec_json: RStr<'_>) -> RResult<JwtVerifierBox, PluginError> {
@@ -500,6 +557,7 @@ impl Run<'_> {
             env: self.kit.env.iter().cloned().collect(),
             routes: self.kit.routes.clone(),
             fallback: Some(self.kit.fallback.clone()),
+            allow_http: self.kit.allow_http,
             ..FakeState::default()
         }))
     }
@@ -536,14 +594,10 @@ impl Run<'_> {
         if manifest.description.trim().is_empty() {
             self.fail("manifest", "description is empty");
         }
-        if manifest.api_version.as_str() != API_VERSION {
-            self.fail(
-                "manifest",
-                format!(
-                    "api_version is {}, this kit is {API_VERSION}",
-                    manifest.api_version
-                ),
-            );
+        if serde_json::from_str::<serde_json::Value>(manifest.example_config.as_str())
+            .map_or(true, |v| !v.is_object())
+        {
+            self.fail("manifest", "the example config is not a JSON object");
         }
         let mut names: Vec<&str> = Vec::new();
         for key in manifest.config_keys.iter() {
@@ -572,8 +626,9 @@ impl Run<'_> {
     }
 
     fn validate(&mut self, json: &str) -> Result<(), PluginError> {
+        let boxed = host_box(self.fake_host());
         match catch_unwind(AssertUnwindSafe(|| {
-            (self.module.validate_config())(RStr::from_str(json))
+            (self.module.validate_config())(RStr::from_str(json), boxed)
         })) {
             Ok(r) => r.into_result(),
             Err(_) => Err(PluginError::internal("validate_config panicked")),
@@ -596,7 +651,7 @@ impl Run<'_> {
         if let Err(e) = self.validate(&json) {
             self.fail(
                 "valid config",
-                format!("validate_config refused it: {}", e.message),
+                format!("validate_config refused it: {}", e.message()),
             );
             return None;
         }
@@ -606,7 +661,7 @@ impl Run<'_> {
             Err(e) => {
                 self.fail(
                     "valid config",
-                    format!("new_provider refused it: {}", e.message),
+                    format!("new_provider refused it: {}", e.message()),
                 );
                 None
             }
@@ -631,14 +686,14 @@ impl Run<'_> {
             }
             Ok(()) => {}
             Err(e) => {
-                self.seen.push(("config error", e.message.to_string()));
-                if e.kind != ErrorKind::CONFIG {
+                self.seen.push(("config error", e.message().to_string()));
+                if e.kind() != ErrorKind::CONFIG {
                     self.fail(
                         "garbage config",
                         format!(
                             "{label}: refused as `{}` ({}), expected a config error",
-                            e.kind.name(),
-                            e.message
+                            e.kind().name(),
+                            e.message()
                         ),
                     );
                 }
@@ -807,20 +862,22 @@ impl Run<'_> {
                     ),
                     Outcome::Done(RResult::ROk(ROption::RNone)) => {}
                     Outcome::Done(RResult::RErr(e)) => {
-                        if e.kind != ErrorKind::INVALID_TOKEN && e.kind != ErrorKind::UNAVAILABLE {
+                        if e.kind() != ErrorKind::INVALID_TOKEN
+                            && e.kind() != ErrorKind::UNAVAILABLE
+                        {
                             self.fail(
                                 "authenticate",
                                 format!(
                                     "{} with {shown}: error of kind `{}` ({}); expected invalid_token or unavailable",
                                     mode.name(),
-                                    e.kind.name(),
-                                    e.message
+                                    e.kind().name(),
+                                    e.message()
                                 ),
                             );
                         }
-                        self.check_not_quoted(&e.message, token, "error", &shown, &mode);
+                        self.check_not_quoted(e.message(), token, "error", &shown, &mode);
                         self.seen
-                            .push(("authenticate error", e.message.to_string()));
+                            .push(("authenticate error", e.message().to_string()));
                     }
                 }
             }
@@ -908,13 +965,13 @@ impl Run<'_> {
                     }
                     Outcome::Done(RResult::ROk(_)) => {}
                     Outcome::Done(RResult::RErr(e)) => {
-                        if e.kind == ErrorKind::INTERNAL {
+                        if e.kind() == ErrorKind::INTERNAL {
                             self.fail(
                                 "authorize",
-                                format!("{} with {label}: internal error ({})", mode.name(), e.message),
+                                format!("{} with {label}: internal error ({})", mode.name(), e.message()),
                             );
                         }
-                        self.seen.push(("authorize error", e.message.to_string()));
+                        self.seen.push(("authorize error", e.message().to_string()));
                     }
                 }
             }
@@ -970,8 +1027,10 @@ mod tests {
         key: String,
     }
 
-    #[derive(serde::Deserialize)]
+    #[derive(serde::Deserialize, crate::PluginConfig)]
     struct SloppyConfig {
+        /// The key.
+        #[config(example = "super-secret-key")]
         key: String,
     }
 
@@ -1004,7 +1063,7 @@ mod tests {
         const VERSION: &'static str = "0.0.1";
         const DESCRIPTION: &'static str = "every mistake the kit looks for";
 
-        fn validate(config: &SloppyConfig) -> Result<(), PluginError> {
+        fn validate(config: &SloppyConfig, _host: &Host) -> Result<(), PluginError> {
             if config.key.len() < 8 {
                 return Err(PluginError::config(format!(
                     "key {} is too short",
@@ -1034,7 +1093,6 @@ mod tests {
             "the report leaks: {text}"
         );
         for expected in [
-            "not listed in config_keys",
             "an unknown key (typos must be reported): accepted",
             "with \"\": error of kind `internal`",
             "the error quotes the token",

@@ -40,10 +40,8 @@ impl ErrorKind {
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
 pub struct PluginError {
-    /// What kind of failure this is.
-    pub kind: ErrorKind,
-    /// A one-line description.
-    pub message: RString,
+    kind: ErrorKind,
+    message: RString,
 }
 
 impl PluginError {
@@ -61,6 +59,18 @@ impl PluginError {
     /// The configuration is unusable.
     pub fn config(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::CONFIG, message)
+    }
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+    /// The one-line description.
+    pub fn message(&self) -> &str {
+        self.message.as_str()
+    }
+    /// The same error with `context: ` written before its message (the kind is kept).
+    pub fn context(self, context: &str) -> Self {
+        Self::new(self.kind, format!("{context}: {}", self.message))
     }
     /// The identity provider could not be asked (503).
     pub fn unavailable(message: impl Into<String>) -> Self {

@@ -1,120 +1,102 @@
 //! # portcullis-plugin-api
 //!
-//! The stable ABI between the Portcullis server and its identity-provider plugins, and the safe
-//! SDK plugin authors write against.
+//! Write an identity provider for the [Portcullis] server as ordinary async Rust, build it as a
+//! shared library, and drop the `.so` into the server's plugins folder: the server loads it at run
+//! time, and again whenever the file changes.
 //!
-//! A plugin is a `cdylib` that exports one root module ([`PluginModule`]) built by
-//! [`export_provider!`]. The host copies each plugin file to a private staging path, loads it with
-//! `abi_stable`'s layout and version checks, reads its [`Manifest`], and builds one provider instance
-//! per `providers:` entry of the YAML config that names it.
+//! ## A complete provider
 //!
-//! Plugins do no I/O of their own: HTTP requests, JWT verification with the host's key cache, the
-//! clock, the environment and logging all go through [`Host`]. Every entry point is wrapped so that
-//! a panic becomes an error for that one call, never an abort of the server.
+//! `Cargo.toml`:
 //!
-//! ## A complete minimal provider
+//! ```toml
+//! [lib]
+//! crate-type = ["cdylib", "rlib"]
 //!
-//! `Cargo.toml`: `crate-type = ["cdylib", "rlib"]`, one dependency, `portcullis-plugin-api`.
+//! [dependencies]
+//! portcullis-plugin-api = "1"
+//! serde = { version = "1", features = ["derive"] }
 //!
-//! ```
-//! use portcullis_plugin_api::{
-//!     export_provider, AuthProvider, Host, Plugin, PluginError, Request, User,
-//! };
-//! use serde::Deserialize;
-//!
-//! /// Accepts exactly one static API key and calls its holder `service`.
-//! struct StaticKey {
-//!     key: String,
-//! }
-//!
-//! #[derive(Deserialize)]
-//! #[serde(deny_unknown_fields)]
-//! struct Config {
-//!     key: String,
-//! }
-//!
-//! impl AuthProvider for StaticKey {
-//!     async fn authenticate(&self, token: String, _req: Request) -> Result<Option<User>, PluginError> {
-//!         if token == self.key {
-//!             Ok(Some(User::from_json(r#"{"sub":"service"}"#.to_string())?))
-//!         } else {
-//!             Ok(None)
-//!         }
-//!     }
-//! }
-//!
-//! struct StaticKeyPlugin;
-//!
-//! impl Plugin for StaticKeyPlugin {
-//!     type Provider = StaticKey;
-//!     type Config = Config;
-//!     const NAME: &'static str = "static-key";
-//!     const VERSION: &'static str = "1.0.0";
-//!     const DESCRIPTION: &'static str = "one shared API key";
-//!
-//!     fn validate(config: &Config) -> Result<(), PluginError> {
-//!         if config.key.len() < 16 {
-//!             return Err(PluginError::config("key: must be at least 16 characters"));
-//!         }
-//!         Ok(())
-//!     }
-//!
-//!     fn build(config: Config, _host: Host) -> Result<StaticKey, PluginError> {
-//!         Ok(StaticKey { key: config.key })
-//!     }
-//! }
-//!
-//! export_provider!(StaticKeyPlugin);
-//! # fn main() {}
+//! [dev-dependencies]
+//! portcullis-plugin-api = { version = "1", features = ["testing"] }
+//! serde_json = "1"
 //! ```
 //!
-//! With the library built (`cargo build --release`), drop `libyour_plugin.so` into the server's
-//! plugins directory and name it in the YAML:
+//! `src/lib.rs` (what `portcullis plugin new static-key` writes):
+//!
+#![doc = concat!("```\n", include_str!("../template/src/lib.rs"), "# fn main() {}\n```\n")]
+//!
+//! `cargo build --release` writes `target/release/lib<crate>.so`. Check it as an operator would,
+//! then drop it in and name it in the YAML:
+//!
+//! ```text
+//! portcullis plugin test target/release/libstatic_key.so
+//! cp target/release/libstatic_key.so /etc/portcullis/plugins/
+//! ```
 //!
 //! ```yaml
 //! providers:
 //!   - name: service
 //!     plugin: static-key
-//!     config: { key: "${SERVICE_KEY}" }
+//!     config: { key: "${file:/run/secrets/service-key}" }
 //! ```
+//!
+//! `portcullis plugin new NAME` writes such a crate, with its conformance test, ready to build.
+//!
+//! ## What the server does for a plugin
+//!
+//! Plugins do no I/O of their own: HTTP requests, JWT verification with the server's key cache,
+//! the clock, the environment and logging all go through [`Host`]. Every entry point is wrapped so
+//! that a panic becomes an error for that one call, never an abort of the server. A config is
+//! refused up front (by `portcullis check` and by a reload, which then keeps serving the last good
+//! state) when [`Plugin::validate`] refuses it, when a required key is missing, and when a
+//! `#[config(url)]` key names a URL the server would not call.
+//!
+//! ## Testing
+//!
+//! The `testing` feature adds the `conformance` module: a kit that drives a plugin through
+//! the same boundary the server uses, with garbage configs, garbage tokens, odd users and an
+//! identity provider that is down or answers nonsense, and checks that nothing panics, hangs,
+//! lets a bad token in or leaks a secret. `portcullis plugin test FILE.so` runs the same kit on a
+//! built library.
+//!
+//! ## Compatibility
+//!
+//! The boundary has its own version, [`abi::ABI_VERSION`] (`1.0`), apart from this crate's. A
+//! server loads every plugin of the same ABI major and an older or equal minor; see [`abi`] for
+//! what a minor version may change. Plugin code never names the raw boundary types: they live in
+//! [`abi`], for servers and test kits.
+//!
+//! [Portcullis]: https://github.com/portcullis-rs/portcullis
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
-// abi_stable's derives (`StableAbi`, `#[sabi_trait]`) expand to unsafe impls; these modules only
-// declare boundary types, and no hand-written unsafe code lives in them.
+// The derive names `::portcullis_plugin_api`; this lets the crate use it on its own types.
+#[allow(unused_extern_crates)]
+extern crate self as portcullis_plugin_api;
+
+pub mod abi;
+mod config;
 #[allow(unsafe_code)]
 mod error;
-#[allow(unsafe_code, non_local_definitions)]
 mod host;
-#[allow(unsafe_code)]
-mod module;
-#[allow(unsafe_code, non_local_definitions)]
-mod provider;
+mod request;
 mod sdk;
-#[allow(unsafe_code)]
-mod types;
 mod url;
 
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod conformance;
 pub mod organization;
 
+pub use config::{example_config, redact_serde_error, ConfigKey, PluginConfig};
 pub use error::{ErrorKind, PluginError};
-pub use host::{
-    HostBox, HostServices, HostServices_TO, JwtVerifier, JwtVerifierBox, JwtVerifierSpec,
-    JwtVerifier_TO,
-};
-pub use module::{PluginModule, PluginModuleRef, API_VERSION};
-pub use provider::{Provider, ProviderBox, Provider_TO};
-pub use sdk::{
-    config_key, host_box, provider_box, redact_serde_error, AuthProvider, Host, Plugin, Request,
-    User, Verifier,
-};
-pub use types::{ConfigKey, HttpRequest, HttpResponse, LogLevel, Manifest, RequestInfo};
+pub use host::{Host, HttpRequest, HttpResponse, JwtVerifierSpec, Verifier};
+/// `#[derive(PluginConfig)]`: see [`PluginConfig`].
+pub use portcullis_plugin_api_derive::PluginConfig;
+pub use request::{Request, User};
+pub use sdk::{AuthProvider, Plugin};
 pub use url::{base_url, path_segment, query_value};
-
-/// Re-exports the boundary crates so that plugins and the host use the same versions.
-pub use abi_stable;
-pub use async_ffi;
 
 #[doc(hidden)]
 pub mod __private {
@@ -144,7 +126,7 @@ macro_rules! export_provider {
             // SAFETY: the header is built for `PluginModuleRef`, the type `portcullis_root_module`
             // returns, with layout checking on; this is what `#[export_root_module]` expands to.
             unsafe {
-                $crate::__private::LibHeader::from_constructor::<$crate::PluginModuleRef>(
+                $crate::__private::LibHeader::from_constructor::<$crate::abi::PluginModuleRef>(
                     portcullis_root_module,
                     $crate::__private::CheckTypeLayout::Yes,
                 )
@@ -161,19 +143,5 @@ mod tests {
             abi_stable::library::ROOT_MODULE_LOADER_NAME,
             "_1as_0lib_1header_0root_bmodule_bloader"
         );
-    }
-
-    #[test]
-    fn redaction_drops_values_keeps_names() {
-        let m = super::redact_serde_error(
-            "invalid type: string \"sk_live_secret\", expected u64 at line 1 column 9",
-        );
-        assert_eq!(m, "invalid type: string \"…\", expected u64");
-        let m = super::redact_serde_error("unknown field `sekret`, expected one of `secret`");
-        assert!(m.contains("`sekret`"));
-        let m = super::redact_serde_error(
-            "unknown field `sk_live_0123456789abcdefghijklmnopqrstuvwxyz`, expected `secret`",
-        );
-        assert_eq!(m, "unknown field `…`, expected `secret`");
     }
 }

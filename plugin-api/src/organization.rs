@@ -21,7 +21,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::{config_key, ConfigKey, PluginError};
+use crate::PluginError;
 
 /// Which organization's membership counts (`organization:`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,25 +112,6 @@ impl OrganizationPolicy {
     pub fn any_membership_counts(&self, target: &Target) -> bool {
         *target == Target::Any && self.allowed.is_none()
     }
-
-    /// The two options, for `config_keys()`.
-    pub fn config_keys() -> [ConfigKey; 2] {
-        [
-            config_key(
-                "organization",
-                "whose membership counts: token (default; the token's org_id or o.id, none = \
-                 not authorized) or any (any organization)",
-                false,
-                false,
-            ),
-            config_key(
-                "organizations",
-                "organization ids a membership may be in (default: any)",
-                false,
-                false,
-            ),
-        ]
-    }
 }
 
 /// The organization a token is for: `org_id` (WorkOS, Clerk's version-1 claims) or `o.id`
@@ -193,10 +174,10 @@ mod tests {
         );
         for bad in ["Any", "all", ""] {
             let e = OrganizationPolicy::new(Some(bad), None).unwrap_err();
-            assert!(e.message.starts_with("organization: must be"), "{bad}");
+            assert!(e.message().starts_with("organization: must be"), "{bad}");
         }
         let e = OrganizationPolicy::new(None, Some(&[])).unwrap_err();
-        assert!(e.message.starts_with("organizations:"));
+        assert!(e.message().starts_with("organizations:"));
     }
 
     #[test]

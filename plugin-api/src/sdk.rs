@@ -1,4 +1,4 @@
-//! The safe SDK: what a plugin author writes against.
+//! The safe SDK: what a plugin author writes against, and its adapter to the raw ABI.
 
 use std::{
     future::Future,
@@ -8,72 +8,21 @@ use std::{
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{RArc, RBox, ROption, RResult, RStr, RString, RVec, Tuple2},
+    std_types::{RArc, RBox, ROption, RResult, RStr, RString, RVec},
 };
 use async_ffi::{FfiFuture, FutureExt as _};
 use futures_util::FutureExt as _;
-use serde::de::DeserializeOwned;
 
 use crate::{
+    abi::{
+        HostBox, HostServices, HostServices_TO, Manifest, ManifestKey, PluginModule,
+        PluginModuleRef, Provider, ProviderBox, Provider_TO, RequestInfo,
+    },
+    config::{self, PluginConfig},
     error::PluginError,
-    host::{HostBox, JwtVerifierBox, JwtVerifierSpec},
-    module::{PluginModule, PluginModuleRef, API_VERSION},
-    provider::{Provider, ProviderBox, Provider_TO},
-    types::{ConfigKey, HttpRequest, HttpResponse, LogLevel, Manifest, RequestInfo},
+    host::Host,
+    request::{Request, User},
 };
-
-/// An authenticated user: the JSON object a provider vouches for (usually the token's claims).
-///
-/// Kept as JSON text so that claims verified by the host pass through a plugin without being
-/// parsed and written again.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct User {
-    json: String,
-}
-
-impl User {
-    /// A user from a JSON object's text. Fails unless it is a JSON object.
-    pub fn from_json(json: String) -> Result<User, PluginError> {
-        if !json.trim_start().starts_with('{') {
-            return Err(PluginError::internal("a user must be a JSON object"));
-        }
-        Ok(User { json })
-    }
-
-    /// A user from a claims map.
-    pub fn from_claims(claims: serde_json::Map<String, serde_json::Value>) -> User {
-        User {
-            json: serde_json::Value::Object(claims).to_string(),
-        }
-    }
-
-    /// The JSON text.
-    pub fn as_json(&self) -> &str {
-        &self.json
-    }
-
-    /// Parses the claims.
-    pub fn claims(&self) -> Result<serde_json::Map<String, serde_json::Value>, PluginError> {
-        serde_json::from_str(&self.json)
-            .map_err(|_| PluginError::internal("user claims are not a JSON object"))
-    }
-
-    /// One claim, parsed.
-    pub fn claim(&self, name: &str) -> Option<serde_json::Value> {
-        self.claims().ok()?.remove(name)
-    }
-
-    /// The `sub` claim when it is a non-empty string.
-    pub fn subject(&self) -> Option<String> {
-        match self.claim("sub") {
-            Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s),
-            _ => None,
-        }
-    }
-}
-
-/// The request being decided, as a plugin sees it.
-pub type Request = RequestInfo;
 
 /// An identity provider, written as ordinary async Rust.
 ///
@@ -125,9 +74,10 @@ pub trait AuthProvider: Send + Sync + 'static {
 pub trait Plugin: 'static {
     /// The provider this plugin builds.
     type Provider: AuthProvider;
-    /// The provider configuration (the `config:` mapping of an instance), deserialized from JSON.
-    /// Use `#[serde(deny_unknown_fields)]` so that typos are reported.
-    type Config: DeserializeOwned;
+    /// The provider configuration (the `config:` mapping of an instance): a struct with
+    /// `#[derive(Deserialize, PluginConfig)]`. Use `#[serde(deny_unknown_fields)]` so that typos
+    /// are reported.
+    type Config: PluginConfig;
 
     /// The name instances use in `plugin:`.
     const NAME: &'static str;
@@ -142,146 +92,17 @@ pub trait Plugin: 'static {
     /// default) when `authorize` looks at anything else: caching would then be wrong.
     const AUTHORIZE_BY_SUBJECT: bool = false;
 
-    /// The configuration keys, for `portcullis plugin inspect` and for redaction.
-    fn config_keys() -> Vec<ConfigKey> {
-        Vec::new()
-    }
-
-    /// Checks a configuration beyond what deserialization checks. Must not do I/O.
-    fn validate(config: &Self::Config) -> Result<(), PluginError> {
-        let _ = config;
+    /// Checks a configuration beyond what deserialization checks. Must not do I/O. Runs when a
+    /// config is checked (`portcullis check`, a reload) and before every [`Plugin::build`]: refuse
+    /// here what would make every request fail (a URL built from the config can be checked with
+    /// [`Host::check_url`]).
+    fn validate(config: &Self::Config, host: &Host) -> Result<(), PluginError> {
+        let _ = (config, host);
         Ok(())
     }
 
     /// Builds a provider instance. Must not block; may start host requests lazily.
     fn build(config: Self::Config, host: Host) -> Result<Self::Provider, PluginError>;
-}
-
-/// A key entry for [`Plugin::config_keys`].
-pub fn config_key(name: &str, description: &str, required: bool, secret: bool) -> ConfigKey {
-    ConfigKey {
-        name: name.into(),
-        description: description.into(),
-        required,
-        secret,
-    }
-}
-
-/// The host's services, for plugin code.
-#[derive(Clone)]
-pub struct Host {
-    inner: HostBox,
-}
-
-impl Host {
-    /// Wraps the raw services object.
-    pub fn new(inner: HostBox) -> Host {
-        Host { inner }
-    }
-
-    /// Logs an error line.
-    pub fn error(&self, message: &str) {
-        self.inner.log(LogLevel::ERROR, message.into());
-    }
-    /// Logs a warning.
-    pub fn warn(&self, message: &str) {
-        self.inner.log(LogLevel::WARN, message.into());
-    }
-    /// Logs an informational line.
-    pub fn info(&self, message: &str) {
-        self.inner.log(LogLevel::INFO, message.into());
-    }
-    /// Logs a debug line.
-    pub fn debug(&self, message: &str) {
-        self.inner.log(LogLevel::DEBUG, message.into());
-    }
-
-    /// Milliseconds since the Unix epoch, from the host's clock.
-    pub fn now_unix_millis(&self) -> u64 {
-        self.inner.now_unix_millis()
-    }
-
-    /// An environment variable of the host process.
-    pub fn env(&self, name: &str) -> Option<String> {
-        self.inner
-            .env_var(name.into())
-            .into_option()
-            .map(Into::into)
-    }
-
-    /// Sends an HTTP request through the host.
-    pub async fn http(&self, request: HttpRequest) -> Result<HttpResponse, PluginError> {
-        self.inner.http(request).await.into_result()
-    }
-
-    /// A GET with headers.
-    pub async fn get(
-        &self,
-        url: &str,
-        headers: &[(&str, &str)],
-    ) -> Result<HttpResponse, PluginError> {
-        self.http(HttpRequest {
-            method: "GET".into(),
-            url: url.into(),
-            headers: headers
-                .iter()
-                .map(|(k, v)| Tuple2(RString::from(*k), RString::from(*v)))
-                .collect::<RVec<_>>(),
-            body: RVec::new(),
-            timeout_ms: 0,
-        })
-        .await
-    }
-
-    /// Signs `claims` (a JSON object) with RS256 and a PEM private key, on the host (plugins carry
-    /// no crypto of their own). `kid`, when given, goes into the header.
-    pub fn sign_jwt_rs256(
-        &self,
-        claims: &serde_json::Value,
-        kid: Option<&str>,
-        private_key_pem: &str,
-    ) -> Result<String, PluginError> {
-        let claims = claims.to_string();
-        self.inner
-            .sign_jwt_rs256(
-                RStr::from_str(&claims),
-                kid.map(RStr::from_str).into(),
-                RStr::from_str(private_key_pem),
-            )
-            .into_result()
-            .map(Into::into)
-    }
-
-    /// Builds a JWT verifier backed by the host's key cache.
-    pub fn jwt_verifier(&self, spec: &JwtVerifierSpec) -> Result<Verifier, PluginError> {
-        let json = serde_json::to_string(spec)
-            .map_err(|_| PluginError::internal("verifier spec does not serialize"))?;
-        let inner = self
-            .inner
-            .jwt_verifier(RStr::from_str(&json))
-            .into_result()?;
-        Ok(Verifier {
-            inner: Arc::new(inner),
-        })
-    }
-}
-
-/// A JWT verifier owned by the host; cheap to clone.
-#[derive(Clone)]
-pub struct Verifier {
-    inner: Arc<JwtVerifierBox>,
-}
-
-impl Verifier {
-    /// Verifies a token; on success returns the user made of its claims.
-    pub async fn verify(&self, token: &str) -> Result<User, PluginError> {
-        let json = self
-            .inner
-            .verify(RStr::from_str(token))
-            .await
-            .into_result()?;
-        Ok(User { json: json.into() })
-    }
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -325,60 +146,6 @@ where
     .into_ffi()
 }
 
-fn parse_config<P: Plugin>(config: RStr<'_>) -> Result<P::Config, PluginError> {
-    // serde reads a struct from a JSON list too (`[]` is a config with every default): a provider's
-    // config is a mapping, so anything else is refused before it reaches the plugin's type.
-    if !config.as_str().trim_start().starts_with('{') {
-        return Err(PluginError::config("the provider config must be a mapping"));
-    }
-    serde_json::from_str(config.as_str())
-        .map_err(|e| PluginError::config(redact_serde_error(&e.to_string())))
-}
-
-/// Serde messages quote the offending value (`invalid type: string "abc..."`); a value may be a
-/// secret, so quoted values are dropped and only the shape of the error is kept.
-pub fn redact_serde_error(message: &str) -> String {
-    // Drop the " at line L column C" suffix: positions in generated JSON mean nothing to a user.
-    let message = match message.find(" at line ") {
-        Some(i) => &message[..i],
-        None => message,
-    };
-    let mut out = String::with_capacity(message.len());
-    let mut rest = message;
-    // Keep backtick-quoted names (field and variant names from the schema) but drop double-quoted
-    // input values.
-    while let Some(start) = rest.find('"') {
-        out.push_str(&rest[..start]);
-        match rest[start + 1..].find('"') {
-            Some(end) => {
-                out.push_str("\"…\"");
-                rest = &rest[start + 1 + end + 1..];
-            }
-            None => {
-                rest = "";
-            }
-        }
-    }
-    out.push_str(rest);
-    // Backtick-quoted names come from the schema (`expected one of ...`) or from the input's keys
-    // (`unknown field ...`). Schema names are short; a long one is more likely a misplaced value
-    // (a secret pasted as a key), so it is elided too.
-    let mut redacted = String::with_capacity(out.len());
-    let mut parts = out.split('`');
-    if let Some(first) = parts.next() {
-        redacted.push_str(first);
-    }
-    for (i, part) in parts.enumerate() {
-        redacted.push('`');
-        if i % 2 == 0 && part.chars().count() > 32 {
-            redacted.push('…');
-        } else {
-            redacted.push_str(part);
-        }
-    }
-    redacted
-}
-
 struct Adapter<P>(Arc<P>);
 
 impl<P: AuthProvider> Provider for Adapter<P> {
@@ -389,8 +156,9 @@ impl<P: AuthProvider> Provider for Adapter<P> {
     ) -> FfiFuture<RResult<ROption<RString>, PluginError>> {
         let p = self.0.clone();
         guard_future(move || async move {
+            let request = Request::from_abi(request);
             let user = p.authenticate(token.into(), request).await?;
-            Ok(ROption::from(user.map(|u| RString::from(u.json))))
+            Ok(ROption::from(user.map(|u| RString::from(u.into_json()))))
         })
     }
 
@@ -402,7 +170,7 @@ impl<P: AuthProvider> Provider for Adapter<P> {
         let p = self.0.clone();
         guard_future(move || async move {
             let user = User::from_json(user.into())?;
-            p.authorize(user, request).await
+            p.authorize(user, Request::from_abi(request)).await
         })
     }
 
@@ -422,22 +190,39 @@ impl<P: AuthProvider> Provider for Adapter<P> {
 
 extern "C" fn manifest<P: Plugin>() -> RResult<Manifest, PluginError> {
     guard(|| {
+        let keys = <P::Config as PluginConfig>::KEYS;
+        let example = config::example_config(keys).map_err(PluginError::internal)?;
         Ok(Manifest {
             name: P::NAME.into(),
             version: P::VERSION.into(),
             description: P::DESCRIPTION.into(),
-            api_version: API_VERSION.into(),
-            config_keys: P::config_keys().into_iter().collect(),
+            sdk_version: env!("CARGO_PKG_VERSION").into(),
+            config_keys: keys
+                .iter()
+                .map(|k| ManifestKey {
+                    name: k.name().into(),
+                    description: k.description().into(),
+                    required: k.is_required(),
+                    secret: k.is_secret(),
+                    env: k.env_var().map(RString::from).into(),
+                    url: k.is_url(),
+                })
+                .collect(),
+            example_config: serde_json::Value::Object(example).to_string().into(),
             authorize_by_subject: P::AUTHORIZE_BY_SUBJECT,
         })
     })
     .into()
 }
 
-extern "C" fn validate_config<P: Plugin>(config: RStr<'_>) -> RResult<(), PluginError> {
+extern "C" fn validate_config<P: Plugin>(
+    config: RStr<'_>,
+    host: HostBox,
+) -> RResult<(), PluginError> {
     guard(|| {
-        let config = parse_config::<P>(config)?;
-        P::validate(&config)
+        let host = Host::from_abi(host);
+        let config = config::read::<P::Config>(config.as_str(), &host)?;
+        P::validate(&config, &host)
     })
     .into()
 }
@@ -447,9 +232,10 @@ extern "C" fn new_provider<P: Plugin>(
     host: HostBox,
 ) -> RResult<ProviderBox, PluginError> {
     guard(|| {
-        let config = parse_config::<P>(config)?;
-        P::validate(&config)?;
-        let provider = P::build(config, Host::new(host))?;
+        let host = Host::from_abi(host);
+        let config = config::read::<P::Config>(config.as_str(), &host)?;
+        P::validate(&config, &host)?;
+        let provider = P::build(config, host)?;
         Ok(Provider_TO::from_value(
             Adapter(Arc::new(provider)),
             TD_Opaque,
@@ -470,14 +256,14 @@ pub fn root_module<P: Plugin>() -> PluginModuleRef {
     .leak_into_prefix()
 }
 
-/// Adapts an in-process [`AuthProvider`] into the boundary type, for tests and the conformance kit.
+/// Adapts an in-process [`AuthProvider`] into the boundary type (hosts' tests, test kits).
 pub fn provider_box<P: AuthProvider>(provider: P) -> ProviderBox {
     Provider_TO::from_value(Adapter(Arc::new(provider)), TD_Opaque)
 }
 
 /// Wraps a host services implementation into the boundary type (for hosts and test kits).
-pub fn host_box<H: crate::host::HostServices + 'static>(host: H) -> HostBox {
-    crate::host::HostServices_TO::from_ptr(RArc::new(host), TD_Opaque)
+pub fn host_box<H: HostServices + 'static>(host: H) -> HostBox {
+    HostServices_TO::from_ptr(RArc::new(host), TD_Opaque)
 }
 
 #[allow(dead_code)]

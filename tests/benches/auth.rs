@@ -23,8 +23,8 @@ use portcullis::{
     plugin::{InstanceServices, SharedServices},
 };
 use portcullis_plugin_api::{
-    abi_stable::std_types::RString, host_box, provider_box, Host, JwtVerifierSpec, Plugin,
-    RequestInfo,
+    abi::{abi_stable::std_types::RString, host_box, provider_box, RequestInfo},
+    Host, JwtVerifierSpec, Plugin,
 };
 use portcullis_plugin_jwt::JwtPlugin;
 use portcullis_tests::{now, pem_block};
@@ -74,13 +74,15 @@ fn boundary(c: &mut Criterion) {
         .verifier(&serde_json::to_string(&spec).unwrap())
         .unwrap();
     let provider = {
-        let host = Host::new(host_box(services()));
-        provider_box(JwtPlugin::build(spec, host).unwrap())
+        let host = Host::from_abi(host_box(services()));
+        // The plugin's config has the spec's keys.
+        let config = serde_json::from_value(serde_json::to_value(&spec).unwrap()).unwrap();
+        provider_box(JwtPlugin::build(config, host).unwrap())
     };
     let info = RequestInfo {
         method: "GET".into(),
         path: "/health".into(),
-        headers: vec![portcullis_plugin_api::abi_stable::std_types::Tuple2(
+        headers: vec![portcullis_plugin_api::abi::abi_stable::std_types::Tuple2(
             RString::from("host"),
             RString::from("127.0.0.1"),
         )]

@@ -185,7 +185,7 @@ async fn a_reload_keeps_the_cache_of_an_unchanged_instance_and_empties_a_rebuilt
     // object whose calls are numbered from 1 again (the first is amy's status poll).
     let rebuilt = count_config("").replace(
         "{ mode: count }",
-        "{ mode: count, url: \"http://unused.test\" }",
+        "{ mode: count, url: \"https://unused.test\" }",
     );
     reload_to(&s, &rebuilt).await;
     assert_eq!(me(&s, "good-bob").await.1["user"]["call"], 2);

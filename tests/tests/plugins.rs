@@ -34,9 +34,20 @@ fn inspect_explains_each_bad_file() {
     let manifest: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(manifest["manifest"]["name"], "jwt");
     assert_eq!(
-        manifest["manifest"]["api_version"],
-        manifest["host_api_version"]
+        format!(
+            "{}.0",
+            manifest["manifest"]["abi_version"].as_str().unwrap()
+        ),
+        manifest["host_abi_version"].as_str().unwrap()
     );
+    // Keys say where a value may come from instead of a wrong `required`.
+    let keys = manifest["manifest"]["config_keys"].as_array().unwrap();
+    let secret = keys.iter().find(|k| k["name"] == "secret").unwrap();
+    assert_eq!(secret["env"], "JWT_AUTH_SECRET", "{secret}");
+    assert_eq!(secret["required"], false, "{secret}");
+    assert_eq!(secret["secret"], true, "{secret}");
+    let jwks = keys.iter().find(|k| k["name"] == "jwks_url").unwrap();
+    assert_eq!(jwks["url"], true, "{jwks}");
 
     let cases: Vec<(PathBuf, &str)> = vec![
         (truncated_copy(dir.path()), "not a loadable shared library"),
@@ -50,7 +61,15 @@ fn inspect_explains_each_bad_file() {
         ),
         (
             plugin("portcullis_test_old_api"),
-            "built against portcullis-plugin-api 0.0.1, but this server speaks",
+            "built for plugin ABI 0.2, this server speaks ABI 1.",
+        ),
+        (
+            plugin("portcullis_test_abi_newer_minor"),
+            "needs plugin ABI 1.99, this server speaks ABI 1.",
+        ),
+        (
+            plugin("portcullis_test_abi_next_major"),
+            "built for plugin ABI 2.0, this server speaks ABI 1.",
         ),
     ];
     for (file, expected) in cases {
@@ -74,6 +93,8 @@ async fn bad_files_in_the_plugins_folder_do_not_stop_the_good_one() {
         plugin("portcullis_test_not_a_plugin"),
         plugin("portcullis_test_abi_mismatch"),
         plugin("portcullis_test_old_api"),
+        plugin("portcullis_test_abi_newer_minor"),
+        plugin("portcullis_test_abi_next_major"),
     ];
     let s = Server::start(
         &jwt_config("auth:\n  rules:\n    - path: /api/*\n      allow: true\n"),
@@ -88,11 +109,11 @@ async fn bad_files_in_the_plugins_folder_do_not_stop_the_good_one() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let list: Vec<Value> = r.json().await.unwrap();
-    assert_eq!(list.len(), 5);
+    assert_eq!(list.len(), 7);
     let loaded: Vec<_> = list.iter().filter(|p| p["error"].is_null()).collect();
     assert_eq!(loaded.len(), 1);
     assert_eq!(loaded[0]["name"], "jwt");
-    assert_eq!(list.iter().filter(|p| p["error"].is_string()).count(), 4);
+    assert_eq!(list.iter().filter(|p| p["error"].is_string()).count(), 6);
     let log = s.log();
     assert!(
         log.contains("libtruncated.so: not a loadable shared library"),
@@ -345,6 +366,6 @@ fn staged_copies_are_removed_once_mapped() {
     assert_eq!(loader.mapped_count(), 1);
     assert!(matches!(
         (p.module.manifest())(),
-        portcullis_plugin_api::abi_stable::std_types::RResult::ROk(_)
+        portcullis_plugin_api::abi::abi_stable::std_types::RResult::ROk(_)
     ));
 }

@@ -5,8 +5,8 @@
 //! through PostgREST (`GET {url}/rest/v1/{table}?select={column}&{id_column}=eq.{id}`).
 
 use portcullis_plugin_api::{
-    config_key, export_provider, query_value, AuthProvider, ConfigKey, Host, Plugin, PluginError,
-    Request, User,
+    export_provider, query_value, AuthProvider, Host, Plugin, PluginConfig, PluginError, Request,
+    User,
 };
 use serde::Deserialize;
 
@@ -15,15 +15,32 @@ pub const MISSING: &str = "Supabase URL and anon key are required, please provid
                            options or set the environment variables SUPABASE_URL and \
                            SUPABASE_ANON_KEY";
 
-/// The `config:` of a `supabase` instance.
-#[derive(Deserialize, Default)]
+/// The `config:` of a `supabase` instance. Each key is declared once, here: the first paragraph
+/// of its comment is what `portcullis plugin inspect` shows.
+#[derive(Deserialize, PluginConfig, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Project URL, `https://<ref>.supabase.co` (env `SUPABASE_URL`).
+    /// project URL (env SUPABASE_URL)
+    ///
+    /// `https://<ref>.supabase.co`.
+    #[config(
+        url,
+        env = "SUPABASE_URL",
+        example = "https://abcdefghijklmnop.supabase.co"
+    )]
     pub url: Option<String>,
-    /// The anon (publishable) key, sent as `apikey` (env `SUPABASE_ANON_KEY`).
+    /// anon key, sent as `apikey` (env SUPABASE_ANON_KEY)
+    ///
+    /// The anon (publishable) key.
+    #[config(
+        secret,
+        env = "SUPABASE_ANON_KEY",
+        example = "sb_publishable_0123456789abcdefghij"
+    )]
     pub anon_key: Option<String>,
-    /// Optional admin check; without it any user Supabase vouches for is allowed.
+    /// optional admin check: {table, id_column, flag_column}
+    ///
+    /// Without it any user Supabase vouches for is allowed.
     pub admin: Option<AdminCheck>,
 }
 
@@ -186,25 +203,7 @@ impl Plugin for SupabasePlugin {
     // The answer depends on the subject alone (a lookup by `sub`): the host may cache it.
     const AUTHORIZE_BY_SUBJECT: bool = true;
 
-    fn config_keys() -> Vec<ConfigKey> {
-        vec![
-            config_key("url", "project URL (env SUPABASE_URL)", true, false),
-            config_key(
-                "anon_key",
-                "anon key, sent as `apikey` (env SUPABASE_ANON_KEY)",
-                true,
-                true,
-            ),
-            config_key(
-                "admin",
-                "optional admin check: {table, id_column, flag_column}",
-                false,
-                false,
-            ),
-        ]
-    }
-
-    fn validate(config: &Config) -> Result<(), PluginError> {
+    fn validate(config: &Config, _host: &Host) -> Result<(), PluginError> {
         if let Some(url) = config.url.as_deref().filter(|u| !u.is_empty()) {
             check_url(url)?;
         }
@@ -217,14 +216,9 @@ impl Plugin for SupabasePlugin {
     }
 
     fn build(config: Config, host: Host) -> Result<Supabase, PluginError> {
-        let pick = |v: Option<String>, env: &str| {
-            v.filter(|s| !s.is_empty())
-                .or_else(|| host.env(env).filter(|s| !s.is_empty()))
-        };
-        let (Some(url), Some(anon_key)) = (
-            pick(config.url, "SUPABASE_URL"),
-            pick(config.anon_key, "SUPABASE_ANON_KEY"),
-        ) else {
+        // SUPABASE_URL and SUPABASE_ANON_KEY are filled in by the SDK when the keys are absent.
+        let given = |v: Option<String>| v.filter(|s| !s.is_empty());
+        let (Some(url), Some(anon_key)) = (given(config.url), given(config.anon_key)) else {
             return Err(PluginError::config(MISSING));
         };
         check_url(&url)?;

@@ -33,3 +33,14 @@ fn supabase_without_admin_check_conforms() {
         .secret(ANON_KEY)
         .assert::<SupabasePlugin>();
 }
+
+/// The example config `plugin inspect` shows and `plugin test` runs.
+#[test]
+fn supabase_plugin_with_its_example_config_conforms() {
+    Conformance::example::<SupabasePlugin>()
+        .respond(
+            "https://abcdefghijklmnop.supabase.co/auth/v1/user",
+            Canned::json(403, r#"{"code":403,"error_code":"bad_jwt","msg":"invalid JWT: unable to parse or verify signature, token is malformed"}"#),
+        )
+        .assert::<SupabasePlugin>();
+}

@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use portcullis_plugin_api::abi_stable::std_types::RString;
+use portcullis_plugin_api::abi::abi_stable::std_types::RString;
 
 use super::AuthUser;
 use crate::{

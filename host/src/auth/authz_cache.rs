@@ -147,7 +147,7 @@ mod tests {
                 Instant::now(),
             )
             .await;
-        assert_eq!(e.unwrap_err().message.as_str(), "down");
+        assert_eq!(e.unwrap_err().message(), "down");
         assert!(cache
             .get_or_check("c", check(Ok(true)), W, Instant::now())
             .await

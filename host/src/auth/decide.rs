@@ -11,8 +11,11 @@ use std::{
 use futures_util::FutureExt as _;
 use poem::http::HeaderMap;
 use portcullis_plugin_api::{
-    abi_stable::std_types::{RString, RVec, Tuple2},
-    ErrorKind, PluginError, RequestInfo,
+    abi::{
+        abi_stable::std_types::{RString, RVec, Tuple2},
+        RequestInfo,
+    },
+    ErrorKind, PluginError,
 };
 
 use super::{
@@ -312,7 +315,7 @@ async fn authenticate_and_authorize(
         )
         .await
         {
-            Ok(portcullis_plugin_api::abi_stable::std_types::ROption::RSome(user_json)) => {
+            Ok(portcullis_plugin_api::abi::abi_stable::std_types::ROption::RSome(user_json)) => {
                 trace.provider = Some(p.name.clone());
                 let claims: serde_json::Value = match serde_json::from_str(user_json.as_str()) {
                     Ok(v @ serde_json::Value::Object(_)) => v,
@@ -356,19 +359,20 @@ async fn authenticate_and_authorize(
             Ok(_) => {
                 last_reason = Some((format!("provider {} rejected the token", p.name), p));
             }
-            Err(e) if e.kind == ErrorKind::INVALID_TOKEN => {
-                last_reason = Some((format!("provider {}: {}", p.name, e.message), p));
+            Err(e) if e.kind() == ErrorKind::INVALID_TOKEN => {
+                last_reason = Some((format!("provider {}: {}", p.name, e.message()), p));
             }
             // A provider that cannot reach its identity provider, or whose settings make the
             // check impossible (a URL the host refuses): the check could not be made, 503.
-            Err(e) if e.kind == ErrorKind::UNAVAILABLE || e.kind == ErrorKind::CONFIG => {
-                unavailable = Some((format!("provider {}: {}", p.name, e.message), p));
+            Err(e) if e.kind() == ErrorKind::UNAVAILABLE || e.kind() == ErrorKind::CONFIG => {
+                unavailable = Some((format!("provider {}: {}", p.name, e.message()), p));
             }
             Err(e) => {
                 trace.provider = Some(p.name.clone());
                 return Err(Denial::Internal(format!(
                     "provider {}: {}",
-                    p.name, e.message
+                    p.name,
+                    e.message()
                 )));
             }
         }
@@ -416,13 +420,13 @@ async fn authenticate(
     token: &str,
     info: &RequestInfo,
     timeout: Duration,
-) -> Result<portcullis_plugin_api::abi_stable::std_types::ROption<RString>, PluginError> {
+) -> Result<portcullis_plugin_api::abi::abi_stable::std_types::ROption<RString>, PluginError> {
     #[cfg(feature = "bench-direct")]
     if let Some(v) = &p.direct {
         return v
             .verify_token(token)
             .await
-            .map(portcullis_plugin_api::abi_stable::std_types::ROption::RSome);
+            .map(portcullis_plugin_api::abi::abi_stable::std_types::ROption::RSome);
     }
     call(
         &p.in_flight,
@@ -532,14 +536,14 @@ async fn authorize(
                 _ => check.await,
             }
         }
-        .map_err(|e| match e.kind {
+        .map_err(|e| match e.kind() {
             ErrorKind::UNAVAILABLE | ErrorKind::CONFIG => {
-                Denial::Unavailable(format!("provider {}: {}", p.name, e.message))
+                Denial::Unavailable(format!("provider {}: {}", p.name, e.message()))
             }
             ErrorKind::INVALID_TOKEN => {
-                Denial::Forbidden(format!("provider {}: {}", p.name, e.message))
+                Denial::Forbidden(format!("provider {}: {}", p.name, e.message()))
             }
-            _ => Denial::Internal(format!("provider {}: {}", p.name, e.message)),
+            _ => Denial::Internal(format!("provider {}: {}", p.name, e.message())),
         })?,
     };
     if !allowed {
@@ -637,8 +641,8 @@ pub fn route_policy(
 /// unavailable at once), bounded by `timeout`, a panic caught and turned into an error.
 async fn call<T>(
     in_flight: &tokio::sync::Semaphore,
-    fut: portcullis_plugin_api::async_ffi::FfiFuture<
-        portcullis_plugin_api::abi_stable::std_types::RResult<T, PluginError>,
+    fut: portcullis_plugin_api::abi::async_ffi::FfiFuture<
+        portcullis_plugin_api::abi::abi_stable::std_types::RResult<T, PluginError>,
     >,
     timeout: Duration,
 ) -> Result<T, PluginError> {

@@ -291,6 +291,8 @@ pub struct InstanceCheck {
     pub plugin: String,
     /// The `config:` mapping as JSON, `${VAR}` expanded.
     pub config: serde_json::Value,
+    /// `dangerous.allow_http`.
+    pub allow_http: bool,
 }
 
 impl PluginCheck {
@@ -914,6 +916,7 @@ fn compile_providers(
                 name: raw.name.clone(),
                 plugin: raw.plugin.clone(),
                 config: config.clone(),
+                allow_http: raw.dangerous.allow_http,
             });
         }
         let authorize = compile_condition(

@@ -18,8 +18,8 @@ use std::{
     time::SystemTime,
 };
 
-use abi_stable::library::{lib_header_from_path, LibraryError, RootModule as _};
-use portcullis_plugin_api::{Manifest, PluginModuleRef, API_VERSION};
+use abi_stable::library::{lib_header_from_path, LibraryError};
+use portcullis_plugin_api::abi::{self, Manifest, PluginModuleRef, ABI_VERSION};
 use thiserror::Error;
 
 /// Why a plugin file could not be loaded. Each message is one line that names the file.
@@ -48,18 +48,16 @@ pub enum PluginLoadError {
         /// The plugin file.
         file: PathBuf,
     },
-    /// Built against a plugin-api whose version cannot work with this host.
-    #[error("{file}: built against portcullis-plugin-api {plugin}, but this server speaks {host}; rebuild the plugin against {host}")]
+    /// Built for a plugin ABI this host cannot load: another major, or a newer minor.
+    #[error("{file}: {reason}")]
     IncompatibleVersion {
         /// The plugin file.
         file: PathBuf,
-        /// The version the plugin was built against.
-        plugin: String,
-        /// The host's version.
-        host: String,
+        /// Both versions, and what to do.
+        reason: String,
     },
-    /// Same version number, different layout of the boundary types.
-    #[error("{file}: its plugin ABI layout does not match this server's portcullis-plugin-api {host} ({detail}); rebuild the plugin against the same portcullis-plugin-api")]
+    /// Same ABI version, different layout of the boundary types.
+    #[error("{file}: its plugin ABI layout does not match this server's ABI {host} ({detail}); rebuild the plugin against a released portcullis-plugin-api")]
     AbiMismatch {
         /// The plugin file.
         file: PathBuf,
@@ -132,10 +130,14 @@ pub struct PluginManifest {
     pub version: String,
     /// One line.
     pub description: String,
-    /// The plugin-api version it was built against.
-    pub api_version: String,
+    /// The plugin ABI version (`major.minor`) its library header declares.
+    pub abi_version: String,
+    /// The portcullis-plugin-api crate version it was built with.
+    pub sdk_version: String,
     /// Accepted configuration keys.
     pub config_keys: Vec<ConfigKeyInfo>,
+    /// An example `config:` mapping made of the keys' examples.
+    pub example_config: serde_json::Value,
     /// Whether `authorize` depends only on the user's `sub` (its answers may be cached).
     pub authorize_by_subject: bool,
 }
@@ -147,19 +149,26 @@ pub struct ConfigKeyInfo {
     pub name: String,
     /// What it is for.
     pub description: String,
-    /// Required or not.
+    /// Whether an instance cannot be built without it (unless `env` is set in the server's
+    /// environment).
     pub required: bool,
     /// Whether the value is secret.
     pub secret: bool,
+    /// The server environment variable read when the key is absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// Whether the value is a URL the plugin calls.
+    pub url: bool,
 }
 
-impl From<Manifest> for PluginManifest {
-    fn from(m: Manifest) -> Self {
+impl PluginManifest {
+    fn new(m: Manifest, abi_version: String) -> Self {
         PluginManifest {
             name: m.name.into(),
             version: m.version.into(),
             description: m.description.into(),
-            api_version: m.api_version.into(),
+            abi_version,
+            sdk_version: m.sdk_version.into(),
             config_keys: m
                 .config_keys
                 .into_iter()
@@ -168,8 +177,12 @@ impl From<Manifest> for PluginManifest {
                     description: k.description.into(),
                     required: k.required,
                     secret: k.secret,
+                    env: k.env.into_option().map(Into::into),
+                    url: k.url,
                 })
                 .collect(),
+            example_config: serde_json::from_str(m.example_config.as_str())
+                .unwrap_or_else(|_| serde_json::Value::Object(Default::default())),
             authorize_by_subject: m.authorize_by_subject,
         }
     }
@@ -425,13 +438,13 @@ impl Loader {
         staged: &Path,
         hash: String,
     ) -> Result<Arc<LoadedPlugin>, PluginLoadError> {
-        let module = open_module(file, staged)?;
+        let (module, abi_version) = open_module(file, staged)?;
         let manifest = match (module.manifest())() {
-            abi_stable::std_types::RResult::ROk(m) => PluginManifest::from(m),
+            abi_stable::std_types::RResult::ROk(m) => PluginManifest::new(m, abi_version),
             abi_stable::std_types::RResult::RErr(e) => {
                 return Err(PluginLoadError::Manifest {
                     file: file.to_path_buf(),
-                    reason: e.message.into(),
+                    reason: e.message().into(),
                 })
             }
         };
@@ -450,11 +463,30 @@ impl Loader {
     }
 }
 
-fn open_module(file: &Path, staged: &Path) -> Result<PluginModuleRef, PluginLoadError> {
+/// Opens the staged library: its ABI version first (another major, or a newer minor, is refused
+/// before any layout is compared or any plugin code runs), then abi_stable's layout check.
+fn open_module(file: &Path, staged: &Path) -> Result<(PluginModuleRef, String), PluginLoadError> {
     let header = lib_header_from_path(staged).map_err(|e| classify(file, e))?;
-    header
+    let version = header.version_strings();
+    let parsed = version
+        .parsed()
+        .map_err(|_| PluginLoadError::IncompatibleVersion {
+            file: file.to_path_buf(),
+            reason: format!(
+                "declares an unreadable plugin ABI version `{}`; this server speaks ABI {}",
+                version.version, ABI_VERSION
+            ),
+        })?;
+    abi::compatible(parsed.major, parsed.minor).map_err(|reason| {
+        PluginLoadError::IncompatibleVersion {
+            file: file.to_path_buf(),
+            reason,
+        }
+    })?;
+    let module = header
         .init_root_module::<PluginModuleRef>()
-        .map_err(|e| classify(file, e))
+        .map_err(|e| classify(file, e))?;
+    Ok((module, format!("{}.{}", parsed.major, parsed.minor)))
 }
 
 fn classify(file: &Path, e: LibraryError) -> PluginLoadError {
@@ -465,17 +497,16 @@ fn classify(file: &Path, e: LibraryError) -> PluginLoadError {
             reason: first_line(&strip_staged_path(&err.to_string())),
         },
         LibraryError::GetSymbolError { .. } => PluginLoadError::NotAPlugin { file },
+        // Checked before abi_stable's own check (see `open_module`); kept for completeness.
         LibraryError::IncompatibleVersionNumber { actual_version, .. } => {
-            PluginLoadError::IncompatibleVersion {
-                file,
-                plugin: actual_version.to_string(),
-                host: API_VERSION.to_string(),
-            }
+            let reason = abi::compatible(actual_version.major, actual_version.minor)
+                .err()
+                .unwrap_or_else(|| format!("declares plugin ABI {actual_version}"));
+            PluginLoadError::IncompatibleVersion { file, reason }
         }
         LibraryError::ParseVersionError(e) => PluginLoadError::IncompatibleVersion {
             file,
-            plugin: format!("an unreadable version ({e})"),
-            host: API_VERSION.to_string(),
+            reason: format!("declares an unreadable plugin ABI version ({e})"),
         },
         LibraryError::RootModule { err, .. } => PluginLoadError::ModuleInit {
             file,
@@ -483,20 +514,20 @@ fn classify(file: &Path, e: LibraryError) -> PluginLoadError {
         },
         LibraryError::AbiInstability(err) => PluginLoadError::AbiMismatch {
             file,
-            host: API_VERSION.to_string(),
+            host: ABI_VERSION.to_string(),
             detail: abi_detail(&err.to_string()),
         },
         LibraryError::Many(errs) => match errs.into_iter().next() {
             Some(first) => classify(&file, first),
             None => PluginLoadError::AbiMismatch {
                 file,
-                host: API_VERSION.to_string(),
+                host: ABI_VERSION.to_string(),
                 detail: "unspecified".into(),
             },
         },
         other => PluginLoadError::AbiMismatch {
             file,
-            host: API_VERSION.to_string(),
+            host: ABI_VERSION.to_string(),
             detail: first_line(&other.to_string()),
         },
     }
@@ -682,7 +713,7 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 /// Ensures the root-module type is linked (its statics are what `init_root_module` checks).
 #[allow(dead_code)]
 fn _root_module_name() -> &'static str {
-    PluginModuleRef::NAME
+    <PluginModuleRef as abi_stable::library::RootModule>::NAME
 }
 
 #[cfg(test)]

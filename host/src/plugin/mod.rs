@@ -1,5 +1,6 @@
 //! Plugin libraries: loading (the only place that maps code), and the services lent to them.
 
+pub mod author;
 mod loader;
 mod services;
 
@@ -10,6 +11,6 @@ pub use loader::{
 #[cfg(feature = "bench-direct")]
 pub use services::direct_verifier;
 pub use services::{
-    HostVerifier, InstanceServices, SharedServices, ACCEPTED_TOKENS_CAPACITY,
+    CheckServices, HostVerifier, InstanceServices, SharedServices, ACCEPTED_TOKENS_CAPACITY,
     ACCEPTED_TOKENS_MAX_AGE_SECS,
 };

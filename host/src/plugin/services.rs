@@ -9,13 +9,16 @@ use std::{
 };
 
 use portcullis_plugin_api::{
-    abi_stable::{
-        sabi_trait::TD_Opaque,
-        std_types::{ROption, RResult, RStr, RString, RVec, Tuple2},
+    abi::{
+        abi_stable::{
+            sabi_trait::TD_Opaque,
+            std_types::{ROption, RResult, RStr, RString, RVec, Tuple2},
+        },
+        async_ffi::{FfiFuture, FutureExt as _},
+        HostServices, HttpRequest, HttpResponse, JwtVerifier, JwtVerifierBox, JwtVerifier_TO,
+        LogLevel,
     },
-    async_ffi::{FfiFuture, FutureExt as _},
-    HostServices, HttpRequest, HttpResponse, JwtVerifier, JwtVerifierBox, JwtVerifierSpec,
-    JwtVerifier_TO, LogLevel, PluginError,
+    JwtVerifierSpec, PluginError,
 };
 
 use crate::{
@@ -114,6 +117,12 @@ impl HostServices for InstanceServices {
         std::env::var(name.as_str()).ok().map(RString::from).into()
     }
 
+    fn check_url(&self, url: RStr<'_>) -> RResult<(), PluginError> {
+        check_scheme(url.as_str(), self.allow_http)
+            .map_err(PluginError::config)
+            .into()
+    }
+
     fn http(&self, request: HttpRequest) -> FfiFuture<RResult<HttpResponse, PluginError>> {
         let this = self.clone();
         async move {
@@ -181,6 +190,75 @@ impl HostServices for InstanceServices {
             .map(RString::from)
             .map_err(|e| PluginError::config(format!("signing failed: {e}")))
             .into()
+    }
+}
+
+/// The services a plugin's `validate_config` gets: its instance's environment and URL policy, and
+/// nothing that reaches the network (a config is checked without fetching anything).
+#[derive(Clone)]
+pub struct CheckServices {
+    instance: Arc<str>,
+    allow_http: bool,
+}
+
+impl CheckServices {
+    /// The services for checking instance `name`'s config.
+    pub fn new(name: &str, allow_http: bool) -> Self {
+        CheckServices {
+            instance: name.into(),
+            allow_http,
+        }
+    }
+}
+
+fn not_while_checking(what: &str) -> PluginError {
+    PluginError::internal(format!(
+        "{what} is not available while a config is checked (validate must not fetch anything)"
+    ))
+}
+
+impl HostServices for CheckServices {
+    fn log(&self, level: LogLevel, message: RStr<'_>) {
+        let (provider, message) = (&*self.instance, message.as_str());
+        match level {
+            LogLevel::ERROR | LogLevel::WARN => tracing::warn!(provider, "{message}"),
+            _ => tracing::debug!(provider, "{message}"),
+        }
+    }
+
+    fn now_unix_millis(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+
+    fn env_var(&self, name: RStr<'_>) -> ROption<RString> {
+        std::env::var(name.as_str()).ok().map(RString::from).into()
+    }
+
+    fn check_url(&self, url: RStr<'_>) -> RResult<(), PluginError> {
+        check_scheme(url.as_str(), self.allow_http)
+            .map_err(PluginError::config)
+            .into()
+    }
+
+    fn http(&self, _request: HttpRequest) -> FfiFuture<RResult<HttpResponse, PluginError>> {
+        let e = not_while_checking("an HTTP request");
+        async move { RResult::RErr(e) }.into_ffi()
+    }
+
+    fn jwt_verifier(&self, _spec_json: RStr<'_>) -> RResult<JwtVerifierBox, PluginError> {
+        RResult::RErr(not_while_checking("a JWT verifier"))
+    }
+
+    fn sign_jwt_rs256(
+        &self,
+        _claims_json: RStr<'_>,
+        _kid: ROption<RStr<'_>>,
+        _private_key_pem: RStr<'_>,
+    ) -> RResult<RString, PluginError> {
+        RResult::RErr(not_while_checking("signing"))
     }
 }
 

@@ -6,7 +6,7 @@
 //! requires a subject).
 
 use portcullis_plugin_api::{
-    base_url, config_key, export_provider, AuthProvider, ConfigKey, Host, JwtVerifierSpec, Plugin,
+    base_url, export_provider, AuthProvider, Host, JwtVerifierSpec, Plugin, PluginConfig,
     PluginError, Request, User, Verifier,
 };
 use serde::Deserialize;
@@ -36,19 +36,28 @@ impl OneOrMany {
 }
 
 /// The `config:` of an `auth0` instance.
-#[derive(Deserialize, Debug, Default)]
+#[derive(Deserialize, PluginConfig, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Tenant domain, e.g. `my-tenant.us.auth0.com` (env `AUTH0_DOMAIN`).
+    /// tenant domain, e.g. my-tenant.us.auth0.com (env AUTH0_DOMAIN)
+    #[config(env = "AUTH0_DOMAIN", example = "my-tenant.us.auth0.com")]
     pub domain: Option<String>,
-    /// API identifier the tokens must be issued for (env `AUTH0_AUDIENCE`); a list accepts any.
+    /// API identifier tokens must carry in `aud` (env AUTH0_AUDIENCE)
+    ///
+    /// A list accepts any of its values; `AUTH0_AUDIENCE` is one audience.
+    #[config(env = "AUTH0_AUDIENCE", example = r#""https://api.example.com""#)]
     pub audience: Option<OneOrMany>,
-    /// Where the tenant is served (default `https://{domain}`): for tests and private deployments.
-    /// The issuer becomes `{base_url}/`, the keys `{base_url}/.well-known/jwks.json`.
+    /// where the tenant is served (default https://{domain})
+    ///
+    /// For tests and private deployments. The issuer becomes `{base_url}/`, the keys
+    /// `{base_url}/.well-known/jwks.json`.
+    #[config(url)]
     pub base_url: Option<String>,
-    /// Pinned algorithms (default `[RS256]`; PS256 for APIs configured so).
+    /// pinned algorithms (default [RS256])
+    ///
+    /// PS256 for APIs configured so.
     pub algorithms: Option<Vec<String>>,
-    /// Clock leeway in seconds (default 30).
+    /// clock leeway in seconds (default 30)
     pub leeway_secs: Option<u64>,
 }
 
@@ -96,6 +105,11 @@ fn check_domain(domain: &str) -> Result<(), PluginError> {
     }
 }
 
+/// The tenant's key set.
+fn jwks_url(base: &str) -> String {
+    format!("{base}/.well-known/jwks.json")
+}
+
 /// The plugin.
 pub struct Auth0Plugin;
 
@@ -109,44 +123,14 @@ impl Plugin for Auth0Plugin {
     /// Its `authorize` only asks whether the user has a `sub`, so an answer per subject is exact.
     const AUTHORIZE_BY_SUBJECT: bool = true;
 
-    fn config_keys() -> Vec<ConfigKey> {
-        vec![
-            config_key(
-                "domain",
-                "tenant domain, e.g. my-tenant.us.auth0.com (env AUTH0_DOMAIN)",
-                true,
-                false,
-            ),
-            config_key(
-                "audience",
-                "API identifier tokens must carry in `aud` (env AUTH0_AUDIENCE)",
-                true,
-                false,
-            ),
-            config_key(
-                "base_url",
-                "where the tenant is served (default https://{domain})",
-                false,
-                false,
-            ),
-            config_key(
-                "algorithms",
-                "pinned algorithms (default [RS256])",
-                false,
-                false,
-            ),
-            config_key(
-                "leeway_secs",
-                "clock leeway in seconds (default 30)",
-                false,
-                false,
-            ),
-        ]
-    }
-
-    fn validate(config: &Config) -> Result<(), PluginError> {
+    fn validate(config: &Config, host: &Host) -> Result<(), PluginError> {
         if let Some(d) = config.domain.as_deref().filter(|d| !d.is_empty()) {
             check_domain(d)?;
+            if config.base_url.is_none() {
+                // The default key set, built from the domain: a URL every request would need.
+                host.check_url(&jwks_url(&format!("https://{d}")))
+                    .map_err(|e| e.context("domain"))?;
+            }
         }
         if let Some(b) = &config.base_url {
             base_url("base_url", b)?;
@@ -176,19 +160,12 @@ impl Plugin for Auth0Plugin {
     }
 
     fn build(config: Config, host: Host) -> Result<Auth0Provider, PluginError> {
-        let domain = config
-            .domain
-            .filter(|s| !s.is_empty())
-            .or_else(|| host.env("AUTH0_DOMAIN").filter(|s| !s.is_empty()));
+        // `AUTH0_DOMAIN` and `AUTH0_AUDIENCE` are filled in by the SDK when absent.
+        let domain = config.domain.filter(|s| !s.is_empty());
         let audience = config
             .audience
             .map(OneOrMany::into_vec)
-            .filter(|a| !a.is_empty() && a.iter().all(|s| !s.is_empty()))
-            .or_else(|| {
-                host.env("AUTH0_AUDIENCE")
-                    .filter(|s| !s.is_empty())
-                    .map(|a| vec![a])
-            });
+            .filter(|a| !a.is_empty() && a.iter().all(|s| !s.is_empty()));
         let (Some(domain), Some(audience)) = (domain, audience) else {
             return Err(PluginError::config(MISSING));
         };
@@ -200,7 +177,7 @@ impl Plugin for Auth0Plugin {
         let issuer = format!("{base}/");
         let verifier = host.jwt_verifier(&JwtVerifierSpec {
             algorithms: config.algorithms.unwrap_or_else(|| vec!["RS256".into()]),
-            jwks_url: Some(format!("{base}/.well-known/jwks.json")),
+            jwks_url: Some(jwks_url(&base)),
             issuer: vec![issuer.clone()],
             audience,
             leeway_secs: config.leeway_secs,

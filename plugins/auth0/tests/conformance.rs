@@ -19,3 +19,9 @@ fn auth0_options_come_from_the_environment_too() {
         .env("AUTH0_AUDIENCE", "https://api.example.com")
         .assert::<Auth0Plugin>();
 }
+
+/// The example config `plugin inspect` shows and `plugin test` runs.
+#[test]
+fn auth0_plugin_with_its_example_config_conforms() {
+    Conformance::example::<Auth0Plugin>().assert::<Auth0Plugin>();
+}

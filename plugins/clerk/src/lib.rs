@@ -14,9 +14,9 @@
 //! keeps the seed's behaviour, by explicit choice.
 
 use portcullis_plugin_api::{
-    base_url, config_key, export_provider,
+    base_url, export_provider,
     organization::{OrganizationPolicy, Target},
-    path_segment, AuthProvider, ConfigKey, Host, JwtVerifierSpec, Plugin, PluginError, Request,
+    path_segment, AuthProvider, Host, JwtVerifierSpec, Plugin, PluginConfig, PluginError, Request,
     User, Verifier,
 };
 use serde::Deserialize;
@@ -34,30 +34,54 @@ pub const PAGE_SIZE: usize = 100;
 pub const DEFAULT_MAX_PAGES: u32 = 10;
 
 /// The `config:` of a `clerk` instance.
-#[derive(Deserialize, Debug, Default)]
+#[derive(Deserialize, PluginConfig, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// The instance's JWKS URL, e.g. `https://<frontend api>/.well-known/jwks.json`
-    /// (env `CLERK_JWKS_URI`).
+    /// the instance's JWKS URL (env CLERK_JWKS_URI)
+    ///
+    /// For example `https://<frontend api>/.well-known/jwks.json`.
+    #[config(
+        url,
+        env = "CLERK_JWKS_URI",
+        example = "https://clerk.example.com/.well-known/jwks.json"
+    )]
     pub jwks_uri: Option<String>,
-    /// Backend API secret key `sk_…` (env `CLERK_SECRET_KEY`).
+    /// Backend API secret key sk_… (env CLERK_SECRET_KEY)
+    #[config(
+        secret,
+        env = "CLERK_SECRET_KEY",
+        example = "sk_test_a1b2c3d4e5f6a7b8c9d0"
+    )]
     pub secret_key: Option<String>,
-    /// Publishable key `pk_…` (env `CLERK_PUBLISHABLE_KEY`).
+    /// publishable key pk_… (env CLERK_PUBLISHABLE_KEY)
+    #[config(
+        env = "CLERK_PUBLISHABLE_KEY",
+        example = "pk_test_Y2xlcmsuZXhhbXBsZS5jb20k"
+    )]
     pub publishable_key: Option<String>,
-    /// Backend API base URL (default `https://api.clerk.com`).
+    /// Backend API base URL (default https://api.clerk.com)
+    #[config(url)]
     pub api_base: Option<String>,
-    /// Accepted `azp` values; when set, a token without `azp` is refused.
+    /// accepted `azp` values; a token without `azp` is then refused
     pub authorized_parties: Option<Vec<String>>,
-    /// Accepted `iss` values (the Frontend API URL); default: not checked, as Clerk's SDK.
+    /// accepted `iss` values (default: not checked)
+    ///
+    /// The Frontend API URL; not checked by default, as Clerk's SDK.
     pub issuer: Option<Vec<String>>,
-    /// Clock leeway in seconds (default 5, Clerk's default skew).
+    /// clock leeway in seconds (default 5)
+    ///
+    /// Clerk's default skew.
     pub leeway_secs: Option<u64>,
-    /// Whose membership counts: `token` (default; the organization the token is for, `org_id`
-    /// or `o.id`, and a token for none is not authorized) or `any` (any organization).
+    /// whose membership counts: token (default; the token's org_id or o.id, none =
+    /// not authorized) or any (any organization)
     pub organization: Option<String>,
-    /// Organization ids a membership may be in; default: any (subject to `organization`).
+    /// organization ids a membership may be in (default: any)
+    ///
+    /// Subject to `organization`.
     pub organizations: Option<Vec<String>>,
-    /// Most membership pages (of 100) read per check (default 10, 1 to 100).
+    /// membership pages of 100 read at most (default 10)
+    ///
+    /// 1 to 100.
     pub max_pages: Option<u32>,
 }
 
@@ -218,6 +242,42 @@ impl AuthProvider for ClerkProvider {
     }
 }
 
+/// What `validate` checks: everything that needs no host.
+fn check(config: &Config) -> Result<(), PluginError> {
+    if let Some(b) = &config.api_base {
+        base_url("api_base", b)?;
+    }
+    if let Some(u) = config.jwks_uri.as_deref().filter(|u| !u.is_empty()) {
+        base_url("jwks_uri", u)?;
+    }
+    if config
+        .authorized_parties
+        .as_ref()
+        .is_some_and(|p| p.is_empty() || p.iter().any(String::is_empty))
+    {
+        return Err(PluginError::config(
+            "authorized_parties: list at least one origin, or leave it out",
+        ));
+    }
+    if config
+        .issuer
+        .as_ref()
+        .is_some_and(|i| i.is_empty() || i.iter().any(String::is_empty))
+    {
+        return Err(PluginError::config(
+            "issuer: list at least one non-empty issuer",
+        ));
+    }
+    OrganizationPolicy::new(
+        config.organization.as_deref(),
+        config.organizations.as_deref(),
+    )?;
+    if config.max_pages.is_some_and(|n| !(1..=100).contains(&n)) {
+        return Err(PluginError::config("max_pages: must be between 1 and 100"));
+    }
+    Ok(())
+}
+
 /// The plugin.
 pub struct ClerkPlugin;
 
@@ -233,95 +293,8 @@ impl Plugin for ClerkPlugin {
     // organization), the organization being the `org_id` claim, else `o.id`.
     const AUTHORIZE_BY_SUBJECT: bool = true;
 
-    fn config_keys() -> Vec<ConfigKey> {
-        let organization_keys = OrganizationPolicy::config_keys();
-        vec![
-            config_key(
-                "jwks_uri",
-                "the instance's JWKS URL (env CLERK_JWKS_URI)",
-                true,
-                false,
-            ),
-            config_key(
-                "secret_key",
-                "Backend API secret key sk_… (env CLERK_SECRET_KEY)",
-                true,
-                true,
-            ),
-            config_key(
-                "publishable_key",
-                "publishable key pk_… (env CLERK_PUBLISHABLE_KEY)",
-                true,
-                false,
-            ),
-            config_key(
-                "api_base",
-                "Backend API base URL (default https://api.clerk.com)",
-                false,
-                false,
-            ),
-            config_key(
-                "authorized_parties",
-                "accepted `azp` values; a token without `azp` is then refused",
-                false,
-                false,
-            ),
-            config_key(
-                "issuer",
-                "accepted `iss` values (default: not checked)",
-                false,
-                false,
-            ),
-            config_key(
-                "leeway_secs",
-                "clock leeway in seconds (default 5)",
-                false,
-                false,
-            ),
-            organization_keys[0].clone(),
-            organization_keys[1].clone(),
-            config_key(
-                "max_pages",
-                "membership pages of 100 read at most (default 10)",
-                false,
-                false,
-            ),
-        ]
-    }
-
-    fn validate(config: &Config) -> Result<(), PluginError> {
-        if let Some(b) = &config.api_base {
-            base_url("api_base", b)?;
-        }
-        if let Some(u) = config.jwks_uri.as_deref().filter(|u| !u.is_empty()) {
-            base_url("jwks_uri", u)?;
-        }
-        if config
-            .authorized_parties
-            .as_ref()
-            .is_some_and(|p| p.is_empty() || p.iter().any(String::is_empty))
-        {
-            return Err(PluginError::config(
-                "authorized_parties: list at least one origin, or leave it out",
-            ));
-        }
-        if config
-            .issuer
-            .as_ref()
-            .is_some_and(|i| i.is_empty() || i.iter().any(String::is_empty))
-        {
-            return Err(PluginError::config(
-                "issuer: list at least one non-empty issuer",
-            ));
-        }
-        OrganizationPolicy::new(
-            config.organization.as_deref(),
-            config.organizations.as_deref(),
-        )?;
-        if config.max_pages.is_some_and(|n| !(1..=100).contains(&n)) {
-            return Err(PluginError::config("max_pages: must be between 1 and 100"));
-        }
-        Ok(())
+    fn validate(config: &Config, _host: &Host) -> Result<(), PluginError> {
+        check(config)
     }
 
     fn build(config: Config, host: Host) -> Result<ClerkProvider, PluginError> {
@@ -329,15 +302,13 @@ impl Plugin for ClerkPlugin {
             config.organization.as_deref(),
             config.organizations.as_deref(),
         )?;
-        let pick = |option: Option<String>, env: &str| {
-            option
-                .filter(|s| !s.is_empty())
-                .or_else(|| host.env(env).filter(|s| !s.is_empty()))
-        };
+        // `CLERK_JWKS_URI`, `CLERK_SECRET_KEY` and `CLERK_PUBLISHABLE_KEY` are filled in by the
+        // SDK when absent.
+        let given = |option: Option<String>| option.filter(|s| !s.is_empty());
         let (Some(jwks_uri), Some(secret_key), Some(_publishable_key)) = (
-            pick(config.jwks_uri, "CLERK_JWKS_URI"),
-            pick(config.secret_key, "CLERK_SECRET_KEY"),
-            pick(config.publishable_key, "CLERK_PUBLISHABLE_KEY"),
+            given(config.jwks_uri),
+            given(config.secret_key),
+            given(config.publishable_key),
         ) else {
             return Err(PluginError::config(MISSING));
         };
@@ -388,10 +359,10 @@ mod tests {
             organization: Some("Any".into()),
             ..Config::default()
         };
-        let err = ClerkPlugin::validate(&config).err();
+        let err = check(&config).err();
         assert!(
             err.as_ref()
-                .is_some_and(|e| e.message.starts_with("organization: must be")),
+                .is_some_and(|e| e.message().starts_with("organization: must be")),
             "{err:?}"
         );
     }

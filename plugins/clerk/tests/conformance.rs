@@ -38,3 +38,14 @@ fn clerk_plugin_conforms_with_any_organization() {
     )
     .assert::<ClerkPlugin>();
 }
+
+/// The example config `plugin inspect` shows and `plugin test` runs.
+#[test]
+fn clerk_plugin_with_its_example_config_conforms() {
+    Conformance::example::<ClerkPlugin>()
+        .respond(
+            "https://api.clerk.com/v1/users/",
+            Canned::json(200, r#"{"data":[{"object":"organization_membership","id":"orgmem_1","role":"org:admin"}],"total_count":1}"#),
+        )
+        .assert::<ClerkPlugin>();
+}

@@ -26,9 +26,8 @@ use std::sync::{
 use base64::Engine as _;
 use futures_util::lock::Mutex as AsyncMutex;
 use portcullis_plugin_api::{
-    abi_stable::std_types::{RString, RVec, Tuple2},
-    config_key, export_provider, AuthProvider, ConfigKey, Host, HttpRequest, HttpResponse,
-    JwtVerifierSpec, Plugin, PluginError, Request, User, Verifier,
+    export_provider, AuthProvider, Host, HttpResponse, JwtVerifierSpec, Plugin, PluginConfig,
+    PluginError, Request, User, Verifier,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -59,25 +58,45 @@ const MAX_UID_CHARS: usize = 128;
 const JWT_BEARER: &str = "urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer";
 
 /// The instance's `config:` mapping.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, PluginConfig, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Service-account JSON text, or a path to the JSON file (env `FIREBASE_SERVICE_ACCOUNT`).
+    /// service-account JSON or a path to it (env FIREBASE_SERVICE_ACCOUNT)
+    ///
+    /// The seed's error `Firebase service account is required` when it is missing from both
+    /// (unless the Firestore emulator is used).
+    #[config(
+        secret,
+        env = "FIREBASE_SERVICE_ACCOUNT",
+        example = r#"{"type":"service_account","project_id":"my-project","private_key":"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7example\n-----END PRIVATE KEY-----\n","client_email":"portcullis@my-project.iam.gserviceaccount.com"}"#
+    )]
     pub service_account: Option<String>,
-    /// Firestore database id (env `FIRESTORE_DATABASE_ID`, then `FIREBASE_DATABASE_ID`; default
-    /// `(default)`).
+    /// Firestore database (env FIRESTORE_DATABASE_ID, FIREBASE_DATABASE_ID; default `(default)`)
+    ///
+    /// The SDK fills in `FIRESTORE_DATABASE_ID`; `FIREBASE_DATABASE_ID` is the plugin's own
+    /// second fallback.
+    #[config(env = "FIRESTORE_DATABASE_ID")]
     pub database_id: Option<String>,
-    /// Overrides the service account's `project_id`.
+    /// overrides the service account's project_id
+    ///
+    /// Without either, `GOOGLE_CLOUD_PROJECT`, then `GCLOUD_PROJECT`.
     pub project_id: Option<String>,
-    /// Certificate map URL (default Google's securetoken certificates).
+    /// securetoken certificate map URL (default Google's)
+    #[config(url)]
     pub certs_url: Option<String>,
-    /// OAuth2 token endpoint (default the service account's `token_uri`, else Google's).
+    /// OAuth2 token endpoint (default the key's token_uri)
+    ///
+    /// Else Google's.
+    #[config(url)]
     pub token_url: Option<String>,
-    /// Firestore REST base URL (default `https://firestore.googleapis.com`).
+    /// Firestore REST base (default https://firestore.googleapis.com)
+    #[config(url)]
     pub firestore_url: Option<String>,
-    /// Clock leeway in seconds for `exp`, `iat` and `auth_time` (default 30, at most 300).
+    /// clock leeway in seconds (default 30)
+    ///
+    /// For `exp`, `iat` and `auth_time`; at most 300.
     pub leeway_secs: Option<u64>,
-    /// Honour `FIREBASE_AUTH_EMULATOR_HOST` / `FIRESTORE_EMULATOR_HOST` (unsigned tokens!).
+    /// honour FIREBASE_AUTH_EMULATOR_HOST / FIRESTORE_EMULATOR_HOST (unsigned tokens; never in production)
     pub dangerous_emulator: bool,
 }
 
@@ -148,12 +167,6 @@ pub fn encode_segment(s: &str) -> String {
         }
     }
     out
-}
-
-fn headers(list: &[(&str, &str)]) -> RVec<Tuple2<RString, RString>> {
-    list.iter()
-        .map(|(k, v)| Tuple2(RString::from(*k), RString::from(*v)))
-        .collect()
 }
 
 /// The `error.status` / `error.message` of a Google-style error body.
@@ -272,16 +285,14 @@ impl FirebaseProvider {
         let body = serde_json::json!({ "localId": [uid] }).to_string();
         let resp = self
             .host
-            .http(HttpRequest {
-                method: "POST".into(),
-                url: url.into(),
-                headers: headers(&[
+            .post(
+                &url,
+                &[
                     ("authorization", "Bearer owner"),
                     ("content-type", "application/json"),
-                ]),
-                body: body.into_bytes().into(),
-                timeout_ms: 0,
-            })
+                ],
+                body,
+            )
             .await?;
         if resp.status != 200 {
             return Err(PluginError::unavailable(format!(
@@ -500,16 +511,14 @@ impl TokenSource {
         let body = format!("grant_type={JWT_BEARER}&assertion={assertion}");
         let resp = self
             .host
-            .http(HttpRequest {
-                method: "POST".into(),
-                url: self.token_url.as_str().into(),
-                headers: headers(&[
+            .post(
+                &self.token_url,
+                &[
                     ("content-type", "application/x-www-form-urlencoded"),
                     ("accept", "application/json"),
-                ]),
-                body: body.into_bytes().into(),
-                timeout_ms: 0,
-            })
+                ],
+                body,
+            )
             .await?;
         let v: Option<Value> = serde_json::from_slice(&resp.body).ok();
         if resp.status != 200 {
@@ -599,35 +608,7 @@ impl Plugin for FirebasePlugin {
     // The answer depends on the subject alone (a lookup by `sub`): the host may cache it.
     const AUTHORIZE_BY_SUBJECT: bool = true;
 
-    fn config_keys() -> Vec<ConfigKey> {
-        vec![
-            config_key(
-                "service_account",
-                "service-account JSON or a path to it (env FIREBASE_SERVICE_ACCOUNT)",
-                true,
-                true,
-            ),
-            config_key(
-                "database_id",
-                "Firestore database (env FIRESTORE_DATABASE_ID, FIREBASE_DATABASE_ID; default `(default)`)",
-                false,
-                false,
-            ),
-            config_key("project_id", "overrides the service account's project_id", false, false),
-            config_key("certs_url", "securetoken certificate map URL (default Google's)", false, false),
-            config_key("token_url", "OAuth2 token endpoint (default the key's token_uri)", false, false),
-            config_key("firestore_url", "Firestore REST base (default https://firestore.googleapis.com)", false, false),
-            config_key("leeway_secs", "clock leeway in seconds (default 30)", false, false),
-            config_key(
-                "dangerous_emulator",
-                "honour FIREBASE_AUTH_EMULATOR_HOST / FIRESTORE_EMULATOR_HOST (unsigned tokens; never in production)",
-                false,
-                false,
-            ),
-        ]
-    }
-
-    fn validate(config: &Config) -> Result<(), PluginError> {
+    fn validate(config: &Config, _host: &Host) -> Result<(), PluginError> {
         if let Some(db) = &config.database_id {
             if !valid_id(db) {
                 return Err(PluginError::config(
@@ -676,8 +657,8 @@ impl Plugin for FirebasePlugin {
             (None, None)
         };
 
-        let account_text =
-            nonempty(config.service_account.clone()).or_else(|| env("FIREBASE_SERVICE_ACCOUNT"));
+        // `FIREBASE_SERVICE_ACCOUNT` is filled in by the SDK when `service_account` is absent.
+        let account_text = nonempty(config.service_account.clone());
         let account = match account_text {
             Some(text) => Some(load_service_account(&text)?),
             // Only a fully emulated setup can do without credentials.
@@ -694,8 +675,8 @@ impl Plugin for FirebasePlugin {
                 "project_id: use letters, digits, `-` and `_`",
             ));
         }
+        // `FIRESTORE_DATABASE_ID` is filled in by the SDK when `database_id` is absent.
         let database = nonempty(config.database_id.clone())
-            .or_else(|| env("FIRESTORE_DATABASE_ID"))
             .or_else(|| env("FIREBASE_DATABASE_ID"))
             .unwrap_or_else(|| "(default)".to_string());
         if !valid_id(&database) {
@@ -738,9 +719,19 @@ impl Plugin for FirebasePlugin {
                             "service_account: private_key is not a usable RSA private key",
                         )
                     })?;
-                let token_url = nonempty(config.token_url.clone())
-                    .or_else(|| nonempty(account.token_uri.clone()))
-                    .unwrap_or_else(|| GOOGLE_TOKEN_URL.into());
+                let token_url = match nonempty(config.token_url.clone()) {
+                    // Checked by the SDK (`#[config(url)]`).
+                    Some(url) => url,
+                    None => {
+                        let url = nonempty(account.token_uri.clone())
+                            .unwrap_or_else(|| GOOGLE_TOKEN_URL.into());
+                        // The key's own endpoint: every grant would be refused if the host
+                        // would not call it.
+                        host.check_url(&url)
+                            .map_err(|e| e.context("service_account: token_uri"))?;
+                        url
+                    }
+                };
                 let base =
                     trim_base(config.firestore_url.as_deref().unwrap_or(FIRESTORE_URL)).to_string();
                 let source = TokenSource {
@@ -792,13 +783,13 @@ mod tests {
         let secret = "{\"private_key\": \"-----BEGIN PRIVATE KEY-----SECRET\"}";
         let err = load_service_account(secret)
             .err()
-            .map(|e| e.message.to_string());
+            .map(|e| e.message().to_string());
         let err = err.unwrap_or_default();
         assert!(err.contains("service_account"), "{err}");
         assert!(!err.contains("SECRET"));
         let err = load_service_account("/nonexistent/sa.json")
             .err()
-            .map(|e| e.message.to_string())
+            .map(|e| e.message().to_string())
             .unwrap_or_default();
         assert!(err.contains("readable file"), "{err}");
     }

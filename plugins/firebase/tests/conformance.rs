@@ -47,3 +47,25 @@ fn firebase_options_come_from_the_environment_too() {
         .secret("MIIconformancekitfakekeymaterial0123456789")
         .assert::<FirebasePlugin>();
 }
+
+/// The example config `plugin inspect` shows and `plugin test` runs (its service account's key is
+/// no key: the kit's host only checks that it looks like one).
+#[test]
+fn firebase_plugin_with_its_example_config_conforms() {
+    Conformance::example::<FirebasePlugin>()
+        .respond(
+            "https://oauth2.googleapis.com/token",
+            Canned::json(
+                200,
+                r#"{"access_token":"ya29.conformance","expires_in":3599,"token_type":"Bearer"}"#,
+            ),
+        )
+        .respond(
+            "https://firestore.googleapis.com/",
+            Canned::json(
+                200,
+                r#"{"name":"projects/my-project/databases/(default)/documents/user_access/u","fields":{},"createTime":"2026-01-01T00:00:00Z","updateTime":"2026-01-01T00:00:00Z"}"#,
+            ),
+        )
+        .assert::<FirebasePlugin>();
+}

@@ -6,14 +6,74 @@
 //! unless the YAML `authorize:` of the instance says otherwise.
 
 use portcullis_plugin_api::{
-    config_key, export_provider, AuthProvider, ConfigKey, Host, JwtVerifierSpec, Plugin,
-    PluginError, Request, User, Verifier,
+    export_provider, AuthProvider, Host, JwtVerifierSpec, Plugin, PluginConfig, PluginError,
+    Request, User, Verifier,
 };
+use serde::Deserialize;
 
 /// The seed's error text when no key is configured.
 pub const MISSING_SECRET: &str = "JWT auth secret is required: set `secret` (or the environment \
                                   variable JWT_AUTH_SECRET), `public_keys`, `jwks_url` or \
                                   `x509_url`";
+
+/// The `config:` of a `jwt` instance: the host's [`JwtVerifierSpec`], key by key.
+#[derive(Deserialize, PluginConfig, Default, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HMAC secret, at least 32 bytes (env JWT_AUTH_SECRET)
+    ///
+    /// The environment variable is the seed's fallback for an instance without any key: an
+    /// instance with `public_keys`, `jwks_url` or `x509_url` does not take it.
+    #[config(
+        secret,
+        env = "JWT_AUTH_SECRET",
+        env_unless = "public_keys jwks_url x509_url"
+    )]
+    pub secret: Option<String>,
+    /// PEM public keys or certificates
+    pub public_keys: Vec<String>,
+    /// JWKS URL (https)
+    #[config(url, example = "https://idp.example.com/.well-known/jwks.json")]
+    pub jwks_url: Option<String>,
+    /// URL of a kid -> PEM certificate map (Google securetoken format; https)
+    #[config(url)]
+    pub x509_url: Option<String>,
+    /// allowed algorithms, pinned (default: from the keys)
+    pub algorithms: Vec<String>,
+    /// accepted `iss` values
+    #[config(example = r#"["https://idp.example.com/"]"#)]
+    pub issuer: Vec<String>,
+    /// accepted `aud` values; a token without `aud` is refused
+    #[config(example = r#"["https://api.example.com"]"#)]
+    pub audience: Vec<String>,
+    /// clock leeway in seconds (default 30)
+    pub leeway_secs: Option<u64>,
+    /// claims that must be present
+    pub required_claims: Vec<String>,
+    /// accepted header `typ` values
+    pub typ: Vec<String>,
+    /// whether `exp` is required (default true)
+    pub require_exp: Option<bool>,
+}
+
+impl Config {
+    /// The verifier spec the host is asked for.
+    fn into_spec(self) -> JwtVerifierSpec {
+        JwtVerifierSpec {
+            algorithms: self.algorithms,
+            secret: self.secret,
+            public_keys: self.public_keys,
+            jwks_url: self.jwks_url,
+            x509_url: self.x509_url,
+            issuer: self.issuer,
+            audience: self.audience,
+            leeway_secs: self.leeway_secs,
+            required_claims: self.required_claims,
+            typ: self.typ,
+            require_exp: self.require_exp,
+        }
+    }
+}
 
 /// A configured instance.
 pub struct JwtProvider {
@@ -45,7 +105,7 @@ pub struct JwtPlugin;
 
 impl Plugin for JwtPlugin {
     type Provider = JwtProvider;
-    type Config = JwtVerifierSpec;
+    type Config = Config;
     const NAME: &'static str = "jwt";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str =
@@ -53,79 +113,41 @@ impl Plugin for JwtPlugin {
     /// Its `authorize` is the default: every authenticated user, so an answer per subject is exact.
     const AUTHORIZE_BY_SUBJECT: bool = true;
 
-    fn config_keys() -> Vec<ConfigKey> {
-        vec![
-            config_key(
-                "secret",
-                "HMAC secret, at least 32 bytes (env JWT_AUTH_SECRET)",
-                false,
-                true,
-            ),
-            config_key(
-                "public_keys",
-                "PEM public keys or certificates",
-                false,
-                false,
-            ),
-            config_key("jwks_url", "JWKS URL (https)", false, false),
-            config_key(
-                "x509_url",
-                "URL of a kid -> PEM certificate map (Google securetoken format; https)",
-                false,
-                false,
-            ),
-            config_key(
-                "algorithms",
-                "allowed algorithms, pinned (default: from the keys)",
-                false,
-                false,
-            ),
-            config_key("issuer", "accepted `iss` values", false, false),
-            config_key(
-                "audience",
-                "accepted `aud` values; a token without `aud` is refused",
-                false,
-                false,
-            ),
-            config_key(
-                "leeway_secs",
-                "clock leeway in seconds (default 30)",
-                false,
-                false,
-            ),
-            config_key(
-                "required_claims",
-                "claims that must be present",
-                false,
-                false,
-            ),
-            config_key("typ", "accepted header `typ` values", false, false),
-            config_key(
-                "require_exp",
-                "whether `exp` is required (default true)",
-                false,
-                false,
-            ),
-        ]
-    }
-
-    fn build(mut config: JwtVerifierSpec, host: Host) -> Result<JwtProvider, PluginError> {
+    fn build(config: Config, host: Host) -> Result<JwtProvider, PluginError> {
+        // JWT_AUTH_SECRET (the SDK fills `secret` from it) is the seed's fallback for an instance
+        // without any key: `env_unless` keeps it from becoming a second key source.
         let has_key = config.secret.as_deref().is_some_and(|s| !s.is_empty())
             || !config.public_keys.is_empty()
             || config.jwks_url.is_some()
             || config.x509_url.is_some();
         if !has_key {
-            match host.env("JWT_AUTH_SECRET").filter(|s| !s.is_empty()) {
-                Some(secret) => config.secret = Some(secret),
-                None => return Err(PluginError::config(MISSING_SECRET)),
-            }
+            return Err(PluginError::config(MISSING_SECRET));
         }
-        let verifier = host.jwt_verifier(&config)?;
+        let spec = config.into_spec();
+        let verifier = host.jwt_verifier(&spec)?;
         Ok(JwtProvider {
             verifier,
-            issuers: config.issuer,
+            issuers: spec.issuer,
         })
     }
 }
 
 export_provider!(JwtPlugin);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The host refuses a spec with two key sources: the example must name exactly one.
+    #[test]
+    fn the_example_config_has_exactly_one_key_source() {
+        let example = portcullis_plugin_api::example_config(Config::KEYS).unwrap_or_default();
+        let sources = ["secret", "public_keys", "jwks_url", "x509_url"]
+            .iter()
+            .filter(|k| example.contains_key(**k))
+            .count();
+        assert_eq!(sources, 1, "{example:?}");
+        let config: Result<Config, _> = serde_json::from_value(example.into());
+        assert!(config.is_ok_and(|c| c.jwks_url.is_some()));
+    }
+}

@@ -32,3 +32,9 @@ fn jwt_plugin_secret_from_the_environment_conforms() {
         .secret(SECRET)
         .assert::<JwtPlugin>();
 }
+
+/// The example config `plugin inspect` shows and `plugin test` runs (a JWKS URL).
+#[test]
+fn jwt_plugin_with_its_example_config_conforms() {
+    Conformance::example::<JwtPlugin>().assert::<JwtPlugin>();
+}

@@ -17,8 +17,8 @@ use std::{
 
 use futures_util::lock::Mutex as AsyncMutex;
 use portcullis_plugin_api::{
-    config_key, export_provider, AuthProvider, ConfigKey, Host, JwtVerifierSpec, Plugin,
-    PluginError, Request, User, Verifier,
+    export_provider, AuthProvider, Host, JwtVerifierSpec, Plugin, PluginConfig, PluginError,
+    Request, User, Verifier,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -51,25 +51,39 @@ impl OneOrMany {
 }
 
 /// The instance's `config:` mapping.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, PluginConfig, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// The issuer URL, exactly as tokens carry it in `iss` (env `OIDC_ISSUER`).
+    /// issuer URL, exactly as in `iss` (env OIDC_ISSUER)
+    ///
+    /// Discovery is read from `{issuer}/.well-known/openid-configuration`, so it is a URL the
+    /// host calls. The seed's error `OIDC issuer and audience are required` when it is missing
+    /// from both the config and the environment.
+    #[config(url, env = "OIDC_ISSUER", example = "https://idp.example.com")]
     pub issuer: Option<String>,
-    /// Accepted `aud` values; one must match (env `OIDC_AUDIENCE`, comma-separated).
+    /// accepted `aud` value(s) (env OIDC_AUDIENCE, comma-separated)
+    ///
+    /// A string or a list. `OIDC_AUDIENCE` is split on commas, a configured string is not.
+    #[config(env = "OIDC_AUDIENCE", split, example = r#""api://default""#)]
     pub audience: Option<OneOrMany>,
-    /// Allowed algorithms; intersected with discovery's list (default: discovery's list).
+    /// allowed algorithms, intersected with discovery's (never none/HS*)
+    ///
+    /// Default: discovery's list.
     pub algorithms: Vec<String>,
-    /// Claims that must be present.
+    /// claims that must be present
     pub required_claims: Vec<String>,
-    /// Claim values that must match: the claim equals the value, or is an array containing it.
+    /// claim values that must match (equal, or contained in an array claim)
     pub claims: BTreeMap<String, Value>,
-    /// Accepted header `typ` values (e.g. `at+jwt`); empty = not checked.
+    /// accepted header `typ` values
+    ///
+    /// For example `at+jwt`; empty = not checked.
     pub typ: Vec<String>,
-    /// Clock leeway in seconds (default 30).
+    /// clock leeway in seconds (default 30)
     pub leeway_secs: Option<u64>,
-    /// After a failed discovery, seconds during which requests get that failure again instead
-    /// of asking a provider that is down once more (default 5; 0 asks every time).
+    /// after a failed discovery, seconds before asking again (default 5)
+    ///
+    /// During that time requests get that failure again instead of asking a provider that is
+    /// down once more; 0 asks every time.
     pub discovery_retry_secs: Option<u64>,
 }
 
@@ -202,7 +216,7 @@ impl OidcProvider {
                 Ok(v)
             }
             Err(e) => {
-                self.host.warn(&e.message);
+                self.host.warn(e.message());
                 *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some((attempt, self.host.now_unix_millis(), e.clone()));
                 Err(e)
@@ -259,55 +273,7 @@ impl Plugin for OidcPlugin {
     /// Its `authorize` only asks whether the user has a `sub`, so an answer per subject is exact.
     const AUTHORIZE_BY_SUBJECT: bool = true;
 
-    fn config_keys() -> Vec<ConfigKey> {
-        vec![
-            config_key(
-                "issuer",
-                "issuer URL, exactly as in `iss` (env OIDC_ISSUER)",
-                true,
-                false,
-            ),
-            config_key(
-                "audience",
-                "accepted `aud` value(s) (env OIDC_AUDIENCE, comma-separated)",
-                true,
-                false,
-            ),
-            config_key(
-                "algorithms",
-                "allowed algorithms, intersected with discovery's (never none/HS*)",
-                false,
-                false,
-            ),
-            config_key(
-                "required_claims",
-                "claims that must be present",
-                false,
-                false,
-            ),
-            config_key(
-                "claims",
-                "claim values that must match (equal, or contained in an array claim)",
-                false,
-                false,
-            ),
-            config_key("typ", "accepted header `typ` values", false, false),
-            config_key(
-                "leeway_secs",
-                "clock leeway in seconds (default 30)",
-                false,
-                false,
-            ),
-            config_key(
-                "discovery_retry_secs",
-                "after a failed discovery, seconds before asking again (default 5)",
-                false,
-                false,
-            ),
-        ]
-    }
-
-    fn validate(config: &Config) -> Result<(), PluginError> {
+    fn validate(config: &Config, _host: &Host) -> Result<(), PluginError> {
         for a in &config.algorithms {
             if !ASYMMETRIC.contains(&a.as_str()) {
                 return Err(PluginError::config(format!(
@@ -328,20 +294,15 @@ impl Plugin for OidcPlugin {
     }
 
     fn build(config: Config, host: Host) -> Result<OidcProvider, PluginError> {
-        let issuer = config
-            .issuer
-            .filter(|s| !s.is_empty())
-            .or_else(|| host.env("OIDC_ISSUER").filter(|s| !s.is_empty()));
-        let audience: Vec<String> = match config.audience {
-            Some(a) => a.into_vec(),
-            None => host
-                .env("OIDC_AUDIENCE")
-                .map(|s| s.split(',').map(|a| a.trim().to_string()).collect())
-                .unwrap_or_default(),
-        }
-        .into_iter()
-        .filter(|a| !a.is_empty())
-        .collect();
+        // `OIDC_ISSUER` is filled in by the SDK when `issuer` is absent.
+        let issuer = config.issuer.filter(|s| !s.is_empty());
+        let audience: Vec<String> = config
+            .audience
+            .map(OneOrMany::into_vec)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| !a.is_empty())
+            .collect();
         let mut missing = Vec::new();
         if issuer.is_none() {
             missing.push("`issuer` (or OIDC_ISSUER)");

@@ -26,3 +26,17 @@ fn oidc_options_come_from_the_environment_too() {
         .env("OIDC_AUDIENCE", "api://conformance")
         .assert::<OidcPlugin>();
 }
+
+/// The example config `plugin inspect` shows and `plugin test` runs.
+#[test]
+fn oidc_plugin_with_its_example_config_conforms() {
+    Conformance::example::<OidcPlugin>()
+        .respond(
+            "https://idp.example.com/.well-known/openid-configuration",
+            Canned::json(
+                200,
+                r#"{"issuer":"https://idp.example.com","jwks_uri":"https://idp.example.com/keys","id_token_signing_alg_values_supported":["RS256"]}"#,
+            ),
+        )
+        .assert::<OidcPlugin>();
+}

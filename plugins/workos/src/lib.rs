@@ -12,10 +12,10 @@
 //!   own was an admin everywhere. `organization: any` keeps that behaviour, by explicit choice.
 
 use portcullis_plugin_api::{
-    base_url, config_key, export_provider,
+    base_url, export_provider,
     organization::{OrganizationPolicy, Target},
-    path_segment, query_value, AuthProvider, ConfigKey, Host, JwtVerifierSpec, Plugin, PluginError,
-    Request, User, Verifier,
+    path_segment, query_value, AuthProvider, Host, JwtVerifierSpec, Plugin, PluginConfig,
+    PluginError, Request, User, Verifier,
 };
 use serde::Deserialize;
 
@@ -30,29 +30,45 @@ pub const DEFAULT_API_BASE: &str = "https://api.workos.com";
 pub const DEFAULT_MAX_PAGES: u32 = 10;
 
 /// The `config:` of a `workos` instance.
-#[derive(Deserialize, Debug, Default)]
+#[derive(Deserialize, PluginConfig, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Secret API key `sk_…` (env `WORKOS_API_KEY`).
+    /// secret API key sk_… (env WORKOS_API_KEY)
+    #[config(
+        secret,
+        env = "WORKOS_API_KEY",
+        example = "sk_test_a1b2c3d4e5f6a7b8c9d0"
+    )]
     pub api_key: Option<String>,
-    /// Client id `client_…` (env `WORKOS_CLIENT_ID`).
+    /// client id client_… (env WORKOS_CLIENT_ID)
+    #[config(
+        env = "WORKOS_CLIENT_ID",
+        example = "client_01HZX5EXAMPLE0CLIENT000000"
+    )]
     pub client_id: Option<String>,
-    /// API base URL (default `https://api.workos.com`).
+    /// API base URL (default https://api.workos.com)
+    #[config(url)]
     pub api_base: Option<String>,
-    /// Accepted `iss` (default `{api_base}/user_management/{client_id}`).
+    /// accepted `iss` (default {api_base}/user_management/{client_id})
     pub issuer: Option<Vec<String>>,
-    /// Accepted `aud` values; default: not checked (AuthKit session tokens carry none).
+    /// accepted `aud` (default: not checked)
+    ///
+    /// AuthKit session tokens carry none.
     pub audience: Option<Vec<String>>,
-    /// Role slugs that authorize (default `[admin]`).
+    /// role slugs that authorize (default [admin])
     pub roles: Option<Vec<String>>,
-    /// Clock leeway in seconds (default 30).
+    /// clock leeway in seconds (default 30)
     pub leeway_secs: Option<u64>,
-    /// Most membership pages read per check (default 10, 1 to 100).
+    /// membership pages of 100 read at most (default 10)
+    ///
+    /// 1 to 100.
     pub max_pages: Option<u32>,
-    /// Whose membership counts: `token` (default; the organization the token names in `org_id`,
-    /// a token naming none is not authorized) or `any` (a membership in any organization).
+    /// whose membership counts: token (default; the token's org_id or o.id, none =
+    /// not authorized) or any (any organization)
     pub organization: Option<String>,
-    /// Organization ids a membership may be in; default: any (subject to `organization`).
+    /// organization ids a membership may be in (default: any)
+    ///
+    /// Subject to `organization`.
     pub organizations: Option<Vec<String>>,
 }
 
@@ -224,6 +240,44 @@ impl AuthProvider for WorkosProvider {
     }
 }
 
+/// What `validate` checks: everything that needs no host.
+fn check(config: &Config) -> Result<(), PluginError> {
+    if let Some(b) = &config.api_base {
+        base_url("api_base", b)?;
+    }
+    if let Some(id) = &config.client_id {
+        if !id.is_empty() && path_segment(id).is_none() {
+            return Err(PluginError::config("client_id: not a client id"));
+        }
+    }
+    if config
+        .roles
+        .as_ref()
+        .is_some_and(|r| r.is_empty() || r.iter().any(String::is_empty))
+    {
+        return Err(PluginError::config(
+            "roles: list at least one non-empty role slug",
+        ));
+    }
+    OrganizationPolicy::new(
+        config.organization.as_deref(),
+        config.organizations.as_deref(),
+    )?;
+    if config.max_pages.is_some_and(|n| !(1..=100).contains(&n)) {
+        return Err(PluginError::config("max_pages: must be between 1 and 100"));
+    }
+    if config
+        .issuer
+        .as_ref()
+        .is_some_and(|i| i.is_empty() || i.iter().any(String::is_empty))
+    {
+        return Err(PluginError::config(
+            "issuer: list at least one non-empty issuer",
+        ));
+    }
+    Ok(())
+}
+
 /// The plugin.
 pub struct WorkosPlugin;
 
@@ -239,97 +293,8 @@ impl Plugin for WorkosPlugin {
     // the organization being the `org_id` claim (else `o.id`).
     const AUTHORIZE_BY_SUBJECT: bool = true;
 
-    fn config_keys() -> Vec<ConfigKey> {
-        [
-            config_key(
-                "api_key",
-                "secret API key sk_… (env WORKOS_API_KEY)",
-                true,
-                true,
-            ),
-            config_key(
-                "client_id",
-                "client id client_… (env WORKOS_CLIENT_ID)",
-                true,
-                false,
-            ),
-            config_key(
-                "api_base",
-                "API base URL (default https://api.workos.com)",
-                false,
-                false,
-            ),
-            config_key(
-                "issuer",
-                "accepted `iss` (default {api_base}/user_management/{client_id})",
-                false,
-                false,
-            ),
-            config_key(
-                "audience",
-                "accepted `aud` (default: not checked)",
-                false,
-                false,
-            ),
-            config_key(
-                "roles",
-                "role slugs that authorize (default [admin])",
-                false,
-                false,
-            ),
-            config_key(
-                "leeway_secs",
-                "clock leeway in seconds (default 30)",
-                false,
-                false,
-            ),
-            config_key(
-                "max_pages",
-                "membership pages of 100 read at most (default 10)",
-                false,
-                false,
-            ),
-        ]
-        .into_iter()
-        .chain(OrganizationPolicy::config_keys())
-        .collect()
-    }
-
-    fn validate(config: &Config) -> Result<(), PluginError> {
-        if let Some(b) = &config.api_base {
-            base_url("api_base", b)?;
-        }
-        if let Some(id) = &config.client_id {
-            if !id.is_empty() && path_segment(id).is_none() {
-                return Err(PluginError::config("client_id: not a client id"));
-            }
-        }
-        if config
-            .roles
-            .as_ref()
-            .is_some_and(|r| r.is_empty() || r.iter().any(String::is_empty))
-        {
-            return Err(PluginError::config(
-                "roles: list at least one non-empty role slug",
-            ));
-        }
-        OrganizationPolicy::new(
-            config.organization.as_deref(),
-            config.organizations.as_deref(),
-        )?;
-        if config.max_pages.is_some_and(|n| !(1..=100).contains(&n)) {
-            return Err(PluginError::config("max_pages: must be between 1 and 100"));
-        }
-        if config
-            .issuer
-            .as_ref()
-            .is_some_and(|i| i.is_empty() || i.iter().any(String::is_empty))
-        {
-            return Err(PluginError::config(
-                "issuer: list at least one non-empty issuer",
-            ));
-        }
-        Ok(())
+    fn validate(config: &Config, _host: &Host) -> Result<(), PluginError> {
+        check(config)
     }
 
     fn build(config: Config, host: Host) -> Result<WorkosProvider, PluginError> {
@@ -337,15 +302,10 @@ impl Plugin for WorkosPlugin {
             config.organization.as_deref(),
             config.organizations.as_deref(),
         )?;
-        let pick = |option: Option<String>, env: &str| {
-            option
-                .filter(|s| !s.is_empty())
-                .or_else(|| host.env(env).filter(|s| !s.is_empty()))
-        };
-        let (Some(api_key), Some(client_id)) = (
-            pick(config.api_key, "WORKOS_API_KEY"),
-            pick(config.client_id, "WORKOS_CLIENT_ID"),
-        ) else {
+        // `WORKOS_API_KEY` and `WORKOS_CLIENT_ID` are filled in by the SDK when absent.
+        let given = |option: Option<String>| option.filter(|s| !s.is_empty());
+        let (Some(api_key), Some(client_id)) = (given(config.api_key), given(config.client_id))
+        else {
             return Err(PluginError::config(MISSING));
         };
         let segment = path_segment(&client_id)
@@ -392,10 +352,10 @@ mod tests {
                 organization: Some(bad.into()),
                 ..Config::default()
             };
-            let err = WorkosPlugin::validate(&config).err();
+            let err = check(&config).err();
             assert!(
                 err.as_ref()
-                    .is_some_and(|e| e.message.starts_with("organization: must be")),
+                    .is_some_and(|e| e.message().starts_with("organization: must be")),
                 "{bad}: {err:?}"
             );
         }

@@ -48,3 +48,15 @@ fn workos_options_come_from_the_environment_too() {
         .secret(API_KEY)
         .assert::<WorkosPlugin>();
 }
+
+/// The example config `plugin inspect` shows and `plugin test` runs.
+#[test]
+fn workos_plugin_with_its_example_config_conforms() {
+    let admin = r#"{"object":"list","data":[{"object":"organization_membership","id":"om_1","user_id":"user_1","organization_id":"org_1","status":"active","role":{"slug":"admin"}}],"list_metadata":{"before":null,"after":null}}"#;
+    Conformance::example::<WorkosPlugin>()
+        .respond(
+            "https://api.workos.com/user_management/organization_memberships",
+            Canned::json(200, admin),
+        )
+        .assert::<WorkosPlugin>();
+}

@@ -2,7 +2,7 @@
 //! (`new_provider` takes other arguments): abi_stable's layout check must refuse it.
 #![allow(unsafe_code, non_local_definitions)]
 
-const API_VERSION: &str = portcullis_plugin_api::API_VERSION;
+const API_VERSION: &str = portcullis_plugin_api::abi::ABI_VERSION;
 const NAME: &str = "abi-mismatch";
 
 include!("module.rs");

@@ -1,6 +1,6 @@
 // A plugin root module under the host's module name whose layout differs from the host's
-// (`new_provider` takes other arguments). Shared by the abi-mismatch and old-api test plugins,
-// which differ only in the plugin-api version they declare.
+// (`new_provider` takes other arguments). Shared by the abi-mismatch, old-api, abi-newer-minor and abi-next-major test plugins,
+// which differ only in the plugin ABI version they declare.
 
 use abi_stable::{
     export_root_module, library::RootModule, prefix_type::PrefixTypeTrait,

@@ -3,21 +3,23 @@
 //! rejected).
 
 use portcullis_plugin_api::{
-    export_provider, AuthProvider, Host, Plugin, PluginError, Request, User,
+    export_provider, AuthProvider, Host, Plugin, PluginConfig, PluginError, Request, User,
 };
 use serde::Deserialize;
 
 /// The config.
-#[derive(Deserialize)]
+#[derive(Deserialize, PluginConfig)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `ok`, `fail_ctor`, `panic_ctor`, `hang_ctor`, `panic_authenticate`, `hang_authenticate`,
     /// `garbage_user`, `unavailable`, `deny`, `deny_admin_paths`, `panic_authorize`, `slow` (fetches `url` through
     /// the host before answering, so a test can hold a request in flight), `count` (declares its
     /// authentication reusable and numbers its `authenticate` calls in the user's `call` claim).
+    #[config(example = "ok")]
     pub mode: String,
     /// For `slow`.
     #[serde(default)]
+    #[config(url)]
     pub url: Option<String>,
     /// The issuers the instance declares (none by default).
     #[serde(default)]
@@ -90,7 +92,7 @@ impl AuthProvider for Faulty {
         match self.mode.as_str() {
             "deny" => Ok(false),
             // An answer that depends on the path, which no per-subject cache may remember.
-            "deny_admin_paths" => Ok(!req.path.contains("/admin")),
+            "deny_admin_paths" => Ok(!req.path().contains("/admin")),
             "panic_authorize" => panic!("authorize exploded"),
             _ => Ok(true),
         }

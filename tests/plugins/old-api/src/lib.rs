@@ -1,8 +1,8 @@
-//! Declares the plugin root module built against an old portcullis-plugin-api (0.0.1): the version
-//! check must refuse it before the layout is looked at.
+//! Declares the plugin root module of the last API before ABI 1.0 (0.2.0): the version check must
+//! refuse it, naming both versions, before the layout is looked at.
 #![allow(unsafe_code, non_local_definitions)]
 
-const API_VERSION: &str = "0.0.1";
+const API_VERSION: &str = "0.2.0";
 const NAME: &str = "old-api";
 
 include!("../../abi-mismatch/src/module.rs");

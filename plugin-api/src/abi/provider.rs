@@ -6,11 +6,14 @@ use abi_stable::{
 };
 use async_ffi::FfiFuture;
 
-use crate::{error::PluginError, types::RequestInfo};
+use super::RequestInfo;
+use crate::error::PluginError;
 
 /// One configured identity-provider instance, as the host sees it.
 ///
 /// Plugin authors implement [`crate::AuthProvider`] instead; [`crate::export_provider!`] adapts it.
+/// Methods are only ever appended (after `reusable_authentication`) in a minor version, each with a
+/// default that a host uses when an older plugin's table lacks it.
 #[sabi_trait]
 pub trait Provider: Send + Sync {
     /// Checks a bearer token (the seed's `authenticateToken`).

@@ -1,7 +1,7 @@
 //! Plain data that crosses the plugin boundary.
 
 use abi_stable::{
-    std_types::{RString, RVec, Tuple2},
+    std_types::{ROption, RString, RVec, Tuple2},
     StableAbi,
 };
 
@@ -31,18 +31,23 @@ impl RequestInfo {
     }
 }
 
-/// One key a plugin's configuration accepts, as shown by `portcullis plugin inspect`.
+/// One key a plugin's configuration accepts (from its [`crate::PluginConfig`] derive), as shown
+/// by `portcullis plugin inspect`.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
-pub struct ConfigKey {
+pub struct ManifestKey {
     /// The key under the provider's `config:` mapping.
     pub name: RString,
     /// What it is for.
     pub description: RString,
-    /// Whether the provider cannot work without it.
+    /// Whether the provider cannot be built without it (an env fallback can stand in).
     pub required: bool,
     /// Whether its value is a secret (never logged or shown).
     pub secret: bool,
+    /// The server environment variable read when the key is absent.
+    pub env: ROption<RString>,
+    /// Whether the value is a URL the plugin calls (checked against the instance's URL policy).
+    pub url: bool,
 }
 
 /// What a plugin says about itself.
@@ -55,13 +60,17 @@ pub struct Manifest {
     pub version: RString,
     /// One line on what it does.
     pub description: RString,
-    /// The `portcullis-plugin-api` version the plugin was built against.
-    pub api_version: RString,
+    /// The version of the `portcullis-plugin-api` crate the plugin was built with (for people; the
+    /// ABI version is in the library header).
+    pub sdk_version: RString,
     /// The configuration keys it accepts.
-    pub config_keys: RVec<ConfigKey>,
-    /// Whether the provider's `authorize` answer depends only on the user's `sub` (and time):
-    /// not on the request, the path or other claims. Only then does the host cache its answers
-    /// per subject by default (see `authorization_cache` in docs/providers.md).
+    pub config_keys: RVec<ManifestKey>,
+    /// An example `config:` mapping (JSON object text) made of the keys' examples.
+    pub example_config: RString,
+    /// Whether the provider's `authorize` answer depends only on the user's `sub` and
+    /// organization (and time): not on the request, the path or other claims. Only then does the
+    /// host cache its answers per subject by default (see `authorization_cache` in
+    /// docs/providers.md).
     pub authorize_by_subject: bool,
 }
 
