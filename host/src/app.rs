@@ -249,6 +249,7 @@ impl App {
         };
         let metrics = Arc::new(Metrics::new(shared.keys.clone(), loader.clone()));
         let rt = runtime::build(config, 1, &loader, &shared, None, &known_hashes(&files)).await?;
+        runtime::warm_up(&rt, None);
         metrics.observe_reload("applied", 1);
         let attempt = Attempt {
             at: now_secs(),
@@ -473,6 +474,7 @@ impl App {
         .await
         {
             Ok(rt) => {
+                runtime::warm_up(&rt, Some(&current));
                 self.runtime.store(Arc::new(rt));
                 if let (Some(m), Some(state)) = (new_tls, &self.tls) {
                     state.store(Arc::new(m));

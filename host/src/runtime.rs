@@ -433,6 +433,39 @@ pub async fn build(
     })
 }
 
+/// Asks every instance `runtime` built anew (not one it kept from `previous`) to prepare itself
+/// (`Provider::warm_up`, ABI 1.1; a plugin of ABI 1.0 answers at once), in the background, all
+/// at the same time, each bounded by `server.plugin_timeout`. Neither a start nor a reload waits
+/// for it (an identity provider that is slow to answer must not hold a config change back); a
+/// plugin makes its first requests wait for the work in flight rather than start it again. A
+/// failure is logged and changes nothing: requests then do the work themselves.
+pub fn warm_up(runtime: &Runtime, previous: Option<&Runtime>) {
+    let timeout = runtime.config.server.plugin_timeout;
+    let fresh: Vec<Arc<ProviderInstance>> = runtime
+        .providers
+        .iter()
+        .filter(|p| {
+            !previous.is_some_and(|prev| {
+                prev.providers
+                    .iter()
+                    .any(|q| Arc::ptr_eq(&q.provider, &p.provider))
+            })
+        })
+        .cloned()
+        .collect();
+    if fresh.is_empty() {
+        return;
+    }
+    let calls = fresh.into_iter().map(move |p| async move {
+        if let Err(e) =
+            crate::auth::call(&p.in_flight, p.provider.warm_up(), timeout).await
+        {
+            tracing::warn!(provider = %p.name, "warm-up failed, requests will try again: {}", e.message());
+        }
+    });
+    tokio::spawn(futures_util::future::join_all(calls));
+}
+
 /// An instance of the previous snapshot whose plugin file is gone (not merely unloadable: a file
 /// being rewritten in place fails to load and must not retire anything), or whose plugin build's
 /// hash was taken out of `plugins.allow`, is retired rather than failing the reload, so that

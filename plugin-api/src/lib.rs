@@ -61,7 +61,7 @@
 //!
 //! ## Compatibility
 //!
-//! The boundary has its own version, [`abi::ABI_VERSION`] (`1.0`), apart from this crate's. A
+//! The boundary has its own version, [`abi::ABI_VERSION`] (`1.1`), apart from this crate's. A
 //! server loads every plugin of the same ABI major and an older or equal minor; see [`abi`] for
 //! what a minor version may change. Plugin code never names the raw boundary types: they live in
 //! [`abi`], for servers and test kits.

@@ -68,6 +68,17 @@ pub trait AuthProvider: Send + Sync + 'static {
     fn reusable_authentication(&self) -> bool {
         false
     }
+
+    /// Prepares a new instance: fetch a discovery document, a first access token — whatever the
+    /// first request would otherwise wait for. Called once per built instance, in the
+    /// background as soon as it is built (a start or a reload does not wait for it), bounded by
+    /// `server.plugin_timeout`. Let requests that arrive meanwhile wait for the work in flight
+    /// rather than start it again. An error is logged and changes nothing (requests then do the
+    /// work). Default: nothing. (ABI 1.1: a server of ABI 1.0 refuses a plugin built with this
+    /// SDK.)
+    fn warm_up(&self) -> impl Future<Output = Result<(), PluginError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// A plugin: its manifest, its configuration type and how to build a provider.
@@ -185,6 +196,11 @@ impl<P: AuthProvider> Provider for Adapter<P> {
     fn reusable_authentication(&self) -> bool {
         // A panic here means "no": the host then asks on every request.
         guard(|| Ok(self.0.reusable_authentication())).unwrap_or(false)
+    }
+
+    fn warm_up(&self) -> FfiFuture<RResult<(), PluginError>> {
+        let p = self.0.clone();
+        guard_future(move || async move { p.warm_up().await })
     }
 }
 

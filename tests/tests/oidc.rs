@@ -42,7 +42,8 @@ async fn discovered_keys_verify_tokens_and_every_bad_token_is_401() {
         ),
         &[oidc_plugin()],
     );
-    // Discovery is lazy and shared: twenty first requests, one discovery, one JWKS fetch.
+    // Discovery is shared: the instance's warm-up and twenty first requests, one discovery, one
+    // JWKS fetch.
     let good = claims_for(&idp.issuer, "ann");
     let tokens = (0..20).map(|_| k1.sign(&good)).collect();
     assert!(mock::storm(&s, "/api/auth/me", tokens)
@@ -240,6 +241,20 @@ async fn missing_options_are_named_and_hmac_is_refused() {
         &[("OIDC_ISSUER", "https://idp.example/")],
     );
     drop(s);
+}
+
+/// ABI 1.1's `warm_up`: the plugin discovers as soon as the server has built the instance, before
+/// any request asks (the first caller then does not wait for the round trip).
+#[tokio::test]
+async fn discovery_happens_at_start_before_any_request() {
+    let k1 = RsaKey::generate("k1");
+    let idp = MockOidc::start(vec![k1.jwk.clone()]).await;
+    let _s = Server::start(&config(&idp.issuer, ""), &[oidc_plugin()]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while idp.discovery_hits() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(idp.discovery_hits(), 1, "discovered once, with no request");
 }
 
 #[tokio::test]

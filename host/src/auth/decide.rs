@@ -639,7 +639,7 @@ pub fn route_policy(
 
 /// Calls into a plugin: one of the instance's `in_flight` permits held for the call (none free:
 /// unavailable at once), bounded by `timeout`, a panic caught and turned into an error.
-async fn call<T>(
+pub(crate) async fn call<T>(
     in_flight: &tokio::sync::Semaphore,
     fut: portcullis_plugin_api::abi::async_ffi::FfiFuture<
         portcullis_plugin_api::abi::abi_stable::std_types::RResult<T, PluginError>,

@@ -8,5 +8,6 @@ pub(crate) mod token;
 
 pub use authn_cache::AuthnCache;
 pub use authz_cache::AuthzCache;
+pub(crate) use decide::call;
 pub use decide::{decide, route_policy, AuthUser, Decision, Denial, RequestParts, Trace};
 pub use token::{extract as extract_token, TokenError};

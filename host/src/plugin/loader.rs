@@ -18,7 +18,10 @@ use std::{
     time::SystemTime,
 };
 
-use abi_stable::library::{lib_header_from_path, LibraryError};
+use abi_stable::{
+    abi_stability::abi_checking::check_layout_compatibility,
+    library::{lib_header_from_path, LibraryError},
+};
 use portcullis_plugin_api::abi::{self, Manifest, PluginModuleRef, ABI_VERSION};
 use thiserror::Error;
 
@@ -483,8 +486,29 @@ fn open_module(file: &Path, staged: &Path) -> Result<(PluginModuleRef, String), 
             reason,
         }
     })?;
-    let module = header
-        .init_root_module::<PluginModuleRef>()
+    // abi_stable's own check compares the library with this host's newest layout, and refuses a
+    // prefix type with fewer fields than the host's: every plugin of an older minor. So the
+    // library is checked against the layout of the minor it declares, which is a prefix of the
+    // newest (a test in portcullis-plugin-api holds every minor to that).
+    let (Some(expected), Some(found)) = (abi::module_layout(parsed.minor), header.layout()) else {
+        return Err(PluginLoadError::AbiMismatch {
+            file: file.to_path_buf(),
+            host: ABI_VERSION.to_string(),
+            detail: "the library does not describe its layout".into(),
+        });
+    };
+    check_layout_compatibility(expected, found).map_err(|e| PluginLoadError::AbiMismatch {
+        file: file.to_path_buf(),
+        host: ABI_VERSION.to_string(),
+        detail: abi_detail(&e.to_string()),
+    })?;
+    // SAFETY: the library's root module was just checked against the layout of its own minor,
+    // and that layout is a prefix of `PluginModuleRef`'s (fields and provider methods only ever
+    // appended). Prefix types carry their own length at run time: what a minor appended reads as
+    // absent through `PluginModuleRef`'s accessors, and a missing provider method falls back to
+    // its default. That is the access abi_stable's prefix types are built for.
+    #[allow(unsafe_code)]
+    let module = unsafe { header.init_root_module_with_unchecked_layout::<PluginModuleRef>() }
         .map_err(|e| classify(file, e))?;
     Ok((module, format!("{}.{}", parsed.major, parsed.minor)))
 }

@@ -31,6 +31,8 @@ mod module;
 mod provider;
 #[allow(unsafe_code)]
 mod types;
+#[allow(unsafe_code, non_local_definitions, missing_docs)]
+pub mod v1_0;
 
 pub use host::{
     HostBox, HostServices, HostServices_TO, JwtVerifier, JwtVerifierBox, JwtVerifier_TO,
@@ -49,9 +51,26 @@ pub use async_ffi;
 /// The ABI's major version: a plugin of another major is refused.
 pub const ABI_MAJOR: u32 = 1;
 /// The ABI's minor version: a plugin of a newer minor is refused; an older one loads.
-pub const ABI_MINOR: u32 = 0;
+///
+/// * 1.0 — the root module (`manifest`, `validate_config`, `new_provider`), `Provider`
+///   (`authenticate`, `authorize`, `issuers`, `reusable_authentication`), `HostServices`,
+///   `JwtVerifier`.
+/// * 1.1 — `Provider::warm_up`.
+pub const ABI_MINOR: u32 = 1;
 /// `ABI_MAJOR.ABI_MINOR.0`, as written into every plugin's library header.
-pub const ABI_VERSION: &str = "1.0.0";
+pub const ABI_VERSION: &str = "1.1.0";
+
+/// The layout of the root module (and through it, of everything that crosses) of ABI
+/// [`ABI_MAJOR`].`minor`, for `minor <= ABI_MINOR`: what a plugin that declares that minor is
+/// checked against. Each is a prefix of the next (a test holds them to it).
+pub fn module_layout(minor: u32) -> Option<&'static abi_stable::type_layout::TypeLayout> {
+    use abi_stable::StableAbi;
+    match minor {
+        0 => Some(<v1_0::PluginModuleRef as StableAbi>::LAYOUT),
+        1 => Some(<PluginModuleRef as StableAbi>::LAYOUT),
+        _ => None,
+    }
+}
 
 /// Whether a host of ABI [`ABI_MAJOR`].[`ABI_MINOR`] can load a plugin of ABI `major.minor`;
 /// `Err` says why not, in one line naming both versions.
@@ -74,6 +93,25 @@ pub fn compatible(major: u32, minor: u32) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_minor_is_a_prefix_of_the_next() {
+        use abi_stable::abi_stability::abi_checking::check_layout_compatibility;
+        for minor in 0..ABI_MINOR {
+            let older = module_layout(minor).expect("a layout for every minor");
+            let newer = module_layout(minor + 1).expect("a layout for every minor");
+            // The older as the interface, the newer as what a library holds: only appended.
+            if let Err(e) = check_layout_compatibility(older, newer) {
+                panic!(
+                    "ABI 1.{} is not 1.{minor} with fields appended:\n{e}",
+                    minor + 1
+                );
+            }
+            // The check does see the difference: the newer one is not a prefix of the older.
+            assert!(check_layout_compatibility(newer, older).is_err());
+        }
+        assert!(module_layout(ABI_MINOR + 1).is_none());
+    }
 
     #[test]
     fn version_string_matches_numbers() {

@@ -4,7 +4,7 @@ use abi_stable::{
     sabi_trait,
     std_types::{RBox, ROption, RResult, RString, RVec},
 };
-use async_ffi::FfiFuture;
+use async_ffi::{FfiFuture, FutureExt as _};
 
 use super::RequestInfo;
 use crate::error::PluginError;
@@ -45,6 +45,15 @@ pub trait Provider: Send + Sync {
     /// bounded time, and only while the instance's key sets are unchanged and fresh.
     #[sabi(last_prefix_field)]
     fn reusable_authentication(&self) -> bool;
+
+    /// ABI 1.1. Prepares a new instance (fetches a discovery document, warms a token): called
+    /// once, in the background, as soon as a start or a reload has built it, bounded by
+    /// `server.plugin_timeout`. An error is logged and changes nothing: requests then do the work
+    /// themselves. A plugin of ABI 1.0 has no such method; the host then uses this default,
+    /// which does nothing.
+    fn warm_up(&self) -> FfiFuture<RResult<(), PluginError>> {
+        async { RResult::ROk(()) }.into_ffi()
+    }
 }
 
 /// A provider instance as returned by `new_provider`.

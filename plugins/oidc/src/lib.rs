@@ -258,6 +258,13 @@ impl AuthProvider for OidcProvider {
     fn reusable_authentication(&self) -> bool {
         true
     }
+
+    /// Discovers before the first request needs it (the discovery document, and through the
+    /// verifier the key set), so that the first caller after a start or a reload does not wait
+    /// for two round trips. A failure here is retried by the first request, as before.
+    async fn warm_up(&self) -> Result<(), PluginError> {
+        self.verifier().await.map(|_| ())
+    }
 }
 
 /// The plugin.
