@@ -248,7 +248,9 @@ impl App {
             None => None,
         };
         let metrics = Arc::new(Metrics::new(shared.keys.clone(), loader.clone()));
-        let rt = runtime::build(config, 1, &loader, &shared, None, &known_hashes(&files)).await?;
+        let mut rt =
+            runtime::build(config, 1, &loader, &shared, None, &known_hashes(&files)).await?;
+        rt.route_timers = metrics.route_timers(&rt.config.routes.list);
         metrics.observe_reload("applied", 1);
         let attempt = Attempt {
             at: now_secs(),
@@ -472,7 +474,8 @@ impl App {
         )
         .await
         {
-            Ok(rt) => {
+            Ok(mut rt) => {
+                rt.route_timers = self.metrics.route_timers(&rt.config.routes.list);
                 self.runtime.store(Arc::new(rt));
                 if let (Some(m), Some(state)) = (new_tls, &self.tls) {
                     state.store(Arc::new(m));
