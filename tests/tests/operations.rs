@@ -917,6 +917,11 @@ fn kubernetes_manifests_keep_their_invariants() {
     std::fs::write(&local_secret, SECRET).unwrap();
     let text = text.replace(secret_file, &local_secret.display().to_string());
     let cfg = compile_configmap_config(&text, std::path::Path::new(config_arg));
+    assert!(
+        cfg.warnings.is_empty(),
+        "the ConfigMap's config: {:?}",
+        cfg.warning_lines()
+    );
     assert_eq!(cfg.var_files, vec![local_secret]);
     assert_eq!(cfg.server.host, "0.0.0.0");
     let plugins_mount = s(&mount("plugins")["mountPath"]);
