@@ -230,6 +230,9 @@ struct AttemptInfo {
     result: String,
     /// Problems, one line each.
     errors: Vec<String>,
+    /// What the config says that can never take effect (a dead pattern, a shadowed rule or
+    /// route), one line each with its key path; for an applied or unchanged config only.
+    warnings: Vec<String>,
 }
 
 /// A JWKS URL's cache counters.
@@ -287,6 +290,10 @@ struct ReloadResult {
     generation: u64,
     /// Why it failed.
     errors: Vec<String>,
+    /// What the config says that can never take effect (a dead pattern, a shadowed rule or
+    /// route), one line each with its key path; the config is served all the same. Empty when
+    /// the reload failed.
+    warnings: Vec<String>,
 }
 
 // Only `Ok` is built by the handler; the gate answers the others before it runs.
@@ -558,6 +565,7 @@ fn attempt(a: Option<crate::app::Attempt>) -> Option<AttemptInfo> {
         duration_ms: a.duration_ms,
         result: a.result,
         errors: a.errors,
+        warnings: a.warnings,
     })
 }
 
@@ -753,15 +761,16 @@ impl Api {
     /// Unchanged content is not reloaded.
     #[oai(path = "/api/admin/reload", method = "post", tag = "ApiTags::Admin")]
     async fn reload(&self, _caller: Caller) -> ReloadResponse {
-        let (result, generation, errors) = match self.app.request_reload("admin").await {
-            ReloadOutcome::Applied(g) => ("applied", g, vec![]),
-            ReloadOutcome::Unchanged(g) => ("unchanged", g, vec![]),
-            ReloadOutcome::Failed(e) => ("failed", self.app.runtime().generation, e),
+        let (result, generation, errors, warnings) = match self.app.request_reload("admin").await {
+            ReloadOutcome::Applied(g, w) => ("applied", g, vec![], w),
+            ReloadOutcome::Unchanged(g, w) => ("unchanged", g, vec![], w),
+            ReloadOutcome::Failed(e) => ("failed", self.app.runtime().generation, e, vec![]),
         };
         let body = Json(ReloadResult {
             result: result.into(),
             generation,
             errors,
+            warnings,
         });
         // A refused config is the caller's to fix, and a deploy script running `curl -f` must
         // notice it: never a 2xx.

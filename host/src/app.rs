@@ -62,15 +62,18 @@ pub struct Attempt {
     pub result: String,
     /// The problems, one line each (no secrets).
     pub errors: Vec<String>,
+    /// The config's warnings (what it says that can never take effect), one line each; for an
+    /// applied or unchanged config only.
+    pub warnings: Vec<String>,
 }
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReloadOutcome {
-    /// A new snapshot was published.
-    Applied(u64),
-    /// The config and plugin files are the same as the ones served.
-    Unchanged(u64),
+    /// A new snapshot of this generation was published; the config's warnings.
+    Applied(u64, Vec<String>),
+    /// The config and plugin files are the same as the ones served; the config's warnings.
+    Unchanged(u64, Vec<String>),
     /// Nothing changed; these are the reasons.
     Failed(Vec<String>),
 }
@@ -229,6 +232,10 @@ impl App {
             Loader::in_temp_dir().map_err(|e| vec![format!("plugin staging folder: {e}")])?,
         );
         let config = read_config_reporting_all(config_path, &loader, None).await?;
+        let warnings = config.warning_lines();
+        for w in &warnings {
+            tracing::warn!("config warning: {w}");
+        }
         let http = HttpClient::new().map_err(|e| vec![e])?;
         let shared = Arc::new(SharedServices {
             http: http.clone(),
@@ -248,7 +255,9 @@ impl App {
             None => None,
         };
         let metrics = Arc::new(Metrics::new(shared.keys.clone(), loader.clone()));
-        let rt = runtime::build(config, 1, &loader, &shared, None, &known_hashes(&files)).await?;
+        let mut rt =
+            runtime::build(config, 1, &loader, &shared, None, &known_hashes(&files)).await?;
+        rt.route_timers = metrics.route_timers(&rt.config.routes.list);
         runtime::warm_up(&rt, None);
         metrics.observe_reload("applied", 1);
         let attempt = Attempt {
@@ -257,6 +266,7 @@ impl App {
             duration_ms: started.elapsed().as_millis() as u64,
             result: "applied".into(),
             errors: vec![],
+            warnings,
         };
         let status = ReloadStatus {
             generation: 1,
@@ -367,10 +377,10 @@ impl App {
         let _one_at_a_time = self.reload_lock.lock().await;
         let started = std::time::Instant::now();
         let outcome = self.try_reload().await;
-        let (result, errors) = match &outcome {
-            ReloadOutcome::Applied(_) => ("applied", vec![]),
-            ReloadOutcome::Unchanged(_) => ("unchanged", vec![]),
-            ReloadOutcome::Failed(e) => ("failed", e.clone()),
+        let (result, errors, warnings) = match &outcome {
+            ReloadOutcome::Applied(_, w) => ("applied", vec![], w.clone()),
+            ReloadOutcome::Unchanged(_, w) => ("unchanged", vec![], w.clone()),
+            ReloadOutcome::Failed(e) => ("failed", e.clone(), vec![]),
         };
         self.metrics
             .observe_reload(result, self.runtime().generation);
@@ -380,10 +390,17 @@ impl App {
             duration_ms: started.elapsed().as_millis() as u64,
             result: result.into(),
             errors,
+            warnings,
         };
         match &outcome {
-            ReloadOutcome::Applied(g) => tracing::info!(generation = g, trigger, "config reloaded"),
-            ReloadOutcome::Unchanged(_) => tracing::debug!(trigger, "reload: nothing changed"),
+            ReloadOutcome::Applied(g, warnings) => {
+                tracing::info!(generation = g, trigger, "config reloaded");
+                // Once per new config: an unchanged one was warned about when it was applied.
+                for w in warnings {
+                    tracing::warn!(trigger, "config warning: {w}");
+                }
+            }
+            ReloadOutcome::Unchanged(..) => tracing::debug!(trigger, "reload: nothing changed"),
             ReloadOutcome::Failed(errs) => {
                 for e in errs {
                     tracing::error!(
@@ -394,7 +411,7 @@ impl App {
             }
         }
         let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        if matches!(outcome, ReloadOutcome::Applied(_)) {
+        if matches!(outcome, ReloadOutcome::Applied(..)) {
             st.last_success = Some(attempt.clone());
         }
         st.last_attempt = Some(attempt);
@@ -414,10 +431,11 @@ impl App {
             Err(errors) => return ReloadOutcome::Failed(errors),
         };
         let files = input_files(&self.config_path, &config).await;
+        let warnings = config.warning_lines();
         {
             let st = self.status.lock().unwrap_or_else(|p| p.into_inner());
             if st.files == files {
-                return ReloadOutcome::Unchanged(current.generation);
+                return ReloadOutcome::Unchanged(current.generation, warnings);
             }
         }
         let mut refused = Vec::new();
@@ -473,7 +491,8 @@ impl App {
         )
         .await
         {
-            Ok(rt) => {
+            Ok(mut rt) => {
+                rt.route_timers = self.metrics.route_timers(&rt.config.routes.list);
                 runtime::warm_up(&rt, Some(&current));
                 self.runtime.store(Arc::new(rt));
                 if let (Some(m), Some(state)) = (new_tls, &self.tls) {
@@ -484,7 +503,7 @@ impl App {
                 st.generation = generation;
                 st.config_hash = config_hash;
                 st.files = files;
-                ReloadOutcome::Applied(generation)
+                ReloadOutcome::Applied(generation, warnings)
             }
             Err(errors) => ReloadOutcome::Failed(errors),
         }

@@ -50,7 +50,8 @@ pub enum Command {
         #[arg(long)]
         no_watch: bool,
     },
-    /// Checks a config (and the plugins it names) and prints every problem; exit 1 on any.
+    /// Checks a config (and the plugins it names) and prints every problem; exit 1 on any error.
+    /// Warnings (a pattern, rule or route that can never take effect) are printed too, with exit 0.
     Check {
         /// The YAML config.
         path: PathBuf,
@@ -358,6 +359,10 @@ async fn check(path: &Path) -> anyhow::Result<i32> {
             return Ok(1);
         }
     };
+    let warnings = config.warning_lines();
+    for w in &warnings {
+        println!("warning: {w}");
+    }
     let http = crate::http::HttpClient::new().map_err(|e| anyhow!(e))?;
     let shared = Arc::new(crate::plugin::SharedServices {
         http: http.clone(),
@@ -372,8 +377,12 @@ async fn check(path: &Path) -> anyhow::Result<i32> {
                     println!("warning: {e}");
                 }
             }
+            let warned = match warnings.len() {
+                0 => String::new(),
+                n => format!(", {n} warning(s)"),
+            };
             println!(
-                "{}: ok ({} provider instance(s))",
+                "{}: ok ({} provider instance(s){warned})",
                 path.display(),
                 rt.providers.len()
             );

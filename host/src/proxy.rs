@@ -160,8 +160,10 @@ impl<E> Upstreams<E> {
             builder = builder.body(reqwest::Body::wrap_stream(stream));
         }
         let metrics = self.app.metrics();
+        let sent = std::time::Instant::now();
         match builder.send().await {
             Ok(resp) => {
+                rt.route_timers.observe(index, sent.elapsed());
                 metrics.observe_upstream("response");
                 let mut out = Response::builder().status(resp.status()).finish();
                 let drop = hop_by_hop(resp.headers());

@@ -95,6 +95,9 @@ pub struct Runtime {
     pub retired: Vec<RetiredInstance>,
     /// Every `*.so` found in the plugins folder.
     pub plugins: Vec<PluginFile>,
+    /// Upstream latency series of `config.routes`, by route index; set by the app before the
+    /// snapshot is published (a snapshot built for `check` times nothing).
+    pub route_timers: crate::metrics::RouteTimers,
 }
 
 /// Scans `dir` for `*.so` files, in name order.
@@ -430,6 +433,7 @@ pub async fn build(
         providers,
         retired,
         plugins,
+        route_timers: Default::default(),
     })
 }
 

@@ -289,6 +289,7 @@ impl<E: Endpoint> Gate<E> {
         resp.headers_mut()
             .insert(X_REQUEST_ID.clone(), id_value.clone());
         telemetry::record_status(resp.status().as_u16());
+        self.app.metrics().observe_response(resp.status());
         if server.api_req_logs {
             tracing::info!(
                 target: "portcullis::access",

@@ -38,6 +38,12 @@ fn every_shipped_config_is_valid() {
                 &[("PORTCULLIS_PLUGINS_DIR", plugins.to_str().unwrap())],
             );
             assert!(ok, "{}: {out}", path.display());
+            // No config warning (the test plugins in that folder are warned about, not the file).
+            assert!(
+                !out.contains(&format!("warning: {}", path.display())),
+                "{}: {out}",
+                path.display()
+            );
             n += 1;
         }
     }
@@ -376,4 +382,46 @@ fn a_plain_value_is_quoted_in_a_type_error_but_a_var_value_is_not() {
     );
     assert!(out.contains("server.port"), "{out}");
     assert!(!out.contains("QUOTED"), "secret leaked:\n{out}");
+}
+
+/// Issue #18: a public pattern inside a route that needs a user, and a rule behind a wider one
+/// with no condition, never take effect; `check` says so by key path and still passes.
+#[test]
+fn check_warns_of_a_dead_public_pattern_and_a_shadowed_rule_and_passes() {
+    let dir = with_jwt_plugin();
+    let path = dir.path().join("dead.yaml");
+    std::fs::write(
+        &path,
+        jwt_config(
+            "auth:\n  public: [/health, /vault/open]\n  rules:\n    - path: /api/*\n      allow: true\n    - path: /api/admin/*\n      condition: \"user.role == 'admin'\"\n      allow: true\n",
+        ) + "routes:\n  - path: /vault/*\n    requires_auth: true\n    upstream: http://127.0.0.1:9/\n",
+    )
+    .unwrap();
+    let (ok, out) = check(&path, &[]);
+    assert!(ok, "warnings alone must not fail check:\n{out}");
+    let file = path.display().to_string();
+    for e in [
+        format!("warning: {file}: auth.public[1]: never applies: routes[0] (`/vault/*`)"),
+        format!("warning: {file}: auth.rules[1]: never decides: auth.rules[0] (`/api/*`)"),
+        format!("{file}: ok (1 provider instance(s), 2 warning(s))"),
+    ] {
+        assert!(out.contains(&e), "`{e}` missing from:\n{out}");
+    }
+    assert_eq!(out.matches("warning:").count(), 2, "{out}");
+
+    // The same file with the pattern taken out and the rules in the right order: silent.
+    std::fs::write(
+        &path,
+        jwt_config(
+            "auth:\n  public: [/health]\n  rules:\n    - path: /api/admin/*\n      condition: \"user.role == 'admin'\"\n      allow: true\n    - path: /api/*\n      allow: true\n",
+        ) + "routes:\n  - path: /vault/*\n    requires_auth: true\n    upstream: http://127.0.0.1:9/\n",
+    )
+    .unwrap();
+    let (ok, out) = check(&path, &[]);
+    assert!(ok, "{out}");
+    assert!(!out.contains("warning"), "{out}");
+    assert!(
+        out.contains(&format!("{file}: ok (1 provider instance(s))")),
+        "{out}"
+    );
 }

@@ -613,10 +613,32 @@ async fn metrics_count_decisions_reloads_and_plugins_with_bounded_labels() {
     assert!(
         metric(
             &m,
-            "portcullis_decision_duration_seconds_count{result=\"allow\"}"
+            "portcullis_decision_duration_seconds_count{provider=\"main\",result=\"allow\"}"
         ) >= 2.0,
         "{m}"
     );
+    assert_eq!(
+        metric(&m, "portcullis_http_responses_total{code=\"401\"}"),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "portcullis_http_responses_total{code=\"403\"}"),
+        1.0,
+        "{m}"
+    );
+    // Upstream latency by route pattern: only the routes that answered have a series.
+    for route in ["/secure/*", "/public/status"] {
+        assert_eq!(
+            metric(
+                &m,
+                &format!("portcullis_upstream_duration_seconds_count{{route=\"{route}\"}}")
+            ),
+            1.0,
+            "{m}"
+        );
+    }
+    assert!(!m.contains("route=\"/admin-area/*\""), "{m}");
     assert_eq!(
         metric(&m, "portcullis_reloads_total{result=\"applied\"}"),
         1.0,

@@ -21,7 +21,7 @@ use poem::{
     web::Data,
     EndpointExt as _, Route,
 };
-use portcullis_tests::*;
+use portcullis_tests::{echo::Echo, *};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -326,6 +326,146 @@ async fn protected_metrics_need_a_token_and_follow_the_rules() {
     // Other paths are judged as before.
     assert_eq!(get(s.url("/api/auth/me"), Some(&dev)).await.0, 200);
     assert_eq!(get(s.url("/health"), None).await.0, 200);
+}
+
+/// The value of the first sample whose line starts with `series` (a name and its labels).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+async fn scrape(s: &Server) -> String {
+    let (status, ct, body) = get(s.url("/metrics"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    body
+}
+
+#[tokio::test]
+async fn metrics_name_the_process_build_reloads_providers_routes_and_status_codes() {
+    let up = Echo::start().await;
+    let cfg = |extra: &str| {
+        jwt_config("auth:\n  rules:\n    - allow: true\n")
+            .replace("  port: 0\n", "  port: 0\n  body_size_limit: 1kb\n")
+            + &format!(
+                "routes:\n  - {{ path: /orders/*, upstream: \"{}\" }}\n{extra}",
+                up.url()
+            )
+    };
+    // No file watch: the reloads counted below are the ones this test asks for.
+    let s = Server::start_without_watch(&cfg(""), &[jwt_plugin()]);
+    let token = hs256(SECRET, good_claims("ops", json!({})));
+    let send = |method: &str, path: &str, token: Option<&str>, body: usize| {
+        let mut r = client().request(method.parse().unwrap(), s.url(path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if body > 0 {
+            r = r.body(vec![b'x'; body]);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(send("GET", "/api/auth/me", None, 0).await, 401);
+    assert_eq!(send("GET", "/api/auth/me", Some(&token), 0).await, 200);
+    assert_eq!(send("GET", "/orders/7", Some(&token), 0).await, 200);
+    assert_eq!(send("GET", "/nowhere", None, 0).await, 404);
+    assert_eq!(send("TRACE", "/health", None, 0).await, 405);
+    assert_eq!(send("POST", "/api/auth/me", Some(&token), 4096).await, 413);
+
+    let m = scrape(&s).await;
+    let v = |series: &str| sample(&m, series).unwrap_or_else(|| panic!("no {series} in:\n{m}"));
+    // Every answer the server wrote, by code: refusals, the upstream's answer, the gate's own.
+    for (code, n) in [("401", 1.0), ("404", 1.0), ("405", 1.0), ("413", 1.0)] {
+        assert_eq!(
+            v(&format!(
+                "portcullis_http_responses_total{{code=\"{code}\"}}"
+            )),
+            n,
+            "{code}"
+        );
+    }
+    assert!(v("portcullis_http_responses_total{code=\"200\"}") >= 2.0);
+    // Decision latency by the provider that decided (or `none`).
+    assert_eq!(
+        v("portcullis_decision_duration_seconds_count{provider=\"main\",result=\"allow\"}"),
+        2.0
+    );
+    assert!(
+        v("portcullis_decision_duration_seconds_sum{provider=\"main\",result=\"allow\"}") > 0.0
+    );
+    assert_eq!(
+        v("portcullis_decision_duration_seconds_count{provider=\"none\",result=\"deny\"}"),
+        1.0
+    );
+    // Upstream latency by the route's pattern from the config, never the request's path.
+    assert_eq!(
+        v("portcullis_upstream_duration_seconds_count{route=\"/orders/*\"}"),
+        1.0
+    );
+    assert!(v("portcullis_upstream_duration_seconds_sum{route=\"/orders/*\"}") > 0.0);
+    assert!(!m.contains("/orders/7"), "{m}");
+    // The build, and the process read from /proc.
+    assert_eq!(
+        v(&format!(
+            "portcullis_build_info{{version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        1.0
+    );
+    let rss = v("process_resident_memory_bytes ");
+    assert!(rss > 1e6, "{rss}");
+    assert!(v("process_virtual_memory_bytes ") >= rss);
+    assert!(v("process_cpu_seconds_total ") >= 0.0);
+    let fds = v("process_open_fds ");
+    assert!(fds > 0.0 && v("process_max_fds ") >= fds);
+    let now = now() as f64;
+    let started = v("process_start_time_seconds ");
+    assert!(
+        started > now - 600.0 && started <= now + 1.0,
+        "{started} {now}"
+    );
+    // The start is the first success.
+    assert_eq!(v("portcullis_config_last_reload_successful "), 1.0);
+    let first = v("portcullis_config_last_reload_success_timestamp_seconds ");
+    assert!(
+        first >= started - 1.0 && first <= now + 1.0,
+        "{first} {now}"
+    );
+
+    // An applied reload moves the timestamp on.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    std::fs::write(
+        s.config_path(),
+        cfg(&format!(
+            "  - {{ path: /stock/*, upstream: \"{}\" }}\n",
+            up.url()
+        )),
+    )
+    .unwrap();
+    let (status, r) = admin_reload(&s, &token).await;
+    assert_eq!((status, &r["result"]), (200, &json!("applied")), "{r}");
+    let m = scrape(&s).await;
+    let v = |series: &str| sample(&m, series).unwrap_or_else(|| panic!("no {series} in:\n{m}"));
+    assert_eq!(v("portcullis_config_last_reload_successful "), 1.0);
+    let second = v("portcullis_config_last_reload_success_timestamp_seconds ");
+    assert!(second > first, "{second} <= {first}");
+    assert_eq!(v("portcullis_config_generation "), 2.0);
+
+    // A refused one: the gauge says so, and the last success stays when it was.
+    std::fs::write(s.config_path(), "version: 1\nserver: [\n").unwrap();
+    let (status, r) = admin_reload(&s, &token).await;
+    assert_eq!((status, &r["result"]), (422, &json!("failed")), "{r}");
+    let m = scrape(&s).await;
+    let v = |series: &str| sample(&m, series).unwrap_or_else(|| panic!("no {series} in:\n{m}"));
+    assert_eq!(v("portcullis_config_last_reload_successful "), 0.0);
+    assert_eq!(
+        v("portcullis_config_last_reload_success_timestamp_seconds "),
+        second
+    );
+    assert_eq!(v("portcullis_reloads_total{result=\"failed\"}"), 1.0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -777,6 +917,11 @@ fn kubernetes_manifests_keep_their_invariants() {
     std::fs::write(&local_secret, SECRET).unwrap();
     let text = text.replace(secret_file, &local_secret.display().to_string());
     let cfg = compile_configmap_config(&text, std::path::Path::new(config_arg));
+    assert!(
+        cfg.warnings.is_empty(),
+        "the ConfigMap's config: {:?}",
+        cfg.warning_lines()
+    );
     assert_eq!(cfg.var_files, vec![local_secret]);
     assert_eq!(cfg.server.host, "0.0.0.0");
     let plugins_mount = s(&mount("plugins")["mountPath"]);

@@ -763,3 +763,63 @@ async fn a_plugin_taken_out_of_the_allow_list_stops_serving_at_once() {
     assert!(until(|| async { status_code(&s, "/api/auth/me", Some(&token)).await == 200 }).await);
     assert_eq!(admin_status(&s, "good-admin").await["retired"], json!([]));
 }
+
+/// Issue #18: a reload of a config with a dead pattern applies it (a warning is not an error),
+/// logs the warning and answers it with its key path; a clean config answers none.
+#[tokio::test]
+async fn a_reload_applies_a_config_with_warnings_and_answers_them() {
+    let clean = jwt_config("auth:\n  rules:\n    - allow: true\n");
+    let s = Server::start_without_watch(&clean, &[jwt_plugin()]);
+    let token = hs256(SECRET, good_claims("ops", json!({})));
+    let (status, r) = admin_reload(&s, &token).await;
+    assert_eq!((status, &r["result"]), (200, &json!("unchanged")), "{r}");
+    assert_eq!(r["warnings"], json!([]), "{r}");
+    let dead = jwt_config(
+        "auth:\n  public: [/health, /api/auth/me]\n  rules:\n    - allow: true\n    - path: /api/*\n      allow: false\n",
+    );
+    std::fs::write(s.config_path(), &dead).unwrap();
+    let (status, r) = admin_reload(&s, &token).await;
+    assert_eq!((status, &r["result"]), (200, &json!("applied")), "{r}");
+    let file = s.config_path().display().to_string();
+    let warnings: Vec<&str> = r["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert_eq!(warnings.len(), 2, "{r}");
+    assert!(
+        warnings[0].starts_with(&format!(
+            "{file}: auth.public[1]: never applies: `/api/auth/*`"
+        )),
+        "{r}"
+    );
+    assert!(
+        warnings[1].starts_with(&format!(
+            "{file}: auth.rules[1]: never decides: auth.rules[0]"
+        )),
+        "{r}"
+    );
+    assert_eq!(r["errors"], json!([]), "{r}");
+    // Served as it says: the first rule allows.
+    assert_eq!(status_code(&s, "/api/auth/me", Some(&token)).await, 200);
+    assert_eq!(
+        admin_status(&s, &token).await["last_attempt"]["warnings"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        until(|| async {
+            s.log().contains("config warning:") && s.log().contains("auth.rules[1]")
+        })
+        .await,
+        "log:\n{}",
+        s.log()
+    );
+    // Asked again, the unchanged config still answers its warnings.
+    let (status, r) = admin_reload(&s, &token).await;
+    assert_eq!((status, &r["result"]), (200, &json!("unchanged")), "{r}");
+    assert_eq!(r["warnings"].as_array().unwrap().len(), 2, "{r}");
+}

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
 use super::{
-    error::{join_path, ConfigError, Issues},
+    error::{join_path, ConfigError, ConfigIssue, Issues},
     expand::{expand_tree, VarSource, FILE_PREFIX},
     gateway::{compile_gateway, compile_routes, GatewayConfig, RoutesConfig},
     raw::*,
@@ -51,6 +51,20 @@ pub struct Config {
     pub routes: RoutesConfig,
     /// `telemetry:`.
     pub telemetry: TelemetryConfig,
+    /// What the file says that can never take effect (a dead pattern, a shadowed rule or route),
+    /// with key paths. Not errors: the config is served as it is.
+    pub warnings: Vec<ConfigIssue>,
+}
+
+impl Config {
+    /// The warnings, one line each, naming the file once: `config.yaml: auth.public[1]: ...`.
+    pub fn warning_lines(&self) -> Vec<String> {
+        let file = self.file.display();
+        self.warnings
+            .iter()
+            .map(|w| format!("{file}: {w}"))
+            .collect()
+    }
 }
 
 /// `telemetry:`: where traces go. Read once at start (see `crate::telemetry`).
@@ -251,6 +265,10 @@ pub struct AuthConfig {
     pub rule_paths: PatternSet,
     /// Maps a `rule_paths` index to its rule.
     pub rule_of_spec: Vec<usize>,
+    /// `public` entries as compiled, by index (for the config's warnings).
+    pub public_specs: Vec<PatternSpec>,
+    /// `rule_paths` as compiled, by index (for the config's warnings).
+    pub rule_specs: Vec<PatternSpec>,
 }
 
 /// A config that was refused, with what the plugin checks still need so that their problems are
@@ -467,6 +485,7 @@ pub fn compile_checked(text: &str, file: &Path, vars: &dyn VarSource) -> Result<
         },
         plugins: None,
     })?;
+    let warnings = super::lint::warnings(&auth, &routes);
     Ok(Config {
         file: file.to_path_buf(),
         hash: crate::plugin::sha256_hex(text.as_bytes()),
@@ -478,6 +497,7 @@ pub fn compile_checked(text: &str, file: &Path, vars: &dyn VarSource) -> Result<
         gateway,
         routes,
         telemetry,
+        warnings,
     })
 }
 
@@ -1102,7 +1122,7 @@ pub(super) fn methods_upper(methods: Vec<String>, path: &str, issues: &mut Issue
 
 /// A pattern entry as one line of text: `/api/*`, `regex:^/docs/`, with `[GET, POST]` when
 /// restricted to methods.
-fn describe(spec: &PatternSpec) -> String {
+pub(super) fn describe(spec: &PatternSpec) -> String {
     let mut s = match &spec.kind {
         PatternKind::Path(p) => p.clone(),
         PatternKind::Regex(r) => format!("regex:{r}"),
@@ -1113,13 +1133,14 @@ fn describe(spec: &PatternSpec) -> String {
     s
 }
 
+/// Compiles a pattern list (`default` when absent), keeping the entries as compiled in `specs`.
 fn pattern_list(
     values: Option<Vec<Value>>,
     default: &[&str],
     path: &str,
     case: CaseMode,
     issues: &mut Issues,
-    sources: &mut Vec<String>,
+    specs_out: &mut Vec<PatternSpec>,
 ) -> Option<PatternSet> {
     let specs: Vec<PatternSpec> = match values {
         None => default
@@ -1142,8 +1163,7 @@ fn pattern_list(
             specs
         }
     };
-    *sources = specs.iter().map(describe).collect();
-    match PatternSet::compile(&specs, case) {
+    let compiled = match PatternSet::compile(&specs, case) {
         Ok(set) => Some(set),
         Err(errs) => {
             for (i, e) in errs {
@@ -1151,7 +1171,9 @@ fn pattern_list(
             }
             None
         }
-    }
+    };
+    *specs_out = specs;
+    compiled
 }
 
 fn compile_auth(
@@ -1159,14 +1181,14 @@ fn compile_auth(
     provider_names: &[String],
     issues: &mut Issues,
 ) -> Option<AuthConfig> {
-    let (mut protected_src, mut public_src) = (Vec::new(), Vec::new());
+    let (mut protected_specs, mut public_specs) = (Vec::new(), Vec::new());
     let protected = pattern_list(
         raw.protected,
         &["/api/*"],
         "auth.protected",
         CaseMode::Insensitive,
         issues,
-        &mut protected_src,
+        &mut protected_specs,
     );
     let public = pattern_list(
         raw.public,
@@ -1174,7 +1196,7 @@ fn compile_auth(
         "auth.public",
         CaseMode::Sensitive,
         issues,
-        &mut public_src,
+        &mut public_specs,
     );
     let header = raw.token.header.unwrap_or_else(|| "Authorization".into());
     if header.is_empty()
@@ -1264,13 +1286,15 @@ fn compile_auth(
     Some(AuthConfig {
         protected: protected?,
         public: public?,
-        protected_src,
-        public_src,
+        protected_src: protected_specs.iter().map(describe).collect(),
+        public_src: public_specs.iter().map(describe).collect(),
         token,
         authorize,
         rules,
         rule_paths: rule_paths?,
         rule_of_spec,
+        public_specs,
+        rule_specs: specs,
     })
 }
 

@@ -5,6 +5,7 @@ mod compile;
 mod error;
 mod expand;
 mod gateway;
+mod lint;
 mod raw;
 
 pub use compile::{

@@ -637,6 +637,96 @@ fn build_group(
     Ok(Some(RegexGroup { set, indices }))
 }
 
+impl PatternSpec {
+    /// Whether this pattern, in a set compiled with `case`, matches every request (method and
+    /// canonical path) that `other`, in a set compiled with `other_case`, matches.
+    ///
+    /// Path patterns are compared segment by segment; a regex covers only the same regex (or is
+    /// covered by a path pattern that matches every path, `/*`). When it cannot tell (a regex, a
+    /// pattern that does not compile) the answer is `false`: it serves to report patterns that
+    /// can never apply, where a wrong `true` would be a false alarm.
+    pub fn covers(&self, case: CaseMode, other: &PatternSpec, other_case: CaseMode) -> bool {
+        methods_cover(self.methods.as_deref(), other.methods.as_deref())
+            && match (&self.kind, &other.kind) {
+                (PatternKind::Path(a), PatternKind::Path(b)) => {
+                    match (
+                        parse_path_pattern(a, case),
+                        parse_path_pattern(b, other_case),
+                    ) {
+                        (Ok(a), Ok(b)) => segments_cover(&a, case, &b, other_case),
+                        _ => false,
+                    }
+                }
+                (PatternKind::Path(a), PatternKind::Regex(_)) => {
+                    matches!(parse_path_pattern(a, case).as_deref(), Ok([Seg::Rest]))
+                }
+                // The same source, compared at least as loosely.
+                (PatternKind::Regex(a), PatternKind::Regex(b)) => {
+                    a == b && (case == CaseMode::Insensitive || other_case == CaseMode::Sensitive)
+                }
+                (PatternKind::Regex(_), PatternKind::Path(_)) => false,
+            }
+    }
+
+    /// Whether the pattern, in a set compiled with `case`, may match a path whose first segment
+    /// is `first` (or that is `/first`). `true` when it cannot tell (a regex).
+    pub fn may_match_below(&self, case: CaseMode, first: &str) -> bool {
+        let PatternKind::Path(p) = &self.kind else {
+            return true;
+        };
+        match parse_path_pattern(p, case).as_deref() {
+            Ok([]) => false,
+            Ok([Seg::Literal(l), ..]) => match case {
+                CaseMode::Sensitive => l == first,
+                CaseMode::Insensitive => l.eq_ignore_ascii_case(first),
+            },
+            _ => true,
+        }
+    }
+}
+
+/// Whether method list `a` names every method `b` does (`None`, `ALL` or `*`: every method,
+/// including ones no list names; `GET` names `HEAD`, as [`compile_methods`] says).
+fn methods_cover(a: Option<&[String]>, b: Option<&[String]>) -> bool {
+    let list = |m: Option<&[String]>| match compile_methods(m) {
+        Ok(MethodFilter::List(list)) => Some(list),
+        _ => None,
+    };
+    match (list(a), list(b)) {
+        (None, _) => compile_methods(a).is_ok(),
+        (Some(_), None) => false,
+        (Some(a), Some(b)) => b.iter().all(|m| a.contains(m)),
+    }
+}
+
+/// Whether path pattern `a` (segments in `a_case`) matches every path `b` does.
+fn segments_cover(a: &[Seg], a_case: CaseMode, b: &[Seg], b_case: CaseMode) -> bool {
+    let split = |segs: &[Seg]| match segs.split_last() {
+        Some((Seg::Rest, fixed)) => (fixed.len(), true),
+        _ => (segs.len(), false),
+    };
+    let ((a_len, a_rest), (b_len, b_rest)) = (split(a), split(b));
+    let lengths_fit = if a_rest {
+        // `b`'s paths have at least `b_len` segments; `a` takes any number past its own.
+        b_len >= a_len
+    } else {
+        !b_rest && b_len == a_len
+    };
+    lengths_fit
+        && a.iter().zip(b).take(a_len).all(|(x, y)| match (x, y) {
+            (Seg::One, Seg::Literal(_) | Seg::One) => true,
+            (Seg::Literal(x), Seg::Literal(y)) => match (a_case, b_case) {
+                (CaseMode::Sensitive, CaseMode::Sensitive) => x == y,
+                (CaseMode::Insensitive, _) => x.eq_ignore_ascii_case(y),
+                // `b` matches every spelling of its literal; `a` only the one.
+                (CaseMode::Sensitive, CaseMode::Insensitive) => {
+                    x == y && !y.bytes().any(|c| c.is_ascii_alphabetic())
+                }
+            },
+            _ => false,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1206,6 +1296,92 @@ mod tests {
         assert!(!set.is_match("GET", "/svc1000/items"));
         assert!(!set.is_match("GET", "/svc/items"));
         assert!(!set.is_match("GET", "/"));
+    }
+
+    fn covers(a: PatternSpec, ac: CaseMode, b: PatternSpec, bc: CaseMode) -> bool {
+        a.covers(ac, &b, bc)
+    }
+
+    #[test]
+    fn coverage_of_path_patterns() {
+        use CaseMode::{Insensitive as I, Sensitive as S};
+        let yes = [
+            ("/*", "/"),
+            ("/*", "/anything/at/all"),
+            ("/*", "/x/*"),
+            ("/api/*", "/api"),
+            ("/api/*", "/api/*"),
+            ("/api/*", "/api/users/:id"),
+            ("/api/:x/*", "/api/a/b"),
+            ("/api/*/x", "/api/:id/x"),
+            ("/a/b", "/a/b/"),
+            ("/", "/"),
+            ("/%7Euser", "/~user"),
+        ];
+        for (a, b) in yes {
+            assert!(covers(p(a), S, p(b), S), "{a} should cover {b}");
+            assert!(covers(p(a), I, p(b), S), "{a} (any case) should cover {b}");
+        }
+        let no = [
+            ("/", "/*"),
+            ("/api", "/api/*"),
+            ("/api/x", "/api/:id"),
+            ("/api/:id", "/api"),
+            ("/api/:id", "/api/*"),
+            ("/api/*/x", "/api/*"),
+            ("/a/b", "/a/c"),
+            ("/a/*", "/b/*"),
+            ("/a/b/*", "/a/*"),
+        ];
+        for (a, b) in no {
+            assert!(!covers(p(a), S, p(b), S), "{a} should not cover {b}");
+            assert!(!covers(p(a), I, p(b), I), "{a} should not cover {b}");
+        }
+        // Case: an exact literal does not cover one matched in any case, unless it has no letter.
+        assert!(covers(p("/API/*"), I, p("/api/x"), S));
+        assert!(covers(p("/api/*"), I, p("/Api/x"), I));
+        assert!(!covers(p("/api/*"), S, p("/api/x"), I));
+        assert!(!covers(p("/api/*"), S, p("/API/x"), S));
+        assert!(!covers(p("/v1/*"), S, p("/v1/:x"), I));
+        assert!(covers(p("/1/*"), S, p("/1/:x"), I));
+        // A pattern that does not compile covers nothing and is covered by nothing.
+        assert!(!covers(p("/*"), S, p("/a*"), S));
+        assert!(!covers(p("/a*"), S, p("/a"), S));
+    }
+
+    #[test]
+    fn coverage_of_methods_and_regexes() {
+        use CaseMode::{Insensitive as I, Sensitive as S};
+        let m = |path: &str, methods: &[&str]| p(path).with_methods(methods.iter().copied());
+        assert!(covers(p("/a"), S, m("/a", &["POST"]), S));
+        assert!(covers(m("/a", &["ALL"]), S, p("/a"), S));
+        assert!(covers(m("/a", &["GET", "POST"]), S, m("/a", &["post"]), S));
+        assert!(covers(m("/a", &["GET"]), S, m("/a", &["HEAD"]), S));
+        assert!(!covers(m("/a", &["GET"]), S, p("/a"), S));
+        assert!(!covers(m("/a", &["GET"]), S, m("/a", &["GET", "PUT"]), S));
+        assert!(!covers(m("/a", &["HEAD"]), S, m("/a", &["GET"]), S));
+        assert!(!covers(m("/a", &[]), S, m("/a", &[]), S));
+        // A regex: the same source, or `/*`.
+        assert!(covers(re("^/docs/"), I, re("^/docs/"), S));
+        assert!(!covers(re("^/docs/"), S, re("^/docs/"), I));
+        assert!(!covers(re("^/docs/"), S, re("^/doc"), S));
+        assert!(covers(p("/*"), S, re("^/docs/"), S));
+        assert!(!covers(p("/docs/*"), S, re("^/docs/"), S));
+        assert!(!covers(re("^/"), S, p("/docs"), S));
+    }
+
+    #[test]
+    fn may_match_below_a_first_segment() {
+        use CaseMode::{Insensitive as I, Sensitive as S};
+        assert!(p("/health").may_match_below(S, "health"));
+        assert!(p("/health/*").may_match_below(S, "health"));
+        assert!(!p("/Health").may_match_below(S, "health"));
+        assert!(p("/Health").may_match_below(I, "health"));
+        assert!(p("/:x").may_match_below(S, "health"));
+        assert!(p("/*").may_match_below(S, "health"));
+        assert!(!p("/").may_match_below(S, "health"));
+        assert!(!p("/api/*").may_match_below(S, "health"));
+        assert!(re("^/api").may_match_below(S, "health"));
     }
 
     #[test]
