@@ -95,6 +95,26 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The server process's environment (the same for every instance; see docs/plugins.md on when
+/// it is read).
+fn process_env(name: RStr<'_>) -> ROption<RString> {
+    std::env::var(name.as_str()).ok().map(RString::from).into()
+}
+
+/// Whether the instance's HTTP requests may go to `url`.
+fn url_policy(url: RStr<'_>, allow_http: bool) -> RResult<(), PluginError> {
+    check_scheme(url.as_str(), allow_http)
+        .map_err(PluginError::config)
+        .into()
+}
+
 impl HostServices for InstanceServices {
     fn log(&self, level: LogLevel, message: RStr<'_>) {
         let (provider, message) = (&*self.instance, message.as_str());
@@ -107,20 +127,15 @@ impl HostServices for InstanceServices {
     }
 
     fn now_unix_millis(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
+        unix_millis()
     }
 
     fn env_var(&self, name: RStr<'_>) -> ROption<RString> {
-        std::env::var(name.as_str()).ok().map(RString::from).into()
+        process_env(name)
     }
 
     fn check_url(&self, url: RStr<'_>) -> RResult<(), PluginError> {
-        check_scheme(url.as_str(), self.allow_http)
-            .map_err(PluginError::config)
-            .into()
+        url_policy(url, self.allow_http)
     }
 
     fn http(&self, request: HttpRequest) -> FfiFuture<RResult<HttpResponse, PluginError>> {
@@ -227,20 +242,15 @@ impl HostServices for CheckServices {
     }
 
     fn now_unix_millis(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
+        unix_millis()
     }
 
     fn env_var(&self, name: RStr<'_>) -> ROption<RString> {
-        std::env::var(name.as_str()).ok().map(RString::from).into()
+        process_env(name)
     }
 
     fn check_url(&self, url: RStr<'_>) -> RResult<(), PluginError> {
-        check_scheme(url.as_str(), self.allow_http)
-            .map_err(PluginError::config)
-            .into()
+        url_policy(url, self.allow_http)
     }
 
     fn http(&self, _request: HttpRequest) -> FfiFuture<RResult<HttpResponse, PluginError>> {
