@@ -11,14 +11,14 @@ use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
+    config::state,
     config::{self, Config, EnvVars},
-    http::HttpClient,
+    http::listen::tls::{TlsMaterial, TlsState},
+    keys::HttpClient,
     keys::{KeyCache, KeyCacheSettings},
-    metrics::Metrics,
+    observe::metrics::Metrics,
     plugin::{Loader, SharedServices},
-    runtime::{self, Runtime},
-    state,
-    tls::{TlsMaterial, TlsState},
+    reload::snapshot::{self, Snapshot},
 };
 
 /// The last reload attempt and the last success.
@@ -80,7 +80,7 @@ pub enum ReloadOutcome {
 
 /// The running application.
 pub struct App {
-    runtime: ArcSwap<Runtime>,
+    snapshot: ArcSwap<Snapshot>,
     loader: Arc<Loader>,
     shared: Arc<SharedServices>,
     config_path: PathBuf,
@@ -91,7 +91,7 @@ pub struct App {
     /// `server.metrics.listen` at start (its listener is bound once, like the main one).
     metrics_listen: Option<std::net::SocketAddr>,
     tls: Option<Arc<TlsState>>,
-    watch: crate::watch::SharedWatchStatus,
+    watch: crate::reload::watch::SharedWatchStatus,
     metrics: Arc<Metrics>,
 }
 
@@ -122,7 +122,7 @@ pub fn read_config(path: &Path) -> Result<Config, config::ConfigError> {
 pub async fn read_config_reporting_all(
     path: &Path,
     loader: &Arc<Loader>,
-    previous: Option<&Runtime>,
+    previous: Option<&Snapshot>,
 ) -> Result<Config, Vec<String>> {
     // The variable source is not `Send`: done with before the first await.
     let loaded = {
@@ -137,7 +137,7 @@ pub async fn read_config_reporting_all(
             let mut lines = refused.error.lines();
             if let Some(check) = &refused.plugins {
                 let file = refused.error.file();
-                let found = runtime::plugin_issues(check, loader, previous).await;
+                let found = snapshot::plugin_issues(check, loader, previous).await;
                 lines.extend(found.into_iter().map(|m| format!("{file}: {m}")));
             }
             Err(lines)
@@ -194,7 +194,7 @@ async fn input_files(config_path: &Path, config: &Config) -> Vec<FileHash> {
     let secrets = config.var_files.clone();
     let hashed = tokio::task::spawn_blocking(move || {
         let mut out: Vec<FileHash> = secrets.iter().map(|f| secret_file_hash(f)).collect();
-        if let Ok(files) = runtime::plugin_files(&dir) {
+        if let Ok(files) = snapshot::plugin_files(&dir) {
             out.extend(files.iter().map(|f| file_hash(f)));
         }
         if let Some((key, cert)) = tls {
@@ -256,9 +256,9 @@ impl App {
         };
         let metrics = Arc::new(Metrics::new(shared.keys.clone(), loader.clone()));
         let mut rt =
-            runtime::build(config, 1, &loader, &shared, None, &known_hashes(&files)).await?;
+            snapshot::build(config, 1, &loader, &shared, None, &known_hashes(&files)).await?;
         rt.route_timers = metrics.route_timers(&rt.config.routes.list);
-        runtime::warm_up(&rt, None);
+        snapshot::warm_up(&rt, None);
         metrics.observe_reload("applied", 1);
         let attempt = Attempt {
             at: now_secs(),
@@ -277,7 +277,7 @@ impl App {
         };
         let (reload_tx, reload_rx) = mpsc::channel(64);
         let app = Arc::new(App {
-            runtime: ArcSwap::from_pointee(rt),
+            snapshot: ArcSwap::from_pointee(rt),
             loader,
             shared,
             config_path: config_path.to_path_buf(),
@@ -319,7 +319,7 @@ impl App {
     }
 
     /// The file watch's state (shared with the watch task).
-    pub fn watch_status(&self) -> crate::watch::SharedWatchStatus {
+    pub fn watch_status(&self) -> crate::reload::watch::SharedWatchStatus {
         self.watch.clone()
     }
 
@@ -339,8 +339,8 @@ impl App {
     }
 
     /// The snapshot to serve one request with (load once, keep to the end).
-    pub fn runtime(&self) -> Arc<Runtime> {
-        self.runtime.load_full()
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
     }
 
     /// The config file being served.
@@ -383,7 +383,7 @@ impl App {
             ReloadOutcome::Failed(e) => ("failed", e.clone(), vec![]),
         };
         self.metrics
-            .observe_reload(result, self.runtime().generation);
+            .observe_reload(result, self.snapshot().generation);
         let attempt = Attempt {
             at: now_secs(),
             trigger: trigger.into(),
@@ -419,7 +419,7 @@ impl App {
     }
 
     async fn try_reload(&self) -> ReloadOutcome {
-        let current = self.runtime();
+        let current = self.snapshot();
         let config = match read_config_reporting_all(
             &self.config_path,
             &self.loader,
@@ -481,7 +481,7 @@ impl App {
         };
         let generation = current.generation + 1;
         let config_hash = config.hash.clone();
-        match runtime::build(
+        match snapshot::build(
             config,
             generation,
             &self.loader,
@@ -493,8 +493,8 @@ impl App {
         {
             Ok(mut rt) => {
                 rt.route_timers = self.metrics.route_timers(&rt.config.routes.list);
-                runtime::warm_up(&rt, Some(&current));
-                self.runtime.store(Arc::new(rt));
+                snapshot::warm_up(&rt, Some(&current));
+                self.snapshot.store(Arc::new(rt));
                 if let (Some(m), Some(state)) = (new_tls, &self.tls) {
                     state.store(Arc::new(m));
                     tracing::info!("tls key and certificate replaced for new connections");

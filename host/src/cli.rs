@@ -11,9 +11,10 @@ use clap::{Parser, Subcommand};
 
 use crate::{
     app::App,
+    http::server,
+    observe::telemetry::{self, LogFormat, Telemetry},
     plugin::Loader,
-    runtime, server,
-    telemetry::{self, LogFormat, Telemetry},
+    reload::snapshot,
 };
 
 /// Portcullis: an authenticating server with run-time-loaded identity-provider plugins.
@@ -293,11 +294,11 @@ async fn serve(config: &Path, watch: bool, format: LogFormat) -> anyhow::Result<
     };
     spawn_sighup(app.clone());
     if watch {
-        if let Err(e) = crate::watch::spawn(app.clone()) {
+        if let Err(e) = crate::reload::watch::spawn(app.clone()) {
             tracing::warn!("{e}; reload with SIGHUP or the admin endpoint");
         }
     }
-    let generation = app.runtime().generation;
+    let generation = app.snapshot().generation;
     let on_bound = |bound: server::Bound| match bound {
         server::Bound::Main { addr, tls } => {
             let scheme = if tls { "https" } else { "http" };
@@ -363,17 +364,17 @@ async fn check(path: &Path) -> anyhow::Result<i32> {
     for w in &warnings {
         println!("warning: {w}");
     }
-    let http = crate::http::HttpClient::new().map_err(|e| anyhow!(e))?;
+    let http = crate::keys::HttpClient::new().map_err(|e| anyhow!(e))?;
     let shared = Arc::new(crate::plugin::SharedServices {
         http: http.clone(),
         keys: Arc::new(crate::keys::KeyCache::new(http, Default::default())),
         max_response_bytes: 4 * 1024 * 1024,
         http_timeout: Duration::from_secs(10),
     });
-    match runtime::build(config, 1, &loader, &shared, None, &Default::default()).await {
+    match snapshot::build(config, 1, &loader, &shared, None, &Default::default()).await {
         Ok(rt) => {
             for p in &rt.plugins {
-                if let runtime::PluginFile::Failed(e) = p {
+                if let snapshot::PluginFile::Failed(e) = p {
                     println!("warning: {e}");
                 }
             }

@@ -17,8 +17,8 @@ use poem::http::HeaderMap;
 use portcullis::{
     auth::{AuthUser, RequestParts},
     config::{compile_str, EnvVars},
-    http::HttpClient,
     jose::{self, Algorithm, Key, Validation},
+    keys::HttpClient,
     keys::{KeyCache, KeyCacheSettings},
     plugin::{InstanceServices, SharedServices},
 };

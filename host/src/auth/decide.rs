@@ -27,11 +27,11 @@ use crate::{
     config::AuthConfig,
     jose,
     matching::{CaseMode, PatternSet, PatternSpec},
-    runtime::{ProviderInstance, RetiredInstance, Runtime},
-    telemetry::{
+    observe::telemetry::{
         self,
         PluginCall::{Authenticate, Authorize},
     },
+    reload::snapshot::{ProviderInstance, RetiredInstance, Snapshot},
 };
 
 /// Built-in routes that always need a user, whatever `auth.public` says.
@@ -169,7 +169,7 @@ pub struct RequestParts<'a> {
 }
 
 /// Decides a request under snapshot `rt`.
-pub async fn decide(rt: &Runtime, req: &RequestParts<'_>) -> Decision {
+pub async fn decide(rt: &Snapshot, req: &RequestParts<'_>) -> Decision {
     let auth = &rt.config.auth;
     let mut trace = Trace {
         builtin_route: BUILTIN_PROTECTED.is_match(req.method, req.path),
@@ -221,7 +221,7 @@ pub async fn decide(rt: &Runtime, req: &RequestParts<'_>) -> Decision {
 }
 
 async fn authenticate_and_authorize(
-    rt: &Runtime,
+    rt: &Snapshot,
     req: &RequestParts<'_>,
     trace: &mut Trace,
 ) -> Result<Arc<AuthUser>, Denial> {
@@ -398,7 +398,7 @@ async fn authenticate_and_authorize(
 
 /// The user instance `p` had accepted for this token, once authorized for this request.
 async fn kept_user(
-    rt: &Runtime,
+    rt: &Snapshot,
     p: &ProviderInstance,
     hit: &Accepted,
     info: &OnceLock<RequestInfo>,
@@ -437,14 +437,14 @@ async fn authenticate(
 }
 
 /// The `iss` of a token as the request brought it (unverified, and `None` when it is not a JWT).
-fn peek_issuer(rt: &Runtime, token: &[u8]) -> Option<String> {
+fn peek_issuer(rt: &Snapshot, token: &[u8]) -> Option<String> {
     let token = std::str::from_utf8(token).ok()?;
     jose::peek_issuer(token, rt.config.server.max_token_bytes)
 }
 
 /// A retired instance that could have been the one for this token: one declaring the token's
 /// issuer, else one declaring no issuer.
-fn retired_for<'a>(rt: &'a Runtime, token: &[u8]) -> Option<&'a RetiredInstance> {
+fn retired_for<'a>(rt: &'a Snapshot, token: &[u8]) -> Option<&'a RetiredInstance> {
     if rt.retired.is_empty() {
         return None;
     }
@@ -467,7 +467,7 @@ fn retired_for<'a>(rt: &'a Runtime, token: &[u8]) -> Option<&'a RetiredInstance>
 /// Providers to try for this token: the one whose declared issuer matches the token's `iss`; else
 /// those that declare no issuer, in config order. With one provider, that provider.
 fn candidates<'a>(
-    rt: &'a Runtime,
+    rt: &'a Snapshot,
     token: &[u8],
 ) -> smallvec::SmallVec<[&'a Arc<ProviderInstance>; 4]> {
     if rt.providers.len() == 1 && rt.retired.is_empty() {
@@ -490,7 +490,7 @@ fn candidates<'a>(
 }
 
 async fn authorize(
-    rt: &Runtime,
+    rt: &Snapshot,
     p: &ProviderInstance,
     user: &AuthUser,
     user_json: &RString,

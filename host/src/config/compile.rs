@@ -67,7 +67,7 @@ impl Config {
     }
 }
 
-/// `telemetry:`: where traces go. Read once at start (see `crate::telemetry`).
+/// `telemetry:`: where traces go. Read once at start (see `crate::observe::telemetry`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TelemetryConfig {
     /// Base URL of an OTLP/HTTP receiver (`http://collector:4318`); `/v1/traces` is added

@@ -7,6 +7,7 @@ mod expand;
 mod gateway;
 mod lint;
 mod raw;
+pub mod state;
 
 pub use compile::{
     compile_checked, compile_str, load_file, load_file_checked, parse_size, AuthConfig,

@@ -22,8 +22,8 @@ use portcullis_plugin_api::{
 };
 
 use crate::{
-    http::{check_scheme, HttpClient},
     jose::{self, Algorithm, JwsError, Key, KeyFamily, Validation},
+    keys::{check_scheme, HttpClient},
     keys::{InstanceKeySets, KeyCache, KeyFormat, KeySet},
 };
 
@@ -669,7 +669,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_verifier_keeps_accepted_tokens_only_while_the_host_does_not() {
-        let http = crate::http::HttpClient::new().unwrap();
+        let http = crate::keys::HttpClient::new().unwrap();
         let shared = Arc::new(SharedServices {
             http: http.clone(),
             keys: Arc::new(KeyCache::new(

@@ -39,9 +39,11 @@ use crate::{
     app::App,
     auth::{decide, RequestParts},
     config::{ForwardProxy, GatewayConfig, ORIGINAL_REQUEST_HEADERS},
+    gateway::proxy::{
+        identity_headers, is_method_override, normalized_name, query_has_method_override,
+    },
+    http::server::{denial_response, error_response},
     matching::canonicalize,
-    proxy::{identity_headers, is_method_override, normalized_name, query_has_method_override},
-    server::{denial_response, error_response},
 };
 
 /// Where the endpoint is served (a reserved path: no route can take it). With `proxy: envoy`,
@@ -107,7 +109,7 @@ fn refused_header(
 
 /// The verdict on the request the proxy names in `req`.
 pub async fn answer(app: &App, req: &Request) -> Response {
-    let rt = app.runtime();
+    let rt = app.snapshot();
     let gateway = &rt.config.gateway;
     let Some(proxy) = &gateway.forward_auth else {
         return error_response(StatusCode::NOT_FOUND, "Not Found");

@@ -15,10 +15,10 @@ use crate::{
     auth::{authn_cache, authz_cache, condition::Condition, AuthnCache, AuthzCache},
     config::{Config, PluginCheck},
     keys::InstanceKeySets,
+    observe::telemetry::{self, PluginCall},
     plugin::{
         CheckServices, InstanceServices, LoadedPlugin, Loader, PluginLoadError, SharedServices,
     },
-    telemetry::{self, PluginCall},
 };
 
 /// One provider instance in a snapshot.
@@ -84,7 +84,7 @@ pub enum PluginFile {
 }
 
 /// An immutable, complete view of what the server enforces.
-pub struct Runtime {
+pub struct Snapshot {
     /// Increases by one on every published snapshot.
     pub generation: u64,
     /// The compiled config.
@@ -97,7 +97,7 @@ pub struct Runtime {
     pub plugins: Vec<PluginFile>,
     /// Upstream latency series of `config.routes`, by route index; set by the app before the
     /// snapshot is published (a snapshot built for `check` times nothing).
-    pub route_timers: crate::metrics::RouteTimers,
+    pub route_timers: crate::observe::metrics::RouteTimers,
 }
 
 /// Scans `dir` for `*.so` files, in name order.
@@ -207,7 +207,7 @@ fn no_such_plugin(at: &str, plugin: &str, dir: &Path, plugins: &[PluginFile]) ->
 pub async fn plugin_issues(
     check: &PluginCheck,
     loader: &Arc<Loader>,
-    previous: Option<&Runtime>,
+    previous: Option<&Snapshot>,
 ) -> Vec<String> {
     let plugins =
         match load_plugins_in(&check.dir, check.allow.clone(), loader, &HashMap::new()).await {
@@ -277,9 +277,9 @@ pub async fn build(
     generation: u64,
     loader: &Arc<Loader>,
     shared: &Arc<SharedServices>,
-    previous: Option<&Runtime>,
+    previous: Option<&Snapshot>,
     known: &HashMap<String, String>,
-) -> Result<Runtime, Vec<String>> {
+) -> Result<Snapshot, Vec<String>> {
     let plugins = load_plugins(&config, loader, known)
         .await
         .map_err(|e| vec![e])?;
@@ -427,7 +427,7 @@ pub async fn build(
             std::sync::atomic::Ordering::Relaxed,
         );
     }
-    Ok(Runtime {
+    Ok(Snapshot {
         generation,
         config: Arc::new(config),
         providers,
@@ -443,7 +443,7 @@ pub async fn build(
 /// for it (an identity provider that is slow to answer must not hold a config change back); a
 /// plugin makes its first requests wait for the work in flight rather than start it again. A
 /// failure is logged and changes nothing: requests then do the work themselves.
-pub fn warm_up(runtime: &Runtime, previous: Option<&Runtime>) {
+pub fn warm_up(runtime: &Snapshot, previous: Option<&Snapshot>) {
     let timeout = runtime.config.server.plugin_timeout;
     let fresh: Vec<Arc<ProviderInstance>> = runtime
         .providers
@@ -475,7 +475,7 @@ pub fn warm_up(runtime: &Runtime, previous: Option<&Runtime>) {
 /// hash was taken out of `plugins.allow`, is retired rather than failing the reload, so that
 /// deleting or distrusting a plugin takes effect (and the distrusted code stops serving at once).
 fn retire(
-    previous: Option<&Runtime>,
+    previous: Option<&Snapshot>,
     pc: &crate::config::ProviderConfig,
     plugins: &[PluginFile],
     allow: Option<&[String]>,

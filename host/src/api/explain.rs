@@ -18,7 +18,7 @@ use crate::{
     auth::{decide, extract_token, Denial, RequestParts},
     config::TokenConfig,
     matching::canonicalize,
-    runtime::Runtime,
+    reload::snapshot::Snapshot,
 };
 
 /// A JSON string, and only that: poem-openapi's `String` also takes a number or a boolean
@@ -172,7 +172,7 @@ fn token_source(cfg: &TokenConfig, headers: &HeaderMap, query: Option<&str>) -> 
 /// The headers of the request to explain, or why no such request can be sent: a method that is
 /// not one, a header name or value HTTP does not allow. The client would have to send something
 /// else; the server would refuse what it got with 400.
-fn request_headers(rt: &Runtime, input: &ExplainRequest) -> Result<HeaderMap, String> {
+fn request_headers(rt: &Snapshot, input: &ExplainRequest) -> Result<HeaderMap, String> {
     if input.method.is_empty() || !input.method.bytes().all(|b| b.is_ascii_alphabetic()) {
         return Err("method: not an HTTP method".into());
     }
@@ -196,7 +196,7 @@ fn request_headers(rt: &Runtime, input: &ExplainRequest) -> Result<HeaderMap, St
 }
 
 /// Decides `input` under `rt` and says why.
-pub async fn explain(rt: &Runtime, input: ExplainRequest) -> Explanation {
+pub async fn explain(rt: &Snapshot, input: ExplainRequest) -> Explanation {
     let method = input.method.to_ascii_uppercase();
     let headers = request_headers(rt, &input);
     let auth = &rt.config.auth;

@@ -21,7 +21,11 @@ use std::{
 
 use arc_swap::ArcSwapOption;
 
-use crate::{http::HttpClient, jose::Key};
+pub mod client;
+
+pub use client::{check_scheme, HttpClient};
+
+use crate::jose::Key;
 
 /// Tunables of the key cache.
 #[derive(Debug, Clone)]

@@ -20,7 +20,7 @@ use crate::{
     app::{App, ReloadOutcome, ReloadStatus},
     auth::AuthUser,
     config::TokenConfig,
-    runtime::PluginFile,
+    reload::snapshot::PluginFile,
 };
 
 /// The security scheme of a token in the query parameter `auth.token.query` names.
@@ -517,7 +517,7 @@ enum ExplainResponse {
     /// could not be sent as given (a method that is not one, a header name or value that HTTP
     /// does not allow) is explained too: as the 400 it would get.
     #[oai(status = 200)]
-    Ok(Json<Box<crate::explain::Explanation>>),
+    Ok(Json<Box<crate::api::explain::Explanation>>),
     /// The body is not a JSON object of this shape (`token` or `headers` `null` included), or
     /// `Content-Length` is not a number.
     #[oai(status = 400)]
@@ -578,7 +578,7 @@ fn secs(t: std::time::SystemTime) -> u64 {
 impl Api {
     fn plugins(&self) -> Vec<PluginInfo> {
         self.app
-            .runtime()
+            .snapshot()
             .plugins
             .iter()
             .map(|p| match p {
@@ -608,7 +608,7 @@ impl Api {
 
     fn providers(&self) -> Vec<ProviderInfo> {
         self.app
-            .runtime()
+            .snapshot()
             .providers
             .iter()
             .map(|p| ProviderInfo {
@@ -641,7 +641,7 @@ impl Api {
     /// waiting for a first token. `/health` stays liveness.
     #[oai(path = "/ready", method = "get", tag = "ApiTags::System")]
     async fn ready(&self) -> ReadyResponse {
-        let rt = self.app.runtime();
+        let rt = self.app.snapshot();
         let mut problems: Vec<String> = rt
             .retired
             .iter()
@@ -721,7 +721,7 @@ impl Api {
             providers: self.providers(),
             retired: self
                 .app
-                .runtime()
+                .snapshot()
                 .retired
                 .iter()
                 .map(|r| RetiredInfo {
@@ -764,7 +764,7 @@ impl Api {
         let (result, generation, errors, warnings) = match self.app.request_reload("admin").await {
             ReloadOutcome::Applied(g, w) => ("applied", g, vec![], w),
             ReloadOutcome::Unchanged(g, w) => ("unchanged", g, vec![], w),
-            ReloadOutcome::Failed(e) => ("failed", self.app.runtime().generation, e, vec![]),
+            ReloadOutcome::Failed(e) => ("failed", self.app.snapshot().generation, e, vec![]),
         };
         let body = Json(ReloadResult {
             result: result.into(),
@@ -829,7 +829,7 @@ impl GatewayApi {
         #[oai(name = "X-Forwarded-Proto")]
         _forwarded_proto: Header<Option<String>>,
     ) -> ForwardAuthAnswer {
-        ForwardAuthAnswer(crate::forward_auth::answer(&self.app, req).await)
+        ForwardAuthAnswer(crate::gateway::forward_auth::answer(&self.app, req).await)
     }
 
     /// Explains the decision the server would make now for a method, a path and optionally a
@@ -840,7 +840,7 @@ impl GatewayApi {
     async fn explain(
         &self,
         _caller: Caller,
-        body: Json<crate::explain::ExplainRequest>,
+        body: Json<crate::api::explain::ExplainRequest>,
     ) -> ExplainResponse {
         // `null` is not what the schema says (a string, an object, or absent): refused rather
         // than read as absent, so that the schema says exactly what is accepted.
@@ -849,8 +849,10 @@ impl GatewayApi {
                 error: "token and headers are absent or set, never null".into(),
             }));
         }
-        let rt = self.app.runtime();
-        ExplainResponse::Ok(Json(Box::new(crate::explain::explain(&rt, body.0).await)))
+        let rt = self.app.snapshot();
+        ExplainResponse::Ok(Json(Box::new(
+            crate::api::explain::explain(&rt, body.0).await,
+        )))
     }
 }
 
@@ -858,7 +860,7 @@ impl GatewayApi {
 pub struct OpenMetricsText(pub String);
 
 impl poem_openapi::payload::Payload for OpenMetricsText {
-    const CONTENT_TYPE: &'static str = crate::metrics::CONTENT_TYPE;
+    const CONTENT_TYPE: &'static str = crate::observe::metrics::CONTENT_TYPE;
 
     fn schema_ref() -> MetaSchemaRef {
         MetaSchemaRef::Inline(Box::new(MetaSchema::new("string")))
@@ -868,7 +870,7 @@ impl poem_openapi::payload::Payload for OpenMetricsText {
 impl IntoResponse for OpenMetricsText {
     fn into_response(self) -> poem::Response {
         poem::Response::builder()
-            .content_type(crate::metrics::CONTENT_TYPE)
+            .content_type(crate::observe::metrics::CONTENT_TYPE)
             .body(self.0)
     }
 }

@@ -32,8 +32,8 @@ use crate::{
     app::App,
     auth::AuthUser,
     config::{GatewayConfig, MethodOverride, RouteConfig},
-    runtime::Runtime,
-    server::error_response,
+    http::server::error_response,
+    reload::snapshot::Snapshot,
 };
 
 /// Set by the gate when the decision found a route: the snapshot it was decided under, and which
@@ -41,7 +41,7 @@ use crate::{
 #[derive(Clone)]
 pub struct RouteHit {
     /// The snapshot of the decision.
-    pub runtime: Arc<Runtime>,
+    pub runtime: Arc<Snapshot>,
     /// Index into `runtime.config.routes.list`.
     pub index: usize,
 }
@@ -98,7 +98,7 @@ impl<E: Endpoint> Endpoint for Upstreams<E> {
 impl<E> Upstreams<E> {
     async fn forward(
         &self,
-        rt: &Runtime,
+        rt: &Snapshot,
         index: usize,
         route: &RouteConfig,
         mut req: Request,
@@ -188,7 +188,7 @@ impl<E> Upstreams<E> {
             }
             // The client's body went past `server.body_size_limit` while being forwarded (one
             // without a declared length): the client's fault, as a declared one would be.
-            Err(e) if crate::server::BodyTooLarge::caused(&e) => {
+            Err(e) if crate::http::server::BodyTooLarge::caused(&e) => {
                 metrics.observe_upstream("error");
                 error_response(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
             }

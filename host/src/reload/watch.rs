@@ -66,7 +66,7 @@ impl Targets {
     pub fn of(app: &App) -> Targets {
         let mut t = Targets::default();
         t.add_file(app.config_path());
-        let rt = app.runtime();
+        let rt = app.snapshot();
         for f in &rt.config.var_files {
             t.add_file(f);
         }

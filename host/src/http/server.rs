@@ -19,7 +19,7 @@ use crate::{
     auth::{decide, Denial, RequestParts},
     config::CorsConfig,
     matching::canonicalize,
-    telemetry,
+    observe::telemetry,
 };
 
 /// A JSON error answer with the seed's body shape.
@@ -116,7 +116,7 @@ impl<E: Endpoint> Endpoint for Gate<E> {
 impl<E: Endpoint> Gate<E> {
     /// Everything a request goes through, inside its span (every log line names the request).
     async fn gate(&self, mut req: Request, id_value: HeaderValue) -> poem::Result<Response> {
-        let rt = self.app.runtime();
+        let rt = self.app.snapshot();
         // Read only for the access log: a clock read costs tens of nanoseconds on a virtual
         // machine, a few percent of a whole request.
         let started = rt.config.server.api_req_logs.then(Instant::now);
@@ -159,7 +159,7 @@ impl<E: Endpoint> Gate<E> {
                 .is_some_and(|p| p.kind == crate::config::ProxyKind::Envoy)
                 && req.uri().path().starts_with("/forward-auth/")
             {
-                break 'answer crate::forward_auth::answer(&self.app, &req).await;
+                break 'answer crate::gateway::forward_auth::answer(&self.app, &req).await;
             }
             // 1. One canonical path, used for matching and for serving.
             let canonical = match canonicalize(req.uri().path()) {
@@ -228,7 +228,9 @@ impl<E: Endpoint> Gate<E> {
             }
             // 4. The decision. The forward-auth endpoint is itself a decision about another
             // request (named in its headers), so it is not judged on its own path.
-            if rt.config.gateway.forward_auth.is_some() && canonical == crate::forward_auth::PATH {
+            if rt.config.gateway.forward_auth.is_some()
+                && canonical == crate::gateway::forward_auth::PATH
+            {
                 break 'answer self.serve(req, &canonical, server.timeout).await;
             }
             let decided_at = Instant::now();
@@ -272,10 +274,11 @@ impl<E: Endpoint> Gate<E> {
                         req.extensions_mut().insert(u);
                     }
                     if let Some(index) = decision.trace.route {
-                        req.extensions_mut().insert(crate::proxy::RouteHit {
-                            runtime: rt.clone(),
-                            index,
-                        });
+                        req.extensions_mut()
+                            .insert(crate::gateway::proxy::RouteHit {
+                                runtime: rt.clone(),
+                                index,
+                            });
                     }
                 }
             }
@@ -465,7 +468,7 @@ pub fn endpoint(app: Arc<App>) -> impl Endpoint<Output = Response> {
     // The spec as served (operation ids, the token schemes of the config at start); the UI page
     // embeds poem-openapi's own text of it, which is replaced by that.
     let raw = service.spec();
-    let spec = crate::api::finish_spec(&raw, &app.runtime().config.auth.token);
+    let spec = crate::api::finish_spec(&raw, &app.snapshot().config.auth.token);
     let ui = service.swagger_ui_html().replacen(&raw, &spec, 1);
     let site = Site {
         spec: Document::new(spec),
@@ -473,7 +476,7 @@ pub fn endpoint(app: Arc<App>) -> impl Endpoint<Output = Response> {
         api: poem::IntoEndpoint::into_endpoint(service),
         app: app.clone(),
     };
-    let inner = crate::proxy::Upstreams::new(site, app.clone());
+    let inner = crate::gateway::proxy::Upstreams::new(site, app.clone());
     // Its output is already a response: no `map_to_response` layer (poem's server adds its own).
     Gate { inner, app }
 }
@@ -565,7 +568,7 @@ impl<A: Endpoint> Endpoint for Site<A> {
     type Output = Response;
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
-        let server = &self.app.runtime().config.server;
+        let server = &self.app.snapshot().config.server;
         let (on, document) = match req.uri().path() {
             "/openapi.json" => (server.openapi_docs, Some((&self.spec, "application/json"))),
             "/swagger-ui" => (
@@ -590,7 +593,7 @@ impl<A: Endpoint> Endpoint for Site<A> {
                     .await
             }
             None => Response::builder()
-                .content_type(crate::metrics::CONTENT_TYPE)
+                .content_type(crate::observe::metrics::CONTENT_TYPE)
                 .body(self.app.metrics().render()),
         })
     }
@@ -619,14 +622,14 @@ pub async fn serve(
     mut on_bound: impl FnMut(Bound),
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let rt = app.runtime();
+    let rt = app.snapshot();
     let s = &rt.config.server;
     let drain = Some(std::time::Duration::from_secs(30));
     // The metrics listener stops once the main one has (for whatever reason).
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let metrics = match s.metrics.listen() {
         Some(addr) => {
-            let acceptor = crate::conn_guard::GuardedAcceptor::new(
+            let acceptor = crate::http::listen::conn_guard::GuardedAcceptor::new(
                 TcpListener::bind(addr.to_string()).into_acceptor().await?,
                 app.clone(),
             );
@@ -646,8 +649,10 @@ pub async fn serve(
     let tcp = TcpListener::bind(format!("{}:{}", s.host, s.port));
     let served = match &s.https {
         None => {
-            let acceptor =
-                crate::conn_guard::GuardedAcceptor::new(tcp.into_acceptor().await?, app.clone());
+            let acceptor = crate::http::listen::conn_guard::GuardedAcceptor::new(
+                tcp.into_acceptor().await?,
+                app.clone(),
+            );
             on_bound(Bound::Main {
                 addr: first_addr(&acceptor)?,
                 tls: false,
@@ -661,9 +666,13 @@ pub async fn serve(
             let state = app.tls().ok_or_else(|| {
                 std::io::Error::other("server.https is set but no TLS was loaded")
             })?;
-            let acceptor = crate::tls::ReloadingTlsAcceptor::new(tcp.into_acceptor().await?, state);
+            let acceptor = crate::http::listen::tls::ReloadingTlsAcceptor::new(
+                tcp.into_acceptor().await?,
+                state,
+            );
             // Above TLS, so the guard sees plain HTTP (and a stalled handshake is cut off too).
-            let acceptor = crate::conn_guard::GuardedAcceptor::new(acceptor, app.clone());
+            let acceptor =
+                crate::http::listen::conn_guard::GuardedAcceptor::new(acceptor, app.clone());
             on_bound(Bound::Main {
                 addr: first_addr(&acceptor)?,
                 tls: true,
@@ -704,7 +713,7 @@ impl Endpoint for MetricsOnly {
             ));
         }
         Ok(Response::builder()
-            .content_type(crate::metrics::CONTENT_TYPE)
+            .content_type(crate::observe::metrics::CONTENT_TYPE)
             .body(self.app.metrics().render()))
     }
 }

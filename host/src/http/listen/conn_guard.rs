@@ -68,7 +68,7 @@ impl<A: Acceptor> Acceptor for GuardedAcceptor<A> {
 
     async fn accept(&mut self) -> io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
         let (io, local, remote, scheme) = self.inner.accept().await?;
-        let limit = self.app.runtime().config.server.header_read_timeout;
+        let limit = self.app.snapshot().config.server.header_read_timeout;
         Ok((HeaderDeadline::new(io, limit), local, remote, scheme))
     }
 }

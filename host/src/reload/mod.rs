@@ -1,0 +1,9 @@
+//! Live change: a [`Snapshot`] built from a config (plugins loaded, instances built or kept), the
+//! watcher that notices file changes, and what the last reloads did.
+//!
+//! Must not import `http`, `gateway` or `api`.
+
+pub mod snapshot;
+pub mod watch;
+
+pub use snapshot::Snapshot;
