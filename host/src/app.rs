@@ -8,7 +8,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::{
     config::state,
@@ -18,7 +18,10 @@ use crate::{
     keys::{KeyCache, KeyCacheSettings},
     observe::metrics::Metrics,
     plugin::{Loader, SharedServices},
-    reload::snapshot::{self, Snapshot},
+    reload::{
+        snapshot::{self, Snapshot},
+        ReloadOutcome, ReloadRequest, Reloader,
+    },
 };
 
 /// The last reload attempt and the last success.
@@ -67,17 +70,6 @@ pub struct Attempt {
     pub warnings: Vec<String>,
 }
 
-/// What a reload did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReloadOutcome {
-    /// A new snapshot of this generation was published; the config's warnings.
-    Applied(u64, Vec<String>),
-    /// The config and plugin files are the same as the ones served; the config's warnings.
-    Unchanged(u64, Vec<String>),
-    /// Nothing changed; these are the reasons.
-    Failed(Vec<String>),
-}
-
 /// The running application.
 pub struct App {
     snapshot: ArcSwap<Snapshot>,
@@ -86,19 +78,13 @@ pub struct App {
     config_path: PathBuf,
     status: Mutex<ReloadStatus>,
     reload_lock: tokio::sync::Mutex<()>,
-    reload_tx: mpsc::Sender<ReloadRequest>,
+    reloader: Reloader,
     listen: (String, u16),
     /// `server.metrics.listen` at start (its listener is bound once, like the main one).
     metrics_listen: Option<std::net::SocketAddr>,
     tls: Option<Arc<TlsState>>,
     watch: crate::reload::watch::SharedWatchStatus,
     metrics: Arc<Metrics>,
-}
-
-/// A request for a reload, sent to the one reload task.
-struct ReloadRequest {
-    trigger: &'static str,
-    reply: Option<oneshot::Sender<ReloadOutcome>>,
 }
 
 fn now_secs() -> u64 {
@@ -275,7 +261,7 @@ impl App {
             last_attempt: Some(attempt.clone()),
             last_success: Some(attempt),
         };
-        let (reload_tx, reload_rx) = mpsc::channel(64);
+        let (reloader, reload_rx) = Reloader::channel();
         let app = Arc::new(App {
             snapshot: ArcSwap::from_pointee(rt),
             loader,
@@ -283,7 +269,7 @@ impl App {
             config_path: config_path.to_path_buf(),
             status: Mutex::new(status),
             reload_lock: tokio::sync::Mutex::new(()),
-            reload_tx,
+            reloader,
             listen,
             metrics_listen,
             tls,
@@ -297,25 +283,17 @@ impl App {
     /// Asks the reload task for a reload and waits for its outcome. Requests that arrive while
     /// one is queued are served by the same attempt.
     pub async fn request_reload(&self, trigger: &'static str) -> ReloadOutcome {
-        let (reply, answer) = oneshot::channel();
-        let request = ReloadRequest {
-            trigger,
-            reply: Some(reply),
-        };
-        if self.reload_tx.send(request).await.is_err() {
-            return ReloadOutcome::Failed(vec!["the reload task has stopped".into()]);
-        }
-        answer
-            .await
-            .unwrap_or_else(|_| ReloadOutcome::Failed(vec!["the reload task has stopped".into()]))
+        self.reloader.request(trigger).await
     }
 
-    /// Asks for a reload without waiting (file watch). Dropped if one is already queued.
+    /// Asks for a reload without waiting.
     pub fn notify_reload(&self, trigger: &'static str) {
-        let _ = self.reload_tx.try_send(ReloadRequest {
-            trigger,
-            reply: None,
-        });
+        self.reloader.notify(trigger);
+    }
+
+    /// The reload task's queue, for triggers that run apart from the app (the file watch).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// The file watch's state (shared with the watch task).

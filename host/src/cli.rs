@@ -294,7 +294,15 @@ async fn serve(config: &Path, watch: bool, format: LogFormat) -> anyhow::Result<
     };
     spawn_sighup(app.clone());
     if watch {
-        if let Err(e) = crate::reload::watch::spawn(app.clone()) {
+        if let Err(e) = crate::reload::watch::spawn(crate::reload::watch::Watched {
+            reloader: app.reloader(),
+            config: app.config_path().to_path_buf(),
+            snapshot: {
+                let app = app.clone();
+                Box::new(move || app.snapshot())
+            },
+            status: app.watch_status(),
+        }) {
             tracing::warn!("{e}; reload with SIGHUP or the admin endpoint");
         }
     }
@@ -314,7 +322,13 @@ async fn serve(config: &Path, watch: bool, format: LogFormat) -> anyhow::Result<
             tracing::info!(%addr, "serving /metrics on its own listener");
         }
     };
-    let served = server::serve(app.clone(), on_bound, shutdown_signal()).await;
+    let served = server::serve(
+        app.clone(),
+        crate::api::endpoint(app.clone()),
+        on_bound,
+        shutdown_signal(),
+    )
+    .await;
     // The process exits without dropping the app: the loader's empty folder is removed here.
     app.loader().remove_staging_dir();
     served.context("server")?;

@@ -15,7 +15,7 @@ use poem_openapi::{
 };
 
 use crate::{
-    auth::{decide, extract_token, Denial, RequestParts},
+    auth::{decide, extract_token, RequestParts},
     config::TokenConfig,
     matching::canonicalize,
     reload::snapshot::Snapshot,
@@ -236,7 +236,7 @@ pub async fn explain(rt: &Snapshot, input: ExplainRequest) -> Explanation {
         }
     };
     let d = decide(
-        rt,
+        &rt.policy(),
         &RequestParts {
             method: &method,
             path: &canonical,
@@ -296,12 +296,7 @@ pub async fn explain(rt: &Snapshot, input: ExplainRequest) -> Explanation {
             });
         }
         Err(denial) => {
-            out.status = match denial {
-                Denial::NoToken | Denial::InvalidToken(_) => 401,
-                Denial::Forbidden(_) => 403,
-                Denial::Unavailable(_) => 503,
-                Denial::Internal(_) => 500,
-            };
+            out.status = crate::http::answer::denial_status(denial).as_u16();
         }
     }
     // Belt and braces: the token never comes back, whatever a plugin put in a reason.

@@ -17,10 +17,11 @@ use poem_openapi::{
 };
 
 use crate::{
-    app::{App, ReloadOutcome, ReloadStatus},
+    app::{App, ReloadStatus},
     auth::AuthUser,
     config::TokenConfig,
     reload::snapshot::PluginFile,
+    reload::ReloadOutcome,
 };
 
 /// The security scheme of a token in the query parameter `auth.token.query` names.
@@ -877,7 +878,7 @@ impl IntoResponse for OpenMetricsText {
 
 macro_rules! document_response {
     ($(#[$doc:meta])* $name:ident, $payload:ty) => {
-        // The server answers these paths before the API router (see `server::Site`); the enum
+        // The server answers these paths before the API router (see `api::docs::Site`); the enum
         // documents what it answers.
         #[allow(dead_code)]
         #[derive(ApiResponse)]
@@ -935,7 +936,7 @@ document_response!(
     OpenMetricsText
 );
 
-/// The documents: answered by the server before the API router (`server::Site`, which also
+/// The documents: answered by the server before the API router (`api::docs::Site`, which also
 /// compresses the large ones), listed here so that the spec documents every route.
 pub struct DocsApi;
 
@@ -945,7 +946,7 @@ impl DocsApi {
     /// `Accept-Encoding` allows it.
     #[oai(path = "/openapi.json", method = "get", tag = "ApiTags::System")]
     async fn openapi_document(&self) -> SpecResponse {
-        // Not reached: `server::Site` answers this path first.
+        // Not reached: `api::docs::Site` answers this path first.
         SpecResponse::NotFound(Json(ErrorBody {
             error: "Not Found".into(),
         }))
@@ -955,7 +956,7 @@ impl DocsApi {
     /// About 1.6 MB; compressed with gzip (to about a quarter) when `Accept-Encoding` allows it.
     #[oai(path = "/swagger-ui", method = "get", tag = "ApiTags::System")]
     async fn swagger_ui(&self) -> UiResponse {
-        // Not reached: `server::Site` answers this path first.
+        // Not reached: `api::docs::Site` answers this path first.
         UiResponse::NotFound(Json(ErrorBody {
             error: "Not Found".into(),
         }))
@@ -965,7 +966,7 @@ impl DocsApi {
     /// `auth.protected` covers it.
     #[oai(path = "/metrics", method = "get", tag = "ApiTags::System")]
     async fn metrics(&self) -> MetricsResponse {
-        // Not reached: `server::Site` answers this path first.
+        // Not reached: `api::docs::Site` answers this path first.
         MetricsResponse::NotFound(Json(ErrorBody {
             error: "Not Found".into(),
         }))

@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use portcullis_plugin_api::abi::abi_stable::std_types::RString;
+use crate::plugin::UserJson;
 
 use super::AuthUser;
 use crate::{
@@ -32,7 +32,7 @@ use crate::{
 /// The default longest time an accepted token is reused.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
 /// The longest `authentication_cache` the config accepts.
-pub const MAX_MAX_AGE: Duration = Duration::from_secs(3600);
+pub const MAX_MAX_AGE: Duration = crate::config::MAX_AUTHENTICATION_CACHE_AGE;
 /// Bytes of tokens and users kept per instance (estimated; see [`ByBytes`]). A bounded cache: a
 /// flood of distinct tokens evicts, it cannot grow, whatever the tokens' size.
 pub const MAX_BYTES: u64 = 8 * 1024 * 1024;
@@ -54,7 +54,7 @@ pub struct Accepted {
     /// The user the plugin returned, parsed.
     pub user: Arc<AuthUser>,
     /// The user's JSON text as the plugin wrote it (handed back to its `authorize`).
-    pub user_json: RString,
+    pub user_json: UserJson,
     /// Unix seconds: used while `now < until` (the earliest of the token's `exp`, the user's
     /// `exp` and the cache's longest age). The wall clock, like `exp`: a monotonic clock stands
     /// still while the machine is suspended or the VM paused, and an entry would outlive `exp`.
@@ -126,7 +126,7 @@ impl AuthnCache {
         token: &str,
         token_exp: PeekedExp,
         user: Arc<AuthUser>,
-        user_json: RString,
+        user_json: UserJson,
         keys: KeyStamp,
     ) {
         let now = unix_now();
@@ -175,7 +175,13 @@ mod tests {
 
     /// Keeps a user with `claims` for `token` under the current key sets.
     fn put(c: &AuthnCache, keys: &InstanceKeySets, token: &str, exp: PeekedExp, claims: Value) {
-        c.insert(token, exp, user(claims), "{}".into(), keys.stamp().unwrap());
+        c.insert(
+            token,
+            exp,
+            user(claims),
+            String::from("{}").into(),
+            keys.stamp().unwrap(),
+        );
     }
 
     #[test]

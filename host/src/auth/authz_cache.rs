@@ -17,7 +17,7 @@ use portcullis_plugin_api::PluginError;
 /// The default time an answer is kept.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
 /// The longest TTL the config accepts: this is a cache of answers that can change, not a policy.
-pub const MAX_TTL: Duration = Duration::from_secs(3600);
+pub const MAX_TTL: Duration = crate::config::MAX_AUTHORIZATION_CACHE_TTL;
 /// Subjects kept per instance; the least recently used go first.
 pub const MAX_ENTRIES: usize = 10_000;
 

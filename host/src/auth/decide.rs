@@ -3,35 +3,28 @@
 
 use std::{
     borrow::Cow,
-    panic::AssertUnwindSafe,
     sync::{Arc, LazyLock, OnceLock},
     time::{Duration, Instant},
 };
 
-use futures_util::FutureExt as _;
 use poem::http::HeaderMap;
-use portcullis_plugin_api::{
-    abi::{
-        abi_stable::std_types::{RString, RVec, Tuple2},
-        RequestInfo,
-    },
-    ErrorKind, PluginError,
-};
+use portcullis_plugin_api::{ErrorKind, PluginError};
 
 use super::{
     authn_cache::Accepted,
-    condition::{user_value, CondInput},
+    instance::{Policy, ProviderInstance, RetiredInstance},
     token::{self, TokenError},
 };
 use crate::{
     config::AuthConfig,
     jose,
+    matching::condition::{user_value, CondInput},
     matching::{CaseMode, PatternSet, PatternSpec},
     observe::telemetry::{
         self,
         PluginCall::{Authenticate, Authorize},
     },
-    reload::snapshot::{ProviderInstance, RetiredInstance, Snapshot},
+    plugin::{PluginRequest, UserJson},
 };
 
 /// Built-in routes that always need a user, whatever `auth.public` says.
@@ -169,7 +162,7 @@ pub struct RequestParts<'a> {
 }
 
 /// Decides a request under snapshot `rt`.
-pub async fn decide(rt: &Snapshot, req: &RequestParts<'_>) -> Decision {
+pub async fn decide(rt: &Policy<'_>, req: &RequestParts<'_>) -> Decision {
     let auth = &rt.config.auth;
     let mut trace = Trace {
         builtin_route: BUILTIN_PROTECTED.is_match(req.method, req.path),
@@ -221,7 +214,7 @@ pub async fn decide(rt: &Snapshot, req: &RequestParts<'_>) -> Decision {
 }
 
 async fn authenticate_and_authorize(
-    rt: &Snapshot,
+    rt: &Policy<'_>,
     req: &RequestParts<'_>,
     trace: &mut Trace,
 ) -> Result<Arc<AuthUser>, Denial> {
@@ -315,7 +308,7 @@ async fn authenticate_and_authorize(
         )
         .await
         {
-            Ok(portcullis_plugin_api::abi::abi_stable::std_types::ROption::RSome(user_json)) => {
+            Ok(Some(user_json)) => {
                 trace.provider = Some(p.name.clone());
                 let claims: serde_json::Value = match serde_json::from_str(user_json.as_str()) {
                     Ok(v @ serde_json::Value::Object(_)) => v,
@@ -398,10 +391,10 @@ async fn authenticate_and_authorize(
 
 /// The user instance `p` had accepted for this token, once authorized for this request.
 async fn kept_user(
-    rt: &Snapshot,
+    rt: &Policy<'_>,
     p: &ProviderInstance,
     hit: &Accepted,
-    info: &OnceLock<RequestInfo>,
+    info: &OnceLock<PluginRequest>,
     req: &RequestParts<'_>,
     trace: &mut Trace,
 ) -> Result<Arc<AuthUser>, Denial> {
@@ -418,33 +411,21 @@ fn malformed() -> Denial {
 async fn authenticate(
     p: &ProviderInstance,
     token: &str,
-    info: &RequestInfo,
+    request: &PluginRequest,
     timeout: Duration,
-) -> Result<portcullis_plugin_api::abi::abi_stable::std_types::ROption<RString>, PluginError> {
-    #[cfg(feature = "bench-direct")]
-    if let Some(v) = &p.direct {
-        return v
-            .verify_token(token)
-            .await
-            .map(portcullis_plugin_api::abi::abi_stable::std_types::ROption::RSome);
-    }
-    call(
-        &p.in_flight,
-        p.provider.authenticate(RString::from(token), info.clone()),
-        timeout,
-    )
-    .await
+) -> Result<Option<UserJson>, PluginError> {
+    p.provider.authenticate(token, request, timeout).await
 }
 
 /// The `iss` of a token as the request brought it (unverified, and `None` when it is not a JWT).
-fn peek_issuer(rt: &Snapshot, token: &[u8]) -> Option<String> {
+fn peek_issuer(rt: &Policy<'_>, token: &[u8]) -> Option<String> {
     let token = std::str::from_utf8(token).ok()?;
     jose::peek_issuer(token, rt.config.server.max_token_bytes)
 }
 
 /// A retired instance that could have been the one for this token: one declaring the token's
 /// issuer, else one declaring no issuer.
-fn retired_for<'a>(rt: &'a Snapshot, token: &[u8]) -> Option<&'a RetiredInstance> {
+fn retired_for<'a>(rt: &'a Policy<'a>, token: &[u8]) -> Option<&'a RetiredInstance> {
     if rt.retired.is_empty() {
         return None;
     }
@@ -467,7 +448,7 @@ fn retired_for<'a>(rt: &'a Snapshot, token: &[u8]) -> Option<&'a RetiredInstance
 /// Providers to try for this token: the one whose declared issuer matches the token's `iss`; else
 /// those that declare no issuer, in config order. With one provider, that provider.
 fn candidates<'a>(
-    rt: &'a Snapshot,
+    rt: &'a Policy<'a>,
     token: &[u8],
 ) -> smallvec::SmallVec<[&'a Arc<ProviderInstance>; 4]> {
     if rt.providers.len() == 1 && rt.retired.is_empty() {
@@ -490,11 +471,11 @@ fn candidates<'a>(
 }
 
 async fn authorize(
-    rt: &Snapshot,
+    rt: &Policy<'_>,
     p: &ProviderInstance,
     user: &AuthUser,
-    user_json: &RString,
-    info: &OnceLock<RequestInfo>,
+    user_json: &UserJson,
+    info: &OnceLock<PluginRequest>,
     req: &RequestParts<'_>,
     trace: &mut Trace,
 ) -> Result<(), Denial> {
@@ -517,13 +498,10 @@ async fn authorize(
             // The plugin is called only when the answer is not cached (the call happens when this
             // future is first polled).
             let check = telemetry::traced(Authorize, &p.name, &p.plugin.manifest.name, async {
-                let info = info.get_or_init(|| request_info(req)).clone();
-                call(
-                    &p.in_flight,
-                    p.provider.authorize(user_json.clone(), info),
-                    rt.config.server.plugin_timeout,
-                )
-                .await
+                let info = info.get_or_init(|| request_info(req));
+                p.provider
+                    .authorize(user_json, info, rt.config.server.plugin_timeout)
+                    .await
             });
             // Cached per (instance, subject and organization); a user without a `sub` is always
             // asked about.
@@ -637,51 +615,8 @@ pub fn route_policy(
     (result, None)
 }
 
-/// Calls into a plugin: one of the instance's `in_flight` permits held for the call (none free:
-/// unavailable at once), bounded by `timeout`, a panic caught and turned into an error.
-pub(crate) async fn call<T>(
-    in_flight: &tokio::sync::Semaphore,
-    fut: portcullis_plugin_api::abi::async_ffi::FfiFuture<
-        portcullis_plugin_api::abi::abi_stable::std_types::RResult<T, PluginError>,
-    >,
-    timeout: Duration,
-) -> Result<T, PluginError> {
-    let Ok(_permit) = in_flight.try_acquire() else {
-        return Err(PluginError::unavailable(
-            "too many plugin calls in flight on this instance (server.plugin_max_in_flight)",
-        ));
-    };
-    match tokio::time::timeout(timeout, AssertUnwindSafe(fut).catch_unwind()).await {
-        Err(_) => Err(PluginError::unavailable(format!(
-            "plugin call did not finish within {timeout:?}"
-        ))),
-        Ok(Err(_)) => Err(PluginError::internal("plugin panicked")),
-        Ok(Ok(r)) => r.into_result(),
-    }
-}
-
-fn request_info(req: &RequestParts<'_>) -> RequestInfo {
-    let headers = req
-        .headers
-        .iter()
-        .filter(|(k, _)| {
-            !matches!(
-                k.as_str(),
-                "authorization" | "cookie" | "proxy-authorization"
-            )
-        })
-        .filter_map(|(k, v)| {
-            Some(Tuple2(
-                RString::from(k.as_str()),
-                RString::from(v.to_str().ok()?),
-            ))
-        })
-        .collect::<RVec<_>>();
-    RequestInfo {
-        method: req.method.into(),
-        path: req.path.into(),
-        headers,
-    }
+fn request_info(req: &RequestParts<'_>) -> PluginRequest {
+    PluginRequest::new(req.method, req.path, req.headers)
 }
 
 #[cfg(test)]

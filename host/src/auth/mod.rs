@@ -2,12 +2,12 @@
 
 pub mod authn_cache;
 pub mod authz_cache;
-pub mod condition;
 mod decide;
+mod instance;
 pub(crate) mod token;
 
 pub use authn_cache::AuthnCache;
 pub use authz_cache::AuthzCache;
-pub(crate) use decide::call;
 pub use decide::{decide, route_policy, AuthUser, Decision, Denial, RequestParts, Trace};
+pub use instance::{Policy, ProviderInstance, RetiredInstance};
 pub use token::{extract as extract_token, TokenError};

@@ -10,18 +10,23 @@ use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
 use super::{
-    error::{join_path, ConfigError, ConfigIssue, Issues},
+    auth::{AuthConfig, Rule, TokenConfig},
+    de::{de_value, describe, duration, methods_upper, provider_list, METHODS},
+    error::{ConfigError, ConfigIssue, Issues},
     expand::{expand_tree, VarSource, FILE_PREFIX},
     gateway::{compile_gateway, compile_routes, GatewayConfig, RoutesConfig},
     raw::*,
 };
-use crate::{
-    auth::condition::Condition,
-    matching::{CaseMode, PatternKind, PatternSet, PatternSpec},
-};
+use crate::matching::{CaseMode, Condition, PatternKind, PatternSet, PatternSpec};
 
 /// The seed's default port.
 pub const DEFAULT_PORT: u16 = 4111;
+
+/// The longest `authorization_cache` a provider instance may set: an answer kept longer would
+/// outlive a revoked membership by more than an operator would accept.
+pub const MAX_AUTHORIZATION_CACHE_TTL: Duration = Duration::from_secs(3600);
+/// The longest `authentication_cache` a provider instance may set.
+pub const MAX_AUTHENTICATION_CACHE_AGE: Duration = Duration::from_secs(3600);
 /// What `auth.protected` is when left out (as in `compile_auth`).
 const DEFAULT_PROTECTED: &str = "/api/*";
 /// The seed's default body limit, 4.5 MB.
@@ -218,57 +223,6 @@ impl CacheSetting {
             CacheSetting::Ttl(d) => Some(d),
         }
     }
-}
-
-/// How the token is found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenConfig {
-    /// Header carrying `Bearer <token>`.
-    pub header: String,
-    /// The same, parsed once (a lookup by `&str` parses the name on every request).
-    pub header_name: poem::http::HeaderName,
-    /// Query parameter, when opted in.
-    pub query: Option<String>,
-    /// Cookie, when opted in.
-    pub cookie: Option<String>,
-}
-
-/// One rule.
-#[derive(Debug)]
-pub struct Rule {
-    /// Condition, if any; a rule without one always applies.
-    pub condition: Option<Condition>,
-    /// The provider instances whose users the rule is about; `None`: every provider's.
-    pub providers: Option<Vec<String>>,
-    /// Allow or deny when the rule applies.
-    pub allow: bool,
-}
-
-/// `auth:` compiled.
-#[derive(Debug)]
-pub struct AuthConfig {
-    /// Paths that need a user (case-insensitive: fail closed).
-    pub protected: PatternSet,
-    /// Paths open to all (case-sensitive: fail closed).
-    pub public: PatternSet,
-    /// `protected` entries as text, by index (for explanations).
-    pub protected_src: Vec<String>,
-    /// `public` entries as text, by index (for explanations).
-    pub public_src: Vec<String>,
-    /// Token sources.
-    pub token: TokenConfig,
-    /// `authorize` CEL, consulted when no rule matched.
-    pub authorize: Option<Condition>,
-    /// The rules, in order.
-    pub rules: Vec<Rule>,
-    /// Rule path patterns (case-insensitive); spec `i` belongs to rule `rule_of_spec[i]`.
-    pub rule_paths: PatternSet,
-    /// Maps a `rule_paths` index to its rule.
-    pub rule_of_spec: Vec<usize>,
-    /// `public` entries as compiled, by index (for the config's warnings).
-    pub public_specs: Vec<PatternSpec>,
-    /// `rule_paths` as compiled, by index (for the config's warnings).
-    pub rule_specs: Vec<PatternSpec>,
 }
 
 /// A config that was refused, with what the plugin checks still need so that their problems are
@@ -587,68 +541,6 @@ fn de<T: DeserializeOwned>(value: Option<Value>, path: &str, issues: &mut Issues
     de_value(value, path, issues)
 }
 
-pub(super) fn de_value<T: DeserializeOwned>(
-    value: Value,
-    path: &str,
-    issues: &mut Issues,
-) -> Option<T> {
-    let mut unknown = Vec::new();
-    let result: Result<T, _> = {
-        let mut record = |p: serde_ignored::Path<'_>| unknown.push(p.to_string());
-        let ignored = serde_ignored::Deserializer::new(value, &mut record);
-        serde_path_to_error::deserialize(ignored)
-    };
-    for u in unknown {
-        issues.push(join_path(path, &bracket_indices(&u)), "unknown key");
-    }
-    match result {
-        Ok(v) => Some(v),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let at = if inner == "." {
-                path.to_string()
-            } else {
-                join_path(path, &inner)
-            };
-            let message = e.into_inner().to_string();
-            // Serde quotes the value it refused. Elsewhere that is what the user needs to see
-            // (`allow: yes`); a `${VAR}` value is removed from every message at the end.
-            let message = if may_hold_secret(&at) {
-                portcullis_plugin_api::redact_serde_error(&message)
-            } else {
-                message
-            };
-            issues.push(at, message);
-            None
-        }
-    }
-}
-
-/// Whether a value at key path `at` may be a secret written literally: a plugin's instance
-/// settings (`providers[i].config...`), where client secrets and keys live.
-fn may_hold_secret(at: &str) -> bool {
-    at.strip_prefix("providers[")
-        .and_then(|rest| rest.split_once("]."))
-        .is_some_and(|(_, key)| {
-            key == "config" || key.starts_with("config.") || key.starts_with("config[")
-        })
-}
-
-/// serde_ignored writes sequence indices as `.0`; key paths here use `[0]`.
-fn bracket_indices(p: &str) -> String {
-    p.split('.')
-        .map(|seg| {
-            if !seg.is_empty() && seg.chars().all(|c| c.is_ascii_digit()) {
-                format!("[{seg}]")
-            } else {
-                format!(".{seg}")
-            }
-        })
-        .collect::<String>()
-        .trim_start_matches('.')
-        .to_string()
-}
-
 fn yaml_reason(e: &serde_yaml::Error) -> String {
     // serde_yaml's syntax messages describe the structure ("did not find expected key") and the
     // position; they do not quote values.
@@ -662,28 +554,6 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
         p.to_path_buf()
     } else {
         base.join(p)
-    }
-}
-
-pub(super) fn duration(
-    value: Option<&str>,
-    default: Duration,
-    path: &str,
-    issues: &mut Issues,
-) -> Duration {
-    match value {
-        None => default,
-        Some(s) => match humantime::parse_duration(s.trim()) {
-            Ok(d) if !d.is_zero() => d,
-            Ok(_) => {
-                issues.push(path, "must be greater than zero");
-                default
-            }
-            Err(_) => {
-                issues.push(path, "not a duration (examples: 500ms, 30s, 3m)");
-                default
-            }
-        },
     }
 }
 
@@ -948,7 +818,7 @@ fn compile_providers(
         let authorization_cache = cache_setting(
             raw.authorization_cache.as_ref(),
             &format!("{path}.authorization_cache"),
-            (Duration::ZERO, crate::auth::authz_cache::MAX_TTL),
+            (Duration::ZERO, MAX_AUTHORIZATION_CACHE_TTL),
             "at most 1h: cached answers outlive membership changes",
             issues,
         );
@@ -956,10 +826,7 @@ fn compile_providers(
             raw.authentication_cache.as_ref(),
             &format!("{path}.authentication_cache"),
             // Token expiry is in whole seconds, and so is this.
-            (
-                Duration::from_secs(1),
-                crate::auth::authn_cache::MAX_MAX_AGE,
-            ),
+            (Duration::from_secs(1), MAX_AUTHENTICATION_CACHE_AGE),
             "at most 1h: an accepted token is reused no longer than that (and never past its exp)",
             issues,
         );
@@ -1101,36 +968,6 @@ fn pattern_spec(value: Value, path: &str, issues: &mut Issues) -> Option<Pattern
             None
         }
     }
-}
-
-const METHODS: [&str; 11] = [
-    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "ALL", "*",
-];
-
-pub(super) fn methods_upper(methods: Vec<String>, path: &str, issues: &mut Issues) -> Vec<String> {
-    methods
-        .into_iter()
-        .map(|m| {
-            let up = m.to_ascii_uppercase();
-            if !METHODS.contains(&up.as_str()) {
-                issues.push(path, format!("unknown HTTP method `{m}`"));
-            }
-            up
-        })
-        .collect()
-}
-
-/// A pattern entry as one line of text: `/api/*`, `regex:^/docs/`, with `[GET, POST]` when
-/// restricted to methods.
-pub(super) fn describe(spec: &PatternSpec) -> String {
-    let mut s = match &spec.kind {
-        PatternKind::Path(p) => p.clone(),
-        PatternKind::Regex(r) => format!("regex:{r}"),
-    };
-    if let Some(m) = &spec.methods {
-        s.push_str(&format!(" [{}]", m.join(", ")));
-    }
-    s
 }
 
 /// Compiles a pattern list (`default` when absent), keeping the entries as compiled in `specs`.
@@ -1296,22 +1133,4 @@ fn compile_auth(
         public_specs,
         rule_specs: specs,
     })
-}
-
-/// Checks a `providers:` list at `path` against the configured instance names.
-pub(super) fn provider_list(names: &[String], known: &[String], path: &str, issues: &mut Issues) {
-    if names.is_empty() {
-        issues.push(
-            path,
-            "an empty list names nobody; leave it out to mean every provider",
-        );
-    }
-    for (j, n) in names.iter().enumerate() {
-        if !known.contains(n) {
-            issues.push(
-                format!("{path}[{j}]"),
-                format!("no provider instance is named `{n}`"),
-            );
-        }
-    }
 }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 use super::{
-    compile::{de_value, duration, methods_upper, provider_list},
+    de::{de_value, duration, methods_upper, provider_list},
     error::Issues,
     raw::StringOrList,
 };

@@ -18,7 +18,8 @@
 //!   does, or it lies under a built-in route.
 
 use super::{
-    compile::{describe, AuthConfig},
+    auth::AuthConfig,
+    de::describe,
     error::ConfigIssue,
     gateway::{RouteConfig, RoutesConfig, RESERVED_PATHS},
 };

@@ -1,7 +1,9 @@
 //! Strict YAML config: unknown keys rejected, all errors at once with key paths, `${VAR}`
 //! expansion, secrets never echoed.
 
+mod auth;
 mod compile;
+mod de;
 mod error;
 mod expand;
 mod gateway;
@@ -9,11 +11,12 @@ mod lint;
 mod raw;
 pub mod state;
 
+pub use auth::{AuthConfig, Rule, TokenConfig};
 pub use compile::{
-    compile_checked, compile_str, load_file, load_file_checked, parse_size, AuthConfig,
-    CacheSetting, Config, CorsConfig, HttpsConfig, InstanceCheck, MetricsConfig, PluginCheck,
-    PluginsConfig, ProviderConfig, Refused, Rule, ServerConfig, TelemetryConfig, TokenConfig,
-    DEFAULT_BODY_LIMIT, DEFAULT_PORT,
+    compile_checked, compile_str, load_file, load_file_checked, parse_size, CacheSetting, Config,
+    CorsConfig, HttpsConfig, InstanceCheck, MetricsConfig, PluginCheck, PluginsConfig,
+    ProviderConfig, Refused, ServerConfig, TelemetryConfig, DEFAULT_BODY_LIMIT, DEFAULT_PORT,
+    MAX_AUTHENTICATION_CACHE_AGE, MAX_AUTHORIZATION_CACHE_TTL,
 };
 pub use error::{ConfigError, ConfigIssue};
 pub use expand::{expand_str, EnvVars, VarSource};

@@ -42,7 +42,7 @@ use crate::{
     gateway::proxy::{
         identity_headers, is_method_override, normalized_name, query_has_method_override,
     },
-    http::server::{denial_response, error_response},
+    http::answer::{denial_response, error_response},
     matching::canonicalize,
 };
 
@@ -171,7 +171,7 @@ pub async fn answer(app: &App, req: &Request) -> Response {
     }
     let started = Instant::now();
     let decision = decide(
-        &rt,
+        &rt.policy(),
         &RequestParts {
             method: &method,
             path,

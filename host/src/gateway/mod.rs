@@ -1,4 +1,6 @@
-//! The gateway: proxied routes (`routes:`) and forward auth for a proxy in front.
+//! The gateway: the gate in front of every route, proxied routes (`routes:`), and forward auth for
+//! a proxy in front. Imports `http` for its answers, never `api`.
 
 pub mod forward_auth;
+pub mod gate;
 pub mod proxy;

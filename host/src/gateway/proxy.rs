@@ -32,7 +32,7 @@ use crate::{
     app::App,
     auth::AuthUser,
     config::{GatewayConfig, MethodOverride, RouteConfig},
-    http::server::error_response,
+    http::answer::error_response,
     reload::snapshot::Snapshot,
 };
 
@@ -188,7 +188,7 @@ impl<E> Upstreams<E> {
             }
             // The client's body went past `server.body_size_limit` while being forwarded (one
             // without a declared length): the client's fault, as a declared one would be.
-            Err(e) if crate::http::server::BodyTooLarge::caused(&e) => {
+            Err(e) if crate::http::answer::BodyTooLarge::caused(&e) => {
                 metrics.observe_upstream("error");
                 error_response(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
             }

@@ -1,9 +1,11 @@
 //! Plugin libraries: loading (the only place that maps code), and the services lent to them.
 
 pub mod author;
+mod handle;
 mod loader;
 mod services;
 
+pub use handle::{construct, validate, PluginRequest, ProviderHandle, UserJson};
 pub use loader::{
     sha256_file, sha256_hex, ConfigKeyInfo, LoadCounts, LoadedPlugin, Loader, PluginLoadError,
     PluginManifest,

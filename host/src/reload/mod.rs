@@ -4,6 +4,8 @@
 //! Must not import `http`, `gateway` or `api`.
 
 pub mod snapshot;
+pub mod trigger;
 pub mod watch;
 
 pub use snapshot::Snapshot;
+pub use trigger::{ReloadOutcome, ReloadRequest, Reloader};

@@ -6,74 +6,18 @@ use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
 };
 
-use portcullis_plugin_api::abi::{abi_stable::std_types::RStr, ProviderBox};
-
+pub use crate::auth::{ProviderInstance, RetiredInstance};
 use crate::{
-    auth::{authn_cache, authz_cache, condition::Condition, AuthnCache, AuthzCache},
+    auth::{authn_cache, authz_cache, AuthnCache, AuthzCache, Policy},
     config::{Config, PluginCheck},
-    keys::InstanceKeySets,
     observe::telemetry::{self, PluginCall},
     plugin::{
-        CheckServices, InstanceServices, LoadedPlugin, Loader, PluginLoadError, SharedServices,
+        construct, validate, CheckServices, InstanceServices, LoadedPlugin, Loader,
+        PluginLoadError, SharedServices,
     },
 };
-
-/// One provider instance in a snapshot.
-pub struct ProviderInstance {
-    /// Instance name from the YAML.
-    pub name: String,
-    /// The plugin library it was built from.
-    pub plugin: Arc<LoadedPlugin>,
-    /// The provider object.
-    pub provider: Arc<ProviderBox>,
-    /// `iss` values the instance accepts (empty = unspecified).
-    pub issuers: Vec<String>,
-    /// YAML override of the plugin's `authorize`.
-    pub authorize: Option<Arc<Condition>>,
-    /// Answers of the plugin's `authorize`, per subject; `None` when turned off. It lives exactly as
-    /// long as `provider`: a rebuilt instance starts with an empty cache.
-    pub authz_cache: Option<Arc<AuthzCache>>,
-    /// Tokens the instance accepted, answered again without the plugin; `None` when off. Like
-    /// `authz_cache`, it lives exactly as long as `provider`.
-    pub authn_cache: Option<Arc<AuthnCache>>,
-    /// The key sets the instance's verifiers use (an accepted token is reused only while they are
-    /// unchanged and fresh).
-    pub key_sets: Arc<InstanceKeySets>,
-    /// Whether the instance's verifiers keep their own accepted-token memory
-    /// ([`InstanceServices::verifiers_remember`]): off while `authn_cache` is on.
-    pub verifiers_remember: Arc<std::sync::atomic::AtomicBool>,
-    /// Bounds the plugin calls in flight on this instance (`server.plugin_max_in_flight`), so a
-    /// plugin that hangs cannot pile up unbounded work: a call that finds it full fails closed.
-    pub in_flight: Arc<tokio::sync::Semaphore>,
-    in_flight_limit: usize,
-    /// What the instance was built from (plugin hash + config), to reuse it across reloads.
-    build_key: String,
-    /// Bench-only (feature `bench-direct`): for a `jwt` instance, its verifier called by the host
-    /// directly instead of through the plugin.
-    #[cfg(feature = "bench-direct")]
-    pub direct: Option<crate::plugin::HostVerifier>,
-}
-
-/// An instance whose plugin file was deleted, or whose plugin build is no longer in
-/// `plugins.allow`: requests that need it fail closed (503) until a trusted plugin of that name is
-/// loaded or the config stops naming it.
-#[derive(Debug, Clone)]
-pub struct RetiredInstance {
-    /// Instance name from the YAML.
-    pub name: String,
-    /// The plugin it needs.
-    pub plugin: String,
-    /// The issuers it accepted when it was last built (to route tokens to the 503).
-    pub issuers: Vec<String>,
-    /// Why, for status and logs.
-    pub reason: String,
-    /// The SHA-256 of the plugin build it was retired for, when it was retired because that build
-    /// is no longer in `plugins.allow`.
-    pub distrusted: Option<String>,
-}
 
 /// A plugin file's state in a snapshot.
 pub enum PluginFile {
@@ -81,6 +25,17 @@ pub enum PluginFile {
     Loaded(Arc<LoadedPlugin>),
     /// Could not be loaded; others are unaffected.
     Failed(PluginLoadError),
+}
+
+impl Snapshot {
+    /// What the decision reads of this snapshot.
+    pub fn policy(&self) -> Policy<'_> {
+        Policy {
+            config: &self.config,
+            providers: &self.providers,
+            retired: &self.retired,
+        }
+    }
 }
 
 /// An immutable, complete view of what the server enforces.
@@ -244,32 +199,6 @@ pub async fn plugin_issues(
     out.into_iter().map(|m| check.redact(&m)).collect()
 }
 
-/// Asks the plugin whether it accepts an instance config, without building the instance.
-async fn validate(
-    plugin: &Arc<LoadedPlugin>,
-    config_json: String,
-    services: CheckServices,
-    timeout: Duration,
-) -> Result<(), String> {
-    let module = plugin.module;
-    let file = plugin.file.display().to_string();
-    let task = tokio::task::spawn_blocking(move || {
-        let host = portcullis_plugin_api::abi::host_box(services);
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            (module.validate_config())(RStr::from_str(&config_json), host)
-        }))
-    });
-    match tokio::time::timeout(timeout, task).await {
-        Err(_) => Err(format!(
-            "validate_config of plugin {file} did not return within {timeout:?}"
-        )),
-        Ok(Err(_)) | Ok(Ok(Err(_))) => Err(format!("validate_config of plugin {file} panicked")),
-        Ok(Ok(Ok(result))) => result
-            .into_result()
-            .map_err(|e| format!("config rejected by plugin {file}: {}", e.message())),
-    }
-}
-
 /// Builds a complete snapshot, reusing unchanged instances of `previous`. Every problem is
 /// returned at once; on any problem nothing is built.
 pub async fn build(
@@ -334,9 +263,11 @@ pub async fn build(
                 .filter(|c| c.ttl() == ttl)
                 .unwrap_or_else(|| Arc::new(AuthzCache::new(ttl, authz_cache::MAX_ENTRIES)))
         });
+        // The same instance keeps counting the calls it has in flight across reloads.
+        let in_flight_limit = config.server.plugin_max_in_flight;
         let reused_parts = reused.map(|p| {
             (
-                p.provider.clone(),
+                p.provider.with_limit(in_flight_limit),
                 p.key_sets.clone(),
                 p.verifiers_remember.clone(),
             )
@@ -352,10 +283,16 @@ pub async fn build(
                 );
                 let key_sets = services.key_sets().clone();
                 let remember = services.verifiers_remember().clone();
-                let ctor = construct(&plugin, config_json, services, config.server.plugin_timeout);
+                let ctor = construct(
+                    &plugin,
+                    config_json,
+                    services,
+                    config.server.plugin_timeout,
+                    in_flight_limit,
+                );
                 let (name, plugin_name) = (&pc.name, &plugin.manifest.name);
                 match telemetry::traced(PluginCall::Construct, name, plugin_name, ctor).await {
-                    Ok(p) => (Arc::new(p), key_sets, remember),
+                    Ok(p) => (p, key_sets, remember),
                     Err(e) => {
                         errors.push(format!("{at}: {e}"));
                         continue;
@@ -363,7 +300,9 @@ pub async fn build(
                 }
             }
         };
-        let issuers = provider.issuers().into_iter().map(String::from).collect();
+        #[cfg(feature = "bench-direct")]
+        let mut provider = provider;
+        let issuers = provider.issuers();
         let max_age = pc.authentication_cache.ttl(
             provider.reusable_authentication(),
             authn_cache::DEFAULT_MAX_AGE,
@@ -391,12 +330,8 @@ pub async fn build(
                 crate::plugin::direct_verifier(&services, &pc.config)
             })
             .flatten();
-        // The same instance keeps counting the calls it has in flight across reloads.
-        let in_flight_limit = config.server.plugin_max_in_flight;
-        let in_flight = reused
-            .filter(|p| p.in_flight_limit == in_flight_limit)
-            .map(|p| p.in_flight.clone())
-            .unwrap_or_else(|| Arc::new(tokio::sync::Semaphore::new(in_flight_limit)));
+        #[cfg(feature = "bench-direct")]
+        provider.set_direct(direct);
         providers.push(Arc::new(ProviderInstance {
             name: pc.name.clone(),
             plugin,
@@ -407,11 +342,7 @@ pub async fn build(
             authn_cache,
             key_sets,
             verifiers_remember,
-            in_flight,
-            in_flight_limit,
             build_key,
-            #[cfg(feature = "bench-direct")]
-            direct,
         }));
     }
     if !errors.is_empty() {
@@ -452,7 +383,7 @@ pub fn warm_up(runtime: &Snapshot, previous: Option<&Snapshot>) {
             !previous.is_some_and(|prev| {
                 prev.providers
                     .iter()
-                    .any(|q| Arc::ptr_eq(&q.provider, &p.provider))
+                    .any(|q| q.provider.same_object(&p.provider))
             })
         })
         .cloned()
@@ -461,9 +392,7 @@ pub fn warm_up(runtime: &Snapshot, previous: Option<&Snapshot>) {
         return;
     }
     let calls = fresh.into_iter().map(move |p| async move {
-        if let Err(e) =
-            crate::auth::call(&p.in_flight, p.provider.warm_up(), timeout).await
-        {
+        if let Err(e) = p.provider.warm_up(timeout).await {
             tracing::warn!(provider = %p.name, "warm-up failed, requests will try again: {}", e.message());
         }
     });
@@ -550,33 +479,4 @@ fn retire(
         ),
         distrusted: None,
     })
-}
-
-/// Calls the plugin's `new_provider` on a blocking thread, bounded by `timeout`. A constructor that
-/// hangs costs one blocked thread and a reported error, never the server.
-async fn construct(
-    plugin: &Arc<LoadedPlugin>,
-    config_json: String,
-    services: InstanceServices,
-    timeout: Duration,
-) -> Result<ProviderBox, String> {
-    let module = plugin.module;
-    let file = plugin.file.display().to_string();
-    let span = tracing::Span::current();
-    let task = tokio::task::spawn_blocking(move || {
-        let _in_span = span.enter();
-        let host = portcullis_plugin_api::abi::host_box(services);
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            (module.new_provider())(RStr::from_str(&config_json), host)
-        }))
-    });
-    match tokio::time::timeout(timeout, task).await {
-        Err(_) => Err(format!(
-            "constructor of plugin {file} did not return within {timeout:?}"
-        )),
-        Ok(Err(_)) | Ok(Ok(Err(_))) => Err(format!("constructor of plugin {file} panicked")),
-        Ok(Ok(Ok(result))) => result
-            .into_result()
-            .map_err(|e| format!("config rejected by plugin {file}: {}", e.message())),
-    }
 }

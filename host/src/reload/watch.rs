@@ -13,7 +13,7 @@ use std::{
 use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
-use crate::app::App;
+use super::{Reloader, Snapshot};
 
 /// Quiet time after the last event before a reload starts.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -62,11 +62,10 @@ impl Targets {
         }
     }
 
-    /// What the running app needs watched.
-    pub fn of(app: &App) -> Targets {
+    /// What a server serving `rt` from the config file `config` needs watched.
+    pub fn of(config: &Path, rt: &Snapshot) -> Targets {
         let mut t = Targets::default();
-        t.add_file(app.config_path());
-        let rt = app.snapshot();
+        t.add_file(config);
         for f in &rt.config.var_files {
             t.add_file(f);
         }
@@ -113,21 +112,33 @@ pub struct WatchStatus {
 /// Shared watch status.
 pub type SharedWatchStatus = Arc<Mutex<WatchStatus>>;
 
-/// Starts watching for `app`; events reach the reload task. Fails only when the platform has
-/// no file watch at all.
-pub fn spawn(app: Arc<App>) -> Result<(), String> {
+/// What the watch needs of the server: where reloads are asked for, the config file, the
+/// snapshot being served (to know what else to watch), and where to say what it watches.
+pub struct Watched {
+    /// The reload task's queue.
+    pub reloader: Reloader,
+    /// The config file.
+    pub config: PathBuf,
+    /// The snapshot being served.
+    pub snapshot: Box<dyn Fn() -> Arc<Snapshot> + Send + Sync>,
+    /// The watch's status, shared with the status API.
+    pub status: SharedWatchStatus,
+}
+
+/// Starts watching; events reach the reload task. Fails only when the platform has no file
+/// watch at all.
+pub fn spawn(w: Watched) -> Result<(), String> {
     let (tx, mut rx) = mpsc::unbounded_channel::<notify::Result<notify::Event>>();
     let mut watcher = notify::recommended_watcher(move |ev| {
         let _ = tx.send(ev);
     })
     .map_err(|e| format!("file watch unavailable: {e}"))?;
-    let status2 = app.watch_status();
     let mut targets = Targets::default();
     let mut watched: Vec<PathBuf> = Vec::new();
-    retarget(&mut watcher, &mut watched, &mut targets, &app, &status2);
+    retarget(&mut watcher, &mut watched, &mut targets, &w);
     // A change made between the first read and the watch being in place would be missed: look
     // once more now that it is (unchanged content costs a hash).
-    app.notify_reload("watch");
+    w.reloader.notify("watch");
     tokio::spawn(async move {
         while let Some(ev) = rx.recv().await {
             if !relevant(&targets, &ev) {
@@ -149,8 +160,8 @@ pub fn spawn(app: Arc<App>) -> Result<(), String> {
                     Err(_) => break,
                 }
             }
-            app.request_reload("watch").await;
-            retarget(&mut watcher, &mut watched, &mut targets, &app, &status2);
+            w.reloader.request("watch").await;
+            retarget(&mut watcher, &mut watched, &mut targets, &w);
         }
     });
     Ok(())
@@ -172,10 +183,9 @@ fn retarget(
     watcher: &mut notify::RecommendedWatcher,
     watched: &mut Vec<PathBuf>,
     targets: &mut Targets,
-    app: &App,
-    status: &SharedWatchStatus,
+    w: &Watched,
 ) {
-    let wanted = Targets::of(app);
+    let wanted = Targets::of(&w.config, &(w.snapshot)());
     let mut errors = Vec::new();
     watched.retain(|d| {
         let keep = wanted.0.contains_key(d);
@@ -198,7 +208,7 @@ fn retarget(
         }
     }
     *targets = wanted;
-    let mut st = status.lock().unwrap_or_else(|p| p.into_inner());
+    let mut st = w.status.lock().unwrap_or_else(|p| p.into_inner());
     st.watching = watched.iter().map(|d| d.display().to_string()).collect();
     st.errors = errors;
 }

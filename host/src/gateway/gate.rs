@@ -1,0 +1,365 @@
+//! The gate in front of every route: canonical path, CORS, body limit, the auth decision,
+//! timeout, request id and access log; routes of `routes:` go to their upstream, the forward-auth
+//! path is answered here.
+
+use std::{borrow::Cow, sync::Arc, time::Instant};
+
+use poem::{
+    http::{header, HeaderValue, Method, StatusCode, Uri},
+    Endpoint, IntoResponse, Request, Response,
+};
+use tracing::Instrument as _;
+
+use crate::{
+    app::App,
+    auth::{decide, Denial, RequestParts},
+    http::{
+        answer::{denial_response, error_response, BodyTooLarge},
+        cors::{add_cors, preflight},
+    },
+    matching::canonicalize,
+    observe::telemetry,
+};
+
+/// The gate in front of every route.
+pub struct Gate<E> {
+    inner: E,
+    app: Arc<App>,
+}
+
+impl<E> Gate<E> {
+    /// The gate of `app` in front of `inner`.
+    pub fn new(inner: E, app: Arc<App>) -> Self {
+        Gate { inner, app }
+    }
+}
+
+/// Named once: a header looked up by a `&str` name has that name parsed on every call.
+static X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
+
+/// The request's id, as sent back in `x-request-id`: the caller's own when it is a sane one, else
+/// a new one.
+fn request_id(req: &Request) -> HeaderValue {
+    if let Some(v) = req.headers().get(&X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty()
+            && b.len() <= 128
+            && b.iter()
+                .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        {
+            return v.clone();
+        }
+    }
+    // An id names a request in logs and traces; it need not be secret, only unique. 96 bits of a
+    // fast per-thread generator (seeded from the OS) make a repeat vanishingly unlikely.
+    let bits = (u128::from(fastrand::u32(..)) << 64) | u128::from(fastrand::u64(..));
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = [0u8; 24];
+    for (i, c) in hex.iter_mut().enumerate() {
+        *c = HEX[((bits >> (4 * (23 - i))) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&hex).unwrap_or(HeaderValue::from_static("-"))
+}
+
+impl<E: Endpoint> Endpoint for Gate<E> {
+    type Output = Response;
+
+    // Not an `async fn`: the gate's future is returned as is, not wrapped in one more layer that
+    // would hold another copy of the request.
+    fn call(
+        &self,
+        req: Request,
+    ) -> impl std::future::Future<Output = poem::Result<Response>> + Send {
+        let id = request_id(&req);
+        // Only visible ASCII gets in (above), so this is the id itself.
+        let span = telemetry::request_span(
+            id.to_str().unwrap_or_default(),
+            req.method().as_str(),
+            req.headers(),
+        );
+        self.gate(req, id).instrument(span)
+    }
+}
+
+impl<E: Endpoint> Gate<E> {
+    /// Everything a request goes through, inside its span (every log line names the request).
+    async fn gate(&self, mut req: Request, id_value: HeaderValue) -> poem::Result<Response> {
+        let rt = self.app.snapshot();
+        // Read only for the access log: a clock read costs tens of nanoseconds on a virtual
+        // machine, a few percent of a whole request.
+        let started = rt.config.server.api_req_logs.then(Instant::now);
+        let server = &rt.config.server;
+        let id = id_value.to_str().unwrap_or_default();
+        // Rules match upper-case methods; the standard ones already are (no copy for them).
+        let method_value = req.method().clone();
+        let method: Cow<'_, str> = match method_value.as_str() {
+            m if m.bytes().any(|b| b.is_ascii_lowercase()) => m.to_ascii_uppercase().into(),
+            m => m.into(),
+        };
+        // Kept past the request only when CORS will need it.
+        let origin = server
+            .cors
+            .as_ref()
+            .and_then(|_| req.headers().get(header::ORIGIN))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut log_path = String::new();
+        // Who asked, for the access log only: copied when it is on.
+        let (log_client, log_agent) = if server.api_req_logs {
+            let client = match req.remote_addr().as_socket_addr() {
+                Some(a) => a.to_string(),
+                None => req.remote_addr().to_string(),
+            };
+            (client, access_user_agent(req.headers()))
+        } else {
+            (String::new(), String::new())
+        };
+        let mut log_provider: Option<String> = None;
+
+        let mut resp = 'answer: {
+            // 0. Envoy's `ext_authz` asks about a request by sending it below `/forward-auth`,
+            // with its own method: judged as that request, never served.
+            if rt
+                .config
+                .gateway
+                .forward_auth
+                .as_ref()
+                .is_some_and(|p| p.kind == crate::config::ProxyKind::Envoy)
+                && req.uri().path().starts_with("/forward-auth/")
+            {
+                break 'answer crate::gateway::forward_auth::answer(&self.app, &req).await;
+            }
+            // 1. One canonical path, used for matching and for serving.
+            let canonical = match canonicalize(req.uri().path()) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::info!(request_id = %id, "bad request path: {e}");
+                    break 'answer error_response(StatusCode::BAD_REQUEST, "Bad request path");
+                }
+            };
+            if server.api_req_logs {
+                log_path.clone_from(&canonical);
+            }
+            telemetry::record_path(&canonical);
+            if canonical != req.uri().path() {
+                let pq = match req.uri().query() {
+                    Some(q) => format!("{canonical}?{q}"),
+                    None => canonical.clone(),
+                };
+                match pq.parse::<Uri>() {
+                    Ok(uri) => *req.uri_mut() = uri,
+                    Err(_) => {
+                        break 'answer error_response(StatusCode::BAD_REQUEST, "Bad request path")
+                    }
+                }
+            }
+            // 2. CORS preflight (never auth-checked).
+            if let (Some(cors), Some(o)) = (&server.cors, &origin) {
+                if req.method() == Method::OPTIONS
+                    && req
+                        .headers()
+                        .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+                {
+                    break 'answer preflight(cors, o);
+                }
+            }
+            // 3. Body limit: a declared length over the limit is refused at once; a body without a
+            // declared length (HTTP/1 chunked, or HTTP/2 DATA frames without `content-length`) is
+            // cut off with an error once the limit has been read. A request without a body (a GET;
+            // in HTTP/2, one whose HEADERS ended the stream) is never refused for lacking a length.
+            let declared = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()));
+            match declared {
+                Some(Some(n)) if n > server.body_limit => {
+                    break 'answer error_response(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "Request body too large",
+                    )
+                }
+                Some(Some(_)) => {}
+                Some(None) => {
+                    break 'answer error_response(StatusCode::BAD_REQUEST, "Invalid Content-Length")
+                }
+                None => {
+                    // Bounded unless known to be empty (an HTTP/1 request without Transfer-Encoding,
+                    // an HTTP/2 one whose HEADERS ended the stream). Taking the body out to look
+                    // costs nothing: an empty body, which allocates nothing, stands in meanwhile.
+                    let body = req.take_body();
+                    req.set_body(if body.is_empty() {
+                        body
+                    } else {
+                        limit_body(body, server.body_limit)
+                    });
+                }
+            }
+            // 4. The decision. The forward-auth endpoint is itself a decision about another
+            // request (named in its headers), so it is not judged on its own path.
+            if rt.config.gateway.forward_auth.is_some()
+                && canonical == crate::gateway::forward_auth::PATH
+            {
+                break 'answer self.serve(req, &canonical, server.timeout).await;
+            }
+            let decided_at = Instant::now();
+            let decision = {
+                let parts = RequestParts {
+                    method: &method,
+                    path: &canonical,
+                    headers: req.headers(),
+                    query: req.uri().query(),
+                    host: req
+                        .headers()
+                        .get(header::HOST)
+                        .and_then(|v| v.to_str().ok())
+                        .or_else(|| req.uri().authority().map(|a| a.as_str())),
+                    now: decided_at,
+                };
+                // Boxed: held inline, the decision's state would make the whole request future
+                // that much larger, and that future is copied whole when it is boxed.
+                Box::pin(decide(&rt.policy(), &parts)).await
+            };
+            self.app
+                .metrics()
+                .observe_decision(&decision, decided_at.elapsed());
+            if server.api_req_logs {
+                log_provider.clone_from(&decision.trace.provider);
+            }
+            match decision.result {
+                Err(d) => {
+                    match &d {
+                        Denial::Internal(r) | Denial::Unavailable(r) => {
+                            tracing::warn!(request_id = %id, path = %canonical, reason = %r, "request refused")
+                        }
+                        _ => {
+                            tracing::info!(request_id = %id, path = %canonical, reason = %decision.trace.reason, "request refused")
+                        }
+                    }
+                    break 'answer denial_response(&d);
+                }
+                Ok(user) => {
+                    if let Some(u) = user {
+                        req.extensions_mut().insert(u);
+                    }
+                    if let Some(index) = decision.trace.route {
+                        req.extensions_mut()
+                            .insert(crate::gateway::proxy::RouteHit {
+                                runtime: rt.clone(),
+                                index,
+                            });
+                    }
+                }
+            }
+            // 5. Serve, within the time limit.
+            self.serve(req, &canonical, server.timeout).await
+        };
+
+        if let (Some(cors), Some(o)) = (&server.cors, &origin) {
+            add_cors(&mut resp, cors, o);
+        }
+        resp.headers_mut()
+            .insert(X_REQUEST_ID.clone(), id_value.clone());
+        telemetry::record_status(resp.status().as_u16());
+        self.app.metrics().observe_response(resp.status());
+        if server.api_req_logs {
+            tracing::info!(
+                target: "portcullis::access",
+                request_id = %id,
+                method = %method,
+                path = %log_path,
+                status = resp.status().as_u16(),
+                micros = started.map_or(0, |s| s.elapsed().as_micros() as u64),
+                client = %log_client,
+                user_agent = %log_agent,
+                provider = log_provider.as_deref().unwrap_or("-"),
+            );
+        }
+        Ok(resp)
+    }
+}
+
+/// The longest `User-Agent` the access log keeps.
+const MAX_LOGGED_USER_AGENT: usize = 256;
+
+/// The request's `User-Agent` for the access log: `-` when absent or not visible ASCII (so it
+/// cannot break a log line), cut at [`MAX_LOGGED_USER_AGENT`] bytes.
+fn access_user_agent(headers: &poem::http::HeaderMap) -> String {
+    match headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        // `to_str` accepts visible ASCII, space and tab only: any byte is a char boundary.
+        Some(ua) if !ua.is_empty() => ua
+            .get(..ua.len().min(MAX_LOGGED_USER_AGENT))
+            .unwrap_or("-")
+            .to_string(),
+        _ => "-".to_string(),
+    }
+}
+
+impl<E: Endpoint> Gate<E> {
+    /// Calls the inner endpoint within `timeout`; errors become JSON error bodies. `path` (the
+    /// canonical one the request is served on) names the `Allow` methods of a 405.
+    async fn serve(&self, req: Request, path: &str, timeout: std::time::Duration) -> Response {
+        // Boxed, like the decision below: the inner future is large, and every layer that holds
+        // it inline is copied whole when the request future is boxed.
+        match tokio::time::timeout(timeout, Box::pin(self.inner.call(req))).await {
+            Err(_) => error_response(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout"),
+            Ok(Ok(r)) => r.into_response(),
+            Ok(Err(e)) => {
+                let status = e.status();
+                let msg = status.canonical_reason().unwrap_or("Error");
+                let mut r = error_response(status, msg);
+                // RFC 9110: a 405 lists the methods the resource has.
+                if status == StatusCode::METHOD_NOT_ALLOWED {
+                    if let Some(allow) = crate::api::allow(path) {
+                        r.headers_mut().insert(header::ALLOW, allow);
+                    }
+                }
+                r
+            }
+        }
+    }
+}
+
+/// A body that fails with an error once more than `limit` bytes have been read.
+fn limit_body(body: poem::Body, limit: u64) -> poem::Body {
+    use futures_util::StreamExt as _;
+    let mut seen = 0u64;
+    let stream = body.into_bytes_stream().map(move |chunk| {
+        let chunk = chunk?;
+        seen += chunk.len() as u64;
+        if seen > limit {
+            Err(std::io::Error::other(BodyTooLarge))
+        } else {
+            Ok(chunk)
+        }
+    });
+    poem::Body::from_bytes_stream(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_24_hex_digits_and_a_valid_incoming_one_is_kept() {
+        let plain = Request::builder().finish();
+        let a = request_id(&plain);
+        let b = request_id(&plain);
+        assert_eq!(a.len(), 24);
+        assert!(a
+            .as_bytes()
+            .iter()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_ne!(a, b);
+        let given = Request::builder()
+            .header("x-request-id", "abc-123_X")
+            .finish();
+        assert_eq!(request_id(&given), "abc-123_X");
+        let bad = Request::builder()
+            .header("x-request-id", "no spaces")
+            .finish();
+        assert_eq!(request_id(&bad).len(), 24);
+    }
+}
