@@ -13,18 +13,19 @@ use tokio::sync::mpsc;
 use crate::{
     config::state,
     config::{self, Config, EnvVars},
-    http::listen::tls::{TlsMaterial, TlsState},
+    http::listen::tls::{TlsMaterial, TlsSource},
     keys::HttpClient,
     keys::{KeyCache, KeyCacheSettings},
     observe::metrics::Metrics,
     plugin::{Loader, SharedServices},
+    reload::snapshot::FileHash,
     reload::{
         snapshot::{self, Snapshot},
         ReloadOutcome, ReloadRequest, Reloader,
     },
 };
 
-/// The last reload attempt and the last success.
+/// The last reload attempt and the last success, with what the served snapshot was built from.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ReloadStatus {
     /// Generation of the snapshot being served.
@@ -42,13 +43,18 @@ pub struct ReloadStatus {
     pub last_success: Option<Attempt>,
 }
 
-/// A file and the hash of its content.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct FileHash {
-    /// The path.
-    pub path: String,
-    /// SHA-256 of the content, or `unreadable: ...` when it could not be read.
-    pub sha256: String,
+/// The last reload attempt and the last success (a failed attempt changes no snapshot, so these
+/// live beside it).
+#[derive(Debug, Clone, Default)]
+struct Attempts {
+    last_attempt: Option<Attempt>,
+    last_success: Option<Attempt>,
+}
+
+impl TlsSource for App {
+    fn current(&self) -> Option<Arc<TlsMaterial>> {
+        self.snapshot.load().tls.clone()
+    }
 }
 
 /// One reload attempt.
@@ -76,13 +82,12 @@ pub struct App {
     loader: Arc<Loader>,
     shared: Arc<SharedServices>,
     config_path: PathBuf,
-    status: Mutex<ReloadStatus>,
+    status: Mutex<Attempts>,
     reload_lock: tokio::sync::Mutex<()>,
     reloader: Reloader,
     listen: (String, u16),
     /// `server.metrics.listen` at start (its listener is bound once, like the main one).
     metrics_listen: Option<std::net::SocketAddr>,
-    tls: Option<Arc<TlsState>>,
     watch: crate::reload::watch::SharedWatchStatus,
     metrics: Arc<Metrics>,
 }
@@ -230,20 +235,19 @@ impl App {
             http_timeout: Duration::from_secs(10),
         });
         let started = std::time::Instant::now();
-        let config_hash = config.hash.clone();
         let files = input_files(config_path, &config).await;
         let listen = (config.server.host.clone(), config.server.port);
         let metrics_listen = config.server.metrics.listen();
         let tls = match &config.server.https {
-            Some(h) => Some(Arc::new(ArcSwap::from_pointee(
-                TlsMaterial::load(h).map_err(|e| vec![e])?,
-            ))),
+            Some(h) => Some(Arc::new(TlsMaterial::load(h).map_err(|e| vec![e])?)),
             None => None,
         };
         let metrics = Arc::new(Metrics::new(shared.keys.clone(), loader.clone()));
         let mut rt =
             snapshot::build(config, 1, &loader, &shared, None, &known_hashes(&files)).await?;
         rt.route_timers = metrics.route_timers(&rt.config.routes.list);
+        rt.tls = tls;
+        rt.files = files;
         snapshot::warm_up(&rt, None);
         metrics.observe_reload("applied", 1);
         let attempt = Attempt {
@@ -254,10 +258,7 @@ impl App {
             errors: vec![],
             warnings,
         };
-        let status = ReloadStatus {
-            generation: 1,
-            config_hash,
-            files,
+        let status = Attempts {
             last_attempt: Some(attempt.clone()),
             last_success: Some(attempt),
         };
@@ -272,7 +273,6 @@ impl App {
             reloader,
             listen,
             metrics_listen,
-            tls,
             watch: Arc::default(),
             metrics,
         });
@@ -301,11 +301,6 @@ impl App {
         self.watch.clone()
     }
 
-    /// The TLS material connections are accepted with, when serving https.
-    pub fn tls(&self) -> Option<Arc<TlsState>> {
-        self.tls.clone()
-    }
-
     /// The process's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -326,12 +321,21 @@ impl App {
         &self.config_path
     }
 
-    /// Reload status.
+    /// Reload status: what the served snapshot was built from, and the last attempts.
     pub fn status(&self) -> ReloadStatus {
-        self.status
+        let rt = self.snapshot();
+        let attempts = self
+            .status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        ReloadStatus {
+            generation: rt.generation,
+            config_hash: rt.config.hash.clone(),
+            files: rt.files.clone(),
+            last_attempt: attempts.last_attempt,
+            last_success: attempts.last_success,
+        }
     }
 
     /// Distinct plugin library copies mapped (never unmapped).
@@ -410,11 +414,8 @@ impl App {
         };
         let files = input_files(&self.config_path, &config).await;
         let warnings = config.warning_lines();
-        {
-            let st = self.status.lock().unwrap_or_else(|p| p.into_inner());
-            if st.files == files {
-                return ReloadOutcome::Unchanged(current.generation, warnings);
-            }
+        if current.files == files {
+            return ReloadOutcome::Unchanged(current.generation, warnings);
         }
         let mut refused = Vec::new();
         if config.server.host != self.listen.0 {
@@ -438,7 +439,7 @@ impl App {
                 "telemetry: cannot change while running; restart to export elsewhere".to_string(),
             );
         }
-        match (&config.server.https, &self.tls) {
+        match (&config.server.https, &current.tls) {
             (Some(_), None) | (None, Some(_)) => refused.push(
                 "server.https: cannot switch TLS on or off while running; restart to change it"
                     .to_string(),
@@ -449,16 +450,20 @@ impl App {
             return ReloadOutcome::Failed(refused);
         }
         // New key or certificate content is checked before anything is swapped.
-        let new_tls = match (&config.server.https, &self.tls) {
-            (Some(h), Some(state)) => match TlsMaterial::load(h) {
-                Ok(m) if m.hash != state.load().hash => Some(m),
-                Ok(_) => None,
+        // New key or certificate content is checked before anything is built; unchanged
+        // material is kept as it is.
+        let tls = match (&config.server.https, &current.tls) {
+            (Some(h), Some(served)) => match TlsMaterial::load(h) {
+                Ok(m) if m.hash != served.hash => {
+                    tracing::info!("tls key and certificate replaced for new connections");
+                    Some(Arc::new(m))
+                }
+                Ok(_) => Some(served.clone()),
                 Err(e) => return ReloadOutcome::Failed(vec![e]),
             },
             _ => None,
         };
         let generation = current.generation + 1;
-        let config_hash = config.hash.clone();
         match snapshot::build(
             config,
             generation,
@@ -471,16 +476,12 @@ impl App {
         {
             Ok(mut rt) => {
                 rt.route_timers = self.metrics.route_timers(&rt.config.routes.list);
+                rt.tls = tls;
+                rt.files = files;
                 snapshot::warm_up(&rt, Some(&current));
+                // One store: the config, the instances, the TLS material and what they were built
+                // from change together.
                 self.snapshot.store(Arc::new(rt));
-                if let (Some(m), Some(state)) = (new_tls, &self.tls) {
-                    state.store(Arc::new(m));
-                    tracing::info!("tls key and certificate replaced for new connections");
-                }
-                let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
-                st.generation = generation;
-                st.config_hash = config_hash;
-                st.files = files;
                 ReloadOutcome::Applied(generation, warnings)
             }
             Err(errors) => ReloadOutcome::Failed(errors),

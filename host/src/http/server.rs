@@ -82,12 +82,14 @@ where
                 .await
         }
         Some(_) => {
-            let state = app.tls().ok_or_else(|| {
-                std::io::Error::other("server.https is set but no TLS was loaded")
-            })?;
+            if app.snapshot().tls.is_none() {
+                return Err(std::io::Error::other(
+                    "server.https is set but no TLS was loaded",
+                ));
+            }
             let acceptor = crate::http::listen::tls::ReloadingTlsAcceptor::new(
                 tcp.into_acceptor().await?,
-                state,
+                app.clone(),
             );
             // Above TLS, so the guard sees plain HTTP (and a stalled handshake is cut off too).
             let acceptor =

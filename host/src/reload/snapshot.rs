@@ -38,6 +38,15 @@ impl Snapshot {
     }
 }
 
+/// A file a snapshot was built from, and the hash of its content.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FileHash {
+    /// The path.
+    pub path: String,
+    /// SHA-256 of the content, or `unreadable: ...` when it could not be read.
+    pub sha256: String,
+}
+
 /// An immutable, complete view of what the server enforces.
 pub struct Snapshot {
     /// Increases by one on every published snapshot.
@@ -53,6 +62,12 @@ pub struct Snapshot {
     /// Upstream latency series of `config.routes`, by route index; set by the app before the
     /// snapshot is published (a snapshot built for `check` times nothing).
     pub route_timers: crate::observe::metrics::RouteTimers,
+    /// The TLS key and certificate new connections are accepted with, when serving https; set
+    /// with the rest before the snapshot is published, so that one store changes everything.
+    pub tls: Option<Arc<crate::http::listen::tls::TlsMaterial>>,
+    /// Every file the snapshot was built from (config, plugins, TLS files, `${file:...}`
+    /// secrets) with its hash; a reload that finds the same list is skipped.
+    pub files: Vec<FileHash>,
 }
 
 /// Scans `dir` for `*.so` files, in name order.
@@ -365,6 +380,8 @@ pub async fn build(
         retired,
         plugins,
         route_timers: Default::default(),
+        tls: None,
+        files: Vec::new(),
     })
 }
 

@@ -11,7 +11,6 @@ use std::{
     task::{Context, Poll},
 };
 
-use arc_swap::ArcSwap;
 use poem::http::uri::Scheme;
 use poem::listener::Acceptor;
 use poem::web::{LocalAddr, RemoteAddr};
@@ -81,21 +80,25 @@ impl TlsMaterial {
     }
 }
 
-/// The TLS config connections are accepted with; replaced on reload.
-pub type TlsState = ArcSwap<TlsMaterial>;
+/// Where the TLS material of the moment comes from (the snapshot being served: a reload that
+/// replaces the key or certificate publishes it with everything else).
+pub trait TlsSource: Send + Sync {
+    /// The material new connections are accepted with; `None` when not serving https.
+    fn current(&self) -> Option<Arc<TlsMaterial>>;
+}
 
 /// A listener's acceptor that wraps every accepted connection in TLS with the current material.
 /// The handshake runs lazily on the connection's own task, so a slow client cannot hold up the
 /// accept loop.
 pub struct ReloadingTlsAcceptor<A> {
     inner: A,
-    state: Arc<TlsState>,
+    source: Arc<dyn TlsSource>,
 }
 
 impl<A> ReloadingTlsAcceptor<A> {
     /// Wraps `inner`.
-    pub fn new(inner: A, state: Arc<TlsState>) -> Self {
-        ReloadingTlsAcceptor { inner, state }
+    pub fn new(inner: A, source: Arc<dyn TlsSource>) -> Self {
+        ReloadingTlsAcceptor { inner, source }
     }
 }
 
@@ -108,7 +111,11 @@ impl<A: Acceptor> Acceptor for ReloadingTlsAcceptor<A> {
 
     async fn accept(&mut self) -> io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
         let (io, local, remote, _) = self.inner.accept().await?;
-        let acceptor = self.state.load().acceptor.clone();
+        let acceptor = match self.source.current() {
+            Some(m) => m.acceptor.clone(),
+            // A reload cannot switch TLS off while serving; refuse rather than serve plain.
+            None => return Err(io::Error::other("no TLS material to accept with")),
+        };
         Ok((
             LazyTls::Handshaking(Box::new(acceptor.accept(io))),
             local,
