@@ -21,7 +21,7 @@ use crate::{
     reload::snapshot::FileHash,
     reload::{
         snapshot::{self, Snapshot},
-        ReloadOutcome, ReloadRequest, Reloader,
+        ReloadError, ReloadOutcome, ReloadRequest, ReloadResult, Reloader,
     },
 };
 
@@ -67,10 +67,10 @@ pub struct Attempt {
     pub trigger: String,
     /// How long the attempt took, in milliseconds.
     pub duration_ms: u64,
-    /// `applied`, `unchanged` or `failed`.
-    pub result: String,
-    /// The problems, one line each (no secrets).
-    pub errors: Vec<String>,
+    /// What it did.
+    pub result: ReloadResult,
+    /// The problems, one line each (no secrets), each with its kind.
+    pub errors: Vec<ReloadError>,
     /// The config's warnings (what it says that can never take effect), one line each; for an
     /// applied or unchanged config only.
     pub warnings: Vec<String>,
@@ -114,7 +114,7 @@ pub async fn read_config_reporting_all(
     path: &Path,
     loader: &Arc<Loader>,
     previous: Option<&Snapshot>,
-) -> Result<Config, Vec<String>> {
+) -> Result<Config, Vec<ReloadError>> {
     // The variable source is not `Send`: done with before the first await.
     let loaded = {
         let vars = EnvVars {
@@ -125,11 +125,20 @@ pub async fn read_config_reporting_all(
     match loaded {
         Ok(c) => Ok(c),
         Err(refused) => {
-            let mut lines = refused.error.lines();
+            let mut lines: Vec<ReloadError> = refused
+                .error
+                .lines()
+                .into_iter()
+                .map(ReloadError::config)
+                .collect();
             if let Some(check) = &refused.plugins {
                 let file = refused.error.file();
                 let found = snapshot::plugin_issues(check, loader, previous).await;
-                lines.extend(found.into_iter().map(|m| format!("{file}: {m}")));
+                lines.extend(
+                    found
+                        .into_iter()
+                        .map(|m| ReloadError::plugin(format!("{file}: {m}"))),
+                );
             }
             Err(lines)
         }
@@ -218,16 +227,17 @@ fn known_hashes(files: &[FileHash]) -> std::collections::HashMap<String, String>
 
 impl App {
     /// Reads the config, loads the plugins and builds the first snapshot. Fails with every problem.
-    pub async fn start(config_path: &Path) -> Result<Arc<App>, Vec<String>> {
+    pub async fn start(config_path: &Path) -> Result<Arc<App>, Vec<ReloadError>> {
         let loader = Arc::new(
-            Loader::in_temp_dir().map_err(|e| vec![format!("plugin staging folder: {e}")])?,
+            Loader::in_temp_dir()
+                .map_err(|e| vec![ReloadError::plugin(format!("plugin staging folder: {e}"))])?,
         );
         let config = read_config_reporting_all(config_path, &loader, None).await?;
         let warnings = config.warning_lines();
         for w in &warnings {
             tracing::warn!("config warning: {w}");
         }
-        let http = HttpClient::new().map_err(|e| vec![e])?;
+        let http = HttpClient::new().map_err(|e| vec![ReloadError::config(e)])?;
         let shared = Arc::new(SharedServices {
             http: http.clone(),
             keys: Arc::new(KeyCache::new(http, KeyCacheSettings::default())),
@@ -239,12 +249,15 @@ impl App {
         let listen = (config.server.host.clone(), config.server.port);
         let metrics_listen = config.server.metrics.listen();
         let tls = match &config.server.https {
-            Some(h) => Some(Arc::new(TlsMaterial::load(h).map_err(|e| vec![e])?)),
+            Some(h) => Some(Arc::new(
+                TlsMaterial::load(h).map_err(|e| vec![ReloadError::tls(e)])?,
+            )),
             None => None,
         };
         let metrics = Arc::new(Metrics::new(shared.keys.clone(), loader.clone()));
-        let mut rt =
-            snapshot::build(config, 1, &loader, &shared, None, &known_hashes(&files)).await?;
+        let mut rt = snapshot::build(config, 1, &loader, &shared, None, &known_hashes(&files))
+            .await
+            .map_err(plugin_errors)?;
         rt.route_timers = metrics.route_timers(&rt.config.routes.list);
         rt.tls = tls;
         rt.files = files;
@@ -254,7 +267,7 @@ impl App {
             at: now_secs(),
             trigger: "startup".into(),
             duration_ms: started.elapsed().as_millis() as u64,
-            result: "applied".into(),
+            result: ReloadResult::Applied,
             errors: vec![],
             warnings,
         };
@@ -359,18 +372,18 @@ impl App {
         let _one_at_a_time = self.reload_lock.lock().await;
         let started = std::time::Instant::now();
         let outcome = self.try_reload().await;
-        let (result, errors, warnings) = match &outcome {
-            ReloadOutcome::Applied(_, w) => ("applied", vec![], w.clone()),
-            ReloadOutcome::Unchanged(_, w) => ("unchanged", vec![], w.clone()),
-            ReloadOutcome::Failed(e) => ("failed", e.clone(), vec![]),
+        let (errors, warnings) = match &outcome {
+            ReloadOutcome::Applied(_, w) | ReloadOutcome::Unchanged(_, w) => (vec![], w.clone()),
+            ReloadOutcome::Failed(e) => (e.clone(), vec![]),
         };
+        let result = outcome.result();
         self.metrics
-            .observe_reload(result, self.snapshot().generation);
+            .observe_reload(result.name(), self.snapshot().generation);
         let attempt = Attempt {
             at: now_secs(),
             trigger: trigger.into(),
             duration_ms: started.elapsed().as_millis() as u64,
-            result: result.into(),
+            result,
             errors,
             warnings,
         };
@@ -419,31 +432,29 @@ impl App {
         }
         let mut refused = Vec::new();
         if config.server.host != self.listen.0 {
-            refused.push(
-                "server.host: cannot change while running; restart to listen elsewhere".to_string(),
-            );
+            refused.push(ReloadError::restart(
+                "server.host: cannot change while running; restart to listen elsewhere",
+            ));
         }
         if config.server.port != self.listen.1 {
-            refused.push(
-                "server.port: cannot change while running; restart to listen elsewhere".to_string(),
-            );
+            refused.push(ReloadError::restart(
+                "server.port: cannot change while running; restart to listen elsewhere",
+            ));
         }
         if config.server.metrics.listen() != self.metrics_listen {
-            refused.push(
-                "server.metrics.listen: cannot change while running (nor be added or removed); restart to serve metrics elsewhere"
-                    .to_string(),
-            );
+            refused.push(ReloadError::restart(
+                "server.metrics.listen: cannot change while running (nor be added or removed); restart to serve metrics elsewhere",
+            ));
         }
         if config.telemetry != current.config.telemetry {
-            refused.push(
-                "telemetry: cannot change while running; restart to export elsewhere".to_string(),
-            );
+            refused.push(ReloadError::restart(
+                "telemetry: cannot change while running; restart to export elsewhere",
+            ));
         }
         match (&config.server.https, &current.tls) {
-            (Some(_), None) | (None, Some(_)) => refused.push(
-                "server.https: cannot switch TLS on or off while running; restart to change it"
-                    .to_string(),
-            ),
+            (Some(_), None) | (None, Some(_)) => refused.push(ReloadError::restart(
+                "server.https: cannot switch TLS on or off while running; restart to change it",
+            )),
             _ => {}
         }
         if !refused.is_empty() {
@@ -459,7 +470,7 @@ impl App {
                     Some(Arc::new(m))
                 }
                 Ok(_) => Some(served.clone()),
-                Err(e) => return ReloadOutcome::Failed(vec![e]),
+                Err(e) => return ReloadOutcome::Failed(vec![ReloadError::tls(e)]),
             },
             _ => None,
         };
@@ -484,9 +495,14 @@ impl App {
                 self.snapshot.store(Arc::new(rt));
                 ReloadOutcome::Applied(generation, warnings)
             }
-            Err(errors) => ReloadOutcome::Failed(errors),
+            Err(errors) => ReloadOutcome::Failed(plugin_errors(errors)),
         }
     }
+}
+
+/// The problems `snapshot::build` finds are the plugins' (loading, naming, building instances).
+fn plugin_errors(lines: Vec<String>) -> Vec<ReloadError> {
+    lines.into_iter().map(ReloadError::plugin).collect()
 }
 
 /// The one reload task: every trigger (file watch, `SIGHUP`, the admin endpoint) sends here.

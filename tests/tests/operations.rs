@@ -221,7 +221,9 @@ async fn a_telemetry_change_is_refused_by_name_until_restart() {
     std::fs::write(s.config_path(), with_telemetry).unwrap();
     let (status, r) = admin_reload(&s, &token).await;
     assert_eq!((status, &r["result"]), (422, &json!("failed")), "{r}");
-    assert!(r["errors"][0]
+    // Typed: a setting that needs a restart, not a broken file or a plugin.
+    assert_eq!(r["errors"][0]["kind"], "restart", "{r}");
+    assert!(r["errors"][0]["message"]
         .as_str()
         .unwrap()
         .contains("telemetry: cannot change while running"));
@@ -281,10 +283,15 @@ async fn metrics_on_their_own_listener_are_not_on_the_main_one_and_stay_put_on_r
             "{other}: {r}"
         );
         assert!(
-            r["errors"].as_array().unwrap().iter().any(|e| e
-                .as_str()
+            r["errors"]
+                .as_array()
                 .unwrap()
-                .contains("server.metrics.listen: cannot change while running")),
+                .iter()
+                .any(|e| e["kind"] == "restart"
+                    && e["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("server.metrics.listen: cannot change while running")),
             "{other}: {r}"
         );
         assert_eq!(get(format!("http://{m}/metrics"), None).await.0, 200);

@@ -79,6 +79,7 @@ async fn a_reload_to_such_a_url_is_refused_and_the_last_good_config_serves() {
         body.to_string().contains("api_base: plain http is refused"),
         "{body}"
     );
+    assert_eq!(body["errors"][0]["kind"], "plugin", "{body}");
     let r = client()
         .get(s.url("/api/auth/me"))
         .bearer_auth(&token)

@@ -332,11 +332,19 @@ async fn admin_reload_applies_a_new_config_and_refuses_a_broken_one() {
     let r: Value = r.json().await.unwrap();
     assert_eq!(r["result"], "failed");
     assert_eq!(r["generation"], 2, "{r}");
-    assert!(r["errors"].to_string().contains("auth.rulez"), "{r}");
-    assert!(
+    // Each problem says what kind it is: the file's own, or a plugin's.
+    let kind_of = |needle: &str| {
         r["errors"]
-            .to_string()
-            .contains("providers[1] (other).plugin: no loaded plugin is named `jwtt`"),
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["message"].as_str().unwrap().contains(needle))
+            .map(|e| e["kind"].clone())
+    };
+    assert_eq!(kind_of("auth.rulez"), Some(json!("config")), "{r}");
+    assert_eq!(
+        kind_of("providers[1] (other).plugin: no loaded plugin is named `jwtt`"),
+        Some(json!("plugin")),
         "{r}"
     );
     assert_eq!(get(&s, "/api/auth/me", Some(&user)).await.status(), 403);

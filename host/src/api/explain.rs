@@ -110,6 +110,16 @@ pub struct RouteMatch {
     pub providers: Option<Vec<String>>,
 }
 
+/// Allowed or refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The request would reach its route.
+    Allow,
+    /// The request would be refused (see `status`).
+    Deny,
+}
+
 /// Why. Fields that do not apply are absent (never `null`).
 #[derive(Object, Debug, Clone)]
 #[oai(skip_serializing_if_is_none)]
@@ -120,8 +130,8 @@ pub struct Explanation {
     pub method: String,
     /// The canonical path (absent when the request was refused as malformed).
     pub canonical_path: Option<String>,
-    /// `allow` or `deny`.
-    pub decision: String,
+    /// Whether the request would reach its route.
+    pub decision: Verdict,
     /// The status a real request would get from the gate (200 = let through to the route).
     pub status: u16,
     /// The reason in words.
@@ -208,7 +218,7 @@ pub async fn explain(rt: &Snapshot, input: ExplainRequest) -> Explanation {
         generation: rt.generation,
         method: method.clone(),
         canonical_path: None,
-        decision: "deny".into(),
+        decision: Verdict::Deny,
         status: 400,
         reason: String::new(),
         requires_auth: false,
@@ -279,7 +289,7 @@ pub async fn explain(rt: &Snapshot, input: ExplainRequest) -> Explanation {
     out.reason = t.reason.to_string();
     match &d.result {
         Ok(user) => {
-            out.decision = "allow".into();
+            out.decision = Verdict::Allow;
             out.status = 200;
             if out.reason.is_empty() {
                 out.reason = match t.rule {

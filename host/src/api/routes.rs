@@ -21,7 +21,7 @@ use crate::{
     auth::AuthUser,
     config::TokenConfig,
     reload::snapshot::PluginFile,
-    reload::ReloadOutcome,
+    reload::{ReloadError, ReloadErrorKind, ReloadOutcome, ReloadResult},
 };
 
 /// The security scheme of a token in the query parameter `auth.token.query` names.
@@ -227,10 +227,10 @@ struct AttemptInfo {
     trigger: String,
     /// How long it took, in milliseconds.
     duration_ms: u64,
-    /// `applied`, `unchanged` or `failed`.
-    result: String,
-    /// Problems, one line each.
-    errors: Vec<String>,
+    /// What it did.
+    result: ReloadResult,
+    /// Problems, one line each, with their kind.
+    errors: Vec<ReloadProblem>,
     /// What the config says that can never take effect (a dead pattern, a shadowed rule or
     /// route), one line each with its key path; for an applied or unchanged config only.
     warnings: Vec<String>,
@@ -282,15 +282,35 @@ struct Status {
     key_sets: Vec<KeySetInfo>,
 }
 
+/// One problem that refused a reload.
+#[derive(Object)]
+struct ReloadProblem {
+    /// What kind of problem: `config` (the file), `plugin`, `restart` (a setting that cannot
+    /// change while running), `tls`, `stopped`.
+    kind: ReloadErrorKind,
+    /// The line an operator reads, with key paths and file names.
+    message: String,
+}
+
+fn problems(errors: Vec<ReloadError>) -> Vec<ReloadProblem> {
+    errors
+        .into_iter()
+        .map(|e| ReloadProblem {
+            kind: e.kind,
+            message: e.message,
+        })
+        .collect()
+}
+
 /// Result of `POST /api/admin/reload`.
 #[derive(Object)]
-struct ReloadResult {
-    /// `applied`, `unchanged` or `failed`.
-    result: String,
+struct ReloadAnswer {
+    /// What the reload did.
+    result: ReloadResult,
     /// Generation now served.
     generation: u64,
-    /// Why it failed.
-    errors: Vec<String>,
+    /// Why it failed, one problem each, with its kind.
+    errors: Vec<ReloadProblem>,
     /// What the config says that can never take effect (a dead pattern, a shadowed rule or
     /// route), one line each with its key path; the config is served all the same. Empty when
     /// the reload failed.
@@ -403,7 +423,7 @@ enum ProtectedResponse<T: poem_openapi::types::ToJSON + Send + Sync> {
 enum ReloadResponse {
     /// `applied` (a new generation is served) or `unchanged` (the files are as loaded).
     #[oai(status = 200)]
-    Ok(Json<ReloadResult>),
+    Ok(Json<ReloadAnswer>),
     /// The request path cannot be made canonical, or `Content-Length` is not a number.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
@@ -427,7 +447,7 @@ enum ReloadResponse {
     /// `failed`: the config or a plugin was refused, `errors` says why with key paths; the
     /// generation in `generation` keeps serving.
     #[oai(status = 422)]
-    Failed(Json<ReloadResult>),
+    Failed(Json<ReloadAnswer>),
     /// A plugin failed; details are in the server log only.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -565,7 +585,7 @@ fn attempt(a: Option<crate::app::Attempt>) -> Option<AttemptInfo> {
         trigger: a.trigger,
         duration_ms: a.duration_ms,
         result: a.result,
-        errors: a.errors,
+        errors: problems(a.errors),
         warnings: a.warnings,
     })
 }
@@ -762,20 +782,21 @@ impl Api {
     /// Unchanged content is not reloaded.
     #[oai(path = "/api/admin/reload", method = "post", tag = "ApiTags::Admin")]
     async fn reload(&self, _caller: Caller) -> ReloadResponse {
-        let (result, generation, errors, warnings) = match self.app.request_reload("admin").await {
-            ReloadOutcome::Applied(g, w) => ("applied", g, vec![], w),
-            ReloadOutcome::Unchanged(g, w) => ("unchanged", g, vec![], w),
-            ReloadOutcome::Failed(e) => ("failed", self.app.snapshot().generation, e, vec![]),
+        let outcome = self.app.request_reload("admin").await;
+        let result = outcome.result();
+        let (generation, errors, warnings) = match outcome {
+            ReloadOutcome::Applied(g, w) | ReloadOutcome::Unchanged(g, w) => (g, vec![], w),
+            ReloadOutcome::Failed(e) => (self.app.snapshot().generation, e, vec![]),
         };
-        let body = Json(ReloadResult {
-            result: result.into(),
+        let body = Json(ReloadAnswer {
+            result,
             generation,
-            errors,
+            errors: problems(errors),
             warnings,
         });
         // A refused config is the caller's to fix, and a deploy script running `curl -f` must
         // notice it: never a 2xx.
-        if result == "failed" {
+        if result == ReloadResult::Failed {
             ReloadResponse::Failed(body)
         } else {
             ReloadResponse::Ok(body)

@@ -3,9 +3,11 @@
 //!
 //! Must not import `http`, `gateway` or `api`.
 
+mod error;
 pub mod snapshot;
 pub mod trigger;
 pub mod watch;
 
+pub use error::{ReloadError, ReloadErrorKind};
 pub use snapshot::Snapshot;
-pub use trigger::{ReloadOutcome, ReloadRequest, Reloader};
+pub use trigger::{ReloadOutcome, ReloadRequest, ReloadResult, Reloader};

@@ -3,6 +3,32 @@
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::{ReloadError, ReloadErrorKind};
+
+/// What a reload did, in one word (the status API, the reload answer, the metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, poem_openapi::Enum)]
+#[serde(rename_all = "snake_case")]
+#[oai(rename_all = "snake_case")]
+pub enum ReloadResult {
+    /// A new snapshot was published.
+    Applied,
+    /// The files are the ones served: nothing to do.
+    Unchanged,
+    /// Refused: the last good snapshot keeps serving.
+    Failed,
+}
+
+impl ReloadResult {
+    /// The word, for logs and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReloadResult::Applied => "applied",
+            ReloadResult::Unchanged => "unchanged",
+            ReloadResult::Failed => "failed",
+        }
+    }
+}
+
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReloadOutcome {
@@ -11,7 +37,18 @@ pub enum ReloadOutcome {
     /// The config and plugin files are the same as the ones served; the config's warnings.
     Unchanged(u64, Vec<String>),
     /// Nothing changed; these are the reasons.
-    Failed(Vec<String>),
+    Failed(Vec<ReloadError>),
+}
+
+impl ReloadOutcome {
+    /// The outcome in one word.
+    pub fn result(&self) -> ReloadResult {
+        match self {
+            ReloadOutcome::Applied(..) => ReloadResult::Applied,
+            ReloadOutcome::Unchanged(..) => ReloadResult::Unchanged,
+            ReloadOutcome::Failed(..) => ReloadResult::Failed,
+        }
+    }
 }
 
 /// A request for a reload, sent to the one reload task.
@@ -37,7 +74,12 @@ impl Reloader {
 
     /// Asks for a reload and waits for its outcome.
     pub async fn request(&self, trigger: &'static str) -> ReloadOutcome {
-        let stopped = || ReloadOutcome::Failed(vec!["the reload task has stopped".into()]);
+        let stopped = || {
+            ReloadOutcome::Failed(vec![ReloadError::new(
+                ReloadErrorKind::Stopped,
+                "the reload task has stopped",
+            )])
+        };
         let (reply, answer) = oneshot::channel();
         let request = ReloadRequest {
             trigger,
