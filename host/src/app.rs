@@ -13,7 +13,10 @@ use tokio::sync::mpsc;
 use crate::{
     config::state,
     config::{self, Config, EnvVars},
-    http::listen::tls::{TlsMaterial, TlsSource},
+    http::listen::{
+        conn_guard::HeaderTimeout,
+        tls::{TlsMaterial, TlsSource},
+    },
     keys::HttpClient,
     keys::{KeyCache, KeyCacheSettings},
     observe::metrics::Metrics,
@@ -49,6 +52,12 @@ pub struct ReloadStatus {
 struct Attempts {
     last_attempt: Option<Attempt>,
     last_success: Option<Attempt>,
+}
+
+impl HeaderTimeout for App {
+    fn header_read_timeout(&self) -> Duration {
+        self.snapshot.load().config.server.header_read_timeout
+    }
 }
 
 impl TlsSource for App {

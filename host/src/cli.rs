@@ -553,7 +553,7 @@ fn inspect(file: &Path) -> anyhow::Result<i32> {
                 "file": file.display().to_string(),
                 "sha256": p.hash,
                 "manifest": p.manifest,
-                "host_abi_version": portcullis_plugin_api::abi::ABI_VERSION,
+                "host_abi_version": crate::plugin::ABI_VERSION,
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(0)

@@ -39,7 +39,7 @@ pub fn endpoint(app: Arc<App>) -> impl Endpoint<Output = Response> {
     };
     let inner = crate::gateway::proxy::Upstreams::new(site, app.clone());
     // Its output is already a response: no `map_to_response` layer (poem's server adds its own).
-    Gate::new(inner, app)
+    Gate::new(inner, app, super::allow)
 }
 
 /// The three documents, by exact path, then the API itself. Matched here rather than by a

@@ -1,4 +1,7 @@
-//! The auth pipeline: token extraction, provider choice, authorization rules in CEL.
+//! The decision: token extraction, provider choice, the plugin's answer (through
+//! `plugin::ProviderHandle`), authorization rules in CEL, and the caches of answers. Reads a
+//! [`Policy`] (the config and the instances of the snapshot being served); never imports
+//! `reload`, `http`, `gateway` or `api`.
 
 pub mod authn_cache;
 pub mod authz_cache;

@@ -1,5 +1,7 @@
 //! Strict YAML config: unknown keys rejected, all errors at once with key paths, `${VAR}`
-//! expansion, secrets never echoed.
+//! expansion, secrets never echoed, warnings for what can never take effect, and the state folder
+//! (the development secret). Imports `matching` for patterns and conditions; never `auth`,
+//! `plugin`, `reload`, `http`, `gateway` or `api`.
 
 mod auth;
 mod compile;

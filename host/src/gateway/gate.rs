@@ -25,12 +25,14 @@ use crate::{
 pub struct Gate<E> {
     inner: E,
     app: Arc<App>,
+    allow: fn(&str) -> Option<HeaderValue>,
 }
 
 impl<E> Gate<E> {
-    /// The gate of `app` in front of `inner`.
-    pub fn new(inner: E, app: Arc<App>) -> Self {
-        Gate { inner, app }
+    /// The gate of `app` in front of `inner`; `allow` names the methods a path has, for the
+    /// `Allow` header of a 405 (RFC 9110).
+    pub fn new(inner: E, app: Arc<App>, allow: fn(&str) -> Option<HeaderValue>) -> Self {
+        Gate { inner, app, allow }
     }
 }
 
@@ -312,7 +314,7 @@ impl<E: Endpoint> Gate<E> {
                 let mut r = error_response(status, msg);
                 // RFC 9110: a 405 lists the methods the resource has.
                 if status == StatusCode::METHOD_NOT_ALLOWED {
-                    if let Some(allow) = crate::api::allow(path) {
+                    if let Some(allow) = (self.allow)(path) {
                         r.headers_mut().insert(header::ALLOW, allow);
                     }
                 }

@@ -1,3 +1,6 @@
+//! Key sets, and the outgoing HTTP client (time-limited, size-capped, no redirects to another
+//! host) that fetches them and that plugins borrow. Imports only `jose`.
+//!
 //! Key sets fetched from JWKS URLs or certificate-map URLs (Google's `securetoken` format: a JSON
 //! object mapping `kid` to a PEM X.509 certificate), shared by every provider instance that names
 //! the same URL and kept across reloads. Both formats get the same guarantees:

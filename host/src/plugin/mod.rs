@@ -1,4 +1,7 @@
-//! Plugin libraries: loading (the only place that maps code), and the services lent to them.
+//! Plugin libraries: loading (the only place that maps code), the services lent to them, and the
+//! handle every plugin call goes through. The only module that names `abi_stable` types; it
+//! imports nothing above `keys`, `jose` and `config` (never `auth`, `reload`, `http`, `gateway`,
+//! `api`).
 
 pub mod author;
 mod handle;
@@ -16,3 +19,6 @@ pub use services::{
     CheckServices, HostVerifier, InstanceServices, SharedServices, ACCEPTED_TOKENS_CAPACITY,
     ACCEPTED_TOKENS_MAX_AGE_SECS,
 };
+
+/// The plugin ABI version this server speaks (`major.minor.0`).
+pub use portcullis_plugin_api::abi::ABI_VERSION;

@@ -43,19 +43,23 @@ use poem::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::app::App;
+/// Where the time limit for a connection's request head comes from (the config being served).
+pub trait HeaderTimeout: Send + Sync {
+    /// `server.header_read_timeout` now.
+    fn header_read_timeout(&self) -> Duration;
+}
 
 /// An acceptor whose connections carry a [`HeaderDeadline`]; the time limit is read from the
 /// current config when each connection is accepted, so a reload applies to new connections.
 pub struct GuardedAcceptor<A> {
     inner: A,
-    app: Arc<App>,
+    limit: Arc<dyn HeaderTimeout>,
 }
 
 impl<A> GuardedAcceptor<A> {
     /// Wraps `inner`.
-    pub fn new(inner: A, app: Arc<App>) -> Self {
-        GuardedAcceptor { inner, app }
+    pub fn new(inner: A, limit: Arc<dyn HeaderTimeout>) -> Self {
+        GuardedAcceptor { inner, limit }
     }
 }
 
@@ -68,7 +72,7 @@ impl<A: Acceptor> Acceptor for GuardedAcceptor<A> {
 
     async fn accept(&mut self) -> io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
         let (io, local, remote, scheme) = self.inner.accept().await?;
-        let limit = self.app.snapshot().config.server.header_read_timeout;
+        let limit = self.limit.header_read_timeout();
         Ok((HeaderDeadline::new(io, limit), local, remote, scheme))
     }
 }
