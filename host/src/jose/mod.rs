@@ -15,7 +15,7 @@
 //!   non-canonical trailing bits.
 //!
 //! Two layers: [`verify_signature`] (compact parsing, header checks, key selection and the
-//! signature) and [`verify`] (the signature plus the payload's claims, with an injected clock).
+//! signature) and `verify` (the signature plus the payload's claims, with an injected clock).
 //!
 //! ```ignore
 //! // (module path depends on where the module is mounted: `crate::jose` in the host)

@@ -7,7 +7,7 @@
 //!
 //! Events (decisions, reloads, upstream answers, responses) are counted as they happen; state that
 //! other parts already keep (key-set fetch counters, plugin loads, mapped library copies) and the
-//! process's own figures (`process_*`, see [`process`]) are read when the metrics are scraped.
+//! process's own figures (`process_*`, see `process.rs`) are read when the metrics are scraped.
 //!
 //! The request path never builds a label set: each series is looked up in its family once and
 //! its handle kept (per provider and reason, per status code, per route of a snapshot).
