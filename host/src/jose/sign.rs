@@ -4,6 +4,7 @@
 
 use aws_lc_rs::{rand::SystemRandom, signature};
 use base64::Engine as _;
+use rustls_pki_types::pem::SectionKind;
 
 use super::der;
 
@@ -30,15 +31,15 @@ pub fn sign_rs256(
     if !claims.is_object() {
         return Err(SignError("claims must be a JSON object".into()));
     }
-    let pem = der::parse_pem(private_key_pem)
+    let block = der::read_pem(private_key_pem)
         .map_err(|e| SignError(format!("private key is not a usable PEM: {e}")))?;
-    let key = match pem.label.as_str() {
-        "PRIVATE KEY" => signature::RsaKeyPair::from_pkcs8(&pem.der),
-        "RSA PRIVATE KEY" => signature::RsaKeyPair::from_der(&pem.der),
-        other => {
-            return Err(SignError(format!(
-                "private key PEM is `{other}`; expected `PRIVATE KEY` or `RSA PRIVATE KEY`"
-            )))
+    let key = match &block {
+        Some((SectionKind::PrivateKey, pkcs8)) => signature::RsaKeyPair::from_pkcs8(pkcs8),
+        Some((SectionKind::RsaPrivateKey, pkcs1)) => signature::RsaKeyPair::from_der(pkcs1),
+        _ => {
+            return Err(SignError(
+                "private key PEM has no `PRIVATE KEY` or `RSA PRIVATE KEY` block".into(),
+            ))
         }
     }
     .map_err(|_| SignError("private key is not an RSA key of a usable size".into()))?;
