@@ -402,7 +402,7 @@ pub struct JwksServer {
     keys: Arc<Mutex<serde_json::Value>>,
     hits: Arc<AtomicU64>,
     max_age: Arc<AtomicU64>,
-    _task: tokio::task::JoinHandle<()>,
+    _server: mock::MockServer,
 }
 
 type JwksState = (
@@ -428,29 +428,18 @@ impl JwksServer {
         let keys = Arc::new(Mutex::new(serde_json::json!({ "keys": keys })));
         let hits = Arc::new(AtomicU64::new(0));
         let max_age = Arc::new(AtomicU64::new(300));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        drop(listener);
         let app = Route::new().at("/jwks", poem::get(jwks)).data((
             keys.clone(),
             hits.clone(),
             max_age.clone(),
         ));
-        let acceptor =
-            poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind(addr))
-                .await
-                .expect("bind jwks");
-        let task = tokio::spawn(async move {
-            let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
-        });
+        let server = mock::MockServer::serve(app).await;
         JwksServer {
-            base: format!("http://{addr}"),
+            base: server.base.clone(),
             keys,
             hits,
             max_age,
-            _task: task,
+            _server: server,
         }
     }
 

@@ -17,7 +17,7 @@ use std::{
 use poem::{handler, http::StatusCode, web::Data, Body, EndpointExt, Request, Response, Route};
 use serde_json::{json, Value};
 
-use crate::{b64, now, pem_block};
+use crate::{b64, mock::MockServer, now, pem_block};
 
 /// How an endpoint answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,7 +146,7 @@ pub struct MockGoogle {
     state: Arc<State>,
     /// The service account's key (signs the grant assertions).
     pub service_key: GoogleKey,
-    _task: tokio::task::JoinHandle<()>,
+    _server: MockServer,
 }
 
 const SA_EMAIL: &str = "firebase-adminsdk-x1y2z@demo-project.iam.gserviceaccount.com";
@@ -432,26 +432,16 @@ impl MockGoogle {
             lookup_hits: AtomicU64::new(0),
             base: Mutex::new(String::new()),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        drop(listener);
-        let base = format!("http://{addr}");
-        *state.base.lock().expect("lock") = base.clone();
         let app = Route::new().at("/*path", route).data(state.clone());
-        let acceptor =
-            poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind(addr))
-                .await
-                .expect("bind google");
-        let task = tokio::spawn(async move {
-            let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
-        });
+        // Nobody knows the address before `serve` returns, so no request comes before this is set.
+        let server = MockServer::serve(app).await;
+        let base = server.base.clone();
+        *state.base.lock().expect("lock") = base.clone();
         MockGoogle {
             base,
             state,
             service_key,
-            _task: task,
+            _server: server,
         }
     }
 

@@ -10,6 +10,7 @@ use std::sync::{
 use poem::{handler, http::StatusCode, web::Data, EndpointExt, Request, Response, Route};
 use serde_json::{json, Value};
 
+use crate::mock::MockServer;
 pub use crate::mock_google::Mode;
 
 struct State {
@@ -31,7 +32,7 @@ pub struct MockOidc {
     /// The issuer: `{base}/realms/main`.
     pub issuer: String,
     state: Arc<State>,
-    _task: tokio::task::JoinHandle<()>,
+    _server: MockServer,
 }
 
 async fn misbehave(mode: Mode) -> Option<Response> {
@@ -126,27 +127,17 @@ impl MockOidc {
             discovery_hits: AtomicU64::new(0),
             jwks_hits: AtomicU64::new(0),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        drop(listener);
-        let base = format!("http://{addr}");
+        let app = Route::new().at("/*path", route).data(state.clone());
+        // Nobody knows the address before `serve` returns, so no request comes before this is set.
+        let server = MockServer::serve(app).await;
+        let base = server.base.clone();
         let issuer = format!("{base}/realms/main");
         *state.issuer.lock().expect("lock") = issuer.clone();
-        let app = Route::new().at("/*path", route).data(state.clone());
-        let acceptor =
-            poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind(addr))
-                .await
-                .expect("bind oidc");
-        let task = tokio::spawn(async move {
-            let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
-        });
         MockOidc {
             base,
             issuer,
             state,
-            _task: task,
+            _server: server,
         }
     }
 

@@ -282,9 +282,8 @@ async fn a_certificate_endpoint_that_misbehaves_fails_closed_and_recovers() {
 async fn a_certificate_endpoint_nobody_listens_on_is_503() {
     let k1 = GoogleKey::generate(KID1);
     let g = MockGoogle::start(PROJECT, &[&k1]).await;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_url = format!("http://{}/certs", dead.local_addr().unwrap());
-    drop(dead);
+    let dead = mock::refused_port();
+    let dead_url = format!("http://{}/certs", dead.addr);
     let cfg = config(&g, "").replace(&g.certs_url(), &dead_url);
     let s = Server::start_with_env(
         &cfg,
