@@ -11,30 +11,16 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::Duration,
 };
 
 use poem::{handler, http::StatusCode, web::Data, Body, EndpointExt, Request, Response, Route};
 use serde_json::{json, Value};
 
-use crate::{b64, mock::MockServer, now, pem_block};
-
-/// How an endpoint answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// As the real service does.
-    Ok,
-    /// 500 with a Google error body.
-    Error500,
-    /// 200 with an HTML page.
-    Html,
-    /// 200 with an empty JSON object (an empty key set for the certificate endpoint).
-    Empty,
-    /// 200 with a 5 MiB body.
-    Huge,
-    /// Never answers (until the client gives up).
-    Slow,
-}
+use crate::{
+    b64,
+    mock::{Fault, MockServer},
+    now, pem_block,
+};
 
 /// An RSA key with an X.509 certificate made by `openssl`, as Google publishes them.
 pub struct GoogleKey {
@@ -129,9 +115,9 @@ struct State {
     allowed: Mutex<HashSet<String>>,
     issued: Mutex<HashSet<String>>,
     emulator_users: Mutex<Vec<Value>>,
-    certs_mode: Mutex<Mode>,
-    token_mode: Mutex<Mode>,
-    firestore_mode: Mutex<Mode>,
+    certs_fault: Mutex<Option<Fault>>,
+    token_fault: Mutex<Option<Fault>>,
+    firestore_fault: Mutex<Option<Fault>>,
     certs_hits: AtomicU64,
     token_hits: AtomicU64,
     firestore_hits: AtomicU64,
@@ -161,35 +147,20 @@ fn google_error(status: StatusCode, code: &str, message: &str) -> Response {
         )
 }
 
-async fn misbehave(mode: Mode) -> Option<Response> {
-    match mode {
-        Mode::Ok => None,
-        Mode::Error500 => Some(google_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            "Internal error encountered.",
-        )),
-        Mode::Html => Some(
-            Response::builder()
-                .content_type("text/html")
-                .body("<html><body><h1>Temporarily unavailable</h1></body></html>"),
-        ),
-        Mode::Empty => Some(
-            Response::builder()
-                .content_type("application/json")
-                .header("cache-control", "public, max-age=300")
-                .body("{}"),
-        ),
-        Mode::Huge => Some(
-            Response::builder()
-                .content_type("application/json")
-                .body(format!("{{\"x\":\"{}\"}}", "a".repeat(5 * 1024 * 1024))),
-        ),
-        Mode::Slow => {
-            tokio::time::sleep(Duration::from_secs(120)).await;
-            None
+/// The answer of an endpoint told to misbehave, if it is: `fault`'s, with Google's own error body
+/// for a server error.
+async fn misbehave(fault: Option<Fault>) -> Option<Response> {
+    let reply = match fault? {
+        Fault::ServerError => {
+            return Some(google_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "Internal error encountered.",
+            ))
         }
-    }
+        fault => fault.reply(json!({})),
+    };
+    Some(reply.respond().await)
 }
 
 fn form_value<'a>(form: &'a str, name: &str) -> Option<&'a str> {
@@ -200,13 +171,13 @@ fn form_value<'a>(form: &'a str, name: &str) -> Option<&'a str> {
 }
 
 impl State {
-    fn mode(m: &Mutex<Mode>) -> Mode {
-        *m.lock().expect("lock")
+    fn fault(f: &Mutex<Option<Fault>>) -> Option<Fault> {
+        *f.lock().expect("lock")
     }
 
     async fn certs(&self) -> Response {
         self.certs_hits.fetch_add(1, Ordering::SeqCst);
-        if let Some(r) = misbehave(Self::mode(&self.certs_mode)).await {
+        if let Some(r) = misbehave(Self::fault(&self.certs_fault)).await {
             return r;
         }
         let map: serde_json::Map<String, Value> = self
@@ -229,7 +200,7 @@ impl State {
     /// account's public key, and its claims, as Google's token endpoint does.
     async fn token(&self, req: &Request, body: Vec<u8>) -> Response {
         self.token_hits.fetch_add(1, Ordering::SeqCst);
-        if let Some(r) = misbehave(Self::mode(&self.token_mode)).await {
+        if let Some(r) = misbehave(Self::fault(&self.token_fault)).await {
             return r;
         }
         let oauth_error = |code: &str, desc: &str| {
@@ -294,7 +265,7 @@ impl State {
 
     async fn document(&self, req: &Request, path: &str) -> Response {
         self.firestore_hits.fetch_add(1, Ordering::SeqCst);
-        if let Some(r) = misbehave(Self::mode(&self.firestore_mode)).await {
+        if let Some(r) = misbehave(Self::fault(&self.firestore_fault)).await {
             return r;
         }
         let bearer = req
@@ -423,9 +394,9 @@ impl MockGoogle {
             allowed: Mutex::new(HashSet::new()),
             issued: Mutex::new(HashSet::new()),
             emulator_users: Mutex::new(Vec::new()),
-            certs_mode: Mutex::new(Mode::Ok),
-            token_mode: Mutex::new(Mode::Ok),
-            firestore_mode: Mutex::new(Mode::Ok),
+            certs_fault: Mutex::new(None),
+            token_fault: Mutex::new(None),
+            firestore_fault: Mutex::new(None),
             certs_hits: AtomicU64::new(0),
             token_hits: AtomicU64::new(0),
             firestore_hits: AtomicU64::new(0),
@@ -509,17 +480,17 @@ impl MockGoogle {
             .insert("owner".into());
     }
 
-    /// Sets how the certificate endpoint answers.
-    pub fn certs_mode(&self, m: Mode) {
-        *self.state.certs_mode.lock().expect("lock") = m;
+    /// Makes the certificate endpoint misbehave (`None` = behave).
+    pub fn certs_fault(&self, fault: Option<Fault>) {
+        *self.state.certs_fault.lock().expect("lock") = fault;
     }
-    /// Sets how the token endpoint answers.
-    pub fn token_mode(&self, m: Mode) {
-        *self.state.token_mode.lock().expect("lock") = m;
+    /// Makes the token endpoint misbehave (`None` = behave).
+    pub fn token_fault(&self, fault: Option<Fault>) {
+        *self.state.token_fault.lock().expect("lock") = fault;
     }
-    /// Sets how Firestore answers.
-    pub fn firestore_mode(&self, m: Mode) {
-        *self.state.firestore_mode.lock().expect("lock") = m;
+    /// Makes Firestore misbehave (`None` = behave).
+    pub fn firestore_fault(&self, fault: Option<Fault>) {
+        *self.state.firestore_fault.lock().expect("lock") = fault;
     }
 
     /// Certificate fetches so far.

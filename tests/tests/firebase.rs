@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use portcullis_tests::{mock_google::*, *};
+use portcullis_tests::{mock::Fault, mock_google::*, *};
 use serde_json::{json, Value};
 
 const PROJECT: &str = "demo-project";
@@ -257,24 +257,24 @@ async fn a_certificate_endpoint_that_misbehaves_fails_closed_and_recovers() {
     g.allow("ada");
     let s = start(&g);
     let token = k1.sign(&id_token_claims(PROJECT, "ada"));
-    for mode in [
-        Mode::Error500,
-        Mode::Html,
-        Mode::Empty,
-        Mode::Huge,
-        Mode::Slow,
+    for fault in [
+        Fault::ServerError,
+        Fault::Html,
+        Fault::Empty,
+        Fault::Huge,
+        Fault::Slow,
     ] {
-        g.certs_mode(mode);
+        g.certs_fault(Some(fault));
         let started = Instant::now();
-        assert_eq!(status(&s, &token).await, 503, "{mode:?}");
-        assert!(started.elapsed() < Duration::from_secs(10), "{mode:?}");
+        assert_eq!(status(&s, &token).await, 503, "{fault:?}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{fault:?}");
     }
     assert_eq!(g.firestore_hits(), 0);
-    g.certs_mode(Mode::Ok);
+    g.certs_fault(None);
     assert_eq!(status(&s, &token).await, 200);
 
     // Once keys are cached, the endpoint going down does not matter until they expire.
-    g.certs_mode(Mode::Error500);
+    g.certs_fault(Some(Fault::ServerError));
     assert_eq!(status(&s, &token).await, 200);
 }
 
@@ -304,19 +304,19 @@ async fn firestore_and_token_endpoint_failures_fail_closed_and_recover() {
     let s = start_uncached(&g);
     let token = k1.sign(&id_token_claims(PROJECT, "ada"));
     assert_eq!(status(&s, &token).await, 200);
-    for mode in [
-        Mode::Error500,
-        Mode::Html,
-        Mode::Empty,
-        Mode::Huge,
-        Mode::Slow,
+    for fault in [
+        Fault::ServerError,
+        Fault::Html,
+        Fault::Empty,
+        Fault::Huge,
+        Fault::Slow,
     ] {
-        g.firestore_mode(mode);
+        g.firestore_fault(Some(fault));
         let started = Instant::now();
-        assert_eq!(status(&s, &token).await, 503, "firestore {mode:?}");
-        assert!(started.elapsed() < Duration::from_secs(10), "{mode:?}");
+        assert_eq!(status(&s, &token).await, 503, "firestore {fault:?}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{fault:?}");
     }
-    g.firestore_mode(Mode::Ok);
+    g.firestore_fault(None);
     assert_eq!(status(&s, &token).await, 200);
     assert_eq!(g.token_hits(), 1);
 
@@ -326,12 +326,12 @@ async fn firestore_and_token_endpoint_failures_fail_closed_and_recover() {
     assert_eq!(g.token_hits(), 2);
 
     // And when the token endpoint is what misbehaves, the check cannot be made.
-    for mode in [Mode::Error500, Mode::Html, Mode::Slow] {
+    for fault in [Fault::ServerError, Fault::Html, Fault::Slow] {
         g.revoke_access_tokens();
-        g.token_mode(mode);
-        assert_eq!(status(&s, &token).await, 503, "token endpoint {mode:?}");
+        g.token_fault(Some(fault));
+        assert_eq!(status(&s, &token).await, 503, "token endpoint {fault:?}");
     }
-    g.token_mode(Mode::Ok);
+    g.token_fault(None);
     assert_eq!(status(&s, &token).await, 200);
 }
 
