@@ -492,35 +492,25 @@ pub fn good_claims(sub: &str, extra: serde_json::Value) -> serde_json::Value {
     c
 }
 
-/// Makes a self-signed P-256 certificate for `cn` (and IP 127.0.0.1) with `openssl`, which
-/// `.ci/run` installs.
+/// Makes a self-signed P-256 certificate for `cn` (and IP 127.0.0.1) and writes the PKCS#8 key
+/// and the certificate as PEM.
 pub fn self_signed_cert(cn: &str, key: &Path, cert: &Path) {
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .args([
-            "-subj",
-            &format!("/CN={cn}"),
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(key)
-        .arg("-out")
-        .arg(cert)
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl (installed by .ci/run) makes the test certificate");
-    assert!(status.success(), "openssl failed to make a certificate");
+    let pair = rcgen::KeyPair::generate().expect("p-256 keygen");
+    std::fs::write(key, pem_block("PRIVATE KEY", &pair.serialize_der())).expect("write key");
+    let cert_pem = self_signed_pem(&pair, cn, &["127.0.0.1"]);
+    std::fs::write(cert, cert_pem).expect("write certificate");
+}
+
+/// A self-signed certificate (PEM) for `pair`'s public key, with common name `cn` and the
+/// subject alternative names `sans` (IP addresses or DNS names).
+pub fn self_signed_pem(pair: &rcgen::KeyPair, cn: &str, sans: &[&str]) -> String {
+    let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+    let mut params = rcgen::CertificateParams::new(sans).expect("certificate names");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    let cert = params.self_signed(pair).expect("self-signed certificate");
+    pem_block("CERTIFICATE", cert.der())
 }
 
 /// The faulty test plugin's marker: the built file carries it, and [`flavored_plugin`] rewrites

@@ -19,10 +19,10 @@ use serde_json::{json, Value};
 use crate::{
     b64,
     mock::{Fault, MockServer},
-    now, pem_block,
+    now, pem_block, self_signed_pem,
 };
 
-/// An RSA key with an X.509 certificate made by `openssl`, as Google publishes them.
+/// An RSA key with a self-signed X.509 certificate, as Google publishes them.
 pub struct GoogleKey {
     /// Key id (40 hex characters, like Google's).
     pub kid: String,
@@ -38,25 +38,11 @@ pub struct GoogleKey {
 impl GoogleKey {
     /// A fresh key and certificate.
     pub fn generate(kid: &str) -> GoogleKey {
-        use aws_lc_rs::{encoding::AsDer, rsa::KeySize, signature::KeyPair as _};
-        let kp = aws_lc_rs::rsa::KeyPair::generate(KeySize::Rsa2048).expect("rsa keygen");
-        let private_pem = pem_block("PRIVATE KEY", kp.as_der().expect("pkcs8").as_ref());
-        let public_pem = pem_block(
-            "PUBLIC KEY",
-            kp.public_key().as_der().expect("spki").as_ref(),
-        );
-        let dir = tempfile::tempdir().expect("tempdir");
-        let key_file = dir.path().join("key.pem");
-        std::fs::write(&key_file, &private_pem).expect("write key");
-        let out = std::process::Command::new("openssl")
-            .args(["req", "-new", "-x509", "-days", "2", "-subj"])
-            .arg("/CN=securetoken.system.gserviceaccount.com")
-            .arg("-key")
-            .arg(&key_file)
-            .output()
-            .expect("openssl (installed by .ci/run) makes the test certificate");
-        assert!(out.status.success(), "openssl req failed");
-        let cert_pem = String::from_utf8(out.stdout).expect("pem");
+        use rcgen::PublicKeyData as _;
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).expect("rsa keygen");
+        let private_pem = pem_block("PRIVATE KEY", &pair.serialize_der());
+        let public_pem = pem_block("PUBLIC KEY", &pair.subject_public_key_info());
+        let cert_pem = self_signed_pem(&pair, "securetoken.system.gserviceaccount.com", &[]);
         let encoding =
             jsonwebtoken::EncodingKey::from_rsa_pem(private_pem.as_bytes()).expect("pem key");
         GoogleKey {
