@@ -5,7 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use portcullis_tests::{mock::Fault, mock_google::*, *};
+use portcullis_tests::{
+    mock::{Fault, FAULTS},
+    mock_google::*,
+    *,
+};
 use serde_json::{json, Value};
 
 const PROJECT: &str = "demo-project";
@@ -257,13 +261,7 @@ async fn a_certificate_endpoint_that_misbehaves_fails_closed_and_recovers() {
     g.allow("ada");
     let s = start(&g);
     let token = k1.sign(&id_token_claims(PROJECT, "ada"));
-    for fault in [
-        Fault::ServerError,
-        Fault::Html,
-        Fault::Empty,
-        Fault::Huge,
-        Fault::Slow,
-    ] {
+    for fault in FAULTS {
         g.certs_fault(Some(fault));
         let started = Instant::now();
         assert_eq!(status(&s, &token).await, 503, "{fault:?}");
@@ -304,13 +302,7 @@ async fn firestore_and_token_endpoint_failures_fail_closed_and_recover() {
     let s = start_uncached(&g);
     let token = k1.sign(&id_token_claims(PROJECT, "ada"));
     assert_eq!(status(&s, &token).await, 200);
-    for fault in [
-        Fault::ServerError,
-        Fault::Html,
-        Fault::Empty,
-        Fault::Huge,
-        Fault::Slow,
-    ] {
+    for fault in FAULTS {
         g.firestore_fault(Some(fault));
         let started = Instant::now();
         assert_eq!(status(&s, &token).await, 503, "firestore {fault:?}");

@@ -4,7 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use portcullis_tests::{mock::Fault, mock_google::unsigned, mock_oidc::*, *};
+use portcullis_tests::{
+    mock::{Fault, FAULTS},
+    mock_google::unsigned,
+    mock_oidc::*,
+    *,
+};
 use serde_json::{json, Value};
 
 fn oidc_plugin() -> std::path::PathBuf {
@@ -152,13 +157,7 @@ async fn discovery_and_jwks_failures_fail_closed_and_recover() {
         &[oidc_plugin()],
     );
     let token = k1.sign(&claims_for(&idp.issuer, "ann"));
-    for fault in [
-        Fault::ServerError,
-        Fault::Html,
-        Fault::Empty,
-        Fault::Huge,
-        Fault::Slow,
-    ] {
+    for fault in FAULTS {
         idp.discovery_fault(Some(fault));
         let started = Instant::now();
         assert_eq!(status(&s, &token).await, 503, "discovery {fault:?}");
@@ -174,13 +173,7 @@ async fn discovery_and_jwks_failures_fail_closed_and_recover() {
     assert_eq!(status(&s, &token).await, 503);
     idp.set_algorithms(json!(["RS256"]));
 
-    for fault in [
-        Fault::ServerError,
-        Fault::Html,
-        Fault::Empty,
-        Fault::Huge,
-        Fault::Slow,
-    ] {
+    for fault in FAULTS {
         idp.jwks_fault(Some(fault));
         let started = Instant::now();
         assert_eq!(status(&s, &token).await, 503, "jwks {fault:?}");
