@@ -9,29 +9,19 @@ use std::{
 
 use poem::{http::StatusCode, Body, Request, Response};
 
+use crate::mock::MockServer;
+
 /// A running echo upstream.
 pub struct Echo {
     /// Its address.
     pub addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    _server: MockServer,
     seen: Arc<Mutex<Vec<serde_json::Value>>>,
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 impl Echo {
     /// Starts on 127.0.0.1:0.
     pub async fn start() -> Echo {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        // The listener bound above is the one served: no port is let go and taken again.
-        let acceptor = poem::listener::TcpAcceptor::from_tokio(listener).expect("echo acceptor");
         let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
         let record = seen.clone();
         let app = poem::endpoint::make(move |mut req: Request| {
@@ -74,10 +64,12 @@ impl Echo {
                     .body(Body::from(echo.to_string()))
             }
         });
-        let task = tokio::spawn(async move {
-            let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
-        });
-        Echo { addr, task, seen }
+        let server = MockServer::serve(app).await;
+        Echo {
+            addr: server.addr,
+            _server: server,
+            seen,
+        }
     }
 
     /// Every request that reached this upstream so far (the echo of each), oldest first.

@@ -402,7 +402,7 @@ pub struct JwksServer {
     keys: Arc<Mutex<serde_json::Value>>,
     hits: Arc<AtomicU64>,
     max_age: Arc<AtomicU64>,
-    _task: tokio::task::JoinHandle<()>,
+    _server: mock::MockServer,
 }
 
 type JwksState = (
@@ -428,29 +428,18 @@ impl JwksServer {
         let keys = Arc::new(Mutex::new(serde_json::json!({ "keys": keys })));
         let hits = Arc::new(AtomicU64::new(0));
         let max_age = Arc::new(AtomicU64::new(300));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        drop(listener);
         let app = Route::new().at("/jwks", poem::get(jwks)).data((
             keys.clone(),
             hits.clone(),
             max_age.clone(),
         ));
-        let acceptor =
-            poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind(addr))
-                .await
-                .expect("bind jwks");
-        let task = tokio::spawn(async move {
-            let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
-        });
+        let server = mock::MockServer::serve(app).await;
         JwksServer {
-            base: format!("http://{addr}"),
+            base: server.base.clone(),
             keys,
             hits,
             max_age,
-            _task: task,
+            _server: server,
         }
     }
 
@@ -503,35 +492,25 @@ pub fn good_claims(sub: &str, extra: serde_json::Value) -> serde_json::Value {
     c
 }
 
-/// Makes a self-signed P-256 certificate for `cn` (and IP 127.0.0.1) with `openssl`, which
-/// `.ci/run` installs.
+/// Makes a self-signed P-256 certificate for `cn` (and IP 127.0.0.1) and writes the PKCS#8 key
+/// and the certificate as PEM.
 pub fn self_signed_cert(cn: &str, key: &Path, cert: &Path) {
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .args([
-            "-subj",
-            &format!("/CN={cn}"),
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(key)
-        .arg("-out")
-        .arg(cert)
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl (installed by .ci/run) makes the test certificate");
-    assert!(status.success(), "openssl failed to make a certificate");
+    let pair = rcgen::KeyPair::generate().expect("p-256 keygen");
+    std::fs::write(key, pem_block("PRIVATE KEY", &pair.serialize_der())).expect("write key");
+    let cert_pem = self_signed_pem(&pair, cn, &["127.0.0.1"]);
+    std::fs::write(cert, cert_pem).expect("write certificate");
+}
+
+/// A self-signed certificate (PEM) for `pair`'s public key, with common name `cn` and the
+/// subject alternative names `sans` (IP addresses or DNS names).
+pub fn self_signed_pem(pair: &rcgen::KeyPair, cn: &str, sans: &[&str]) -> String {
+    let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+    let mut params = rcgen::CertificateParams::new(sans).expect("certificate names");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    let cert = params.self_signed(pair).expect("self-signed certificate");
+    pem_block("CERTIFICATE", cert.der())
 }
 
 /// The faulty test plugin's marker: the built file carries it, and [`flavored_plugin`] rewrites

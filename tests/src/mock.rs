@@ -1,14 +1,38 @@
-//! The common part of the identity-provider mocks: a small HTTP/1.1 server on `127.0.0.1:0` that
-//! answers one request per connection (`Connection: close`, so no pooled connection outlives a
-//! change of behaviour), counts requests per endpoint, and can misbehave on demand.
+//! The mock-server toolkit every local HTTP server of the tests is built on.
+//!
+//! - [`MockServer`] binds `127.0.0.1:0` and serves on that very listener: no port is let go and
+//!   taken again, so no other test can take it in between. It serves a poem endpoint
+//!   ([`MockServer::serve`]) or a plain handler of [`MockRequest`] → [`Reply`]
+//!   ([`MockServer::start`]: one request per connection, `Connection: close`, so no pooled
+//!   connection outlives a change of behaviour).
+//! - [`Fault`] is the one model of an identity provider misbehaving, for every mock.
+//! - [`refused_port`] is an address nothing listens on, held so that nothing can start to.
+//! - [`Gate`] is an endpoint whose first call waits until the test releases it.
+//!
+//! Two servers stay raw TCP (on listeners they keep), because what they test is below HTTP:
+//! `forge::Canary` counts connections, and `tests/idp_faults.rs` refuses connections before
+//! reading them and streams a 50 MB body.
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
+    collections::{HashMap, HashSet},
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    task::{Context, Poll},
     time::Duration,
 };
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use poem::{
+    http::{uri::Scheme, StatusCode},
+    listener::{Acceptor, TcpAcceptor},
+    web::{LocalAddr, RemoteAddr},
+    Endpoint, EndpointExt as _, IntoEndpoint, IntoResponse as _, Response,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A request as the mock saw it.
 #[derive(Debug, Clone)]
@@ -69,6 +93,32 @@ impl Reply {
         }
     }
 
+    /// The answer as a [`MockServer`] sends it, after any delay. [`Reply::Close`] is a response
+    /// that the server does not send: it drops the connection instead.
+    pub async fn respond(mut self) -> Response {
+        loop {
+            match self {
+                Reply::Delay(d, next) => {
+                    tokio::time::sleep(d).await;
+                    self = *next;
+                }
+                Reply::Close => return Response::builder().extension(HangUp).finish(),
+                Reply::Respond {
+                    status,
+                    headers,
+                    body,
+                } => {
+                    let mut r = Response::builder()
+                        .status(StatusCode::from_u16(status).expect("a valid status code"));
+                    for (k, v) in headers {
+                        r = r.header(k, v);
+                    }
+                    return r.body(body);
+                }
+            }
+        }
+    }
+
     /// Adds a header.
     pub fn with_header(self, name: &str, value: &str) -> Reply {
         match self {
@@ -89,7 +139,8 @@ impl Reply {
     }
 }
 
-/// Ways an identity provider misbehaves (SECURITY.md, "The identity provider misbehaving").
+/// Ways an identity provider misbehaves (SECURITY.md, "The identity provider misbehaving"): the
+/// one fault model of every mock. A mock keeps an `Option<Fault>` per endpoint; `None` behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// Connections are dropped without an answer.
@@ -171,12 +222,12 @@ impl Hits {
     }
 }
 
-type Handler = Arc<dyn Fn(&MockRequest) -> Reply + Send + Sync>;
-
-/// A running mock server.
+/// A running local server on `127.0.0.1`, stopped when dropped.
 pub struct MockServer {
     /// `http://127.0.0.1:port`.
     pub base: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -187,27 +238,242 @@ impl Drop for MockServer {
 }
 
 impl MockServer {
-    /// Serves `handler` on a fresh port.
-    pub async fn start(handler: impl Fn(&MockRequest) -> Reply + Send + Sync + 'static) -> Self {
-        let handler: Handler = Arc::new(handler);
+    /// Serves `app` on a fresh port of `127.0.0.1`, on the listener that took the port. A response
+    /// made by [`Reply::respond`] from [`Reply::Close`] is not sent: its connection is dropped.
+    pub async fn serve<E>(app: E) -> MockServer
+    where
+        E: IntoEndpoint,
+        E::Endpoint: 'static,
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
-            .expect("bind mock");
-        let addr = listener.local_addr().expect("mock addr");
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let handler = handler.clone();
-                tokio::spawn(async move {
-                    let _ = serve(stream, handler).await;
-                });
+            .expect("bind a mock server");
+        let addr = listener.local_addr().expect("mock server address");
+        let hang_ups = HangUps::default();
+        let acceptor = HangUpAcceptor {
+            inner: TcpAcceptor::from_tokio(listener).expect("mock server acceptor"),
+            hang_ups: hang_ups.clone(),
+        };
+        let app = app.into_endpoint().around(move |ep, req| {
+            let hang_ups = hang_ups.clone();
+            async move {
+                let client = req.remote_addr().as_socket_addr().copied();
+                let response = ep.call(req).await?.into_response();
+                if let (Some(client), Some(HangUp)) = (client, response.extensions().get()) {
+                    hang_ups.0.lock().expect("hang-ups").insert(client);
+                }
+                Ok(response)
             }
+        });
+        let task = tokio::spawn(async move {
+            let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
         });
         MockServer {
             base: format!("http://{addr}"),
+            addr,
             task,
+        }
+    }
+
+    /// Serves `handler`, one request per connection (`Connection: close`).
+    pub async fn start(handler: impl Fn(&MockRequest) -> Reply + Send + Sync + 'static) -> Self {
+        let handler = Arc::new(handler);
+        MockServer::serve(poem::endpoint::make(move |req: poem::Request| {
+            let reply = handler(&MockRequest::of(&req));
+            async move {
+                let mut response = reply.respond().await;
+                response
+                    .headers_mut()
+                    .insert("connection", poem::http::HeaderValue::from_static("close"));
+                response
+            }
+        }))
+        .await
+    }
+
+    /// `{base}{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+/// The mark of a response that is not to be sent ([`Reply::Close`]).
+#[derive(Clone, Copy)]
+struct HangUp;
+
+/// Clients whose connection a [`MockServer`] drops instead of writing its answer.
+#[derive(Clone, Default)]
+struct HangUps(Arc<Mutex<HashSet<SocketAddr>>>);
+
+/// Accepts TCP connections whose writes fail, with nothing written, once their client is in
+/// [`HangUps`]: the server then drops the connection without an answer.
+struct HangUpAcceptor {
+    inner: TcpAcceptor,
+    hang_ups: HangUps,
+}
+
+impl Acceptor for HangUpAcceptor {
+    type Io = HangUpStream;
+
+    fn local_addr(&self) -> Vec<LocalAddr> {
+        self.inner.local_addr()
+    }
+
+    async fn accept(&mut self) -> io::Result<(HangUpStream, LocalAddr, RemoteAddr, Scheme)> {
+        let (io, local, remote, scheme) = self.inner.accept().await?;
+        let stream = HangUpStream {
+            io,
+            client: remote.as_socket_addr().copied(),
+            hang_ups: self.hang_ups.clone(),
+        };
+        Ok((stream, local, remote, scheme))
+    }
+}
+
+/// One accepted connection of a [`HangUpAcceptor`].
+struct HangUpStream {
+    io: tokio::net::TcpStream,
+    client: Option<SocketAddr>,
+    hang_ups: HangUps,
+}
+
+impl HangUpStream {
+    fn hung_up(&self) -> bool {
+        self.client
+            .is_some_and(|c| self.hang_ups.0.lock().expect("hang-ups").contains(&c))
+    }
+}
+
+impl Drop for HangUpStream {
+    fn drop(&mut self) {
+        if let Some(client) = self.client {
+            self.hang_ups.0.lock().expect("hang-ups").remove(&client);
+        }
+    }
+}
+
+impl AsyncRead for HangUpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for HangUpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.hung_up() {
+            return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()));
+        }
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+impl MockRequest {
+    fn of(req: &poem::Request) -> MockRequest {
+        let query = req
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (decode(k), decode(v))
+            })
+            .collect();
+        let headers = req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                let v = String::from_utf8_lossy(v.as_bytes()).trim().to_string();
+                (k.as_str().to_string(), v)
+            })
+            .collect();
+        MockRequest {
+            method: req.method().as_str().to_string(),
+            path: req.uri().path().to_string(),
+            query,
+            headers,
+        }
+    }
+}
+
+/// An address on 127.0.0.1 where connections are refused: a socket is bound to the port but
+/// never listens. Held, it keeps the port from being taken by anything else (a port merely found
+/// free could be, before the test uses it).
+pub struct RefusedPort {
+    /// The address.
+    pub addr: SocketAddr,
+    _socket: tokio::net::TcpSocket,
+}
+
+/// A fresh [`RefusedPort`].
+pub fn refused_port() -> RefusedPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind a port nothing listens on");
+    RefusedPort {
+        addr: socket.local_addr().expect("its address"),
+        _socket: socket,
+    }
+}
+
+/// A local endpoint (`GET {url}`) whose first call waits until released; later calls answer at
+/// once. For "a request in flight" tests: a plugin calls it, and the test holds the request there.
+pub struct Gate {
+    /// The endpoint.
+    pub url: String,
+    /// Sending on it lets the first call answer.
+    pub release: tokio::sync::oneshot::Sender<()>,
+    /// Set when the first call has arrived.
+    pub entered: Arc<AtomicBool>,
+    _server: MockServer,
+}
+
+impl Gate {
+    /// Starts it; the path is `/slow`.
+    pub async fn start() -> Gate {
+        type Held = (
+            Arc<tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>,
+            Arc<AtomicBool>,
+        );
+        #[poem::handler]
+        async fn slow(poem::web::Data(held): poem::web::Data<&Held>) -> &'static str {
+            // Taken in a statement of its own: the lock is released before the wait, so later
+            // calls answer while the first is held.
+            let first = held.0.lock().await.take();
+            if let Some(rx) = first {
+                held.1.store(true, Ordering::SeqCst);
+                let _ = rx.await;
+            }
+            "ok"
+        }
+        let (release, rx) = tokio::sync::oneshot::channel();
+        let entered = Arc::new(AtomicBool::new(false));
+        let held: Held = (Arc::new(tokio::sync::Mutex::new(Some(rx))), entered.clone());
+        let app = poem::EndpointExt::data(poem::Route::new().at("/slow", poem::get(slow)), held);
+        let server = MockServer::serve(app).await;
+        Gate {
+            url: server.url("/slow"),
+            release,
+            entered,
+            _server: server,
         }
     }
 }
@@ -233,71 +499,6 @@ pub fn decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-async fn serve(mut stream: tokio::net::TcpStream, handler: Handler) -> std::io::Result<()> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 || buf.len() > 64 * 1024 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let mut lines = text.split("\r\n");
-    let mut first = lines.next().unwrap_or_default().split(' ');
-    let method = first.next().unwrap_or_default().to_string();
-    let target = first.next().unwrap_or_default().to_string();
-    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-    let query = query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
-        .collect();
-    let headers = lines
-        .take_while(|l| !l.is_empty())
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let req = MockRequest {
-        method,
-        path: path.to_string(),
-        query,
-        headers,
-    };
-    let mut reply = handler(&req);
-    loop {
-        match reply {
-            Reply::Close => return Ok(()),
-            Reply::Delay(d, next) => {
-                tokio::time::sleep(d).await;
-                reply = *next;
-            }
-            Reply::Respond {
-                status,
-                headers,
-                body,
-            } => {
-                let mut head = format!(
-                    "HTTP/1.1 {status} X\r\nconnection: close\r\ncontent-length: {}\r\n",
-                    body.len()
-                );
-                for (k, v) in headers {
-                    head.push_str(&format!("{k}: {v}\r\n"));
-                }
-                head.push_str("\r\n");
-                stream.write_all(head.as_bytes()).await?;
-                stream.write_all(&body).await?;
-                stream.shutdown().await?;
-                return Ok(());
-            }
-        }
-    }
 }
 
 /// A JWKS document `{"keys": [...]}`.
@@ -513,4 +714,50 @@ pub async fn until(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     done()
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// What a raw HTTP/1.1 client receives for one request.
+    async fn raw_answer(server: &MockServer) -> String {
+        let mut s = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        s.write_all(b"GET /x HTTP/1.1\r\nhost: mock\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "the mock kept the connection open");
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_carries_no_answer_at_all() {
+        let server = MockServer::start(|_| Fault::Down.reply(serde_json::json!({}))).await;
+        assert_eq!(raw_answer(&server).await, "");
+    }
+
+    #[tokio::test]
+    async fn a_reply_closes_its_connection_after_the_answer() {
+        let server = MockServer::start(|req| {
+            Reply::json(200, &serde_json::json!({"path": req.path})).with_header("x-mock", "1")
+        })
+        .await;
+        let answer = raw_answer(&server).await.to_ascii_lowercase();
+        assert!(answer.starts_with("http/1.1 200 ok\r\n"), "{answer}");
+        assert!(answer.contains("connection: close\r\n"), "{answer}");
+        assert!(answer.contains("x-mock: 1\r\n"), "{answer}");
+        assert!(answer.ends_with(r#"{"path":"/x"}"#), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_port_refuses() {
+        let port = refused_port();
+        assert!(tokio::net::TcpStream::connect(port.addr).await.is_err());
+    }
 }

@@ -11,32 +11,18 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::Duration,
 };
 
 use poem::{handler, http::StatusCode, web::Data, Body, EndpointExt, Request, Response, Route};
 use serde_json::{json, Value};
 
-use crate::{b64, now, pem_block};
+use crate::{
+    b64,
+    mock::{Fault, MockServer},
+    now, pem_block, self_signed_pem,
+};
 
-/// How an endpoint answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// As the real service does.
-    Ok,
-    /// 500 with a Google error body.
-    Error500,
-    /// 200 with an HTML page.
-    Html,
-    /// 200 with an empty JSON object (an empty key set for the certificate endpoint).
-    Empty,
-    /// 200 with a 5 MiB body.
-    Huge,
-    /// Never answers (until the client gives up).
-    Slow,
-}
-
-/// An RSA key with an X.509 certificate made by `openssl`, as Google publishes them.
+/// An RSA key with a self-signed X.509 certificate, as Google publishes them.
 pub struct GoogleKey {
     /// Key id (40 hex characters, like Google's).
     pub kid: String,
@@ -52,25 +38,11 @@ pub struct GoogleKey {
 impl GoogleKey {
     /// A fresh key and certificate.
     pub fn generate(kid: &str) -> GoogleKey {
-        use aws_lc_rs::{encoding::AsDer, rsa::KeySize, signature::KeyPair as _};
-        let kp = aws_lc_rs::rsa::KeyPair::generate(KeySize::Rsa2048).expect("rsa keygen");
-        let private_pem = pem_block("PRIVATE KEY", kp.as_der().expect("pkcs8").as_ref());
-        let public_pem = pem_block(
-            "PUBLIC KEY",
-            kp.public_key().as_der().expect("spki").as_ref(),
-        );
-        let dir = tempfile::tempdir().expect("tempdir");
-        let key_file = dir.path().join("key.pem");
-        std::fs::write(&key_file, &private_pem).expect("write key");
-        let out = std::process::Command::new("openssl")
-            .args(["req", "-new", "-x509", "-days", "2", "-subj"])
-            .arg("/CN=securetoken.system.gserviceaccount.com")
-            .arg("-key")
-            .arg(&key_file)
-            .output()
-            .expect("openssl (installed by .ci/run) makes the test certificate");
-        assert!(out.status.success(), "openssl req failed");
-        let cert_pem = String::from_utf8(out.stdout).expect("pem");
+        use rcgen::PublicKeyData as _;
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).expect("rsa keygen");
+        let private_pem = pem_block("PRIVATE KEY", &pair.serialize_der());
+        let public_pem = pem_block("PUBLIC KEY", &pair.subject_public_key_info());
+        let cert_pem = self_signed_pem(&pair, "securetoken.system.gserviceaccount.com", &[]);
         let encoding =
             jsonwebtoken::EncodingKey::from_rsa_pem(private_pem.as_bytes()).expect("pem key");
         GoogleKey {
@@ -129,9 +101,9 @@ struct State {
     allowed: Mutex<HashSet<String>>,
     issued: Mutex<HashSet<String>>,
     emulator_users: Mutex<Vec<Value>>,
-    certs_mode: Mutex<Mode>,
-    token_mode: Mutex<Mode>,
-    firestore_mode: Mutex<Mode>,
+    certs_fault: Mutex<Option<Fault>>,
+    token_fault: Mutex<Option<Fault>>,
+    firestore_fault: Mutex<Option<Fault>>,
     certs_hits: AtomicU64,
     token_hits: AtomicU64,
     firestore_hits: AtomicU64,
@@ -146,7 +118,7 @@ pub struct MockGoogle {
     state: Arc<State>,
     /// The service account's key (signs the grant assertions).
     pub service_key: GoogleKey,
-    _task: tokio::task::JoinHandle<()>,
+    _server: MockServer,
 }
 
 const SA_EMAIL: &str = "firebase-adminsdk-x1y2z@demo-project.iam.gserviceaccount.com";
@@ -161,35 +133,20 @@ fn google_error(status: StatusCode, code: &str, message: &str) -> Response {
         )
 }
 
-async fn misbehave(mode: Mode) -> Option<Response> {
-    match mode {
-        Mode::Ok => None,
-        Mode::Error500 => Some(google_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            "Internal error encountered.",
-        )),
-        Mode::Html => Some(
-            Response::builder()
-                .content_type("text/html")
-                .body("<html><body><h1>Temporarily unavailable</h1></body></html>"),
-        ),
-        Mode::Empty => Some(
-            Response::builder()
-                .content_type("application/json")
-                .header("cache-control", "public, max-age=300")
-                .body("{}"),
-        ),
-        Mode::Huge => Some(
-            Response::builder()
-                .content_type("application/json")
-                .body(format!("{{\"x\":\"{}\"}}", "a".repeat(5 * 1024 * 1024))),
-        ),
-        Mode::Slow => {
-            tokio::time::sleep(Duration::from_secs(120)).await;
-            None
+/// The answer of an endpoint told to misbehave, if it is: `fault`'s, with Google's own error body
+/// for a server error.
+async fn misbehave(fault: Option<Fault>) -> Option<Response> {
+    let reply = match fault? {
+        Fault::ServerError => {
+            return Some(google_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "Internal error encountered.",
+            ))
         }
-    }
+        fault => fault.reply(json!({})),
+    };
+    Some(reply.respond().await)
 }
 
 fn form_value<'a>(form: &'a str, name: &str) -> Option<&'a str> {
@@ -200,13 +157,13 @@ fn form_value<'a>(form: &'a str, name: &str) -> Option<&'a str> {
 }
 
 impl State {
-    fn mode(m: &Mutex<Mode>) -> Mode {
-        *m.lock().expect("lock")
+    fn fault(f: &Mutex<Option<Fault>>) -> Option<Fault> {
+        *f.lock().expect("lock")
     }
 
     async fn certs(&self) -> Response {
         self.certs_hits.fetch_add(1, Ordering::SeqCst);
-        if let Some(r) = misbehave(Self::mode(&self.certs_mode)).await {
+        if let Some(r) = misbehave(Self::fault(&self.certs_fault)).await {
             return r;
         }
         let map: serde_json::Map<String, Value> = self
@@ -229,7 +186,7 @@ impl State {
     /// account's public key, and its claims, as Google's token endpoint does.
     async fn token(&self, req: &Request, body: Vec<u8>) -> Response {
         self.token_hits.fetch_add(1, Ordering::SeqCst);
-        if let Some(r) = misbehave(Self::mode(&self.token_mode)).await {
+        if let Some(r) = misbehave(Self::fault(&self.token_fault)).await {
             return r;
         }
         let oauth_error = |code: &str, desc: &str| {
@@ -294,7 +251,7 @@ impl State {
 
     async fn document(&self, req: &Request, path: &str) -> Response {
         self.firestore_hits.fetch_add(1, Ordering::SeqCst);
-        if let Some(r) = misbehave(Self::mode(&self.firestore_mode)).await {
+        if let Some(r) = misbehave(Self::fault(&self.firestore_fault)).await {
             return r;
         }
         let bearer = req
@@ -423,35 +380,25 @@ impl MockGoogle {
             allowed: Mutex::new(HashSet::new()),
             issued: Mutex::new(HashSet::new()),
             emulator_users: Mutex::new(Vec::new()),
-            certs_mode: Mutex::new(Mode::Ok),
-            token_mode: Mutex::new(Mode::Ok),
-            firestore_mode: Mutex::new(Mode::Ok),
+            certs_fault: Mutex::new(None),
+            token_fault: Mutex::new(None),
+            firestore_fault: Mutex::new(None),
             certs_hits: AtomicU64::new(0),
             token_hits: AtomicU64::new(0),
             firestore_hits: AtomicU64::new(0),
             lookup_hits: AtomicU64::new(0),
             base: Mutex::new(String::new()),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        drop(listener);
-        let base = format!("http://{addr}");
-        *state.base.lock().expect("lock") = base.clone();
         let app = Route::new().at("/*path", route).data(state.clone());
-        let acceptor =
-            poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind(addr))
-                .await
-                .expect("bind google");
-        let task = tokio::spawn(async move {
-            let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
-        });
+        // Nobody knows the address before `serve` returns, so no request comes before this is set.
+        let server = MockServer::serve(app).await;
+        let base = server.base.clone();
+        *state.base.lock().expect("lock") = base.clone();
         MockGoogle {
             base,
             state,
             service_key,
-            _task: task,
+            _server: server,
         }
     }
 
@@ -519,17 +466,17 @@ impl MockGoogle {
             .insert("owner".into());
     }
 
-    /// Sets how the certificate endpoint answers.
-    pub fn certs_mode(&self, m: Mode) {
-        *self.state.certs_mode.lock().expect("lock") = m;
+    /// Makes the certificate endpoint misbehave (`None` = behave).
+    pub fn certs_fault(&self, fault: Option<Fault>) {
+        *self.state.certs_fault.lock().expect("lock") = fault;
     }
-    /// Sets how the token endpoint answers.
-    pub fn token_mode(&self, m: Mode) {
-        *self.state.token_mode.lock().expect("lock") = m;
+    /// Makes the token endpoint misbehave (`None` = behave).
+    pub fn token_fault(&self, fault: Option<Fault>) {
+        *self.state.token_fault.lock().expect("lock") = fault;
     }
-    /// Sets how Firestore answers.
-    pub fn firestore_mode(&self, m: Mode) {
-        *self.state.firestore_mode.lock().expect("lock") = m;
+    /// Makes Firestore misbehave (`None` = behave).
+    pub fn firestore_fault(&self, fault: Option<Fault>) {
+        *self.state.firestore_fault.lock().expect("lock") = fault;
     }
 
     /// Certificate fetches so far.

@@ -10,7 +10,7 @@ use std::sync::{
 use poem::{handler, http::StatusCode, web::Data, EndpointExt, Request, Response, Route};
 use serde_json::{json, Value};
 
-pub use crate::mock_google::Mode;
+use crate::mock::{jwks, Fault, MockServer};
 
 struct State {
     issuer: Mutex<String>,
@@ -18,8 +18,8 @@ struct State {
     doc_issuer: Mutex<Option<String>>,
     algs: Mutex<Value>,
     keys: Mutex<Vec<Value>>,
-    discovery_mode: Mutex<Mode>,
-    jwks_mode: Mutex<Mode>,
+    discovery_fault: Mutex<Option<Fault>>,
+    jwks_fault: Mutex<Option<Fault>>,
     discovery_hits: AtomicU64,
     jwks_hits: AtomicU64,
 }
@@ -31,37 +31,12 @@ pub struct MockOidc {
     /// The issuer: `{base}/realms/main`.
     pub issuer: String,
     state: Arc<State>,
-    _task: tokio::task::JoinHandle<()>,
+    _server: MockServer,
 }
 
-async fn misbehave(mode: Mode) -> Option<Response> {
-    match mode {
-        Mode::Ok => None,
-        Mode::Error500 => Some(
-            Response::builder()
-                .status(StatusCode::INTERNAL_SERVER_ERROR)
-                .body("internal error"),
-        ),
-        Mode::Html => Some(
-            Response::builder()
-                .content_type("text/html")
-                .body("<html><body>Sign in</body></html>"),
-        ),
-        Mode::Empty => Some(
-            Response::builder()
-                .content_type("application/json")
-                .body(r#"{"keys":[]}"#),
-        ),
-        Mode::Huge => Some(
-            Response::builder()
-                .content_type("application/json")
-                .body(format!(r#"{{"keys":[],"x":"{}"}}"#, "a".repeat(5 << 20))),
-        ),
-        Mode::Slow => {
-            tokio::time::sleep(std::time::Duration::from_secs(120)).await;
-            None
-        }
-    }
+/// The answer of an endpoint told to misbehave, if it is (an empty key set for "empty").
+async fn misbehave(fault: Option<Fault>) -> Option<Response> {
+    Some(fault?.reply(jwks(&[])).respond().await)
 }
 
 #[handler]
@@ -71,8 +46,8 @@ async fn route(req: &Request, Data(state): Data<&Arc<State>>) -> Response {
     let issuer_path = issuer.splitn(4, '/').nth(3).unwrap_or_default();
     if path == format!("/{issuer_path}/.well-known/openid-configuration") {
         state.discovery_hits.fetch_add(1, Ordering::SeqCst);
-        let mode = *state.discovery_mode.lock().expect("lock");
-        if let Some(r) = misbehave(mode).await {
+        let fault = *state.discovery_fault.lock().expect("lock");
+        if let Some(r) = misbehave(fault).await {
             return r;
         }
         let doc_issuer = state
@@ -98,8 +73,8 @@ async fn route(req: &Request, Data(state): Data<&Arc<State>>) -> Response {
     }
     if path == format!("/{issuer_path}/protocol/openid-connect/certs") {
         state.jwks_hits.fetch_add(1, Ordering::SeqCst);
-        let mode = *state.jwks_mode.lock().expect("lock");
-        if let Some(r) = misbehave(mode).await {
+        let fault = *state.jwks_fault.lock().expect("lock");
+        if let Some(r) = misbehave(fault).await {
             return r;
         }
         let keys = state.keys.lock().expect("lock").clone();
@@ -121,32 +96,22 @@ impl MockOidc {
             doc_issuer: Mutex::new(None),
             algs: Mutex::new(json!(["RS256", "HS256", "none", "PS256"])),
             keys: Mutex::new(keys),
-            discovery_mode: Mutex::new(Mode::Ok),
-            jwks_mode: Mutex::new(Mode::Ok),
+            discovery_fault: Mutex::new(None),
+            jwks_fault: Mutex::new(None),
             discovery_hits: AtomicU64::new(0),
             jwks_hits: AtomicU64::new(0),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        drop(listener);
-        let base = format!("http://{addr}");
+        let app = Route::new().at("/*path", route).data(state.clone());
+        // Nobody knows the address before `serve` returns, so no request comes before this is set.
+        let server = MockServer::serve(app).await;
+        let base = server.base.clone();
         let issuer = format!("{base}/realms/main");
         *state.issuer.lock().expect("lock") = issuer.clone();
-        let app = Route::new().at("/*path", route).data(state.clone());
-        let acceptor =
-            poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind(addr))
-                .await
-                .expect("bind oidc");
-        let task = tokio::spawn(async move {
-            let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
-        });
         MockOidc {
             base,
             issuer,
             state,
-            _task: task,
+            _server: server,
         }
     }
 
@@ -162,13 +127,13 @@ impl MockOidc {
     pub fn set_algorithms(&self, algs: Value) {
         *self.state.algs.lock().expect("lock") = algs;
     }
-    /// Sets how discovery answers.
-    pub fn discovery_mode(&self, m: Mode) {
-        *self.state.discovery_mode.lock().expect("lock") = m;
+    /// Makes discovery misbehave (`None` = behave).
+    pub fn discovery_fault(&self, fault: Option<Fault>) {
+        *self.state.discovery_fault.lock().expect("lock") = fault;
     }
-    /// Sets how the JWKS endpoint answers.
-    pub fn jwks_mode(&self, m: Mode) {
-        *self.state.jwks_mode.lock().expect("lock") = m;
+    /// Makes the JWKS endpoint misbehave (`None` = behave).
+    pub fn jwks_fault(&self, fault: Option<Fault>) {
+        *self.state.jwks_fault.lock().expect("lock") = fault;
     }
     /// Discovery requests so far.
     pub fn discovery_hits(&self) -> u64 {

@@ -315,25 +315,12 @@ async fn an_http2_client_that_opens_no_stream_is_closed_even_while_it_pings() {
 struct Recorder {
     addr: SocketAddr,
     most: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: mock::MockServer,
 }
 
 impl Recorder {
     async fn start() -> Recorder {
         use futures_util::StreamExt as _;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        drop(listener);
-        let acceptor =
-            poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind(addr))
-                .await
-                .unwrap();
         let most = Arc::new(AtomicUsize::new(0));
         let seen = most.clone();
         let app = poem::endpoint::make(move |mut req: poem::Request| {
@@ -348,10 +335,12 @@ impl Recorder {
                 poem::Response::builder().body(n.to_string())
             }
         });
-        let task = tokio::spawn(async move {
-            let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
-        });
-        Recorder { addr, most, task }
+        let server = mock::MockServer::serve(app).await;
+        Recorder {
+            addr: server.addr,
+            most,
+            _server: server,
+        }
     }
 }
 

@@ -5,7 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use portcullis_tests::{mock_google::*, *};
+use portcullis_tests::{
+    mock::{Fault, FAULTS},
+    mock_google::*,
+    *,
+};
 use serde_json::{json, Value};
 
 const PROJECT: &str = "demo-project";
@@ -257,24 +261,18 @@ async fn a_certificate_endpoint_that_misbehaves_fails_closed_and_recovers() {
     g.allow("ada");
     let s = start(&g);
     let token = k1.sign(&id_token_claims(PROJECT, "ada"));
-    for mode in [
-        Mode::Error500,
-        Mode::Html,
-        Mode::Empty,
-        Mode::Huge,
-        Mode::Slow,
-    ] {
-        g.certs_mode(mode);
+    for fault in FAULTS {
+        g.certs_fault(Some(fault));
         let started = Instant::now();
-        assert_eq!(status(&s, &token).await, 503, "{mode:?}");
-        assert!(started.elapsed() < Duration::from_secs(10), "{mode:?}");
+        assert_eq!(status(&s, &token).await, 503, "{fault:?}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{fault:?}");
     }
     assert_eq!(g.firestore_hits(), 0);
-    g.certs_mode(Mode::Ok);
+    g.certs_fault(None);
     assert_eq!(status(&s, &token).await, 200);
 
     // Once keys are cached, the endpoint going down does not matter until they expire.
-    g.certs_mode(Mode::Error500);
+    g.certs_fault(Some(Fault::ServerError));
     assert_eq!(status(&s, &token).await, 200);
 }
 
@@ -282,9 +280,8 @@ async fn a_certificate_endpoint_that_misbehaves_fails_closed_and_recovers() {
 async fn a_certificate_endpoint_nobody_listens_on_is_503() {
     let k1 = GoogleKey::generate(KID1);
     let g = MockGoogle::start(PROJECT, &[&k1]).await;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_url = format!("http://{}/certs", dead.local_addr().unwrap());
-    drop(dead);
+    let dead = mock::refused_port();
+    let dead_url = format!("http://{}/certs", dead.addr);
     let cfg = config(&g, "").replace(&g.certs_url(), &dead_url);
     let s = Server::start_with_env(
         &cfg,
@@ -305,19 +302,13 @@ async fn firestore_and_token_endpoint_failures_fail_closed_and_recover() {
     let s = start_uncached(&g);
     let token = k1.sign(&id_token_claims(PROJECT, "ada"));
     assert_eq!(status(&s, &token).await, 200);
-    for mode in [
-        Mode::Error500,
-        Mode::Html,
-        Mode::Empty,
-        Mode::Huge,
-        Mode::Slow,
-    ] {
-        g.firestore_mode(mode);
+    for fault in FAULTS {
+        g.firestore_fault(Some(fault));
         let started = Instant::now();
-        assert_eq!(status(&s, &token).await, 503, "firestore {mode:?}");
-        assert!(started.elapsed() < Duration::from_secs(10), "{mode:?}");
+        assert_eq!(status(&s, &token).await, 503, "firestore {fault:?}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{fault:?}");
     }
-    g.firestore_mode(Mode::Ok);
+    g.firestore_fault(None);
     assert_eq!(status(&s, &token).await, 200);
     assert_eq!(g.token_hits(), 1);
 
@@ -327,12 +318,12 @@ async fn firestore_and_token_endpoint_failures_fail_closed_and_recover() {
     assert_eq!(g.token_hits(), 2);
 
     // And when the token endpoint is what misbehaves, the check cannot be made.
-    for mode in [Mode::Error500, Mode::Html, Mode::Slow] {
+    for fault in [Fault::ServerError, Fault::Html, Fault::Slow] {
         g.revoke_access_tokens();
-        g.token_mode(mode);
-        assert_eq!(status(&s, &token).await, 503, "token endpoint {mode:?}");
+        g.token_fault(Some(fault));
+        assert_eq!(status(&s, &token).await, 503, "token endpoint {fault:?}");
     }
-    g.token_mode(Mode::Ok);
+    g.token_fault(None);
     assert_eq!(status(&s, &token).await, 200);
 }
 

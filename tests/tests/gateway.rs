@@ -286,11 +286,9 @@ async fn bodies_stream_both_ways_and_chunked_uploads_arrive_whole() {
 
 #[tokio::test]
 async fn upstream_failures_are_502_and_504_with_the_json_error_body() {
-    // A port that was free a moment ago: nothing listens there.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    // A port nothing listens on.
+    let refused = mock::refused_port();
+    let closed = refused.addr;
     let up = Echo::start().await;
     let extra = format!(
         "- {{ path: /down, requires_auth: false, upstream: \"http://{closed}\" }}\n- {{ path: /slow, requires_auth: false, upstream: \"{}\", timeout: 300ms }}\n",

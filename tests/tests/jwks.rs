@@ -80,9 +80,8 @@ async fn rs256_via_jwks_rotation_and_unknown_kid_storm() {
 #[tokio::test]
 async fn identity_provider_down_with_no_cached_keys_fails_closed_with_503() {
     // A port nothing listens on.
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/jwks", l.local_addr().unwrap());
-    drop(l);
+    let refused = mock::refused_port();
+    let url = format!("http://{}/jwks", refused.addr);
     let s = Server::start(&config(&url), &[jwt_plugin()]);
     let k = RsaKey::generate("k1");
     let r = client()

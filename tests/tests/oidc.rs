@@ -4,7 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use portcullis_tests::{mock_google::unsigned, mock_oidc::*, *};
+use portcullis_tests::{
+    mock::{Fault, FAULTS},
+    mock_google::unsigned,
+    mock_oidc::*,
+    *,
+};
 use serde_json::{json, Value};
 
 fn oidc_plugin() -> std::path::PathBuf {
@@ -152,20 +157,14 @@ async fn discovery_and_jwks_failures_fail_closed_and_recover() {
         &[oidc_plugin()],
     );
     let token = k1.sign(&claims_for(&idp.issuer, "ann"));
-    for mode in [
-        Mode::Error500,
-        Mode::Html,
-        Mode::Empty,
-        Mode::Huge,
-        Mode::Slow,
-    ] {
-        idp.discovery_mode(mode);
+    for fault in FAULTS {
+        idp.discovery_fault(Some(fault));
         let started = Instant::now();
-        assert_eq!(status(&s, &token).await, 503, "discovery {mode:?}");
+        assert_eq!(status(&s, &token).await, 503, "discovery {fault:?}");
         assert!(started.elapsed() < Duration::from_secs(10));
     }
     // A document that names another issuer is refused (OIDC Discovery §4.3).
-    idp.discovery_mode(Mode::Ok);
+    idp.discovery_fault(None);
     idp.set_document_issuer(Some("https://evil.example/"));
     assert_eq!(status(&s, &token).await, 503);
     // A provider that only offers HS256/none leaves nothing to verify with.
@@ -174,19 +173,13 @@ async fn discovery_and_jwks_failures_fail_closed_and_recover() {
     assert_eq!(status(&s, &token).await, 503);
     idp.set_algorithms(json!(["RS256"]));
 
-    for mode in [
-        Mode::Error500,
-        Mode::Html,
-        Mode::Empty,
-        Mode::Huge,
-        Mode::Slow,
-    ] {
-        idp.jwks_mode(mode);
+    for fault in FAULTS {
+        idp.jwks_fault(Some(fault));
         let started = Instant::now();
-        assert_eq!(status(&s, &token).await, 503, "jwks {mode:?}");
+        assert_eq!(status(&s, &token).await, 503, "jwks {fault:?}");
         assert!(started.elapsed() < Duration::from_secs(10));
     }
-    idp.jwks_mode(Mode::Ok);
+    idp.jwks_fault(None);
     assert_eq!(status(&s, &token).await, 200);
 }
 
@@ -261,7 +254,7 @@ async fn discovery_happens_at_start_before_any_request() {
 async fn a_failed_discovery_is_not_retried_by_every_request() {
     let k1 = RsaKey::generate("k1");
     let idp = MockOidc::start(vec![k1.jwk.clone()]).await;
-    idp.discovery_mode(Mode::Error500);
+    idp.discovery_fault(Some(Fault::ServerError));
     let s = Server::start(
         &config(&idp.issuer, "      discovery_retry_secs: 300\n"),
         &[oidc_plugin()],

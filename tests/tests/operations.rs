@@ -4,10 +4,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
+    sync::{atomic::Ordering, Arc, Mutex},
     time::Duration,
 };
 
@@ -15,29 +12,11 @@ use opentelemetry_proto::tonic::{
     collector::trace::v1::ExportTraceServiceRequest,
     common::v1::{any_value::Value as Any, AnyValue, KeyValue},
 };
-use poem::{
-    handler,
-    listener::{Acceptor as _, Listener as _, TcpListener},
-    web::Data,
-    EndpointExt as _, Route,
-};
+use poem::{handler, web::Data, EndpointExt as _, Route};
 use portcullis_tests::{echo::Echo, *};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// Serves `route` on 127.0.0.1:0 and returns its address.
-async fn serve_local(route: impl poem::Endpoint + 'static) -> std::net::SocketAddr {
-    let acceptor = TcpListener::bind("127.0.0.1:0")
-        .into_acceptor()
-        .await
-        .unwrap();
-    let addr = *acceptor.local_addr()[0].as_socket_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = poem::Server::new_with_acceptor(acceptor).run(route).await;
-    });
-    addr
-}
 
 // ---------------------------------------------------------------------------------------------
 // OTLP
@@ -45,7 +24,7 @@ async fn serve_local(route: impl poem::Endpoint + 'static) -> std::net::SocketAd
 type Bodies = Arc<Mutex<Vec<Vec<u8>>>>;
 
 /// A local OTLP/HTTP traces receiver: keeps every `POST /v1/traces` body.
-async fn otlp_receiver() -> (String, Bodies) {
+async fn otlp_receiver() -> (mock::MockServer, Bodies) {
     #[handler]
     fn traces(Data(bodies): Data<&Bodies>, body: Vec<u8>) -> poem::Response {
         bodies.lock().unwrap().push(body);
@@ -55,13 +34,13 @@ async fn otlp_receiver() -> (String, Bodies) {
             .body(Vec::<u8>::new())
     }
     let bodies = Bodies::default();
-    let addr = serve_local(
+    let server = mock::MockServer::serve(
         Route::new()
             .at("/v1/traces", poem::post(traces))
             .data(bodies.clone()),
     )
     .await;
-    (format!("http://{addr}"), bodies)
+    (server, bodies)
 }
 
 #[derive(Debug)]
@@ -113,7 +92,8 @@ const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
 #[tokio::test]
 async fn spans_of_requests_and_plugin_calls_reach_an_otlp_receiver_without_secrets() {
-    let (endpoint, bodies) = otlp_receiver().await;
+    let (receiver, bodies) = otlp_receiver().await;
+    let endpoint = &receiver.base;
     let cfg = jwt_config(&format!(
         "auth:\n  protected: [\"/api/*\"]\ntelemetry:\n  otlp_endpoint: {endpoint}\n  service_name: portcullis-test\n"
     ));
@@ -642,40 +622,9 @@ async fn the_access_log_names_the_client_its_user_agent_and_the_provider() {
 // ---------------------------------------------------------------------------------------------
 // Shutdown
 
-/// A local endpoint the faulty plugin's `slow` mode fetches: the first call waits until released.
-struct Held {
-    url: String,
-    release: tokio::sync::oneshot::Sender<()>,
-    entered: Arc<AtomicBool>,
-}
-
-async fn held_endpoint() -> Held {
-    type State = (
-        Arc<tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>,
-        Arc<AtomicBool>,
-    );
-    #[handler]
-    async fn slow(Data(state): Data<&State>) -> &'static str {
-        if let Some(rx) = state.0.lock().await.take() {
-            state.1.store(true, Ordering::SeqCst);
-            let _ = rx.await;
-        }
-        "ok"
-    }
-    let (release, rx) = tokio::sync::oneshot::channel();
-    let entered = Arc::new(AtomicBool::new(false));
-    let state: State = (Arc::new(tokio::sync::Mutex::new(Some(rx))), entered.clone());
-    let addr = serve_local(Route::new().at("/slow", poem::get(slow)).data(state)).await;
-    Held {
-        url: format!("http://{addr}/slow"),
-        release,
-        entered,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_finishes_the_request_in_flight_refuses_new_connections_and_exits_0() {
-    let held = held_endpoint().await;
+    let held = mock::Gate::start().await;
     let cfg = format!(
         "version: 1\nserver:\n  host: 127.0.0.1\n  port: 0\nplugins:\n  dir: plugins\nproviders:\n  - name: f\n    plugin: faulty\n    dangerous: {{ allow_http: true }}\n    config: {{ mode: slow, url: \"{}\" }}\nauth:\n  protected: [\"/api/*\"]\n",
         held.url

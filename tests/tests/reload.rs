@@ -300,61 +300,9 @@ async fn ten_plugin_swaps_under_load_lose_no_request() {
     );
 }
 
-/// A local endpoint the `slow` plugin calls: the first call waits until released.
-struct Gate {
-    url: String,
-    release: tokio::sync::oneshot::Sender<()>,
-    entered: Arc<AtomicBool>,
-}
-
-async fn slow_gate() -> Gate {
-    use poem::{get, handler, listener::TcpListener, web::Data, EndpointExt, Route};
-    type Held = (
-        Arc<tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>,
-        Arc<AtomicBool>,
-    );
-    #[handler]
-    async fn slow(held: Data<&Held>) -> &'static str {
-        let rx = held.0 .0.lock().await.take();
-        if let Some(rx) = rx {
-            held.0 .1.store(true, Ordering::SeqCst);
-            let _ = rx.await;
-        }
-        "ok"
-    }
-    let (release, rx) = tokio::sync::oneshot::channel();
-    let entered = Arc::new(AtomicBool::new(false));
-    let held: Held = (Arc::new(tokio::sync::Mutex::new(Some(rx))), entered.clone());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let tcp = TcpListener::bind(addr.to_string());
-    drop(listener);
-    let app = Route::new().at("/slow", get(slow)).data(held);
-    tokio::spawn(async move {
-        let _ = poem::Server::new(tcp).run(app).await;
-    });
-    let url = format!("http://{addr}/slow");
-    assert!(
-        until(|| async {
-            client()
-                .get(format!("http://{addr}/none"))
-                .send()
-                .await
-                .is_ok()
-        })
-        .await
-    );
-    Gate {
-        url,
-        release,
-        entered,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_request_in_flight_finishes_on_the_old_plugin_version() {
-    let gate = slow_gate().await;
+    let gate = mock::Gate::start().await;
     let cfg = faulty_config(&format!(
         "    dangerous: {{ allow_http: true }}\n    config: {{ mode: slow, url: \"{}\" }}\n",
         gate.url

@@ -42,8 +42,3 @@ pub(super) fn decode(input: &str) -> Result<Vec<u8>, B64Error> {
 pub(super) fn encode(input: &[u8]) -> String {
     STRICT_URL_SAFE.encode(input)
 }
-
-/// Decodes standard base64 with canonical padding (PEM bodies, whitespace already removed).
-pub(super) fn decode_standard(input: &str) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::STANDARD.decode(input).ok()
-}

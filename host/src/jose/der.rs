@@ -1,13 +1,18 @@
-//! Just enough DER and PEM to read public keys: SubjectPublicKeyInfo (RFC 5280), PKCS#1
-//! RSAPublicKey (RFC 8017) and the SPKI inside an X.509 certificate. Only definite, minimally
-//! encoded lengths and single-byte tags are accepted.
+//! Just enough DER to read keys: SubjectPublicKeyInfo (RFC 5280), PKCS#1 RSAPublicKey (RFC 8017),
+//! the SPKI inside an X.509 certificate, and the RSAPrivateKey inside a PKCS#8 PrivateKeyInfo
+//! (RFC 5208). Only definite, minimally encoded lengths and single-byte tags are accepted.
+//!
+//! PEM armour is read by `rustls-pki-types` (as the TLS listener reads its files): [`read_pem`]
+//! hands its DER to the parsers here.
 
-use super::b64;
+use rustls_pki_types::pem::{self, PemObject as _, SectionKind};
+
 use super::error::KeyError;
 use super::key::Curve;
 
 const TAG_INTEGER: u8 = 0x02;
 const TAG_BIT_STRING: u8 = 0x03;
+const TAG_OCTET_STRING: u8 = 0x04;
 const TAG_NULL: u8 = 0x05;
 const TAG_OID: u8 = 0x06;
 const TAG_SEQUENCE: u8 = 0x30;
@@ -217,45 +222,55 @@ pub(super) fn parse_certificate_spki(der: &[u8]) -> Result<PublicKeyInfo, KeyErr
     parse_spki_content(tbs.read(TAG_SEQUENCE)?)
 }
 
-/// One PEM block: its label and decoded body.
-pub(super) struct Pem {
-    pub(super) label: String,
-    pub(super) der: Vec<u8>,
+/// Reads the `privateKey` of a PKCS#8 `PrivateKeyInfo` (RFC 5208) that holds an RSA key: the
+/// PKCS#1 `RSAPrivateKey` DER inside it, not yet validated. Anything but an RSA key is refused.
+pub(super) fn pkcs8_rsa_private_key(der: &[u8]) -> Result<&[u8], KeyError> {
+    let mut info = Der::new(single(der, TAG_SEQUENCE)?);
+    info.read(TAG_INTEGER)?; // version: v1 (0) or, with a public key attached, v2 (1)
+    let mut alg = Der::new(info.read(TAG_SEQUENCE)?);
+    if alg.read(TAG_OID)? != OID_RSA_ENCRYPTION {
+        return Err(KeyError::UnsupportedKeyType);
+    }
+    // Attributes and the v2 public key may follow; they are not needed.
+    info.read(TAG_OCTET_STRING)
 }
 
-/// Parses the first PEM block of `text`. Text before the block is ignored (as OpenSSL does);
-/// encapsulated headers (e.g. encrypted keys) are refused.
-pub(super) fn parse_pem(text: &str) -> Result<Pem, KeyError> {
+/// Reads the first PEM block of a kind `rustls-pki-types` knows (`PUBLIC KEY`, `CERTIFICATE`,
+/// `PRIVATE KEY`, `RSA PRIVATE KEY`, ...): its kind and DER, or `None` when there is none. Blocks
+/// of other kinds, and text before and between blocks, are skipped. Errors are fixed reasons: the
+/// reader's own messages can quote the input, which may be a private key.
+pub(super) fn read_pem(text: &str) -> Result<Option<(SectionKind, Vec<u8>)>, KeyError> {
     if text.len() > MAX_PEM_BYTES {
         return Err(KeyError::Pem("document is too large"));
     }
-    const BEGIN: &str = "-----BEGIN ";
-    const DASHES: &str = "-----";
-    let start = text.find(BEGIN).ok_or(KeyError::Pem("no begin line"))?;
-    let after_begin = &text[start + BEGIN.len()..];
-    let label_end = after_begin
-        .find(DASHES)
-        .ok_or(KeyError::Pem("unterminated begin line"))?;
-    let label = &after_begin[..label_end];
-    if label.is_empty() || label.contains('\n') {
-        return Err(KeyError::Pem("bad begin line"));
-    }
-    let body_and_rest = &after_begin[label_end + DASHES.len()..];
-    let end_line = format!("-----END {label}-----");
-    let body_end = body_and_rest
-        .find(&end_line)
-        .ok_or(KeyError::Pem("no matching end line"))?;
-    let body: String = body_and_rest[..body_end]
-        .chars()
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
-    let der = b64::decode_standard(&body).ok_or(KeyError::Pem("body is not valid base64"))?;
+    let (kind, der) = match <(SectionKind, Vec<u8>)>::from_pem_slice(text.as_bytes()) {
+        Ok(block) => block,
+        Err(pem::Error::NoItemsFound) => return Ok(None),
+        Err(e) => {
+            return Err(KeyError::Pem(match e {
+                pem::Error::MissingSectionEnd { .. } => "no matching end line",
+                pem::Error::IllegalSectionStart { .. } => "bad begin line",
+                pem::Error::Base64Decode(_) => "body is not valid base64",
+                pem::Error::SectionTooLarge => "document is too large",
+                _ => "unreadable document",
+            }))
+        }
+    };
     if der.is_empty() {
         return Err(KeyError::Pem("empty body"));
     }
-    Ok(Pem {
-        label: label.to_owned(),
-        der,
+    Ok(Some((kind, der)))
+}
+
+/// Reads the first `RSA PUBLIC KEY` (PKCS#1) block. `rustls-pki-types` does not know that label
+/// and skips such blocks, so the block is read under the `PUBLIC KEY` label instead. Call it only
+/// for a document in which [`read_pem`] found no block at all: the block it then finds can only be
+/// a renamed one.
+pub(super) fn read_pkcs1_public_pem(text: &str) -> Result<Option<Vec<u8>>, KeyError> {
+    let renamed = text.replace(" RSA PUBLIC KEY-----", " PUBLIC KEY-----");
+    Ok(match read_pem(&renamed)? {
+        Some((SectionKind::PublicKey, der)) => Some(der),
+        _ => None,
     })
 }
 
@@ -288,13 +303,52 @@ mod tests {
 
     #[test]
     fn pem_needs_matching_armour() {
-        assert!(parse_pem("no pem here").is_err());
-        assert!(parse_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PRIVATE KEY-----").is_err());
-        assert!(parse_pem("-----BEGIN PUBLIC KEY-----\n!!!!\n-----END PUBLIC KEY-----").is_err());
-        let pem = parse_pem("junk\n-----BEGIN X-----\r\nAAEC\r\n-----END X-----\n").ok();
+        let reason = |text: &str| match read_pem(text) {
+            Err(KeyError::Pem(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(read_pem("no pem here").ok(), Some(None));
         assert_eq!(
-            pem.map(|p| (p.label, p.der)),
-            Some(("X".to_owned(), vec![0, 1, 2]))
+            reason("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PRIVATE KEY-----"),
+            "no matching end line"
         );
+        assert_eq!(
+            reason("-----BEGIN PUBLIC KEY-----\n!!!!\n-----END PUBLIC KEY-----"),
+            "body is not valid base64"
+        );
+        assert_eq!(
+            reason("-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----"),
+            "empty body"
+        );
+        assert_eq!(
+            reason(&"A".repeat(MAX_PEM_BYTES + 1)),
+            "document is too large"
+        );
+        // Text before the block is skipped, and so are blocks of kinds the reader does not know.
+        let pem = read_pem(
+            "junk\n-----BEGIN X-----\nAAAA\n-----END X-----\n-----BEGIN PUBLIC KEY-----\r\nAAEC\r\n-----END PUBLIC KEY-----\n",
+        )
+        .ok();
+        assert_eq!(pem, Some(Some((SectionKind::PublicKey, vec![0, 1, 2]))));
+        // A PKCS#1 public key's label is known through its renaming only.
+        let pkcs1 = "-----BEGIN RSA PUBLIC KEY-----\nAAEC\n-----END RSA PUBLIC KEY-----\n";
+        assert_eq!(read_pem(pkcs1).ok(), Some(None));
+        assert_eq!(read_pkcs1_public_pem(pkcs1).ok(), Some(Some(vec![0, 1, 2])));
+    }
+
+    #[test]
+    fn pem_errors_never_quote_the_document() {
+        for text in [
+            "-----BEGIN PRIVATE KEY-----\nsecret-body!\n-----END PRIVATE KEY-----\n",
+            "-----BEGIN PRIVATE KEY secret-label\nAAAA\n",
+            "-----BEGIN PRIVATE KEY-----\nsecret-body\n",
+        ] {
+            let err = read_pem(text)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.starts_with("malformed pem: "), "{err}");
+            assert!(!err.contains("secret"), "{err}");
+        }
     }
 }

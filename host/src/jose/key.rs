@@ -6,6 +6,7 @@ use std::{
 };
 
 use aws_lc_rs::{hmac, signature};
+use rustls_pki_types::pem::SectionKind;
 use serde_json::{Map, Value};
 
 use super::alg::{Algorithm, KeyFamily};
@@ -22,6 +23,8 @@ pub const DEFAULT_MAX_JWKS_BYTES: usize = 512 * 1024;
 pub const DEFAULT_MAX_JWKS_KEYS: usize = 100;
 
 const RSA_MIN_BITS: usize = 2048;
+/// Why a PEM document gives no public key: it holds no block of a kind read here.
+const EXPECTED_PUBLIC_PEM: &str = "expected PUBLIC KEY, RSA PUBLIC KEY or CERTIFICATE";
 const RSA_MAX_BITS: usize = 8192;
 
 /// The NIST curves usable with ECDSA.
@@ -150,16 +153,15 @@ impl Key {
     /// `RSA PUBLIC KEY` (PKCS#1) or `CERTIFICATE` (X.509; only its public key is used, the
     /// certificate itself is not validated).
     pub fn from_pem(pem: &str) -> Result<Key, KeyError> {
-        let block = der::parse_pem(pem)?;
-        let info = match block.label.as_str() {
-            "PUBLIC KEY" => der::parse_spki(&block.der)?,
-            "RSA PUBLIC KEY" => der::parse_pkcs1_rsa_public_key(&block.der)?,
-            "CERTIFICATE" => der::parse_certificate_spki(&block.der)?,
-            _ => {
-                return Err(KeyError::Pem(
-                    "expected PUBLIC KEY, RSA PUBLIC KEY or CERTIFICATE",
-                ))
-            }
+        let info = match der::read_pem(pem)? {
+            Some((SectionKind::PublicKey, block)) => der::parse_spki(&block)?,
+            Some((SectionKind::Certificate, block)) => der::parse_certificate_spki(&block)?,
+            Some(_) => return Err(KeyError::Pem(EXPECTED_PUBLIC_PEM)),
+            // No block the PEM reader knows: perhaps PKCS#1, whose label it does not know.
+            None => match der::read_pkcs1_public_pem(pem)? {
+                Some(block) => der::parse_pkcs1_rsa_public_key(&block)?,
+                None => return Err(KeyError::Pem(EXPECTED_PUBLIC_PEM)),
+            },
         };
         Key::from_public_key_info(info)
     }

@@ -1,9 +1,12 @@
 //! Compact JWS signing for plugins that must authenticate themselves to a provider (a Google
 //! service account's JWT bearer grant, RFC 7523). Only RS256 with a PKCS#8 (`BEGIN PRIVATE KEY`)
 //! or PKCS#1 (`BEGIN RSA PRIVATE KEY`) PEM is offered: it is what those grants use.
+//!
+//! The token is made by `jsonwebtoken` (as `portcullis token` makes its tokens), from the DER
+//! that the host's one PEM reader (`rustls-pki-types`, through `der::read_pem`) takes out of the PEM.
 
-use aws_lc_rs::{rand::SystemRandom, signature};
-use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rustls_pki_types::pem::SectionKind;
 
 use super::der;
 
@@ -17,9 +20,7 @@ impl std::fmt::Display for SignError {
     }
 }
 
-fn b64url(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
+const NOT_RSA: &str = "private key is not an RSA key of a usable size";
 
 /// Signs `claims` (a JSON object) with RS256. `kid`, when given, goes into the header.
 pub fn sign_rs256(
@@ -30,73 +31,76 @@ pub fn sign_rs256(
     if !claims.is_object() {
         return Err(SignError("claims must be a JSON object".into()));
     }
-    let pem = der::parse_pem(private_key_pem)
+    let block = der::read_pem(private_key_pem)
         .map_err(|e| SignError(format!("private key is not a usable PEM: {e}")))?;
-    let key = match pem.label.as_str() {
-        "PRIVATE KEY" => signature::RsaKeyPair::from_pkcs8(&pem.der),
-        "RSA PRIVATE KEY" => signature::RsaKeyPair::from_der(&pem.der),
-        other => {
-            return Err(SignError(format!(
-                "private key PEM is `{other}`; expected `PRIVATE KEY` or `RSA PRIVATE KEY`"
-            )))
+    // jsonwebtoken takes an RSA key as PKCS#1 DER.
+    let pkcs1 = match &block {
+        Some((SectionKind::RsaPrivateKey, pkcs1)) => pkcs1.as_slice(),
+        Some((SectionKind::PrivateKey, pkcs8)) => {
+            der::pkcs8_rsa_private_key(pkcs8).map_err(|_| SignError(NOT_RSA.into()))?
         }
-    }
-    .map_err(|_| SignError("private key is not an RSA key of a usable size".into()))?;
-    let mut header = serde_json::json!({"alg": "RS256", "typ": "JWT"});
-    if let Some(kid) = kid {
-        header["kid"] = kid.into();
-    }
-    let signing_input = format!(
-        "{}.{}",
-        b64url(header.to_string().as_bytes()),
-        b64url(claims.to_string().as_bytes())
-    );
-    let mut sig = vec![0u8; key.public_modulus_len()];
-    key.sign(
-        &signature::RSA_PKCS1_SHA256,
-        &SystemRandom::new(),
-        signing_input.as_bytes(),
-        &mut sig,
-    )
-    .map_err(|_| SignError("signing failed".into()))?;
-    Ok(format!("{signing_input}.{}", b64url(&sig)))
+        _ => {
+            return Err(SignError(
+                "private key PEM has no `PRIVATE KEY` or `RSA PRIVATE KEY` block".into(),
+            ))
+        }
+    };
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = kid.map(str::to_owned);
+    // The key is parsed when it signs: an unusable key is the only way this fails (the claims are
+    // a JSON object and the header names RS256 for an RSA key). jsonwebtoken's error is not shown.
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_rsa_der(pkcs1))
+        .map_err(|_| SignError(NOT_RSA.into()))
 }
 
 #[cfg(test)]
 mod tests {
+    use aws_lc_rs::encoding::AsDer as _;
+    use aws_lc_rs::signature::{KeyPair as _, RsaKeyPair};
+    use base64::Engine as _;
+
     use super::*;
     use crate::jose::{verify, Algorithm, Key, Validation};
 
+    fn pem(label: &str, der: &[u8]) -> String {
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            base64::engine::general_purpose::STANDARD.encode(der)
+        )
+    }
+
     #[test]
     fn a_signed_token_verifies_with_the_public_key() {
-        let pkcs8 =
-            signature::RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).and_then(|k| {
-                use aws_lc_rs::encoding::AsDer as _;
-                k.as_der().map(|d| (k, d))
-            });
-        let (pair, der) = pkcs8.unwrap();
-        let pem = format!(
-            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-            base64::engine::general_purpose::STANDARD.encode(der.as_ref())
-        );
-        use aws_lc_rs::signature::KeyPair as _;
-        let public = pair.public_key();
-        let spki = {
-            use aws_lc_rs::encoding::AsDer as _;
-            public.as_der().unwrap()
-        };
+        let pair = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let pkcs8 = pair.as_der().unwrap();
+        let pkcs1 = der::pkcs8_rsa_private_key(pkcs8.as_ref()).unwrap();
+        let spki = pair.public_key().as_der().unwrap();
         let key = Key::from_spki_der(spki.as_ref()).unwrap().with_kid("k1");
         let claims = serde_json::json!({"iss": "svc@example", "exp": 4_000_000_000u64});
-        let token = sign_rs256(&claims, Some("k1"), &pem).unwrap();
+        for pem in [
+            pem("PRIVATE KEY", pkcs8.as_ref()),
+            pem("RSA PRIVATE KEY", pkcs1),
+        ] {
+            let token = sign_rs256(&claims, Some("k1"), &pem).unwrap();
+            let v = verify(
+                &token,
+                std::slice::from_ref(&key),
+                &Validation::new(vec![Algorithm::RS256]),
+                1_000,
+            )
+            .unwrap();
+            assert_eq!(v.claims["iss"], "svc@example");
+            assert_eq!(v.header.kid.as_deref(), Some("k1"));
+        }
+        let token = sign_rs256(&claims, None, &pem("PRIVATE KEY", pkcs8.as_ref())).unwrap();
         let v = verify(
             &token,
-            &[key],
+            &[Key::from_spki_der(spki.as_ref()).unwrap()],
             &Validation::new(vec![Algorithm::RS256]),
             1_000,
         )
         .unwrap();
-        assert_eq!(v.claims["iss"], "svc@example");
-        assert_eq!(v.header.kid.as_deref(), Some("k1"));
+        assert_eq!(v.header.kid, None);
     }
 
     #[test]
@@ -105,5 +109,22 @@ mod tests {
         assert!(!err.0.contains("secret-not-a-pem"));
         let err = sign_rs256(&serde_json::json!([1]), None, "x").unwrap_err();
         assert!(err.0.contains("object"));
+        // Broken armour, a body that is no key, an EC key, a public key: refused, never quoted.
+        let ec = aws_lc_rs::signature::EcdsaKeyPair::generate(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        )
+        .unwrap();
+        let ec_pkcs8 = ec.to_pkcs8v1().unwrap();
+        for text in [
+            "-----BEGIN PRIVATE KEY secret-label\nAAAA\n".to_owned(),
+            "-----BEGIN PRIVATE KEY-----\nsecret!body\n-----END PRIVATE KEY-----\n".to_owned(),
+            pem("PRIVATE KEY", b"secret-bytes"),
+            pem("RSA PRIVATE KEY", b"secret-bytes"),
+            pem("PRIVATE KEY", ec_pkcs8.as_ref()),
+            pem("PUBLIC KEY", b"secret-bytes"),
+        ] {
+            let err = sign_rs256(&serde_json::json!({}), None, &text).unwrap_err();
+            assert!(!err.0.contains("secret"), "{err}");
+        }
     }
 }

@@ -45,7 +45,9 @@ fn fx() -> &'static Fixture {
             .expect("rsa pkcs8")
             .as_ref()
             .to_vec();
-        let rsa_pkcs1_private = pkcs8_inner(&pkcs8);
+        let rsa_pkcs1_private = super::der::pkcs8_rsa_private_key(&pkcs8)
+            .expect("pkcs8 holds an rsa key")
+            .to_vec();
         let rsa_spki = spki_of(rsa.public_key());
         let ec = |alg| {
             let kp = EcdsaKeyPair::generate(alg).expect("ec keygen");
@@ -74,15 +76,6 @@ fn fx() -> &'static Fixture {
 
 fn spki_of<K: AsDer<PublicKeyX509Der<'static>>>(key: &K) -> Vec<u8> {
     key.as_der().expect("spki").as_ref().to_vec()
-}
-
-/// The `privateKey` OCTET STRING of a PKCS#8 `PrivateKeyInfo` (for RSA: PKCS#1).
-fn pkcs8_inner(pkcs8: &[u8]) -> Vec<u8> {
-    let mut outer = Der::new(pkcs8);
-    let mut info = Der::new(outer.read(0x30).expect("pkcs8 sequence"));
-    info.read(0x02).expect("version");
-    info.read(0x30).expect("algorithm");
-    info.read(0x04).expect("private key").to_vec()
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
