@@ -3,6 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use aws_lc_rs::signature;
+
 /// A JWS signature algorithm. `none` is deliberately not representable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -147,5 +149,49 @@ impl fmt::Display for KeyFamily {
             KeyFamily::Ec => "ec",
             KeyFamily::Ed => "ed25519",
         })
+    }
+}
+
+/// The NIST curves usable with ECDSA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Curve {
+    P256,
+    P384,
+    P521,
+}
+
+impl Curve {
+    /// Bytes of one coordinate (and of `r` and `s` in a signature).
+    pub(super) fn field_len(self) -> usize {
+        match self {
+            Curve::P256 => 32,
+            Curve::P384 => 48,
+            Curve::P521 => 66,
+        }
+    }
+
+    pub(super) fn algorithm(self) -> Algorithm {
+        match self {
+            Curve::P256 => Algorithm::ES256,
+            Curve::P384 => Algorithm::ES384,
+            Curve::P521 => Algorithm::ES512,
+        }
+    }
+
+    pub(super) fn verification(self) -> &'static signature::EcdsaVerificationAlgorithm {
+        match self {
+            Curve::P256 => &signature::ECDSA_P256_SHA256_FIXED,
+            Curve::P384 => &signature::ECDSA_P384_SHA384_FIXED,
+            Curve::P521 => &signature::ECDSA_P521_SHA512_FIXED,
+        }
+    }
+
+    pub(super) fn from_jwk_name(name: &str) -> Option<Curve> {
+        match name {
+            "P-256" => Some(Curve::P256),
+            "P-384" => Some(Curve::P384),
+            "P-521" => Some(Curve::P521),
+            _ => None,
+        }
     }
 }

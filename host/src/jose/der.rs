@@ -7,8 +7,8 @@
 
 use rustls_pki_types::pem::{self, PemObject as _, SectionKind};
 
+use super::alg::Curve;
 use super::error::KeyError;
-use super::key::Curve;
 
 const TAG_INTEGER: u8 = 0x02;
 const TAG_BIT_STRING: u8 = 0x03;

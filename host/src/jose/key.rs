@@ -9,7 +9,7 @@ use aws_lc_rs::{hmac, signature};
 use rustls_pki_types::pem::SectionKind;
 use serde_json::{Map, Value};
 
-use super::alg::{Algorithm, KeyFamily};
+use super::alg::{Algorithm, Curve, KeyFamily};
 use super::b64;
 use super::der::{self, PublicKeyInfo};
 use super::error::KeyError;
@@ -26,50 +26,6 @@ const RSA_MIN_BITS: usize = 2048;
 /// Why a PEM document gives no public key: it holds no block of a kind read here.
 const EXPECTED_PUBLIC_PEM: &str = "expected PUBLIC KEY, RSA PUBLIC KEY or CERTIFICATE";
 const RSA_MAX_BITS: usize = 8192;
-
-/// The NIST curves usable with ECDSA.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(super) enum Curve {
-    P256,
-    P384,
-    P521,
-}
-
-impl Curve {
-    /// Bytes of one coordinate (and of `r` and `s` in a signature).
-    pub(super) fn field_len(self) -> usize {
-        match self {
-            Curve::P256 => 32,
-            Curve::P384 => 48,
-            Curve::P521 => 66,
-        }
-    }
-
-    fn algorithm(self) -> Algorithm {
-        match self {
-            Curve::P256 => Algorithm::ES256,
-            Curve::P384 => Algorithm::ES384,
-            Curve::P521 => Algorithm::ES512,
-        }
-    }
-
-    fn verification(self) -> &'static signature::EcdsaVerificationAlgorithm {
-        match self {
-            Curve::P256 => &signature::ECDSA_P256_SHA256_FIXED,
-            Curve::P384 => &signature::ECDSA_P384_SHA384_FIXED,
-            Curve::P521 => &signature::ECDSA_P521_SHA512_FIXED,
-        }
-    }
-
-    fn from_jwk_name(name: &str) -> Option<Curve> {
-        match name {
-            "P-256" => Some(Curve::P256),
-            "P-384" => Some(Curve::P384),
-            "P-521" => Some(Curve::P521),
-            _ => None,
-        }
-    }
-}
 
 #[derive(Clone)]
 enum Material {
