@@ -132,28 +132,12 @@ impl<E: Endpoint> Gate<E> {
                 break 'answer crate::gateway::forward_auth::answer(&self.app, &req).await;
             }
             // 1. One canonical path, used for matching and for serving.
-            let canonical = match canonicalize(req.uri().path()) {
+            let canonical = match canonical_path(&mut req, id) {
                 Ok(p) => p,
-                Err(e) => {
-                    tracing::info!(request_id = %id, "bad request path: {e}");
-                    break 'answer error_response(StatusCode::BAD_REQUEST, "Bad request path");
-                }
+                Err(refused) => break 'answer refused.answer(),
             };
             if server.api_req_logs {
                 log_path.clone_from(&canonical);
-            }
-            telemetry::record_path(&canonical);
-            if canonical != req.uri().path() {
-                let pq = match req.uri().query() {
-                    Some(q) => format!("{canonical}?{q}"),
-                    None => canonical.clone(),
-                };
-                match pq.parse::<Uri>() {
-                    Ok(uri) => *req.uri_mut() = uri,
-                    Err(_) => {
-                        break 'answer error_response(StatusCode::BAD_REQUEST, "Bad request path")
-                    }
-                }
             }
             // 2. CORS preflight (never auth-checked).
             if let (Some(cors), Some(o)) = (&server.cors, &origin) {
@@ -165,36 +149,9 @@ impl<E: Endpoint> Gate<E> {
                     break 'answer preflight(cors, o);
                 }
             }
-            // 3. Body limit: a declared length over the limit is refused at once; a body without a
-            // declared length (HTTP/1 chunked, or HTTP/2 DATA frames without `content-length`) is
-            // cut off with an error once the limit has been read. A request without a body (a GET;
-            // in HTTP/2, one whose HEADERS ended the stream) is never refused for lacking a length.
-            let declared = req
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()));
-            match declared {
-                Some(Some(n)) if n > server.body_limit => {
-                    break 'answer error_response(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "Request body too large",
-                    )
-                }
-                Some(Some(_)) => {}
-                Some(None) => {
-                    break 'answer error_response(StatusCode::BAD_REQUEST, "Invalid Content-Length")
-                }
-                None => {
-                    // Bounded unless known to be empty (an HTTP/1 request without Transfer-Encoding,
-                    // an HTTP/2 one whose HEADERS ended the stream). Taking the body out to look
-                    // costs nothing: an empty body, which allocates nothing, stands in meanwhile.
-                    let body = req.take_body();
-                    req.set_body(if body.is_empty() {
-                        body
-                    } else {
-                        limit_body(body, server.body_limit)
-                    });
-                }
+            // 3. Body limit.
+            if let Err(refused) = bound_body(&mut req, server.body_limit) {
+                break 'answer refused.answer();
             }
             // 4. The decision. The forward-auth endpoint is itself a decision about another
             // request (named in its headers), so it is not judged on its own path.
@@ -203,54 +160,12 @@ impl<E: Endpoint> Gate<E> {
             {
                 break 'answer self.serve(req, &canonical, server.timeout).await;
             }
-            let decided_at = Instant::now();
-            let decision = {
-                let parts = RequestParts {
-                    method: &method,
-                    path: &canonical,
-                    headers: req.headers(),
-                    query: req.uri().query(),
-                    host: req
-                        .headers()
-                        .get(header::HOST)
-                        .and_then(|v| v.to_str().ok())
-                        .or_else(|| req.uri().authority().map(|a| a.as_str())),
-                    now: decided_at,
-                };
-                // Boxed: held inline, the decision's state would make the whole request future
-                // that much larger, and that future is copied whole when it is boxed.
-                Box::pin(decide(&rt.policy(), &parts)).await
-            };
-            self.app
-                .metrics()
-                .observe_decision(&decision, decided_at.elapsed());
+            let (judged, provider) = self.judge(&rt, &mut req, &method, &canonical, id).await;
             if server.api_req_logs {
-                log_provider.clone_from(&decision.trace.provider);
+                log_provider = provider;
             }
-            match decision.result {
-                Err(d) => {
-                    match &d {
-                        Denial::Internal(r) | Denial::Unavailable(r) => {
-                            tracing::warn!(request_id = %id, path = %canonical, reason = %r, "request refused")
-                        }
-                        _ => {
-                            tracing::info!(request_id = %id, path = %canonical, reason = %decision.trace.reason, "request refused")
-                        }
-                    }
-                    break 'answer denial_response(&d);
-                }
-                Ok(user) => {
-                    if let Some(u) = user {
-                        req.extensions_mut().insert(u);
-                    }
-                    if let Some(index) = decision.trace.route {
-                        req.extensions_mut()
-                            .insert(crate::gateway::proxy::RouteHit {
-                                runtime: rt.clone(),
-                                index,
-                            });
-                    }
-                }
+            if let Err(resp) = judged {
+                break 'answer resp;
             }
             // 5. Serve, within the time limit.
             self.serve(req, &canonical, server.timeout).await
@@ -280,6 +195,75 @@ impl<E: Endpoint> Gate<E> {
     }
 }
 
+/// Why the gate refused a request before any decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Malformed {
+    /// The path has no canonical form (400).
+    Path,
+    /// The declared body is over the limit (413).
+    TooLarge,
+    /// `Content-Length` is not a number (400).
+    Length,
+}
+
+impl Malformed {
+    fn answer(self) -> Response {
+        match self {
+            Malformed::Path => error_response(StatusCode::BAD_REQUEST, "Bad request path"),
+            Malformed::TooLarge => {
+                error_response(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
+            }
+            Malformed::Length => error_response(StatusCode::BAD_REQUEST, "Invalid Content-Length"),
+        }
+    }
+}
+
+/// Step 1 of the gate: the one canonical path the request is matched and served on; the request's
+/// URI is rewritten to it. A path that has none is a 400.
+fn canonical_path(req: &mut Request, id: &str) -> Result<String, Malformed> {
+    let canonical = canonicalize(req.uri().path()).map_err(|e| {
+        tracing::info!(request_id = %id, "bad request path: {e}");
+        Malformed::Path
+    })?;
+    telemetry::record_path(&canonical);
+    if canonical != req.uri().path() {
+        let pq = match req.uri().query() {
+            Some(q) => format!("{canonical}?{q}"),
+            None => canonical.clone(),
+        };
+        *req.uri_mut() = pq.parse::<Uri>().map_err(|_| Malformed::Path)?;
+    }
+    Ok(canonical)
+}
+
+/// Step 3 of the gate: a declared length over `limit` is refused at once (413); a body without a
+/// declared length (HTTP/1 chunked, or HTTP/2 DATA frames without `content-length`) is cut off
+/// with an error once `limit` has been read. A request without a body (a GET; in HTTP/2, one
+/// whose HEADERS ended the stream) is never refused for lacking a length.
+fn bound_body(req: &mut Request, limit: u64) -> Result<(), Malformed> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()));
+    match declared {
+        Some(Some(n)) if n > limit => Err(Malformed::TooLarge),
+        Some(Some(_)) => Ok(()),
+        Some(None) => Err(Malformed::Length),
+        None => {
+            // Bounded unless known to be empty (an HTTP/1 request without Transfer-Encoding, an
+            // HTTP/2 one whose HEADERS ended the stream). Taking the body out to look costs
+            // nothing: an empty body, which allocates nothing, stands in meanwhile.
+            let body = req.take_body();
+            req.set_body(if body.is_empty() {
+                body
+            } else {
+                limit_body(body, limit)
+            });
+            Ok(())
+        }
+    }
+}
+
 /// The longest `User-Agent` the access log keeps.
 const MAX_LOGGED_USER_AGENT: usize = 256;
 
@@ -300,6 +284,66 @@ fn access_user_agent(headers: &poem::http::HeaderMap) -> String {
 }
 
 impl<E: Endpoint> Gate<E> {
+    /// Step 4 of the gate: the decision on `req` (method upper-cased, path canonical). Allowed,
+    /// the user and the route hit go into the request's extensions; refused, the answer is
+    /// returned. Either way, the provider that decided (for the access log).
+    async fn judge(
+        &self,
+        rt: &Arc<crate::reload::Snapshot>,
+        req: &mut Request,
+        method: &str,
+        canonical: &str,
+        id: &str,
+    ) -> (Result<(), Response>, Option<String>) {
+        let decided_at = Instant::now();
+        let decision = {
+            let parts = RequestParts {
+                method,
+                path: canonical,
+                headers: req.headers(),
+                query: req.uri().query(),
+                host: req
+                    .headers()
+                    .get(header::HOST)
+                    .and_then(|v| v.to_str().ok())
+                    .or_else(|| req.uri().authority().map(|a| a.as_str())),
+                now: decided_at,
+            };
+            // Boxed: held inline, the decision's state would make the whole request future
+            // that much larger, and that future is copied whole when it is boxed.
+            Box::pin(decide(&rt.policy(), &parts)).await
+        };
+        self.app
+            .metrics()
+            .observe_decision(&decision, decided_at.elapsed());
+        match decision.result {
+            Err(d) => {
+                match &d {
+                    Denial::Internal(r) | Denial::Unavailable(r) => {
+                        tracing::warn!(request_id = %id, path = %canonical, reason = %r, "request refused")
+                    }
+                    _ => {
+                        tracing::info!(request_id = %id, path = %canonical, reason = %decision.trace.reason, "request refused")
+                    }
+                }
+                return (Err(denial_response(&d)), decision.trace.provider);
+            }
+            Ok(user) => {
+                if let Some(u) = user {
+                    req.extensions_mut().insert(u);
+                }
+                if let Some(index) = decision.trace.route {
+                    req.extensions_mut()
+                        .insert(crate::gateway::proxy::RouteHit {
+                            runtime: rt.clone(),
+                            index,
+                        });
+                }
+            }
+        }
+        (Ok(()), decision.trace.provider)
+    }
+
     /// Calls the inner endpoint within `timeout`; errors become JSON error bodies. `path` (the
     /// canonical one the request is served on) names the `Allow` methods of a 405.
     async fn serve(&self, req: Request, path: &str, timeout: std::time::Duration) -> Response {

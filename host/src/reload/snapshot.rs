@@ -250,115 +250,10 @@ pub async fn build(
             ));
             continue;
         };
-        if pc.allow_http {
-            tracing::warn!(provider = %pc.name, "dangerous.allow_http is set: plain-http identity provider URLs are accepted");
+        match build_instance(&at, pc, plugin, &config, shared, previous).await {
+            Ok(p) => providers.push(Arc::new(p)),
+            Err(e) => errors.push(e),
         }
-        let config_json = pc.config.to_string();
-        let build_key = format!(
-            "{}|{}|{}|{}",
-            plugin.hash,
-            pc.allow_http,
-            config.server.max_token_bytes,
-            crate::plugin::sha256_hex(config_json.as_bytes())
-        );
-        let reused = previous.and_then(|prev| {
-            prev.providers
-                .iter()
-                .find(|p| p.name == pc.name && p.build_key == build_key)
-        });
-        // The same instance keeps its cached answers (same plugin, same config); anything else
-        // starts empty.
-        let ttl = pc.authorization_cache.ttl(
-            plugin.manifest.authorize_by_subject,
-            authz_cache::DEFAULT_TTL,
-        );
-        let authz_cache = ttl.map(|ttl| {
-            reused
-                .and_then(|p| p.authz_cache.clone())
-                .filter(|c| c.ttl() == ttl)
-                .unwrap_or_else(|| Arc::new(AuthzCache::new(ttl, authz_cache::MAX_ENTRIES)))
-        });
-        // The same instance keeps counting the calls it has in flight across reloads.
-        let in_flight_limit = config.server.plugin_max_in_flight;
-        let reused_parts = reused.map(|p| {
-            (
-                p.provider.with_limit(in_flight_limit),
-                p.key_sets.clone(),
-                p.verifiers_remember.clone(),
-            )
-        });
-        let (provider, key_sets, verifiers_remember) = match reused_parts {
-            Some(p) => p,
-            None => {
-                let services = InstanceServices::new(
-                    shared.clone(),
-                    &pc.name,
-                    pc.allow_http,
-                    config.server.max_token_bytes,
-                );
-                let key_sets = services.key_sets().clone();
-                let remember = services.verifiers_remember().clone();
-                let ctor = construct(
-                    &plugin,
-                    config_json,
-                    services,
-                    config.server.plugin_timeout,
-                    in_flight_limit,
-                );
-                let (name, plugin_name) = (&pc.name, &plugin.manifest.name);
-                match telemetry::traced(PluginCall::Construct, name, plugin_name, ctor).await {
-                    Ok(p) => (p, key_sets, remember),
-                    Err(e) => {
-                        errors.push(format!("{at}: {e}"));
-                        continue;
-                    }
-                }
-            }
-        };
-        #[cfg(feature = "bench-direct")]
-        let mut provider = provider;
-        let issuers = provider.issuers();
-        let max_age = pc.authentication_cache.ttl(
-            provider.reusable_authentication(),
-            authn_cache::DEFAULT_MAX_AGE,
-        );
-        let authn_cache = max_age.map(|age| {
-            reused
-                .and_then(|p| p.authn_cache.clone())
-                .filter(|c| c.max_age() == age)
-                .unwrap_or_else(|| Arc::new(AuthnCache::new(age, authn_cache::MAX_BYTES)))
-        });
-        #[cfg(feature = "bench-direct")]
-        let direct = (plugin.manifest.name == "jwt")
-            .then(|| {
-                let services = InstanceServices::new(
-                    shared.clone(),
-                    &pc.name,
-                    pc.allow_http,
-                    config.server.max_token_bytes,
-                );
-                // This build's own verifier, so set here (the instance's is set below, once the
-                // whole snapshot is built).
-                services
-                    .verifiers_remember()
-                    .store(authn_cache.is_none(), std::sync::atomic::Ordering::Relaxed);
-                crate::plugin::direct_verifier(&services, &pc.config)
-            })
-            .flatten();
-        #[cfg(feature = "bench-direct")]
-        provider.set_direct(direct);
-        providers.push(Arc::new(ProviderInstance {
-            name: pc.name.clone(),
-            plugin,
-            provider,
-            issuers,
-            authorize: pc.authorize.clone(),
-            authz_cache,
-            authn_cache,
-            key_sets,
-            verifiers_remember,
-            build_key,
-        }));
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -382,6 +277,125 @@ pub async fn build(
         route_timers: Default::default(),
         tls: None,
         files: Vec::new(),
+    })
+}
+
+/// Builds one provider instance of `config` (`pc`, the `at`-th), or keeps `previous`'s when its
+/// plugin build and config are unchanged: the same plugin object with its caches and calls in
+/// flight. A new one starts with empty caches.
+async fn build_instance(
+    at: &str,
+    pc: &crate::config::ProviderConfig,
+    plugin: Arc<LoadedPlugin>,
+    config: &Config,
+    shared: &Arc<SharedServices>,
+    previous: Option<&Snapshot>,
+) -> Result<ProviderInstance, String> {
+    if pc.allow_http {
+        tracing::warn!(provider = %pc.name, "dangerous.allow_http is set: plain-http identity provider URLs are accepted");
+    }
+    let config_json = pc.config.to_string();
+    let build_key = format!(
+        "{}|{}|{}|{}",
+        plugin.hash,
+        pc.allow_http,
+        config.server.max_token_bytes,
+        crate::plugin::sha256_hex(config_json.as_bytes())
+    );
+    let reused = previous.and_then(|prev| {
+        prev.providers
+            .iter()
+            .find(|p| p.name == pc.name && p.build_key == build_key)
+    });
+    // The same instance keeps its cached answers (same plugin, same config); anything else
+    // starts empty.
+    let ttl = pc.authorization_cache.ttl(
+        plugin.manifest.authorize_by_subject,
+        authz_cache::DEFAULT_TTL,
+    );
+    let authz_cache = ttl.map(|ttl| {
+        reused
+            .and_then(|p| p.authz_cache.clone())
+            .filter(|c| c.ttl() == ttl)
+            .unwrap_or_else(|| Arc::new(AuthzCache::new(ttl, authz_cache::MAX_ENTRIES)))
+    });
+    // The same instance keeps counting the calls it has in flight across reloads.
+    let in_flight_limit = config.server.plugin_max_in_flight;
+    let reused_parts = reused.map(|p| {
+        (
+            p.provider.with_limit(in_flight_limit),
+            p.key_sets.clone(),
+            p.verifiers_remember.clone(),
+        )
+    });
+    let (provider, key_sets, verifiers_remember) = match reused_parts {
+        Some(p) => p,
+        None => {
+            let services = InstanceServices::new(
+                shared.clone(),
+                &pc.name,
+                pc.allow_http,
+                config.server.max_token_bytes,
+            );
+            let key_sets = services.key_sets().clone();
+            let remember = services.verifiers_remember().clone();
+            let ctor = construct(
+                &plugin,
+                config_json,
+                services,
+                config.server.plugin_timeout,
+                in_flight_limit,
+            );
+            let (name, plugin_name) = (&pc.name, &plugin.manifest.name);
+            match telemetry::traced(PluginCall::Construct, name, plugin_name, ctor).await {
+                Ok(p) => (p, key_sets, remember),
+                Err(e) => return Err(format!("{at}: {e}")),
+            }
+        }
+    };
+    #[cfg(feature = "bench-direct")]
+    let mut provider = provider;
+    let issuers = provider.issuers();
+    let max_age = pc.authentication_cache.ttl(
+        provider.reusable_authentication(),
+        authn_cache::DEFAULT_MAX_AGE,
+    );
+    let authn_cache = max_age.map(|age| {
+        reused
+            .and_then(|p| p.authn_cache.clone())
+            .filter(|c| c.max_age() == age)
+            .unwrap_or_else(|| Arc::new(AuthnCache::new(age, authn_cache::MAX_BYTES)))
+    });
+    #[cfg(feature = "bench-direct")]
+    let direct = (plugin.manifest.name == "jwt")
+        .then(|| {
+            let services = InstanceServices::new(
+                shared.clone(),
+                &pc.name,
+                pc.allow_http,
+                config.server.max_token_bytes,
+            );
+            // This build's own verifier, so set here (the instance's is set below, once the
+            // whole snapshot is built).
+            services
+                .verifiers_remember()
+                .store(authn_cache.is_none(), std::sync::atomic::Ordering::Relaxed);
+            crate::plugin::direct_verifier(&services, &pc.config)
+        })
+        .flatten();
+    #[cfg(feature = "bench-direct")]
+    provider.set_direct(direct);
+    Ok(ProviderInstance {
+        name: pc.name.clone(),
+        plugin,
+        provider,
+        issuers,
+        authorize: pc.authorize.clone(),
+        authz_cache,
+        authn_cache,
+        key_sets,
+        verifiers_remember,
+        build_key,
     })
 }
 
