@@ -173,6 +173,27 @@ impl ConfigKey {
     }
 }
 
+/// A config value written as one string or a list of them (`audience: api` or
+/// `audience: [api, admin]`).
+#[derive(serde::Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A single value.
+    One(String),
+    /// Several values.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The values as a list.
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
 /// The example `config:` mapping: every key that has an example.
 pub fn example_config(keys: &[ConfigKey]) -> Result<Map<String, Value>, String> {
     let mut out = Map::new();

@@ -89,7 +89,7 @@ mod url;
 pub mod conformance;
 pub mod organization;
 
-pub use config::{example_config, redact_serde_error, ConfigKey, PluginConfig};
+pub use config::{example_config, redact_serde_error, ConfigKey, OneOrMany, PluginConfig};
 pub use error::{ErrorKind, PluginError};
 pub use host::{Host, HttpRequest, HttpResponse, JwtVerifierSpec, Verifier};
 /// `#[derive(PluginConfig)]`: see [`PluginConfig`].

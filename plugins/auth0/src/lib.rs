@@ -6,8 +6,8 @@
 //! requires a subject).
 
 use portcullis_plugin_api::{
-    base_url, export_provider, AuthProvider, Host, JwtVerifierSpec, Plugin, PluginConfig,
-    PluginError, Request, User, Verifier,
+    base_url, export_provider, AuthProvider, Host, JwtVerifierSpec, OneOrMany, Plugin,
+    PluginConfig, PluginError, Request, User, Verifier,
 };
 use serde::Deserialize;
 
@@ -15,25 +15,6 @@ use serde::Deserialize;
 pub const MISSING: &str = "Auth0 domain and audience are required, please provide them in the \
                            options or set the environment variables AUTH0_DOMAIN and \
                            AUTH0_AUDIENCE";
-
-/// A string or a list of strings.
-#[derive(Deserialize, Debug, Clone)]
-#[serde(untagged)]
-pub enum OneOrMany {
-    /// One value.
-    One(String),
-    /// Several.
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    fn into_vec(self) -> Vec<String> {
-        match self {
-            OneOrMany::One(s) => vec![s],
-            OneOrMany::Many(v) => v,
-        }
-    }
-}
 
 /// The `config:` of an `auth0` instance.
 #[derive(Deserialize, PluginConfig, Debug, Default)]

@@ -17,8 +17,8 @@ use std::{
 
 use futures_util::lock::Mutex as AsyncMutex;
 use portcullis_plugin_api::{
-    export_provider, AuthProvider, Host, JwtVerifierSpec, Plugin, PluginConfig, PluginError,
-    Request, User, Verifier,
+    export_provider, AuthProvider, Host, JwtVerifierSpec, OneOrMany, Plugin, PluginConfig,
+    PluginError, Request, User, Verifier,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -30,25 +30,6 @@ pub const MISSING_OPTIONS: &str = "OIDC issuer and audience are required";
 pub const ASYMMETRIC: [&str; 10] = [
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
 ];
-
-/// One value or a list.
-#[derive(Deserialize, Clone, Debug)]
-#[serde(untagged)]
-pub enum OneOrMany {
-    /// A single value.
-    One(String),
-    /// Several values.
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    fn into_vec(self) -> Vec<String> {
-        match self {
-            OneOrMany::One(s) => vec![s],
-            OneOrMany::Many(v) => v,
-        }
-    }
-}
 
 /// The instance's `config:` mapping.
 #[derive(Deserialize, PluginConfig, Default)]
