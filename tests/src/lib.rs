@@ -249,8 +249,19 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        let pid = self.child.id();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Killed, the server cannot remove its plugin staging folder itself (it does on a normal
+        // stop): do it for it, so that test runs leave nothing in the temp folder.
+        let prefix = format!("portcullis-staging-{pid}-");
+        if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
     }
 }
 
