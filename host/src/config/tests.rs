@@ -82,6 +82,13 @@ fn text_that_is_not_yaml_is_one_syntax_error_naming_the_file_once() {
         "{shown}"
     );
     assert_eq!(shown.matches(FILE).count(), 1, "{shown}");
+    // What `check` prints: one line, naming the file once.
+    let [line] = e.lines().try_into().unwrap();
+    assert!(
+        line.starts_with(&format!("{FILE}: not valid YAML: ")),
+        "{line}"
+    );
+    assert_eq!(line.matches(FILE).count(), 1, "{line}");
     let [issue] = e.issues().try_into().unwrap();
     assert_eq!(issue.path, "");
     assert!(issue.message.starts_with("not valid YAML: "), "{issue}");
@@ -474,13 +481,15 @@ fn provider_entries_are_typed_and_unknown_keys_named() {
 
 #[test]
 fn a_provider_config_is_a_mapping_with_string_keys() {
-    let text = "version: 1\nproviders:\n  - { name: a, plugin: jwt, config: [1] }\n  - { name: b, plugin: jwt, config: { ? [a] : b } }\n  - { name: c, plugin: jwt, config: { nested: { 1.5: x } } }\n";
+    let text = "version: 1\nproviders:\n  - { name: a, plugin: jwt, config: [1] }\n  - { name: b, plugin: jwt, config: { ? [a] : b } }\n  - { name: c, plugin: jwt, config: { nested: { 1.5: x } } }\n  - { name: d, plugin: jwt, config: { !tag k: v } }\n";
     assert_eq!(
         issues(text),
         [
             "providers[0].config: must be a mapping",
             "providers[1].config: non-string key",
             "providers[2].config.nested: non-string key",
+            // A tagged key reads as a key, but JSON has no place for it.
+            "providers[3].config: cannot be represented as JSON (non-string keys?)",
         ]
     );
     let c = ok("version: 1\nserver: { port: 1 }\nproviders:\n  - { name: a, plugin: jwt, config: { n: 1, list: [x], dangerous_looking: true } }\n  - { name: b, plugin: jwt }\n");
@@ -1149,6 +1158,10 @@ fn variables_are_expanded_and_unset_ones_named_at_their_key() {
         ("${}", "invalid variable name in `${...}`"),
         ("${UNCLOSED", "unclosed `${` in value"),
         ("${file:}", "`${file:...}` needs a path"),
+        (
+            "${A:-${B:-${C:-${D:-${E:-${F:-x}}}}}}",
+            "`${...}` fallbacks nest too deeply",
+        ),
         (
             "${file:missing.txt}",
             "file `missing.txt` cannot be read or is empty",
