@@ -7,6 +7,8 @@ pub mod authn_cache;
 pub mod authz_cache;
 mod decide;
 mod instance;
+#[cfg(test)]
+mod tests;
 pub(crate) mod token;
 
 pub use authn_cache::AuthnCache;

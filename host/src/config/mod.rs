@@ -12,6 +12,8 @@ mod gateway;
 mod lint;
 mod raw;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 pub use auth::{AuthConfig, Rule, TokenConfig};
 pub use compile::{

@@ -217,6 +217,51 @@ impl std::fmt::Debug for LoadedPlugin {
     }
 }
 
+#[cfg(test)]
+impl LoadedPlugin {
+    /// A plugin with `manifest` and no library behind it, for unit tests of code that reads a
+    /// loaded plugin (the decision reads its manifest). Its module refuses every call: a test
+    /// makes its provider objects in process (`abi::provider_box`) and wraps them in a
+    /// `ProviderHandle` itself.
+    pub(crate) fn in_process(manifest: PluginManifest) -> LoadedPlugin {
+        use abi_stable::{
+            prefix_type::PrefixTypeTrait as _,
+            std_types::{RResult, RStr},
+        };
+        use portcullis_plugin_api::{
+            abi::{HostBox, ProviderBox},
+            PluginError,
+        };
+        fn refused<T>() -> RResult<T, PluginError> {
+            RResult::RErr(PluginError::internal(
+                "an in-process test plugin has no library",
+            ))
+        }
+        extern "C" fn no_manifest() -> RResult<Manifest, PluginError> {
+            refused()
+        }
+        extern "C" fn no_check(_: RStr<'_>, _: HostBox) -> RResult<(), PluginError> {
+            refused()
+        }
+        extern "C" fn no_build(_: RStr<'_>, _: HostBox) -> RResult<ProviderBox, PluginError> {
+            refused()
+        }
+        LoadedPlugin {
+            file: PathBuf::from(format!("in-process:{}", manifest.name)),
+            hash: String::new(),
+            staged: PathBuf::new(),
+            manifest,
+            module: abi::PluginModule {
+                manifest: no_manifest,
+                validate_config: no_check,
+                new_provider: no_build,
+            }
+            .leak_into_prefix(),
+            loaded_at: SystemTime::now(),
+        }
+    }
+}
+
 /// Maps plugin libraries, at most once per content.
 pub struct Loader {
     staging: PathBuf,
