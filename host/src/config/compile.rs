@@ -605,10 +605,23 @@ fn compile_server(raw: RawServer, base: &Path, issues: &mut Issues) -> ServerCon
             DEFAULT_BODY_LIMIT
         }
     };
+    // `false`, `true` or options; read here rather than through an untagged enum, which serde
+    // reads from a buffered copy where unknown keys go unseen.
     let cors = match raw.cors {
-        Some(RawCors::Enabled(false)) => None,
-        Some(RawCors::Enabled(true)) | None => Some(cors_defaults(RawCorsOptions::default())),
-        Some(RawCors::Options(o)) => Some(cors_defaults(o)),
+        Some(Value::Bool(false)) => None,
+        Some(Value::Bool(true)) | None | Some(Value::Null) => {
+            Some(cors_defaults(RawCorsOptions::default()))
+        }
+        Some(v @ Value::Mapping(_)) => {
+            de_value::<RawCorsOptions>(v, "server.cors", issues).map(cors_defaults)
+        }
+        Some(_) => {
+            issues.push(
+                "server.cors",
+                "expected true, false or a mapping of options",
+            );
+            None
+        }
     };
     if let Some(c) = &cors {
         if c.credentials && c.origins.iter().any(|o| o == "*") {
@@ -1056,6 +1069,9 @@ fn compile_auth(
     let mut rules = Vec::new();
     let mut specs = Vec::new();
     let mut rule_of_spec = Vec::new();
+    // The rule's place in the file, for messages: a refused rule is not kept, so the kept
+    // rules' numbers can differ from it.
+    let mut entry_of_spec = Vec::new();
     for (i, value) in raw.rules.into_iter().enumerate() {
         let path = format!("auth.rules[{i}]");
         let Some(rule) = de_value::<RawRule>(value, &path, issues) else {
@@ -1103,6 +1119,7 @@ fn compile_auth(
                 methods: methods.clone(),
             });
             rule_of_spec.push(rules.len());
+            entry_of_spec.push(i);
         }
         rules.push(Rule {
             condition,
@@ -1114,7 +1131,7 @@ fn compile_auth(
         Ok(s) => Some(s),
         Err(errs) => {
             for (i, e) in errs {
-                let rule = rule_of_spec.get(i).copied().unwrap_or(0);
+                let rule = entry_of_spec.get(i).copied().unwrap_or(0);
                 issues.push(format!("auth.rules[{rule}].path"), e.to_string());
             }
             None

@@ -60,6 +60,8 @@ fn may_hold_secret(at: &str) -> bool {
 /// serde_ignored writes sequence indices as `.0`; key paths here use `[0]`.
 fn bracket_indices(p: &str) -> String {
     p.split('.')
+        // serde_ignored marks the `Some` of an optional section with `?`: not a key.
+        .filter(|seg| *seg != "?")
         .map(|seg| {
             if !seg.is_empty() && seg.chars().all(|c| c.is_ascii_digit()) {
                 format!("[{seg}]")

@@ -12,7 +12,8 @@ pub struct RawServer {
     pub port: Option<u16>,
     pub timeout: Option<String>,
     pub body_size_limit: Option<Value>,
-    pub cors: Option<RawCors>,
+    /// `false`, `true` or [`RawCorsOptions`]; read in `compile_server`.
+    pub cors: Option<Value>,
     pub build: RawBuild,
     pub https: Option<RawHttps>,
     pub plugin_timeout: Option<String>,
@@ -21,14 +22,6 @@ pub struct RawServer {
     pub metrics: Option<Value>,
     pub plugin_max_in_flight: Option<usize>,
     pub header_read_timeout: Option<String>,
-}
-
-/// `server.cors`: `false` to turn CORS off, or options.
-#[derive(Deserialize, Debug, Clone)]
-#[serde(untagged)]
-pub enum RawCors {
-    Enabled(bool),
-    Options(RawCorsOptions),
 }
 
 /// CORS options (seed defaults apply to what is left out).
