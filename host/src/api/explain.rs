@@ -15,7 +15,7 @@ use poem_openapi::{
 };
 
 use crate::{
-    auth::{decide, extract_token, RequestParts},
+    auth::{decide, extract_token, Decision, RequestParts},
     config::TokenConfig,
     matching::canonicalize,
     reload::snapshot::Snapshot,
@@ -209,7 +209,6 @@ fn request_headers(rt: &Snapshot, input: &ExplainRequest) -> Result<HeaderMap, S
 pub async fn explain(rt: &Snapshot, input: ExplainRequest) -> Explanation {
     let method = input.method.to_ascii_uppercase();
     let headers = request_headers(rt, &input);
-    let auth = &rt.config.auth;
     let (path, query) = match input.path.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (&*input.path, None),
@@ -259,6 +258,27 @@ pub async fn explain(rt: &Snapshot, input: ExplainRequest) -> Explanation {
         },
     )
     .await;
+    describe(&mut out, rt, &d, &headers, query);
+    out.canonical_path = Some(canonical);
+    // Belt and braces: the token never comes back, whatever a plugin put in a reason.
+    if let Some(tok) = input.token.value().map(|t| &t.0).filter(|t| t.len() >= 8) {
+        if out.reason.contains(tok) {
+            out.reason = out.reason.replace(tok, "[token]");
+        }
+    }
+    out
+}
+
+/// What the decision `d` says, in the explanation's words: the patterns, route and rule that
+/// matched, the provider, the verdict and its status, and the subject.
+fn describe(
+    out: &mut Explanation,
+    rt: &Snapshot,
+    d: &Decision,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) {
+    let auth = &rt.config.auth;
     let t = &d.trace;
     let pattern = |i: Option<usize>, src: &[String]| {
         i.map(|i| PatternMatch {
@@ -279,9 +299,8 @@ pub async fn explain(rt: &Snapshot, input: ExplainRequest) -> Explanation {
             providers: r.providers.clone(),
         });
     if t.requires_auth {
-        out.token_source = token_source(&auth.token, &headers, query);
+        out.token_source = token_source(&auth.token, headers, query);
     }
-    out.canonical_path = Some(canonical);
     out.requires_auth = t.requires_auth;
     out.builtin_route = t.builtin_route;
     out.provider = t.provider.clone();
@@ -309,11 +328,4 @@ pub async fn explain(rt: &Snapshot, input: ExplainRequest) -> Explanation {
             out.status = crate::http::answer::denial_status(denial).as_u16();
         }
     }
-    // Belt and braces: the token never comes back, whatever a plugin put in a reason.
-    if let Some(tok) = input.token.value().map(|t| &t.0).filter(|t| t.len() >= 8) {
-        if out.reason.contains(tok) {
-            out.reason = out.reason.replace(tok, "[token]");
-        }
-    }
-    out
 }

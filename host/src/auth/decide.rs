@@ -309,44 +309,7 @@ async fn authenticate_and_authorize(
         .await
         {
             Ok(Some(user_json)) => {
-                trace.provider = Some(p.name.clone());
-                let claims: serde_json::Value = match serde_json::from_str(user_json.as_str()) {
-                    Ok(v @ serde_json::Value::Object(_)) => v,
-                    _ => {
-                        return Err(Denial::Internal(format!(
-                            "provider {} returned a user that is not a JSON object",
-                            p.name
-                        )))
-                    }
-                };
-                let user = Arc::new(AuthUser::new(p.name.clone(), claims));
-                // A plugin vouches only for the issuers it declared (tokens are routed to it by
-                // them): a user of another issuer is refused, and not kept.
-                if !p.issuers.is_empty() {
-                    match user.claims.get("iss") {
-                        None => {}
-                        Some(serde_json::Value::String(iss)) if p.issuers.contains(iss) => {}
-                        Some(_) => {
-                            return Err(Denial::InvalidToken(format!(
-                                "provider {} vouched for an issuer it does not declare",
-                                p.name
-                            )))
-                        }
-                    }
-                }
-                if let (Some(cache), Some(stamp)) = (&p.authn_cache, stamp) {
-                    let token_exp = jose::peek_exp(&token, rt.config.server.max_token_bytes);
-                    cache.insert(&token, token_exp, user.clone(), user_json.clone(), stamp);
-                }
-                // The provider's own text goes back to its `authorize`: no re-serialising.
-                // The plugin call took time: kept authorization answers are judged at the time
-                // it ended.
-                let later = RequestParts {
-                    now: Instant::now(),
-                    ..*req
-                };
-                authorize(rt, p, &user, &user_json, &info, &later, trace).await?;
-                return Ok(user);
+                return accepted(rt, p, &token, user_json, stamp, &info, req, trace).await;
             }
             // Each reason is kept with the instance it names: the trace says which one it was.
             Ok(_) => {
@@ -370,23 +333,88 @@ async fn authenticate_and_authorize(
             }
         }
     }
+    Err(refusal(unavailable, retired, last_reason, trace))
+}
+
+/// Why no candidate vouched for the token: a provider that could not be asked (503) outranks a
+/// retired instance that might have (503), which outranks the last provider's reason (401).
+fn refusal(
+    unavailable: Option<(String, &Arc<ProviderInstance>)>,
+    retired: Option<&RetiredInstance>,
+    last_reason: Option<(String, &Arc<ProviderInstance>)>,
+    trace: &mut Trace,
+) -> Denial {
     match (unavailable, retired, last_reason) {
         (Some((r, p)), _, _) => {
             trace.provider = Some(p.name.clone());
-            Err(Denial::Unavailable(r))
+            Denial::Unavailable(r)
         }
         // The instance that could have vouched for the token is retired: the check could not be
         // made, which is our side's fault.
         (None, Some(r), _) => {
             trace.provider = Some(r.name.clone());
-            Err(Denial::Unavailable(r.reason.clone()))
+            Denial::Unavailable(r.reason.clone())
         }
         (None, None, Some((r, p))) => {
             trace.provider = Some(p.name.clone());
-            Err(Denial::InvalidToken(r))
+            Denial::InvalidToken(r)
         }
-        (None, None, None) => Err(Denial::InvalidToken("token rejected".into())),
+        (None, None, None) => Denial::InvalidToken("token rejected".into()),
     }
+}
+
+/// Instance `p` accepted the token (`user_json` is what it vouched for): the user, once its
+/// issuer is one `p` declared and it is authorized for the request; kept for the token's
+/// lifetime when the instance's answers may be reused.
+#[allow(clippy::too_many_arguments)]
+async fn accepted(
+    rt: &Policy<'_>,
+    p: &ProviderInstance,
+    token: &str,
+    user_json: UserJson,
+    stamp: Option<crate::keys::KeyStamp>,
+    info: &OnceLock<PluginRequest>,
+    req: &RequestParts<'_>,
+    trace: &mut Trace,
+) -> Result<Arc<AuthUser>, Denial> {
+    trace.provider = Some(p.name.clone());
+    let claims: serde_json::Value = match serde_json::from_str(user_json.as_str()) {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        _ => {
+            return Err(Denial::Internal(format!(
+                "provider {} returned a user that is not a JSON object",
+                p.name
+            )))
+        }
+    };
+    let user = Arc::new(AuthUser::new(p.name.clone(), claims));
+    // A plugin vouches only for the issuers it declared (tokens are routed to it by
+    // them): a user of another issuer is refused, and not kept.
+    if !p.issuers.is_empty() {
+        match user.claims.get("iss") {
+            None => {}
+            Some(serde_json::Value::String(iss)) if p.issuers.contains(iss) => {}
+            Some(_) => {
+                return Err(Denial::InvalidToken(format!(
+                    "provider {} vouched for an issuer it does not declare",
+                    p.name
+                )))
+            }
+        }
+    }
+    if let (Some(cache), Some(stamp)) = (&p.authn_cache, stamp) {
+        let token_exp = jose::peek_exp(token, rt.config.server.max_token_bytes);
+        cache.insert(token, token_exp, user.clone(), user_json.clone(), stamp);
+    }
+    // The provider's own text goes back to its `authorize`: no re-serialising.
+    // The plugin call took time: kept authorization answers are judged at the time
+    // it ended.
+    let later = RequestParts {
+        now: Instant::now(),
+        ..*req
+    };
+    authorize(rt, p, &user, &user_json, info, &later, trace).await?;
+    Ok(user)
 }
 
 /// The user instance `p` had accepted for this token, once authorized for this request.
