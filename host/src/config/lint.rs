@@ -19,9 +19,9 @@
 
 use super::{
     auth::AuthConfig,
+    compile::routes::{RouteConfig, RoutesConfig, RESERVED_PATHS},
     de::describe,
     error::ConfigIssue,
-    gateway::{RouteConfig, RoutesConfig, RESERVED_PATHS},
 };
 use crate::matching::{CaseMode, PatternKind, PatternSpec};
 

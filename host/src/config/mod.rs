@@ -8,7 +8,6 @@ mod compile;
 mod de;
 mod error;
 mod expand;
-mod gateway;
 mod lint;
 mod raw;
 pub mod state;
@@ -16,6 +15,10 @@ pub mod state;
 mod tests;
 
 pub use auth::{AuthConfig, Rule, TokenConfig};
+pub use compile::routes::{
+    is_reserved, ForwardProxy, GatewayConfig, MethodOverride, ProxyKind, RouteConfig, RoutesConfig,
+    ORIGINAL_REQUEST_HEADERS, RESERVED_PATHS,
+};
 pub use compile::{
     compile_checked, compile_str, load_file, load_file_checked, parse_size, CacheSetting, Config,
     CorsConfig, HttpsConfig, InstanceCheck, MetricsConfig, PluginCheck, PluginsConfig,
@@ -24,7 +27,3 @@ pub use compile::{
 };
 pub use error::{ConfigError, ConfigIssue};
 pub use expand::{expand_str, EnvVars, VarSource};
-pub use gateway::{
-    is_reserved, ForwardProxy, GatewayConfig, MethodOverride, ProxyKind, RouteConfig, RoutesConfig,
-    ORIGINAL_REQUEST_HEADERS, RESERVED_PATHS,
-};

@@ -7,7 +7,7 @@ use poem::http::HeaderName;
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use super::{
+use crate::config::{
     de::{de_value, duration, methods_upper, provider_list},
     error::Issues,
     raw::StringOrList,
