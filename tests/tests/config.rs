@@ -51,50 +51,36 @@ fn every_shipped_config_is_valid() {
 }
 
 /// (config text, key paths that must be reported)
+/// Broken configs `check` must name by key path, through the binary. Only what needs the real
+/// binary and a real plugin is here: every error the compiler finds on its own is a unit test in
+/// `host/src/config/tests.rs`, where it runs in microseconds instead of a process each.
 fn broken() -> Vec<(String, Vec<&'static str>)> {
     let base = |auth: &str| jwt_config(auth);
     vec![
-        ("version: 1\nserver: [\n".into(), vec!["not valid YAML"]),
-        ("server: {}\n".into(), vec!["version"]),
-        ("version: 2\n".into(), vec!["version"]),
-        ("version: 1\nsevrer: {}\n".into(), vec!["sevrer"]),
-        (base("").replace("  port: 0\n", "  port: 0\n  prot: 1\n"), vec!["server.prot"]),
-        (base("").replace("  port: 0\n", "  port: seventy\n"), vec!["server.port"]),
-        (base("").replace("  port: 0\n", "  port: 0\n  timeout: soon\n"), vec!["server.timeout"]),
-        (base("").replace("  port: 0\n", "  port: 0\n  body_size_limit: lots\n"), vec!["server.body_size_limit"]),
-        (base("auth:\n  rules:\n    - path: /api/*\n      condition: \"user.role ==\"\n      allow: true\n"), vec!["auth.rules[0].condition"]),
-        (base("auth:\n  rules:\n    - path: /api/*\n      condition: \"request.x == 1\"\n      allow: true\n"), vec!["auth.rules[0].condition"]),
-        (base("auth:\n  rules:\n    - path: /api/*\n"), vec!["auth.rules[0]"]),
-        (base("auth:\n  rules:\n    - path: api/*\n      allow: true\n"), vec!["auth.rules[0].path"]),
-        (base("auth:\n  protected: [\"/api/*x\"]\n"), vec!["auth.protected[0]"]),
-        (base("auth:\n  public: [{ regex: \"(\" }]\n"), vec!["auth.public[0]"]),
-        (base("auth:\n  public: [[\"/x\", FETCH]]\n"), vec!["auth.public[0]"]),
-        (base("auth:\n  authorize: \"user.\"\n"), vec!["auth.authorize"]),
-        (base("auth:\n  token: { headr: X }\n"), vec!["auth.token.headr"]),
-        (base("").replace("plugin: jwt", "plugin: JWT!"), vec!["providers[0].plugin"]),
-        (base("").replace("  - name: main\n", "  - name: Main Provider\n"), vec!["providers[0].name"]),
-        (base("").replace("    plugin: jwt\n", "    plugin: jwt\n    authorize: \"user.sub ==\"\n"), vec!["providers[0].authorize"]),
-        (base("").replace("    plugin: jwt\n", "    plugin: jwt\n    colour: red\n"), vec!["providers[0].colour"]),
-        (base("").replace("    plugin: jwt\n", "    plugin: jwt\n    authentication_cache: 500ms\n"), vec!["providers[0].authentication_cache", "at least 1s"]),
-        (base("").replace("    plugin: jwt\n", "    plugin: jwt\n    authentication_cache: 2h\n"), vec!["providers[0].authentication_cache", "at most 1h"]),
-        (base("").replace("    plugin: jwt\n", "    plugin: jwt\n    authorization_cache: soon\n"), vec!["providers[0].authorization_cache"]),
-        (base("").replace("secret: \"", "secret: \"${PORTCULLIS_TEST_UNSET_VAR}"), vec!["providers[0].config.secret", "PORTCULLIS_TEST_UNSET_VAR"]),
-        (base("").replace("plugin: jwt", "plugin: nosuch"), vec!["providers[0] (main).plugin", "nosuch"]),
-        (base("").replace("      issuer:", "      issuerr: x\n      issuer:"), vec!["providers[0] (main)", "issuerr"]),
-        (base("").replace(&format!("secret: \"{SECRET}\""), "secret: \"short\""), vec!["providers[0] (main)", "secret"]),
-        (base("").replace(&format!("secret: \"{SECRET}\""), &format!("secret: \"{SECRET}\"\n      algorithms: [RS256]")), vec!["providers[0] (main)", "algorithms"]),
-        (base("").replace("plugins:\n  dir: plugins\n", "plugins:\n  dir: plugins\n  allow: [nothex]\n"), vec!["plugins.allow[0]"]),
-        (base("").replace("  port: 0\n", "  port: 0\n  cors: { origin: \"*\", credentials: true }\n"), vec!["server.cors.credentials"]),
-        (format!("{}  - name: main\n    plugin: jwt\n", base("").split("auth:").next().unwrap()), vec!["duplicate provider name"]),
-        (base("auth:\n  rules: {}\n"), vec!["auth.rules"]),
-        (base("").replace("  port: 0\n", "  port: 0\n  metrics: { listen: nowhere }\n"), vec!["server.metrics.listen", "127.0.0.1:9464"]),
-        (base("").replace("  port: 0\n", "  port: 0\n  metrics: { lisen: \"127.0.0.1:9464\" }\n"), vec!["server.metrics.lisen"]),
-        (base("").replace("  port: 0\n", "  port: 0\n  metrics: public\n"), vec!["server.metrics"]),
-        (base("").replace("  port: 0\n", "  port: 0\n  metrics: { listen: \"127.0.0.1:9464\", protected: true }\n"), vec!["server.metrics", "cannot be combined"]),
-        (base("auth:\n  public: [\"/health\", \"/metrics\"]\n").replace("  port: 0\n", "  port: 0\n  metrics: { protected: true }\n"), vec!["server.metrics.protected", "auth.public[1]"]),
+        // One compiler error, to see `check` print it with its key path.
         (
-            base("").replace("providers:", "routes:\n  - { path: /x, upstream: \"ftp://x\" }\nproviders:"),
-            vec!["routes[0].upstream"],
+            base("").replace("  port: 0\n", "  port: 0\n  prot: 1\n"),
+            vec!["server.prot"],
+        ),
+        // What only a loaded plugin can say.
+        (
+            base("").replace("plugin: jwt", "plugin: nosuch"),
+            vec!["providers[0] (main).plugin", "nosuch"],
+        ),
+        (
+            base("").replace("      issuer:", "      issuerr: x\n      issuer:"),
+            vec!["providers[0] (main)", "issuerr"],
+        ),
+        (
+            base("").replace(&format!("secret: \"{SECRET}\""), "secret: \"short\""),
+            vec!["providers[0] (main)", "secret"],
+        ),
+        (
+            base("").replace(
+                &format!("secret: \"{SECRET}\""),
+                &format!("secret: \"{SECRET}\"\n      algorithms: [RS256]"),
+            ),
+            vec!["providers[0] (main)", "algorithms"],
         ),
     ]
 }
@@ -103,7 +89,6 @@ fn broken() -> Vec<(String, Vec<&'static str>)> {
 fn broken_configs_name_their_key_paths() {
     let dir = tempfile::tempdir().unwrap();
     let cases = broken();
-    assert!(cases.len() >= 30);
     for (i, (text, expected)) in cases.into_iter().enumerate() {
         let path = dir.path().join(format!("c{i}.yaml"));
         std::fs::write(&path, &text).unwrap();
