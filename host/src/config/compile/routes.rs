@@ -493,68 +493,15 @@ pub(super) fn compile_routes(
     // `routes[i]` of each compiled spec, for error paths.
     let mut origin = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
-        let at = format!("routes[{i}]");
-        let Some(raw) = de_value::<RawRoute>(item, &at, issues) else {
+        let Some(route) = compile_route(i, item, providers, default_timeout, issues) else {
             continue;
         };
-        if is_reserved(&raw.path) {
-            issues.push(
-                format!("{at}.path"),
-                "the server answers this path itself; a route cannot take it over",
-            );
-        }
-        let methods = raw
-            .methods
-            .map(|m| methods_upper(m.into_vec(), &format!("{at}.methods"), issues));
-        if let Some(names) = &raw.providers {
-            provider_list(names, providers, &format!("{at}.providers"), issues);
-        }
-        let upstream = match reqwest::Url::parse(&raw.upstream) {
-            Ok(u)
-                if matches!(u.scheme(), "http" | "https")
-                    && u.host_str().is_some()
-                    && u.query().is_none()
-                    && u.fragment().is_none()
-                    && u.username().is_empty()
-                    && u.password().is_none() =>
-            {
-                u
-            }
-            _ => {
-                issues.push(
-                    format!("{at}.upstream"),
-                    "must be an http:// or https:// URL with a host and no query, fragment or credentials",
-                );
-                continue;
-            }
-        };
-        let timeout = duration(
-            raw.timeout.as_deref(),
-            default_timeout,
-            &format!("{at}.timeout"),
-            issues,
-        );
-        let connect_timeout = duration(
-            raw.connect_timeout.as_deref(),
-            Duration::from_secs(5),
-            &format!("{at}.connect_timeout"),
-            issues,
-        );
         origin.push(i);
         specs.push(PatternSpec {
-            kind: crate::matching::PatternKind::Path(raw.path.clone()),
-            methods: methods.clone(),
+            kind: crate::matching::PatternKind::Path(route.path.clone()),
+            methods: route.methods.clone(),
         });
-        list.push(RouteConfig {
-            path: raw.path,
-            methods,
-            requires_auth: raw.requires_auth.unwrap_or(true),
-            providers: raw.providers,
-            upstream,
-            forward_authorization: raw.forward_authorization,
-            timeout,
-            connect_timeout,
-        });
+        list.push(route);
     }
     let protected_index: Vec<usize> = (0..list.len()).filter(|&i| list[i].requires_auth).collect();
     let protected_specs: Vec<PatternSpec> = protected_index
@@ -588,6 +535,71 @@ pub(super) fn compile_routes(
             RoutesConfig::default()
         }
     }
+}
+
+/// `routes[i]` compiled, or `None` (its problems recorded) when it cannot serve.
+fn compile_route(
+    i: usize,
+    item: Value,
+    providers: &[String],
+    default_timeout: Duration,
+    issues: &mut Issues,
+) -> Option<RouteConfig> {
+    let at = format!("routes[{i}]");
+    let raw = de_value::<RawRoute>(item, &at, issues)?;
+    if is_reserved(&raw.path) {
+        issues.push(
+            format!("{at}.path"),
+            "the server answers this path itself; a route cannot take it over",
+        );
+    }
+    let methods = raw
+        .methods
+        .map(|m| methods_upper(m.into_vec(), &format!("{at}.methods"), issues));
+    if let Some(names) = &raw.providers {
+        provider_list(names, providers, &format!("{at}.providers"), issues);
+    }
+    let upstream = match reqwest::Url::parse(&raw.upstream) {
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some()
+                && u.query().is_none()
+                && u.fragment().is_none()
+                && u.username().is_empty()
+                && u.password().is_none() =>
+        {
+            u
+        }
+        _ => {
+            issues.push(
+                format!("{at}.upstream"),
+                "must be an http:// or https:// URL with a host and no query, fragment or credentials",
+            );
+            return None;
+        }
+    };
+    let timeout = duration(
+        raw.timeout.as_deref(),
+        default_timeout,
+        &format!("{at}.timeout"),
+        issues,
+    );
+    let connect_timeout = duration(
+        raw.connect_timeout.as_deref(),
+        Duration::from_secs(5),
+        &format!("{at}.connect_timeout"),
+        issues,
+    );
+    Some(RouteConfig {
+        path: raw.path,
+        methods,
+        requires_auth: raw.requires_auth.unwrap_or(true),
+        providers: raw.providers,
+        upstream,
+        forward_authorization: raw.forward_authorization,
+        timeout,
+        connect_timeout,
+    })
 }
 
 #[cfg(test)]
