@@ -30,7 +30,7 @@ pub fn denial_status(d: &Denial) -> StatusCode {
 pub fn denial_response(d: &Denial) -> Response {
     match d {
         Denial::NoToken => {
-            let mut r = error_response(StatusCode::UNAUTHORIZED, "Authentication required");
+            let mut r = error_response(denial_status(d), "Authentication required");
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"portcullis\""),
@@ -38,7 +38,7 @@ pub fn denial_response(d: &Denial) -> Response {
             r
         }
         Denial::InvalidToken(_) => {
-            let mut r = error_response(StatusCode::UNAUTHORIZED, "Invalid or expired token");
+            let mut r = error_response(denial_status(d), "Invalid or expired token");
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"portcullis\", error=\"invalid_token\""),

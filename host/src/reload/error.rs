@@ -22,19 +22,6 @@ pub enum ReloadErrorKind {
     Stopped,
 }
 
-impl ReloadErrorKind {
-    /// The lower-case name used in logs and the API.
-    pub fn name(self) -> &'static str {
-        match self {
-            ReloadErrorKind::Config => "config",
-            ReloadErrorKind::Plugin => "plugin",
-            ReloadErrorKind::Restart => "restart",
-            ReloadErrorKind::Tls => "tls",
-            ReloadErrorKind::Stopped => "stopped",
-        }
-    }
-}
-
 /// One problem that refused a reload: its kind and a one-line message (no secrets).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ReloadError {

@@ -1,6 +1,5 @@
 //! `auth:` compiled: protected and public patterns, rules, CEL conditions.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Compiles an optional CEL expression, recording a failure at `path`.

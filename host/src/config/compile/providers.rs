@@ -1,6 +1,5 @@
 //! `providers:` compiled: instance names, plugin names, cache settings, the plugin checks a refused config still gets.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// The instances, and what of them the plugin checks need (kept apart: a refused config has no

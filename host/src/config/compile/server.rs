@@ -1,6 +1,5 @@
 //! `server:` and `telemetry:` compiled: limits, CORS, TLS files, the metrics listener, sizes.
 
-#[allow(unused_imports)]
 use super::*;
 
 pub(super) fn compile_server(raw: RawServer, base: &Path, issues: &mut Issues) -> ServerConfig {
