@@ -61,7 +61,7 @@
 //!
 //! ## Compatibility
 //!
-//! The boundary has its own version, [`abi::ABI_VERSION`] (`1.1`), apart from this crate's. A
+//! The boundary has its own version, [`abi::ABI_VERSION`] (`1.2`), apart from this crate's. A
 //! server loads every plugin of the same ABI major and an older or equal minor; see [`abi`] for
 //! what a minor version may change. Plugin code never names the raw boundary types: they live in
 //! [`abi`], for servers and test kits.
@@ -80,6 +80,7 @@ mod config;
 #[allow(unsafe_code)]
 mod error;
 mod host;
+mod middleware;
 mod request;
 mod sdk;
 mod url;
@@ -92,6 +93,9 @@ pub mod organization;
 pub use config::{example_config, redact_serde_error, ConfigKey, OneOrMany, PluginConfig};
 pub use error::{ErrorKind, PluginError};
 pub use host::{Host, HttpRequest, HttpResponse, JwtVerifierSpec, Verifier};
+pub use middleware::{
+    Call, Flow, MiddlewarePlugin, RequestMiddleware, ResponseChanges, ResponseView,
+};
 /// `#[derive(PluginConfig)]`: see [`PluginConfig`].
 pub use portcullis_plugin_api_derive::PluginConfig;
 pub use request::{Request, User};
@@ -100,28 +104,56 @@ pub use url::{base_url, path_segment, query_value};
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::sdk::root_module;
+    pub use crate::sdk::{middleware_root_module, plugins_root_module, root_module};
     pub use abi_stable::library::{
         __call_root_module_loader, CheckTypeLayout, LibHeader, RootModuleResult,
     };
 }
 
-/// Exports a [`Plugin`] as the library's root module.
+/// Exports a [`Plugin`] (an identity provider) as the library's root module.
 ///
 /// Use it once, at the top level of the plugin crate. It writes the symbol the host looks for
 /// (the same one `abi_stable`'s `#[export_root_module]` writes), so a plugin crate needs no
-/// dependency other than this one.
+/// dependency other than this one. A library exports one root module: for a provider and a
+/// middleware in one library, use [`export_plugins!`].
 #[macro_export]
 macro_rules! export_provider {
     ($plugin:ty) => {
+        $crate::__export_root_module!($crate::__private::root_module::<$plugin>());
+    };
+}
+
+/// Exports a [`MiddlewarePlugin`] as the library's root module (ABI 1.2). Like
+/// [`export_provider!`], once per library.
+#[macro_export]
+macro_rules! export_middleware {
+    ($middleware:ty) => {
+        $crate::__export_root_module!($crate::__private::middleware_root_module::<$middleware>());
+    };
+}
+
+/// Exports a provider [`Plugin`] and a [`MiddlewarePlugin`] from one library (ABI 1.2):
+/// `export_plugins!(provider: MyProvider, middleware: MyMiddleware);`.
+#[macro_export]
+macro_rules! export_plugins {
+    (provider: $plugin:ty, middleware: $middleware:ty $(,)?) => {
+        $crate::__export_root_module!(
+            $crate::__private::plugins_root_module::<$plugin, $middleware>()
+        );
+    };
+}
+
+/// Writes the root-module symbol for a module built by `$make`. Not for direct use.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_root_module {
+    ($make:expr) => {
         #[doc(hidden)]
         #[allow(unsafe_code)]
         #[export_name = "_1as_0lib_1header_0root_bmodule_bloader"]
         pub static PORTCULLIS_ROOT_MODULE_LOADER: $crate::__private::LibHeader = {
             extern "C" fn portcullis_root_module() -> $crate::__private::RootModuleResult {
-                $crate::__private::__call_root_module_loader(|| {
-                    $crate::__private::root_module::<$plugin>()
-                })
+                $crate::__private::__call_root_module_loader(|| $make)
             }
             // SAFETY: the header is built for `PluginModuleRef`, the type `portcullis_root_module`
             // returns, with layout checking on; this is what `#[export_root_module]` expands to.

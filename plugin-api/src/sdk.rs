@@ -18,9 +18,11 @@ use crate::{
         HostBox, HostServices, HostServices_TO, Manifest, ManifestKey, PluginModule,
         PluginModuleRef, Provider, ProviderBox, Provider_TO, RequestInfo,
     },
+    abi::{EXPORTS_MIDDLEWARE, EXPORTS_PROVIDER},
     config::{self, PluginConfig},
     error::PluginError,
     host::Host,
+    middleware::{self, MiddlewarePlugin},
     request::{Request, User},
 };
 
@@ -127,7 +129,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Runs `f`, turning a panic into an internal error.
-fn guard<T>(f: impl FnOnce() -> Result<T, PluginError>) -> Result<T, PluginError> {
+pub(crate) fn guard<T>(f: impl FnOnce() -> Result<T, PluginError>) -> Result<T, PluginError> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(payload) => Err(PluginError::internal(panic_message(&*payload))),
@@ -136,7 +138,7 @@ fn guard<T>(f: impl FnOnce() -> Result<T, PluginError>) -> Result<T, PluginError
 
 /// Wraps a future so that a panic while polling it becomes an internal error, and makes it
 /// FFI-safe.
-fn guard_future<T, F>(make: impl FnOnce() -> F) -> FfiFuture<RResult<T, PluginError>>
+pub(crate) fn guard_future<T, F>(make: impl FnOnce() -> F) -> FfiFuture<RResult<T, PluginError>>
 where
     T: Send + 'static,
     F: Future<Output = Result<T, PluginError>> + Send + 'static,
@@ -204,31 +206,39 @@ impl<P: AuthProvider> Provider for Adapter<P> {
     }
 }
 
-extern "C" fn manifest<P: Plugin>() -> RResult<Manifest, PluginError> {
-    guard(|| {
-        let keys = <P::Config as PluginConfig>::KEYS;
-        let example = config::example_config(keys).map_err(PluginError::internal)?;
-        Ok(Manifest {
-            name: P::NAME.into(),
-            version: P::VERSION.into(),
-            description: P::DESCRIPTION.into(),
-            sdk_version: env!("CARGO_PKG_VERSION").into(),
-            config_keys: keys
-                .iter()
-                .map(|k| ManifestKey {
-                    name: k.name().into(),
-                    description: k.description().into(),
-                    required: k.is_required(),
-                    secret: k.is_secret(),
-                    env: k.env_var().map(RString::from).into(),
-                    url: k.is_url(),
-                })
-                .collect(),
-            example_config: serde_json::Value::Object(example).to_string().into(),
-            authorize_by_subject: P::AUTHORIZE_BY_SUBJECT,
-        })
+/// The manifest of a plugin of configuration type `C`.
+pub(crate) fn manifest_of<C: PluginConfig>(
+    name: &str,
+    version: &str,
+    description: &str,
+    authorize_by_subject: bool,
+) -> Result<Manifest, PluginError> {
+    let keys = <C as PluginConfig>::KEYS;
+    let example = config::example_config(keys).map_err(PluginError::internal)?;
+    Ok(Manifest {
+        name: name.into(),
+        version: version.into(),
+        description: description.into(),
+        sdk_version: env!("CARGO_PKG_VERSION").into(),
+        config_keys: keys
+            .iter()
+            .map(|k| ManifestKey {
+                name: k.name().into(),
+                description: k.description().into(),
+                required: k.is_required(),
+                secret: k.is_secret(),
+                env: k.env_var().map(RString::from).into(),
+                url: k.is_url(),
+            })
+            .collect(),
+        example_config: serde_json::Value::Object(example).to_string().into(),
+        authorize_by_subject,
     })
-    .into()
+}
+
+extern "C" fn manifest<P: Plugin>() -> RResult<Manifest, PluginError> {
+    guard(|| manifest_of::<P::Config>(P::NAME, P::VERSION, P::DESCRIPTION, P::AUTHORIZE_BY_SUBJECT))
+        .into()
 }
 
 extern "C" fn validate_config<P: Plugin>(
@@ -260,16 +270,81 @@ extern "C" fn new_provider<P: Plugin>(
     .into()
 }
 
-/// Builds the root module of plugin `P`. Called by [`crate::export_provider!`]; not for direct use.
+/// Builds the root module of a library that exports provider plugin `P`. Called by
+/// [`crate::export_provider!`]; not for direct use.
 #[doc(hidden)]
 pub fn root_module<P: Plugin>() -> PluginModuleRef {
+    use abi_stable::prefix_type::PrefixTypeTrait;
+    use middleware::{no_middleware_build, no_middleware_check, no_middleware_manifest};
+    PluginModule {
+        manifest: manifest::<P>,
+        validate_config: validate_config::<P>,
+        new_provider: new_provider::<P>,
+        exports: exports_provider,
+        middleware_manifest: no_middleware_manifest,
+        validate_middleware_config: no_middleware_check,
+        new_middleware: no_middleware_build,
+    }
+    .leak_into_prefix()
+}
+
+/// Builds the root module of a library that exports middleware plugin `M`. Called by
+/// [`crate::export_middleware!`]; not for direct use.
+#[doc(hidden)]
+pub fn middleware_root_module<M: MiddlewarePlugin>() -> PluginModuleRef {
+    use abi_stable::prefix_type::PrefixTypeTrait;
+    PluginModule {
+        // The library's manifest is its middleware's; it builds no provider.
+        manifest: middleware::middleware_manifest::<M>,
+        validate_config: no_provider_check,
+        new_provider: no_provider_build,
+        exports: exports_middleware,
+        middleware_manifest: middleware::middleware_manifest::<M>,
+        validate_middleware_config: middleware::validate_middleware_config::<M>,
+        new_middleware: middleware::new_middleware::<M>,
+    }
+    .leak_into_prefix()
+}
+
+/// Builds the root module of a library that exports provider plugin `P` and middleware plugin
+/// `M`. Called by [`crate::export_plugins!`]; not for direct use.
+#[doc(hidden)]
+pub fn plugins_root_module<P: Plugin, M: MiddlewarePlugin>() -> PluginModuleRef {
     use abi_stable::prefix_type::PrefixTypeTrait;
     PluginModule {
         manifest: manifest::<P>,
         validate_config: validate_config::<P>,
         new_provider: new_provider::<P>,
+        exports: exports_both,
+        middleware_manifest: middleware::middleware_manifest::<M>,
+        validate_middleware_config: middleware::validate_middleware_config::<M>,
+        new_middleware: middleware::new_middleware::<M>,
     }
     .leak_into_prefix()
+}
+
+extern "C" fn exports_provider() -> u32 {
+    EXPORTS_PROVIDER
+}
+
+extern "C" fn exports_middleware() -> u32 {
+    EXPORTS_MIDDLEWARE
+}
+
+extern "C" fn exports_both() -> u32 {
+    EXPORTS_PROVIDER | EXPORTS_MIDDLEWARE
+}
+
+fn no_provider() -> PluginError {
+    PluginError::config("this plugin library exports no provider (it exports middleware)")
+}
+
+extern "C" fn no_provider_check(_: RStr<'_>, _: HostBox) -> RResult<(), PluginError> {
+    RResult::RErr(no_provider())
+}
+
+extern "C" fn no_provider_build(_: RStr<'_>, _: HostBox) -> RResult<ProviderBox, PluginError> {
+    RResult::RErr(no_provider())
 }
 
 /// Adapts an in-process [`AuthProvider`] into the boundary type (hosts' tests, test kits).

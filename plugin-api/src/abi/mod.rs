@@ -11,20 +11,27 @@
 //! plugin may call what this host does not have). Within a major, a minor version may only:
 //!
 //! * append fields to the prefix types — [`PluginModule`], and the method tables of
-//!   [`Provider`], [`HostServices`] and [`JwtVerifier`] — after the last one (an older plugin's
+//!   [`Provider`], [`Middleware`], [`HostServices`] and [`JwtVerifier`] — after the last one (an older plugin's
 //!   missing field reads as `None`; a missing trait method falls back to its default);
 //! * add [`crate::ErrorKind`] and [`LogLevel`] values (unknown ones are read as `INTERNAL` and
 //!   `INFO`);
 //! * add optional fields to the JSON texts (verifier specs, claims).
 //!
 //! Anything else — a field of a plain struct ([`Manifest`], [`ManifestKey`], [`RequestInfo`],
-//! [`HttpRequest`], [`HttpResponse`]), a change of type or order, a removed method — is a new
-//! major.
+//! [`HttpRequest`], [`HttpResponse`], [`MiddlewareRequest`], [`RequestOutcome`],
+//! [`MiddlewareAnswer`], [`ResponseHead`], [`ResponseEdit`]), a change of type or order, a
+//! removed method — is a new major.
+//!
+//! Each minor that appends to the root module keeps a frozen copy of the types it changed
+//! ([`v1_0`], [`v1_1`]): [`module_layout`] checks a plugin against the layout of the minor it
+//! declares.
 
 // abi_stable's derives (`StableAbi`, `#[sabi_trait]`) expand to unsafe impls; these modules only
 // declare boundary types, and no hand-written unsafe code lives in them.
 #[allow(unsafe_code, non_local_definitions)]
 mod host;
+#[allow(unsafe_code, non_local_definitions)]
+mod middleware;
 #[allow(unsafe_code)]
 mod module;
 #[allow(unsafe_code, non_local_definitions)]
@@ -33,15 +40,29 @@ mod provider;
 mod types;
 #[allow(unsafe_code, non_local_definitions, missing_docs)]
 pub mod v1_0;
+#[allow(unsafe_code, missing_docs)]
+pub mod v1_1;
 
 pub use host::{
     HostBox, HostServices, HostServices_TO, JwtVerifier, JwtVerifierBox, JwtVerifier_TO,
+};
+pub use middleware::{
+    Middleware, MiddlewareAnswer, MiddlewareBox, MiddlewareRequest, Middleware_TO, RequestOutcome,
+    ResponseEdit, ResponseHead,
 };
 pub use module::{PluginModule, PluginModuleRef};
 pub use provider::{Provider, ProviderBox, Provider_TO};
 pub use types::{HttpRequest, HttpResponse, LogLevel, Manifest, ManifestKey, RequestInfo};
 
-pub use crate::sdk::{host_box, provider_box};
+pub use crate::{
+    middleware::middleware_box,
+    sdk::{host_box, provider_box},
+};
+
+/// In [`PluginModule::exports`]: the library exports a provider plugin.
+pub const EXPORTS_PROVIDER: u32 = 1;
+/// In [`PluginModule::exports`]: the library exports a middleware plugin.
+pub const EXPORTS_MIDDLEWARE: u32 = 2;
 
 /// Re-exported so that hosts use the same versions as plugins.
 pub use abi_stable;
@@ -56,9 +77,11 @@ pub const ABI_MAJOR: u32 = 1;
 ///   (`authenticate`, `authorize`, `issuers`, `reusable_authentication`), `HostServices`,
 ///   `JwtVerifier`.
 /// * 1.1 — `Provider::warm_up`.
-pub const ABI_MINOR: u32 = 1;
+/// * 1.2 — middleware: the root module's `exports`, `middleware_manifest`,
+///   `validate_middleware_config` and `new_middleware`; `Middleware`.
+pub const ABI_MINOR: u32 = 2;
 /// `ABI_MAJOR.ABI_MINOR.0`, as written into every plugin's library header.
-pub const ABI_VERSION: &str = "1.1.0";
+pub const ABI_VERSION: &str = "1.2.0";
 
 /// The layout of the root module (and through it, of everything that crosses) of ABI
 /// [`ABI_MAJOR`].`minor`, for `minor <= ABI_MINOR`: what a plugin that declares that minor is
@@ -67,7 +90,8 @@ pub fn module_layout(minor: u32) -> Option<&'static abi_stable::type_layout::Typ
     use abi_stable::StableAbi;
     match minor {
         0 => Some(<v1_0::PluginModuleRef as StableAbi>::LAYOUT),
-        1 => Some(<PluginModuleRef as StableAbi>::LAYOUT),
+        1 => Some(<v1_1::PluginModuleRef as StableAbi>::LAYOUT),
+        2 => Some(<PluginModuleRef as StableAbi>::LAYOUT),
         _ => None,
     }
 }

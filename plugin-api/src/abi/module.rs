@@ -8,7 +8,7 @@ use abi_stable::{
     StableAbi,
 };
 
-use super::{HostBox, Manifest, ProviderBox};
+use super::{HostBox, Manifest, MiddlewareBox, ProviderBox};
 use crate::error::PluginError;
 
 /// The functions a plugin library exports.
@@ -31,6 +31,21 @@ pub struct PluginModule {
     #[sabi(last_prefix_field)]
     pub new_provider:
         extern "C" fn(config: RStr<'_>, host: HostBox) -> RResult<ProviderBox, PluginError>,
+    /// ABI 1.2. What the library exports: a set of [`super::EXPORTS_PROVIDER`] and
+    /// [`super::EXPORTS_MIDDLEWARE`]. A library of ABI 1.0 or 1.1 has no such field: it exports a
+    /// provider. A library that exports no provider answers `manifest` with its middleware's
+    /// manifest, and `validate_config` and `new_provider` with an error.
+    pub exports: extern "C" fn() -> u32,
+    /// ABI 1.2. Describes the library's middleware (an error when it exports none).
+    pub middleware_manifest: extern "C" fn() -> RResult<Manifest, PluginError>,
+    /// ABI 1.2. Checks a middleware configuration (JSON object text) without building anything,
+    /// like `validate_config`.
+    pub validate_middleware_config:
+        extern "C" fn(config: RStr<'_>, host: HostBox) -> RResult<(), PluginError>,
+    /// ABI 1.2. Builds a middleware instance from its configuration (JSON object text) and the
+    /// host's services.
+    pub new_middleware:
+        extern "C" fn(config: RStr<'_>, host: HostBox) -> RResult<MiddlewareBox, PluginError>,
 }
 
 impl RootModule for PluginModuleRef {

@@ -1,4 +1,5 @@
-//! The boundary types of ABI 1.0 whose later minors appended to them, kept as they were: a host
+//! The boundary types of ABI 1.0 whose later minors appended to them, kept as they were (see
+//! [`super::v1_1`] for 1.1's): a host
 //! checks a plugin's layout against the layout of the minor the plugin declares (see
 //! [`super::module_layout`]). abi_stable's own check compares a plugin with the host's newest
 //! layout and refuses a prefix type with *fewer* fields than the host's, so an older plugin would
@@ -44,7 +45,7 @@ pub trait Provider: Send + Sync {
 pub type ProviderBox = Provider_TO<'static, RBox<()>>;
 
 /// The root module of ABI 1.0 (its fields are unchanged in 1.1; its `new_provider` returns the
-/// 1.0 provider).
+/// 1.0 provider; 1.2 appended the middleware fields).
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModuleRef)))]

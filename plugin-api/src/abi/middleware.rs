@@ -1,0 +1,108 @@
+//! The middleware trait object a plugin hands to the host (ABI 1.2), and the plain data it is
+//! called with and answers.
+
+use abi_stable::{
+    sabi_trait,
+    std_types::{RBox, ROption, RResult, RString, RVec, Tuple2},
+    StableAbi,
+};
+use async_ffi::FfiFuture;
+
+use super::RequestInfo;
+use crate::error::PluginError;
+
+/// What a middleware is told about the request it runs for.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default, PartialEq, Eq)]
+pub struct MiddlewareRequest {
+    /// Upper-case method, canonical path and headers (lower-case names). The `authorization`,
+    /// `cookie` and `proxy-authorization` headers are withheld.
+    pub request: RequestInfo,
+    /// The query string, without the `?` (empty when there is none).
+    pub query: RString,
+    /// The address of the client that sent the request to the server (an IP address, without the
+    /// port; empty when the server does not know it).
+    pub client: RString,
+    /// The authenticated user (the JSON object its provider vouched for); `None` on a public route.
+    pub user: ROption<RString>,
+    /// The provider instance that authenticated the user; `None` on a public route.
+    pub provider: ROption<RString>,
+    /// `true` when the request is only being explained (`/api/admin/explain`): answer as for a
+    /// real request, but change no state (count nothing, take no tokens from a bucket).
+    pub dry_run: bool,
+}
+
+/// A complete answer a middleware gives instead of letting the request through.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default, PartialEq, Eq)]
+pub struct MiddlewareAnswer {
+    /// Status code (100–599; anything else is answered 500).
+    pub status: u16,
+    /// Response headers.
+    pub headers: RVec<Tuple2<RString, RString>>,
+    /// Body bytes.
+    pub body: RVec<u8>,
+}
+
+/// What `on_request` decided.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestOutcome {
+    /// `Some`: the request ends here with this answer; no later middleware and no route runs.
+    pub answer: ROption<MiddlewareAnswer>,
+    /// Headers set on the request sent onward (replacing any of the same name), applied in order.
+    pub set_headers: RVec<Tuple2<RString, RString>>,
+    /// Headers removed from the request sent onward, applied before `set_headers`.
+    pub remove_headers: RVec<RString>,
+    /// Headers added to the response the client gets, whoever answers it.
+    pub response_headers: RVec<Tuple2<RString, RString>>,
+}
+
+/// The status and headers of the response about to be sent.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// Status code.
+    pub status: u16,
+    /// Response headers with lower-case names.
+    pub headers: RVec<Tuple2<RString, RString>>,
+}
+
+/// What `on_response` changes in the response head.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResponseEdit {
+    /// Headers set (replacing any of the same name), applied in order.
+    pub set_headers: RVec<Tuple2<RString, RString>>,
+    /// Headers removed, applied before `set_headers`.
+    pub remove_headers: RVec<RString>,
+}
+
+/// One configured middleware instance, as the host sees it (ABI 1.2).
+///
+/// Plugin authors implement [`crate::RequestMiddleware`] instead; [`crate::export_middleware!`]
+/// adapts it. Methods are only ever appended (after `wants_response`) in a minor version, each
+/// with a default that a host uses when an older plugin's table lacks it.
+#[sabi_trait]
+pub trait Middleware: Send + Sync {
+    /// Runs after the request was authenticated and authorized, before the route: continue
+    /// (changing request headers sent onward, adding response headers) or answer.
+    fn on_request(
+        &self,
+        request: MiddlewareRequest,
+    ) -> FfiFuture<RResult<RequestOutcome, PluginError>>;
+
+    /// Runs on the response about to be sent, for an instance whose `wants_response` is `true`.
+    fn on_response(
+        &self,
+        request: MiddlewareRequest,
+        response: ResponseHead,
+    ) -> FfiFuture<RResult<ResponseEdit, PluginError>>;
+
+    /// Whether the host calls `on_response` (asked once, when the instance is built).
+    #[sabi(last_prefix_field)]
+    fn wants_response(&self) -> bool;
+}
+
+/// A middleware instance as returned by `new_middleware`.
+pub type MiddlewareBox = Middleware_TO<'static, RBox<()>>;
