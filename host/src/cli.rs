@@ -552,7 +552,9 @@ fn inspect(file: &Path) -> anyhow::Result<i32> {
             let out = serde_json::json!({
                 "file": file.display().to_string(),
                 "sha256": p.hash,
+                "kinds": p.kinds(),
                 "manifest": p.manifest,
+                "middleware_manifest": p.middleware,
                 "host_abi_version": crate::plugin::ABI_VERSION,
             });
             println!("{}", serde_json::to_string_pretty(&out)?);

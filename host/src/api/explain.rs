@@ -17,6 +17,7 @@ use poem_openapi::{
 use crate::{
     auth::{decide, extract_token, Decision, RequestParts},
     config::TokenConfig,
+    gateway::middleware::{self, Ran},
     matching::canonicalize,
     reload::snapshot::Snapshot,
 };
@@ -154,6 +155,26 @@ pub struct Explanation {
     pub rule: Option<u64>,
     /// The user's `sub`, when one was established.
     pub subject: Option<String>,
+    /// The request middleware that ran (asked as a dry run: they change no state), in order;
+    /// absent when none applies. The last one answered when `decision` is `deny` and
+    /// `denied_by_middleware` is set.
+    pub middleware: Option<Vec<MiddlewareStep>>,
+    /// The middleware instance that answered (or failed) instead of the route.
+    pub denied_by_middleware: Option<String>,
+}
+
+/// One request middleware that ran for the explained request.
+#[derive(Object, Debug, Clone)]
+#[oai(skip_serializing_if_is_none)]
+pub struct MiddlewareStep {
+    /// Instance name.
+    pub name: String,
+    /// `proceeded`, `answered` or `failed`.
+    pub outcome: String,
+    /// The status it answered with (or the request was refused with, when it failed).
+    pub status: Option<u16>,
+    /// Why it failed.
+    pub reason: Option<String>,
 }
 
 fn token_source(cfg: &TokenConfig, headers: &HeaderMap, query: Option<&str>) -> Option<String> {
@@ -229,6 +250,8 @@ pub async fn explain(rt: &Snapshot, input: ExplainRequest) -> Explanation {
         provider: None,
         rule: None,
         subject: None,
+        middleware: None,
+        denied_by_middleware: None,
     };
     let headers = match headers {
         Ok(h) => h,
@@ -259,6 +282,18 @@ pub async fn explain(rt: &Snapshot, input: ExplainRequest) -> Explanation {
     )
     .await;
     describe(&mut out, rt, &d, &headers, query);
+    if let Ok(user) = &d.result {
+        run_middleware(
+            &mut out,
+            rt,
+            &d,
+            user.as_deref(),
+            &canonical,
+            query,
+            &headers,
+        )
+        .await;
+    }
     out.canonical_path = Some(canonical);
     // Belt and braces: the token never comes back, whatever a plugin put in a reason.
     if let Some(tok) = input.token.value().map(|t| &t.0).filter(|t| t.len() >= 8) {
@@ -267,6 +302,66 @@ pub async fn explain(rt: &Snapshot, input: ExplainRequest) -> Explanation {
         }
     }
     out
+}
+
+/// The request middleware an allowed request would run, run as a dry run: which ran, and which
+/// answered instead of the route.
+async fn run_middleware(
+    out: &mut Explanation,
+    rt: &Snapshot,
+    d: &Decision,
+    user: Option<&crate::auth::AuthUser>,
+    canonical: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) {
+    let selected = middleware::selected(
+        &rt.config,
+        &out.method,
+        canonical,
+        d.trace.route,
+        user.is_some(),
+    );
+    if selected.is_empty() {
+        return;
+    }
+    let incoming = middleware::Incoming {
+        method: &out.method,
+        path: canonical,
+        query,
+        client: None,
+        user,
+        dry_run: true,
+    };
+    let mut onward = headers.clone();
+    let (chain, answer) = middleware::on_request(rt, None, &selected, &incoming, &mut onward).await;
+    let steps = chain
+        .runs
+        .iter()
+        .map(|r| {
+            let (outcome, status, reason) = match &r.ran {
+                Ran::Proceeded => ("proceeded", None, None),
+                Ran::Answered { status } => ("answered", Some(*status), None),
+                Ran::Failed { status, reason } => ("failed", Some(*status), Some(reason.clone())),
+            };
+            MiddlewareStep {
+                name: r.name.clone(),
+                outcome: outcome.into(),
+                status,
+                reason,
+            }
+        })
+        .collect();
+    out.middleware = Some(steps);
+    if let (Some(resp), Some(last)) = (answer, chain.runs.last()) {
+        out.decision = Verdict::Deny;
+        out.status = resp.status().as_u16();
+        out.denied_by_middleware = Some(last.name.clone());
+        out.reason = match &last.ran {
+            Ran::Failed { .. } => format!("middleware {} failed", last.name),
+            _ => format!("answered by middleware {}", last.name),
+        };
+    }
 }
 
 /// What the decision `d` says, in the explanation's words: the patterns, route and rule that

@@ -146,8 +146,14 @@ struct Me {
 struct PluginInfo {
     /// The file.
     file: String,
-    /// Name from the manifest (absent when the file failed to load).
+    /// Name from the manifest (absent when the file failed to load): the provider's, or for a
+    /// library that exports only middleware, the middleware's.
     name: Option<String>,
+    /// What the library exports: `provider`, `middleware` or both (absent when it failed to
+    /// load).
+    kinds: Option<Vec<String>>,
+    /// The name `middleware:` instances use, when the library exports a middleware.
+    middleware_name: Option<String>,
     /// The plugin's version.
     version: Option<String>,
     /// The plugin ABI version (`major.minor`) it was built for.
@@ -186,6 +192,29 @@ struct ProviderInfo {
     /// How long the plugin's `authorize` answers are kept per subject, in seconds; absent when
     /// off.
     authorization_cache_secs: Option<u64>,
+}
+
+/// A request middleware instance.
+#[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
+struct MiddlewareInfo {
+    /// Instance name.
+    name: String,
+    /// Plugin name.
+    plugin: String,
+    /// Plugin file hash (absent when retired).
+    plugin_hash: Option<String>,
+    /// Path patterns where it runs on its own (empty: only on the routes that name it).
+    paths: Vec<String>,
+    /// Methods it runs for (absent: every method).
+    methods: Option<Vec<String>>,
+    /// Whether it also runs on requests that need no user.
+    public: bool,
+    /// Whether it adjusts responses (`on_response`).
+    on_response: bool,
+    /// Why it is retired (its plugin was removed or is no longer trusted): requests it would run
+    /// for get 503.
+    retired: Option<String>,
 }
 
 /// A provider instance whose plugin file was removed or is no longer in `plugins.allow`;
@@ -278,6 +307,8 @@ struct Status {
     providers: Vec<ProviderInfo>,
     /// Instances whose plugin was removed.
     retired: Vec<RetiredInfo>,
+    /// Request middleware instances, in the order they run.
+    middleware: Vec<MiddlewareInfo>,
     /// JWKS caches.
     key_sets: Vec<KeySetInfo>,
 }
@@ -606,6 +637,8 @@ impl Api {
                 PluginFile::Loaded(l) => PluginInfo {
                     file: l.file.display().to_string(),
                     name: Some(l.manifest.name.clone()),
+                    kinds: Some(l.kinds().into_iter().map(String::from).collect()),
+                    middleware_name: l.middleware_name().map(String::from),
                     version: Some(l.manifest.version.clone()),
                     abi_version: Some(l.manifest.abi_version.clone()),
                     description: Some(l.manifest.description.clone()),
@@ -616,6 +649,8 @@ impl Api {
                 PluginFile::Failed(e) => PluginInfo {
                     file: e.file().display().to_string(),
                     name: None,
+                    kinds: None,
+                    middleware_name: None,
                     version: None,
                     abi_version: None,
                     description: None,
@@ -623,6 +658,25 @@ impl Api {
                     loaded_at: None,
                     error: Some(e.to_string()),
                 },
+            })
+            .collect()
+    }
+
+    fn middleware(&self) -> Vec<MiddlewareInfo> {
+        let rt = self.app.snapshot();
+        rt.config
+            .middleware
+            .iter()
+            .zip(&rt.middleware)
+            .map(|(c, m)| MiddlewareInfo {
+                name: c.name.clone(),
+                plugin: c.plugin.clone(),
+                plugin_hash: m.plugin.as_ref().map(|p| p.hash.clone()),
+                paths: c.paths_src.clone(),
+                methods: c.methods.clone(),
+                public: c.public,
+                on_response: m.handle.as_ref().is_some_and(|h| h.wants_response()),
+                retired: m.retired.clone(),
             })
             .collect()
     }
@@ -667,6 +721,11 @@ impl Api {
             .retired
             .iter()
             .map(|r| format!("provider {} is retired: {}", r.name, r.reason))
+            .chain(rt.middleware.iter().filter_map(|m| {
+                m.retired
+                    .as_ref()
+                    .map(|r| format!("middleware {} is retired: {r}", m.name))
+            }))
             .collect();
         if rt.providers.is_empty() && rt.retired.is_empty() {
             problems.push("no identity provider is configured".into());
@@ -751,6 +810,7 @@ impl Api {
                     reason: r.reason.clone(),
                 })
                 .collect(),
+            middleware: self.middleware(),
             key_sets: self
                 .app
                 .key_sets()

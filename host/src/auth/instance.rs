@@ -7,7 +7,7 @@ use super::{AuthnCache, AuthzCache};
 use crate::{
     keys::InstanceKeySets,
     matching::Condition,
-    plugin::{LoadedPlugin, ProviderHandle},
+    plugin::{LoadedPlugin, MiddlewareHandle, ProviderHandle},
 };
 
 /// One provider instance in a snapshot.
@@ -54,6 +54,22 @@ pub struct RetiredInstance {
     /// The SHA-256 of the plugin build it was retired for, when it was retired because that build
     /// is no longer in `plugins.allow`.
     pub distrusted: Option<String>,
+}
+
+/// One middleware instance in a snapshot, at the same index as its `middleware:` entry.
+pub struct MiddlewareInstance {
+    /// Instance name from the YAML.
+    pub name: String,
+    /// The plugin library it was built from; `None` once retired.
+    pub plugin: Option<Arc<LoadedPlugin>>,
+    /// The plugin object, behind its time and in-flight limits; `None` once retired.
+    pub handle: Option<MiddlewareHandle>,
+    /// Why it is retired (its plugin file was deleted, or its build is no longer in
+    /// `plugins.allow`): requests it would run for are refused (503) until a trusted plugin of
+    /// that name is loaded or the config stops naming it.
+    pub retired: Option<String>,
+    /// What the instance was built from (plugin hash + config), to reuse it across reloads.
+    pub(crate) build_key: String,
 }
 
 /// What the decision reads of the snapshot being served: the config, and the provider instances

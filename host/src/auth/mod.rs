@@ -14,5 +14,5 @@ pub(crate) mod token;
 pub use authn_cache::AuthnCache;
 pub use authz_cache::AuthzCache;
 pub use decide::{decide, route_policy, AuthUser, Decision, Denial, RequestParts, Trace};
-pub use instance::{Policy, ProviderInstance, RetiredInstance};
+pub use instance::{MiddlewareInstance, Policy, ProviderInstance, RetiredInstance};
 pub use token::{extract as extract_token, TokenError};

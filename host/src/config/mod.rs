@@ -15,6 +15,7 @@ pub mod state;
 mod tests;
 
 pub use auth::{AuthConfig, Rule, TokenConfig};
+pub use compile::middleware::MiddlewareConfig;
 pub use compile::routes::{
     is_reserved, ForwardProxy, GatewayConfig, MethodOverride, ProxyKind, RouteConfig, RoutesConfig,
     ORIGINAL_REQUEST_HEADERS, RESERVED_PATHS,

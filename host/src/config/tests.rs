@@ -133,7 +133,7 @@ fn version_must_be_present_and_1() {
 #[test]
 fn unknown_top_level_keys_are_each_named_with_the_keys_expected() {
     const EXPECTED: &str =
-        "unknown key (expected version, server, plugins, providers, auth, gateway, routes, telemetry)";
+        "unknown key (expected version, server, plugins, providers, middleware, auth, gateway, routes, telemetry)";
     assert_eq!(
         issues("version: 1\nsevrer: {}\ncolour: 2\n"),
         [format!("colour: {EXPECTED}"), format!("sevrer: {EXPECTED}")]

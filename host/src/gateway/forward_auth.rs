@@ -39,8 +39,9 @@ use crate::{
     app::App,
     auth::{decide, RequestParts},
     config::{ForwardProxy, GatewayConfig, ORIGINAL_REQUEST_HEADERS},
-    gateway::proxy::{
-        identity_headers, is_method_override, normalized_name, query_has_method_override,
+    gateway::{
+        middleware,
+        proxy::{identity_headers, is_method_override, normalized_name, query_has_method_override},
     },
     http::answer::{denial_response, error_response},
     matching::canonicalize,
@@ -191,20 +192,49 @@ pub async fn answer(app: &App, req: &Request) -> Response {
         reason = %decision.trace.reason,
         "forward auth"
     );
-    match decision.result {
-        Ok(user) => {
+    let user = match decision.result {
+        Ok(user) => user,
+        Err(d) => return denial_response(&d),
+    };
+    // The request middleware that would run for the original request run now: one may answer
+    // (deny) it, and the headers they set onward go back to the proxy with the 200.
+    let selected = middleware::selected(
+        &rt.config,
+        &method,
+        path,
+        decision.trace.route,
+        user.is_some(),
+    );
+    let incoming = middleware::Incoming {
+        method: &method,
+        path,
+        query,
+        client: req.remote_addr().as_socket_addr().map(|a| a.ip()),
+        user: user.as_deref(),
+        dry_run: false,
+    };
+    let mut onward = headers.clone();
+    let (chain, answer) =
+        middleware::on_request(&rt, Some(app.metrics()), &selected, &incoming, &mut onward).await;
+    let mut r = match answer {
+        Some(answer) => answer,
+        None => {
             let mut r = Response::builder().status(StatusCode::OK).finish();
-            if let Some(u) = user {
-                for (k, v) in identity_headers(gateway, &u) {
+            for (k, v) in &chain.onward {
+                r.headers_mut().insert(k.clone(), v.clone());
+            }
+            if let Some(u) = &user {
+                for (k, v) in identity_headers(gateway, u) {
                     r.headers_mut().insert(k, v);
                 }
             }
-            r.headers_mut()
-                .insert("cache-control", HeaderValue::from_static("no-store"));
             r
         }
-        Err(d) => denial_response(&d),
-    }
+    };
+    middleware::on_response(&rt, app.metrics(), chain, &mut r).await;
+    r.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-store"));
+    r
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@ use tracing::Instrument as _;
 
 use crate::{
     app::App,
-    auth::{decide, Denial, RequestParts},
+    auth::{decide, AuthUser, Denial, RequestParts},
+    gateway::middleware,
     http::{
         answer::{denial_response, error_response, BodyTooLarge},
         cors::{add_cors, preflight},
@@ -20,6 +21,9 @@ use crate::{
     matching::canonicalize,
     observe::telemetry,
 };
+
+/// What an allowed request carries on: its user (when one was needed) and its `routes:` entry.
+type Judged = (Option<Arc<AuthUser>>, Option<usize>);
 
 /// The gate in front of every route.
 pub struct Gate<E> {
@@ -164,11 +168,18 @@ impl<E: Endpoint> Gate<E> {
             if server.api_req_logs {
                 log_provider = provider;
             }
-            if let Err(resp) = judged {
-                break 'answer resp;
+            let (user, route) = match judged {
+                Err(resp) => break 'answer resp,
+                Ok(j) => j,
+            };
+            // 5. Request middleware, then serve, within the time limit.
+            let selected =
+                middleware::selected(&rt.config, &method, &canonical, route, user.is_some());
+            if selected.is_empty() {
+                break 'answer self.serve(req, &canonical, server.timeout).await;
             }
-            // 5. Serve, within the time limit.
-            self.serve(req, &canonical, server.timeout).await
+            self.serve_through(&rt, &selected, req, &method, &canonical, user.as_deref())
+                .await
         };
 
         if let (Some(cors), Some(o)) = (&server.cors, &origin) {
@@ -294,7 +305,7 @@ impl<E: Endpoint> Gate<E> {
         method: &str,
         canonical: &str,
         id: &str,
-    ) -> (Result<(), Response>, Option<String>) {
+    ) -> (Result<Judged, Response>, Option<String>) {
         let decided_at = Instant::now();
         let decision = {
             let parts = RequestParts {
@@ -326,11 +337,11 @@ impl<E: Endpoint> Gate<E> {
                         tracing::info!(request_id = %id, path = %canonical, reason = %decision.trace.reason, "request refused")
                     }
                 }
-                return (Err(denial_response(&d)), decision.trace.provider);
+                (Err(denial_response(&d)), decision.trace.provider)
             }
             Ok(user) => {
-                if let Some(u) = user {
-                    req.extensions_mut().insert(u);
+                if let Some(u) = &user {
+                    req.extensions_mut().insert(u.clone());
                 }
                 if let Some(index) = decision.trace.route {
                     req.extensions_mut()
@@ -339,9 +350,43 @@ impl<E: Endpoint> Gate<E> {
                             index,
                         });
                 }
+                (Ok((user, decision.trace.route)), decision.trace.provider)
             }
         }
-        (Ok(()), decision.trace.provider)
+    }
+
+    /// Step 5 with middleware: the `selected` instances' `on_request` (a middleware may answer
+    /// instead of the route), the route, then the response step.
+    async fn serve_through(
+        &self,
+        rt: &Arc<crate::reload::Snapshot>,
+        selected: &[usize],
+        mut req: Request,
+        method: &str,
+        canonical: &str,
+        user: Option<&AuthUser>,
+    ) -> Response {
+        let metrics = self.app.metrics();
+        let incoming = middleware::Incoming {
+            method,
+            path: canonical,
+            query: req.uri().query(),
+            client: req.remote_addr().as_socket_addr().map(|a| a.ip()),
+            user,
+            dry_run: false,
+        };
+        let mut headers = req.headers().clone();
+        let (chain, answer) =
+            middleware::on_request(rt, Some(metrics), selected, &incoming, &mut headers).await;
+        let mut resp = match answer {
+            Some(r) => r,
+            None => {
+                *req.headers_mut() = headers;
+                self.serve(req, canonical, rt.config.server.timeout).await
+            }
+        };
+        middleware::on_response(rt, metrics, chain, &mut resp).await;
+        resp
     }
 
     /// Calls the inner endpoint within `timeout`; errors become JSON error bodies. `path` (the

@@ -1,6 +1,7 @@
-//! The gateway: the gate in front of every route, proxied routes (`routes:`), and forward auth for
-//! a proxy in front. Imports `http` for its answers, never `api`.
+//! The gateway: the gate in front of every route, request middleware, proxied routes (`routes:`),
+//! and forward auth for a proxy in front. Imports `http` for its answers, never `api`.
 
 pub mod forward_auth;
 pub mod gate;
+pub mod middleware;
 pub mod proxy;

@@ -74,6 +74,16 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MiddlewareLabels {
+    /// A middleware instance name from the config.
+    middleware: String,
+    /// The status it answered with (a failure counts as the 500 or 503 it was answered with).
+    code: u16,
+    /// `answer` (the middleware answered) or `failure` (it failed, timed out or panicked).
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabels {
     /// An HTTP status code (100 to 999).
     code: u16,
@@ -138,6 +148,7 @@ pub struct Metrics {
     upstream: Family<ResultLabels, Counter>,
     upstream_seconds: HistogramFamily<RouteLabels>,
     responses: Family<CodeLabels, Counter>,
+    middleware_answers: Family<MiddlewareLabels, Counter>,
     /// Handles into `responses`, by status code less [`FIRST_CODE`].
     response_counters: Box<[OnceLock<Counter>]>,
 }
@@ -233,6 +244,12 @@ impl Metrics {
             "Responses written on the main listener, by status code (proxied answers included)",
             responses.clone(),
         );
+        let middleware_answers = Family::<MiddlewareLabels, Counter>::default();
+        registry.register(
+            "middleware_answers",
+            "Requests a middleware instance answered instead of letting through, by instance, status code and result (answer, failure)",
+            middleware_answers.clone(),
+        );
         registry.register_collector(Box::new(StateCollector { keys, loader }));
         Metrics {
             registry: root,
@@ -247,6 +264,7 @@ impl Metrics {
             upstream,
             upstream_seconds,
             responses,
+            middleware_answers,
             response_counters: (0..CODES).map(|_| OnceLock::new()).collect(),
         }
     }
@@ -331,6 +349,18 @@ impl Metrics {
     /// Counts one proxied request by outcome (`response`, `connect_error`, `timeout`, `error`).
     pub fn observe_upstream(&self, result: &'static str) {
         self.upstream.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Counts one request middleware instance `middleware` answered with `code` (`failed`: it
+    /// failed, and the request was refused with `code`).
+    pub fn observe_middleware_answer(&self, middleware: &str, code: u16, failed: bool) {
+        self.middleware_answers
+            .get_or_create(&MiddlewareLabels {
+                middleware: middleware.to_string(),
+                code,
+                result: if failed { "failure" } else { "answer" },
+            })
+            .inc();
     }
 
     /// Counts one response written on the main listener, by its status code.

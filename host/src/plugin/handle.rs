@@ -1,4 +1,4 @@
-//! A provider instance's plugin object as the rest of the server uses it: every call bounded by a
+//! A provider or middleware instance's plugin object as the rest of the server uses it: every call bounded by a
 //! time limit and by the instance's in-flight limit, a panic caught, and no `abi_stable` type
 //! beyond this module. The bench-only direct verifier (feature `bench-direct`) is one more kind of
 //! handle.
@@ -11,7 +11,8 @@ use portcullis_plugin_api::{
     abi::{
         abi_stable::std_types::{ROption, RResult, RStr, RString, RVec, Tuple2},
         async_ffi::FfiFuture,
-        ProviderBox, RequestInfo,
+        HostBox, MiddlewareBox, MiddlewareRequest, PluginModuleRef, ProviderBox, RequestInfo,
+        ResponseHead,
     },
     PluginError,
 };
@@ -178,41 +179,67 @@ impl ProviderHandle {
         self.call(self.provider.warm_up(), timeout).await
     }
 
-    /// One call: an in-flight permit held for it (none free: unavailable at once), bounded by
-    /// `timeout`, a panic caught and turned into an error.
+    /// One call, bounded (see [`bounded`]).
     async fn call<T>(
         &self,
         fut: FfiFuture<RResult<T, PluginError>>,
         timeout: Duration,
     ) -> Result<T, PluginError> {
-        let Ok(_permit) = self.in_flight.try_acquire() else {
-            return Err(PluginError::unavailable(
-                "too many plugin calls in flight on this instance (server.plugin_max_in_flight)",
-            ));
-        };
-        match tokio::time::timeout(timeout, AssertUnwindSafe(fut).catch_unwind()).await {
-            Err(_) => Err(PluginError::unavailable(format!(
-                "plugin call did not finish within {timeout:?}"
-            ))),
-            Ok(Err(_)) => Err(PluginError::internal("plugin panicked")),
-            Ok(Ok(r)) => r.into_result(),
-        }
+        bounded(&self.in_flight, fut, timeout).await
     }
+}
+
+/// One plugin call: an in-flight permit held for it (none free: unavailable at once), bounded by
+/// `timeout`, a panic caught and turned into an error.
+async fn bounded<T>(
+    in_flight: &Semaphore,
+    fut: FfiFuture<RResult<T, PluginError>>,
+    timeout: Duration,
+) -> Result<T, PluginError> {
+    let Ok(_permit) = in_flight.try_acquire() else {
+        return Err(PluginError::unavailable(
+            "too many plugin calls in flight on this instance (server.plugin_max_in_flight)",
+        ));
+    };
+    match tokio::time::timeout(timeout, AssertUnwindSafe(fut).catch_unwind()).await {
+        Err(_) => Err(PluginError::unavailable(format!(
+            "plugin call did not finish within {timeout:?}"
+        ))),
+        Ok(Err(_)) => Err(PluginError::internal("plugin panicked")),
+        Ok(Ok(r)) => r.into_result(),
+    }
+}
+
+/// Which of a library's plugins an instance is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginKind {
+    /// A `providers:` instance.
+    Provider,
+    /// A `middleware:` instance (ABI 1.2).
+    Middleware,
 }
 
 /// Asks the plugin whether it accepts an instance config, without building the instance.
 pub async fn validate(
     plugin: &Arc<LoadedPlugin>,
+    kind: PluginKind,
     config_json: String,
     services: CheckServices,
     timeout: Duration,
 ) -> Result<(), String> {
     let module = plugin.module;
     let file = plugin.file.display().to_string();
+    let check = match kind {
+        PluginKind::Provider => Some(module.validate_config()),
+        PluginKind::Middleware => module.validate_middleware_config(),
+    };
+    let Some(check) = check else {
+        return Err(format!("plugin {file} exports no middleware"));
+    };
     let task = tokio::task::spawn_blocking(move || {
         let host = portcullis_plugin_api::abi::host_box(services);
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            (module.validate_config())(RStr::from_str(&config_json), host)
+            check(RStr::from_str(&config_json), host)
         }))
     });
     match tokio::time::timeout(timeout, task).await {
@@ -226,24 +253,21 @@ pub async fn validate(
     }
 }
 
-/// Calls the plugin's `new_provider` on a blocking thread, bounded by `timeout`. A constructor that
+/// Runs a plugin constructor on a blocking thread, bounded by `timeout`. A constructor that
 /// hangs costs one blocked thread and a reported error, never the server.
-pub async fn construct(
+async fn run_constructor<T: Send + 'static>(
     plugin: &Arc<LoadedPlugin>,
-    config_json: String,
+    ctor: impl FnOnce(PluginModuleRef, HostBox) -> RResult<T, PluginError> + Send + 'static,
     services: InstanceServices,
     timeout: Duration,
-    in_flight_limit: usize,
-) -> Result<ProviderHandle, String> {
+) -> Result<T, String> {
     let module = plugin.module;
     let file = plugin.file.display().to_string();
     let span = tracing::Span::current();
     let task = tokio::task::spawn_blocking(move || {
         let _in_span = span.enter();
         let host = portcullis_plugin_api::abi::host_box(services);
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            (module.new_provider())(RStr::from_str(&config_json), host)
-        }))
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ctor(module, host)))
     });
     match tokio::time::timeout(timeout, task).await {
         Err(_) => Err(format!(
@@ -252,7 +276,236 @@ pub async fn construct(
         Ok(Err(_)) | Ok(Ok(Err(_))) => Err(format!("constructor of plugin {file} panicked")),
         Ok(Ok(Ok(result))) => result
             .into_result()
-            .map(|p| ProviderHandle::new(p, in_flight_limit))
             .map_err(|e| format!("config rejected by plugin {file}: {}", e.message())),
+    }
+}
+
+/// Calls the plugin's `new_provider` (see [`run_constructor`]).
+pub async fn construct(
+    plugin: &Arc<LoadedPlugin>,
+    config_json: String,
+    services: InstanceServices,
+    timeout: Duration,
+    in_flight_limit: usize,
+) -> Result<ProviderHandle, String> {
+    let ctor = move |module: PluginModuleRef, host| {
+        (module.new_provider())(RStr::from_str(&config_json), host)
+    };
+    run_constructor(plugin, ctor, services, timeout)
+        .await
+        .map(|p| ProviderHandle::new(p, in_flight_limit))
+}
+
+/// Calls the plugin's `new_middleware` (see [`run_constructor`]).
+pub async fn construct_middleware(
+    plugin: &Arc<LoadedPlugin>,
+    config_json: String,
+    services: InstanceServices,
+    timeout: Duration,
+    in_flight_limit: usize,
+) -> Result<MiddlewareHandle, String> {
+    let Some(new_middleware) = plugin.module.new_middleware() else {
+        return Err(format!(
+            "plugin {} exports no middleware",
+            plugin.file.display()
+        ));
+    };
+    let ctor = move |_: PluginModuleRef, host| new_middleware(RStr::from_str(&config_json), host);
+    let mw = run_constructor(plugin, ctor, services, timeout).await?;
+    // Asked once: a panic in it reads as `false` (the SDK's adapter catches it).
+    let wants_response =
+        std::panic::catch_unwind(AssertUnwindSafe(|| mw.wants_response())).unwrap_or(false);
+    Ok(MiddlewareHandle {
+        middleware: Arc::new(mw),
+        in_flight: Arc::new(Semaphore::new(in_flight_limit)),
+        limit: in_flight_limit,
+        wants_response,
+    })
+}
+
+/// The request as a middleware is told about it: built once per request that runs middleware,
+/// and kept up to date with the request headers each one changes, so that the next sees them.
+#[derive(Clone, Debug)]
+pub struct MiddlewareCall(MiddlewareRequest);
+
+/// The user a middleware is told about: the provider instance and the user's JSON text.
+pub struct CallUser<'a> {
+    /// The provider instance that vouched for the user.
+    pub provider: &'a str,
+    /// The user's claims as a JSON object's text.
+    pub json: &'a str,
+}
+
+impl MiddlewareCall {
+    /// The call for a request with this method, canonical path, query, headers, client address
+    /// and user; `dry_run` when it is only explained.
+    pub fn new(
+        request: &PluginRequest,
+        query: Option<&str>,
+        client: Option<std::net::IpAddr>,
+        user: Option<CallUser<'_>>,
+        dry_run: bool,
+    ) -> MiddlewareCall {
+        MiddlewareCall(MiddlewareRequest {
+            request: request.0.clone(),
+            query: query.unwrap_or_default().into(),
+            client: client.map(|c| c.to_string()).unwrap_or_default().into(),
+            user: user.as_ref().map(|u| RString::from(u.json)).into(),
+            provider: user.as_ref().map(|u| RString::from(u.provider)).into(),
+            dry_run,
+        })
+    }
+
+    /// Reflects a middleware's request-header changes, for the next one.
+    pub fn apply(&mut self, remove: &[String], set: &[(String, String)]) {
+        let headers = &mut self.0.request.headers;
+        for name in remove.iter().chain(set.iter().map(|(n, _)| n)) {
+            headers.retain(|t| !t.0.as_str().eq_ignore_ascii_case(name));
+        }
+        for (n, v) in set {
+            headers.push(Tuple2(n.to_ascii_lowercase().into(), v.as_str().into()));
+        }
+    }
+}
+
+/// An answer a middleware gave instead of letting the request through.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MiddlewareAnswer {
+    /// Status code, as the plugin gave it (checked by the caller).
+    pub status: u16,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+/// What a middleware's `on_request` decided, in host types.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MiddlewareOutcome {
+    /// The request ends here with this answer.
+    pub answer: Option<MiddlewareAnswer>,
+    /// Request headers set, in order.
+    pub set_headers: Vec<(String, String)>,
+    /// Request headers removed (before `set_headers`).
+    pub remove_headers: Vec<String>,
+    /// Headers added to the response.
+    pub response_headers: Vec<(String, String)>,
+}
+
+/// What a middleware's `on_response` changes, in host types.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResponseChange {
+    /// Headers set, in order.
+    pub set_headers: Vec<(String, String)>,
+    /// Headers removed (before `set_headers`).
+    pub remove_headers: Vec<String>,
+}
+
+fn pairs(v: RVec<Tuple2<RString, RString>>) -> Vec<(String, String)> {
+    v.into_iter()
+        .map(|t| (t.0.into_string(), t.1.into_string()))
+        .collect()
+}
+
+fn names(v: RVec<RString>) -> Vec<String> {
+    v.into_iter().map(RString::into_string).collect()
+}
+
+/// One middleware instance's plugin object and its in-flight limit; cheap to clone.
+#[derive(Clone)]
+pub struct MiddlewareHandle {
+    middleware: Arc<MiddlewareBox>,
+    in_flight: Arc<Semaphore>,
+    limit: usize,
+    wants_response: bool,
+}
+
+impl MiddlewareHandle {
+    /// A plugin object, with at most `limit` calls in flight (for tests and the conformance
+    /// checks; the server builds them with [`construct_middleware`]).
+    pub fn new(middleware: MiddlewareBox, limit: usize) -> MiddlewareHandle {
+        let wants_response = middleware.wants_response();
+        MiddlewareHandle {
+            middleware: Arc::new(middleware),
+            in_flight: Arc::new(Semaphore::new(limit)),
+            limit,
+            wants_response,
+        }
+    }
+
+    /// The same plugin object under `limit` (see [`ProviderHandle::with_limit`]).
+    pub fn with_limit(&self, limit: usize) -> MiddlewareHandle {
+        let mut h = self.clone();
+        if limit != self.limit {
+            h.in_flight = Arc::new(Semaphore::new(limit));
+            h.limit = limit;
+        }
+        h
+    }
+
+    /// Whether both hold the same plugin object (an instance kept across a reload).
+    pub fn same_object(&self, other: &MiddlewareHandle) -> bool {
+        Arc::ptr_eq(&self.middleware, &other.middleware)
+    }
+
+    /// Whether the instance wants `on_response` calls (asked once, when it was built).
+    pub fn wants_response(&self) -> bool {
+        self.wants_response
+    }
+
+    /// Runs `on_request`.
+    pub async fn on_request(
+        &self,
+        call: &MiddlewareCall,
+        timeout: Duration,
+    ) -> Result<MiddlewareOutcome, PluginError> {
+        let raw = bounded(
+            &self.in_flight,
+            self.middleware.on_request(call.0.clone()),
+            timeout,
+        )
+        .await?;
+        Ok(MiddlewareOutcome {
+            answer: raw.answer.into_option().map(|a| MiddlewareAnswer {
+                status: a.status,
+                headers: pairs(a.headers),
+                body: a.body.into_vec(),
+            }),
+            set_headers: pairs(raw.set_headers),
+            remove_headers: names(raw.remove_headers),
+            response_headers: pairs(raw.response_headers),
+        })
+    }
+
+    /// Runs `on_response` on a response of `status` with `headers`.
+    pub async fn on_response(
+        &self,
+        call: &MiddlewareCall,
+        status: u16,
+        headers: &HeaderMap,
+        timeout: Duration,
+    ) -> Result<ResponseChange, PluginError> {
+        let head = ResponseHead {
+            status,
+            headers: headers
+                .iter()
+                .filter_map(|(k, v)| {
+                    Some(Tuple2(
+                        RString::from(k.as_str()),
+                        RString::from(v.to_str().ok()?),
+                    ))
+                })
+                .collect(),
+        };
+        let raw = bounded(
+            &self.in_flight,
+            self.middleware.on_response(call.0.clone(), head),
+            timeout,
+        )
+        .await?;
+        Ok(ResponseChange {
+            set_headers: pairs(raw.set_headers),
+            remove_headers: names(raw.remove_headers),
+        })
     }
 }

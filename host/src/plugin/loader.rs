@@ -199,12 +199,41 @@ pub struct LoadedPlugin {
     pub hash: String,
     /// The private copy that was mapped (removed once mapped; the mapping keeps the code).
     pub staged: PathBuf,
-    /// What the plugin says about itself.
+    /// What the plugin says about itself: its provider's manifest, or for a library that exports
+    /// only middleware, its middleware's.
     pub manifest: PluginManifest,
+    /// Whether the library exports a provider plugin (every library of ABI 1.0 and 1.1 does).
+    pub provides: bool,
+    /// The manifest of the middleware plugin the library exports (ABI 1.2), if any.
+    pub middleware: Option<PluginManifest>,
     /// The root module.
     pub module: PluginModuleRef,
     /// When it was mapped.
     pub loaded_at: SystemTime,
+}
+
+impl LoadedPlugin {
+    /// The name `providers:` instances use, when the library exports a provider.
+    pub fn provider_name(&self) -> Option<&str> {
+        self.provides.then_some(self.manifest.name.as_str())
+    }
+
+    /// The name `middleware:` instances use, when the library exports a middleware.
+    pub fn middleware_name(&self) -> Option<&str> {
+        self.middleware.as_ref().map(|m| m.name.as_str())
+    }
+
+    /// What the library exports, for people: `provider`, `middleware` or `provider, middleware`.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        let mut k = Vec::new();
+        if self.provides {
+            k.push("provider");
+        }
+        if self.middleware.is_some() {
+            k.push("middleware");
+        }
+        k
+    }
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -246,15 +275,30 @@ impl LoadedPlugin {
         extern "C" fn no_build(_: RStr<'_>, _: HostBox) -> RResult<ProviderBox, PluginError> {
             refused()
         }
+        extern "C" fn provider_only() -> u32 {
+            abi::EXPORTS_PROVIDER
+        }
+        extern "C" fn no_middleware(
+            _: RStr<'_>,
+            _: HostBox,
+        ) -> RResult<abi::MiddlewareBox, PluginError> {
+            refused()
+        }
         LoadedPlugin {
             file: PathBuf::from(format!("in-process:{}", manifest.name)),
             hash: String::new(),
             staged: PathBuf::new(),
             manifest,
+            provides: true,
+            middleware: None,
             module: abi::PluginModule {
                 manifest: no_manifest,
                 validate_config: no_check,
                 new_provider: no_build,
+                exports: provider_only,
+                middleware_manifest: no_manifest,
+                validate_middleware_config: no_check,
+                new_middleware: no_middleware,
             }
             .leak_into_prefix(),
             loaded_at: SystemTime::now(),
@@ -487,20 +531,40 @@ impl Loader {
         hash: String,
     ) -> Result<Arc<LoadedPlugin>, PluginLoadError> {
         let (module, abi_version) = open_module(file, staged)?;
-        let manifest = match (module.manifest())() {
-            abi_stable::std_types::RResult::ROk(m) => PluginManifest::new(m, abi_version),
-            abi_stable::std_types::RResult::RErr(e) => {
-                return Err(PluginLoadError::Manifest {
-                    file: file.to_path_buf(),
-                    reason: e.message().into(),
-                })
+        let read = |m: abi_stable::std_types::RResult<
+            Manifest,
+            portcullis_plugin_api::PluginError,
+        >| match m {
+            abi_stable::std_types::RResult::ROk(m) => {
+                Ok(PluginManifest::new(m, abi_version.clone()))
             }
+            abi_stable::std_types::RResult::RErr(e) => Err(PluginLoadError::Manifest {
+                file: file.to_path_buf(),
+                reason: e.message().into(),
+            }),
         };
+        // ABI 1.2 says what the library exports; an older library exports a provider.
+        let exports = module.exports().map_or(abi::EXPORTS_PROVIDER, |f| f());
+        let provides = exports & abi::EXPORTS_PROVIDER != 0;
+        let middleware = match module.middleware_manifest() {
+            Some(f) if exports & abi::EXPORTS_MIDDLEWARE != 0 => Some(read(f())?),
+            _ => None,
+        };
+        if !provides && middleware.is_none() {
+            return Err(PluginLoadError::Manifest {
+                file: file.to_path_buf(),
+                reason: "the library exports neither a provider nor a middleware".into(),
+            });
+        }
+        // A library without a provider answers `manifest` with its middleware's.
+        let manifest = read((module.manifest())())?;
         let loaded = Arc::new(LoadedPlugin {
             file: file.to_path_buf(),
             hash: hash.clone(),
             staged: staged.to_path_buf(),
             manifest,
+            provides,
+            middleware,
             module,
             loaded_at: SystemTime::now(),
         });

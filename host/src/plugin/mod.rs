@@ -8,7 +8,11 @@ mod handle;
 mod loader;
 mod services;
 
-pub use handle::{construct, validate, PluginRequest, ProviderHandle, UserJson};
+pub use handle::{
+    construct, construct_middleware, validate, CallUser, MiddlewareAnswer, MiddlewareCall,
+    MiddlewareHandle, MiddlewareOutcome, PluginKind, PluginRequest, ProviderHandle, ResponseChange,
+    UserJson,
+};
 pub use loader::{
     sha256_file, sha256_hex, ConfigKeyInfo, LoadCounts, LoadedPlugin, Loader, PluginLoadError,
     PluginManifest,

@@ -8,14 +8,14 @@ use std::{
     sync::Arc,
 };
 
-pub use crate::auth::{ProviderInstance, RetiredInstance};
+pub use crate::auth::{MiddlewareInstance, ProviderInstance, RetiredInstance};
 use crate::{
     auth::{authn_cache, authz_cache, AuthnCache, AuthzCache, Policy},
     config::{Config, PluginCheck},
     observe::telemetry::{self, PluginCall},
     plugin::{
-        construct, validate, CheckServices, InstanceServices, LoadedPlugin, Loader,
-        PluginLoadError, SharedServices,
+        construct, construct_middleware, validate, CheckServices, InstanceServices, LoadedPlugin,
+        Loader, PluginKind, PluginLoadError, SharedServices,
     },
 };
 
@@ -57,6 +57,8 @@ pub struct Snapshot {
     pub providers: Vec<Arc<ProviderInstance>>,
     /// Instances named by the config whose plugin file was deleted or is no longer trusted.
     pub retired: Vec<RetiredInstance>,
+    /// Middleware instances, one per `config.middleware` entry, at the same index.
+    pub middleware: Vec<Arc<MiddlewareInstance>>,
     /// Every `*.so` found in the plugins folder.
     pub plugins: Vec<PluginFile>,
     /// Upstream latency series of `config.routes`, by route index; set by the app before the
@@ -124,16 +126,25 @@ async fn load_plugins_in(
         });
         let entry = match result {
             Ok(p) => {
+                // Providers and middleware have names of their own: a library may export a
+                // provider and a middleware of the same name, two libraries may not export two
+                // providers (or two middleware) of the same name.
                 let clash = out.iter().find_map(|e| match e {
-                    PluginFile::Loaded(o) if o.manifest.name == p.manifest.name => {
-                        Some(o.file.clone())
+                    PluginFile::Loaded(o) => {
+                        let provider = p.provider_name().filter(|n| o.provider_name() == Some(*n));
+                        let middleware = p
+                            .middleware_name()
+                            .filter(|n| o.middleware_name() == Some(*n));
+                        provider
+                            .or(middleware)
+                            .map(|n| (n.to_string(), o.file.clone()))
                     }
                     _ => None,
                 });
                 match clash {
-                    Some(other) => PluginFile::Failed(PluginLoadError::DuplicateName {
+                    Some((name, other)) => PluginFile::Failed(PluginLoadError::DuplicateName {
                         file: file.clone(),
-                        name: p.manifest.name.clone(),
+                        name,
                         other,
                     }),
                     None => PluginFile::Loaded(p),
@@ -149,8 +160,44 @@ async fn load_plugins_in(
     Ok(out)
 }
 
-/// `{at}.plugin: no loaded plugin is named ...`, naming the files that failed to load.
-fn no_such_plugin(at: &str, plugin: &str, dir: &Path, plugins: &[PluginFile]) -> String {
+/// The loaded library that exports the `kind` plugin named `name`.
+fn find_plugin(plugins: &[PluginFile], kind: PluginKind, name: &str) -> Option<Arc<LoadedPlugin>> {
+    plugins.iter().find_map(|p| match p {
+        PluginFile::Loaded(l) => {
+            let n = match kind {
+                PluginKind::Provider => l.provider_name(),
+                PluginKind::Middleware => l.middleware_name(),
+            };
+            (n == Some(name)).then(|| l.clone())
+        }
+        PluginFile::Failed(_) => None,
+    })
+}
+
+/// `{at}.plugin: no loaded plugin is named ...`, naming the files that failed to load (and the
+/// library that has a plugin of that name of the other kind).
+fn no_such_plugin(
+    at: &str,
+    kind: PluginKind,
+    plugin: &str,
+    dir: &Path,
+    plugins: &[PluginFile],
+) -> String {
+    let (wanted, other_kind) = match kind {
+        PluginKind::Provider => ("provider", PluginKind::Middleware),
+        PluginKind::Middleware => ("middleware", PluginKind::Provider),
+    };
+    if let Some(other) = find_plugin(plugins, other_kind, plugin) {
+        return format!(
+            "{at}.plugin: `{plugin}` ({}) is a {} plugin, not a {wanted} plugin",
+            other.file.display(),
+            if wanted == "provider" {
+                "middleware"
+            } else {
+                "provider"
+            },
+        );
+    }
     let failed: Vec<String> = plugins
         .iter()
         .filter_map(|p| match p {
@@ -164,7 +211,7 @@ fn no_such_plugin(at: &str, plugin: &str, dir: &Path, plugins: &[PluginFile]) ->
         format!(" (files that failed to load: {})", failed.join(", "))
     };
     format!(
-        "{at}.plugin: no loaded plugin is named `{plugin}` in {}{hint}",
+        "{at}.plugin: no loaded {wanted} plugin is named `{plugin}` in {}{hint}",
         dir.display()
     )
 }
@@ -185,29 +232,46 @@ pub async fn plugin_issues(
             Err(e) => return vec![e],
         };
     let mut out = Vec::new();
-    for ic in &check.instances {
-        let at = format!("providers[{}] ({})", ic.index, ic.name);
-        let plugin = plugins.iter().find_map(|p| match p {
-            PluginFile::Loaded(l) if l.manifest.name == ic.plugin => Some(l.clone()),
-            _ => None,
-        });
-        let Some(plugin) = plugin else {
-            let served = previous.is_some_and(|prev| {
-                prev.providers
-                    .iter()
-                    .any(|p| p.name == ic.name && p.plugin.manifest.name == ic.plugin)
-                    || prev
-                        .retired
+    let instances = check
+        .instances
+        .iter()
+        .map(|ic| (PluginKind::Provider, ic))
+        .chain(
+            check
+                .middleware
+                .iter()
+                .map(|ic| (PluginKind::Middleware, ic)),
+        );
+    for (kind, ic) in instances {
+        let at = match kind {
+            PluginKind::Provider => format!("providers[{}] ({})", ic.index, ic.name),
+            PluginKind::Middleware => format!("middleware[{}] ({})", ic.index, ic.name),
+        };
+        let Some(plugin) = find_plugin(&plugins, kind, &ic.plugin) else {
+            let served = previous.is_some_and(|prev| match kind {
+                PluginKind::Provider => {
+                    prev.providers
                         .iter()
-                        .any(|r| r.name == ic.name && r.plugin == ic.plugin)
+                        .any(|p| p.name == ic.name && p.plugin.manifest.name == ic.plugin)
+                        || prev
+                            .retired
+                            .iter()
+                            .any(|r| r.name == ic.name && r.plugin == ic.plugin)
+                }
+                PluginKind::Middleware => prev
+                    .config
+                    .middleware
+                    .iter()
+                    .any(|m| m.name == ic.name && m.plugin == ic.plugin),
             });
             if !served {
-                out.push(no_such_plugin(&at, &ic.plugin, &check.dir, &plugins));
+                out.push(no_such_plugin(&at, kind, &ic.plugin, &check.dir, &plugins));
             }
             continue;
         };
         let services = CheckServices::new(&ic.name, ic.allow_http);
-        if let Err(e) = validate(&plugin, ic.config.to_string(), services, check.timeout).await {
+        let config = ic.config.to_string();
+        if let Err(e) = validate(&plugin, kind, config, services, check.timeout).await {
             out.push(format!("{at}: {e}"));
         }
     }
@@ -232,11 +296,7 @@ pub async fn build(
     let mut retired = Vec::new();
     for (i, pc) in config.providers.iter().enumerate() {
         let at = format!("providers[{i}] ({})", pc.name);
-        let plugin = plugins.iter().find_map(|p| match p {
-            PluginFile::Loaded(l) if l.manifest.name == pc.plugin => Some(l.clone()),
-            _ => None,
-        });
-        let Some(plugin) = plugin else {
+        let Some(plugin) = find_plugin(&plugins, PluginKind::Provider, &pc.plugin) else {
             if let Some(r) = retire(previous, pc, &plugins, config.plugins.allow.as_deref()) {
                 tracing::warn!(provider = %r.name, "{}", r.reason);
                 retired.push(r);
@@ -244,6 +304,7 @@ pub async fn build(
             }
             errors.push(no_such_plugin(
                 &at,
+                PluginKind::Provider,
                 &pc.plugin,
                 &config.plugins.dir,
                 &plugins,
@@ -252,6 +313,14 @@ pub async fn build(
         };
         match build_instance(&at, pc, plugin, &config, shared, previous).await {
             Ok(p) => providers.push(Arc::new(p)),
+            Err(e) => errors.push(e),
+        }
+    }
+    let mut middleware = Vec::new();
+    for (i, mc) in config.middleware.iter().enumerate() {
+        let at = format!("middleware[{i}] ({})", mc.name);
+        match build_middleware(&at, mc, &plugins, &config, shared, previous).await {
+            Ok(m) => middleware.push(Arc::new(m)),
             Err(e) => errors.push(e),
         }
     }
@@ -273,6 +342,7 @@ pub async fn build(
         config: Arc::new(config),
         providers,
         retired,
+        middleware,
         plugins,
         route_timers: Default::default(),
         tls: None,
@@ -399,6 +469,105 @@ async fn build_instance(
     })
 }
 
+/// Builds one middleware instance (`mc`, the `at`-th), or keeps `previous`'s when its plugin
+/// build and config are unchanged: the same plugin object, with the state it holds (a rate
+/// limiter's buckets) and its calls in flight. An instance whose plugin file was deleted, or whose
+/// build is no longer trusted, is retired (its requests are refused) rather than failing the
+/// reload, as a provider instance is.
+async fn build_middleware(
+    at: &str,
+    mc: &crate::config::MiddlewareConfig,
+    plugins: &[PluginFile],
+    config: &Config,
+    shared: &Arc<SharedServices>,
+    previous: Option<&Snapshot>,
+) -> Result<MiddlewareInstance, String> {
+    let in_flight_limit = config.server.plugin_max_in_flight;
+    let prev = previous.and_then(|p| {
+        p.config
+            .middleware
+            .iter()
+            .zip(&p.middleware)
+            .find(|(c, _)| c.name == mc.name && c.plugin == mc.plugin)
+            .map(|(_, m)| m.clone())
+    });
+    let Some(plugin) = find_plugin(plugins, PluginKind::Middleware, &mc.plugin) else {
+        let allow = config.plugins.allow.as_deref();
+        let trusted =
+            |hash: &str| allow.is_none_or(|a| a.iter().any(|h| h.eq_ignore_ascii_case(hash)));
+        let why = prev.as_ref().and_then(|m| match (&m.plugin, &m.retired) {
+            (_, Some(reason)) => Some(reason.clone()),
+            (Some(p), None) if !trusted(&p.hash) => Some(format!(
+                "middleware {}: plugin `{}` at {} (sha256 {}) is no longer in plugins.allow; requests it runs for are refused until a trusted build is loaded",
+                mc.name, mc.plugin, p.file.display(), p.hash
+            )),
+            (Some(p), None) if !p.file.exists() && !plugins.iter().any(|f| matches!(f, PluginFile::Failed(e) if e.file() == p.file.as_path())) => Some(format!(
+                "middleware {}: plugin `{}` was removed ({} is gone); requests it runs for are refused until it is back",
+                mc.name, mc.plugin, p.file.display()
+            )),
+            _ => None,
+        });
+        if let Some(reason) = why {
+            tracing::warn!(middleware = %mc.name, "{reason}");
+            return Ok(MiddlewareInstance {
+                name: mc.name.clone(),
+                plugin: None,
+                handle: None,
+                retired: Some(reason),
+                build_key: String::new(),
+            });
+        }
+        return Err(no_such_plugin(
+            at,
+            PluginKind::Middleware,
+            &mc.plugin,
+            &config.plugins.dir,
+            plugins,
+        ));
+    };
+    let config_json = mc.config.to_string();
+    let build_key = format!(
+        "{}|{}",
+        plugin.hash,
+        crate::plugin::sha256_hex(config_json.as_bytes())
+    );
+    if let Some(m) = prev.as_ref().filter(|m| m.build_key == build_key) {
+        if let Some(handle) = &m.handle {
+            return Ok(MiddlewareInstance {
+                name: mc.name.clone(),
+                plugin: Some(plugin),
+                handle: Some(handle.with_limit(in_flight_limit)),
+                retired: None,
+                build_key,
+            });
+        }
+    }
+    let services = InstanceServices::new(
+        shared.clone(),
+        &mc.name,
+        false,
+        config.server.max_token_bytes,
+    );
+    let ctor = construct_middleware(
+        &plugin,
+        config_json,
+        services,
+        config.server.plugin_timeout,
+        in_flight_limit,
+    );
+    let plugin_name = plugin.middleware_name().unwrap_or_default().to_string();
+    let handle = telemetry::traced(PluginCall::Construct, &mc.name, &plugin_name, ctor)
+        .await
+        .map_err(|e| format!("{at}: {e}"))?;
+    Ok(MiddlewareInstance {
+        name: mc.name.clone(),
+        plugin: Some(plugin),
+        handle: Some(handle),
+        retired: None,
+        build_key,
+    })
+}
+
 /// Asks every instance `runtime` built anew (not one it kept from `previous`) to prepare itself
 /// (`Provider::warm_up`, ABI 1.1; a plugin of ABI 1.0 answers at once), in the background, all
 /// at the same time, each bounded by `server.plugin_timeout`. Neither a start nor a reload waits
@@ -459,7 +628,7 @@ fn retire(
     if let Some(p) = prev
         .providers
         .iter()
-        .find(|p| p.name == pc.name && p.plugin.manifest.name == pc.plugin)
+        .find(|p| p.name == pc.name && p.plugin.provider_name() == Some(pc.plugin.as_str()))
     {
         if !trusted(&p.plugin.hash) {
             return Some(RetiredInstance {

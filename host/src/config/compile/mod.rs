@@ -19,11 +19,13 @@ use super::{
 use crate::matching::{CaseMode, Condition, PatternKind, PatternSet, PatternSpec};
 
 mod auth;
+pub(super) mod middleware;
 mod providers;
 pub(super) mod routes;
 mod server;
 
 use auth::{compile_auth, compile_condition};
+use middleware::{compile_middleware, MiddlewareConfig};
 use providers::compile_providers;
 use routes::{compile_gateway, compile_routes, GatewayConfig, RoutesConfig};
 pub use server::parse_size;
@@ -58,6 +60,8 @@ pub struct Config {
     pub plugins: PluginsConfig,
     /// `providers:`.
     pub providers: Vec<ProviderConfig>,
+    /// `middleware:`, in the order they run.
+    pub middleware: Vec<MiddlewareConfig>,
     /// `auth:`.
     pub auth: AuthConfig,
     /// `gateway:`.
@@ -254,18 +258,20 @@ pub struct PluginCheck {
     pub dir: PathBuf,
     /// `plugins.allow`.
     pub allow: Option<Vec<String>>,
-    /// Each instance whose plugin name and `config:` could be read.
+    /// Each provider instance whose plugin name and `config:` could be read.
     pub instances: Vec<InstanceCheck>,
+    /// Each middleware instance whose plugin name and `config:` could be read.
+    pub middleware: Vec<InstanceCheck>,
     /// `server.plugin_timeout` (its default when it is wrong).
     pub timeout: Duration,
     /// `${VAR}` values, kept out of any message a plugin writes.
     secrets: Vec<String>,
 }
 
-/// One provider instance to check against its plugin.
+/// One provider or middleware instance to check against its plugin.
 #[derive(Debug)]
 pub struct InstanceCheck {
-    /// Its index in `providers:`.
+    /// Its index in `providers:` (or `middleware:`).
     pub index: usize,
     /// Instance name.
     pub name: String,
@@ -359,6 +365,7 @@ pub fn compile_checked(text: &str, file: &Path, vars: &dyn VarSource) -> Result<
     let server = take("server");
     let plugins = take("plugins");
     let providers = take("providers");
+    let middleware = take("middleware");
     let auth = take("auth");
     let gateway = take("gateway");
     let routes = take("routes");
@@ -367,7 +374,7 @@ pub fn compile_checked(text: &str, file: &Path, vars: &dyn VarSource) -> Result<
         let key = k.as_str().unwrap_or("?");
         issues.push(
             key,
-            "unknown key (expected version, server, plugins, providers, auth, gateway, routes, telemetry)",
+            "unknown key (expected version, server, plugins, providers, middleware, auth, gateway, routes, telemetry)",
         );
     }
     match version.as_ref().and_then(Value::as_u64) {
@@ -397,6 +404,8 @@ pub fn compile_checked(text: &str, file: &Path, vars: &dyn VarSource) -> Result<
     };
     let (providers, instances) = compile_providers(providers, &mut issues);
     let provider_names: Vec<String> = providers.iter().map(|p| p.name.clone()).collect();
+    let (middleware, middleware_checks) = compile_middleware(middleware, &mut issues);
+    let middleware_names: Vec<String> = middleware.iter().map(|m| m.name.clone()).collect();
     let mut auth = de::<RawAuth>(auth, "auth", &mut issues).unwrap_or_default();
     if server.metrics == MetricsConfig::Protected {
         // Behind the gate like `/api/*`: a protected pattern of its own (after the user's), so
@@ -419,7 +428,13 @@ pub fn compile_checked(text: &str, file: &Path, vars: &dyn VarSource) -> Result<
         }
     }
     let gateway = compile_gateway(gateway, &mut issues);
-    let routes = compile_routes(routes, &provider_names, server.timeout, &mut issues);
+    let routes = compile_routes(
+        routes,
+        &provider_names,
+        &middleware_names,
+        server.timeout,
+        &mut issues,
+    );
     let telemetry = de::<RawTelemetry>(telemetry, "telemetry", &mut issues).unwrap_or_default();
     let telemetry = compile_telemetry(telemetry, &mut issues);
 
@@ -437,6 +452,7 @@ pub fn compile_checked(text: &str, file: &Path, vars: &dyn VarSource) -> Result<
                 dir: plugins.dir,
                 allow: plugins.allow,
                 instances,
+                middleware: middleware_checks,
                 timeout: server.plugin_timeout,
                 secrets: values,
             })),
@@ -449,7 +465,18 @@ pub fn compile_checked(text: &str, file: &Path, vars: &dyn VarSource) -> Result<
         },
         plugins: None,
     })?;
-    let warnings = super::lint::warnings(&auth, &routes);
+    let mut warnings = super::lint::warnings(&auth, &routes);
+    for (i, m) in middleware.iter().enumerate() {
+        if m.paths.is_none() && !routes.list.iter().any(|r| r.middleware.contains(&i)) {
+            warnings.push(ConfigIssue {
+                path: format!("middleware[{i}]"),
+                message: format!(
+                    "`{}` has no `path` and no route names it in `middleware:`: it never runs",
+                    m.name
+                ),
+            });
+        }
+    }
     Ok(Config {
         file: file.to_path_buf(),
         hash: crate::plugin::sha256_hex(text.as_bytes()),
@@ -457,6 +484,7 @@ pub fn compile_checked(text: &str, file: &Path, vars: &dyn VarSource) -> Result<
         server,
         plugins,
         providers,
+        middleware,
         auth,
         gateway,
         routes,

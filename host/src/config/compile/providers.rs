@@ -38,22 +38,8 @@ pub(super) fn compile_providers(
         if !valid_name(&raw.plugin) {
             issues.push(format!("{path}.plugin"), "not a plugin name");
         }
-        let config = match raw.config {
-            None | Some(Value::Null) => serde_json::Value::Object(Default::default()),
-            Some(v @ Value::Mapping(_)) => match serde_json::to_value(&v) {
-                Ok(j) => j,
-                Err(_) => {
-                    issues.push(
-                        format!("{path}.config"),
-                        "cannot be represented as JSON (non-string keys?)",
-                    );
-                    continue;
-                }
-            },
-            Some(_) => {
-                issues.push(format!("{path}.config"), "must be a mapping");
-                continue;
-            }
+        let Some(config) = config_json(raw.config, &path, issues) else {
+            continue;
         };
         // A name that cannot be a plugin's is reported above; no plugin is asked about it.
         if valid_name(&raw.plugin) {
@@ -97,6 +83,32 @@ pub(super) fn compile_providers(
         });
     }
     (out, checks)
+}
+
+/// An instance's `config:` mapping as JSON (absent: `{}`); `None` when it is not a mapping, with
+/// the problem recorded at `{at}.config`.
+pub(super) fn config_json(
+    value: Option<Value>,
+    at: &str,
+    issues: &mut Issues,
+) -> Option<serde_json::Value> {
+    match value {
+        None | Some(Value::Null) => Some(serde_json::Value::Object(Default::default())),
+        Some(v @ Value::Mapping(_)) => match serde_json::to_value(&v) {
+            Ok(j) => Some(j),
+            Err(_) => {
+                issues.push(
+                    format!("{at}.config"),
+                    "cannot be represented as JSON (non-string keys?)",
+                );
+                None
+            }
+        },
+        Some(_) => {
+            issues.push(format!("{at}.config"), "must be a mapping");
+            None
+        }
+    }
 }
 
 /// `authorization_cache:` or `authentication_cache:` — a duration such as `30s`, or `0` to turn

@@ -96,6 +96,8 @@ struct RawRoute {
     timeout: Option<String>,
     #[serde(default)]
     connect_timeout: Option<String>,
+    #[serde(default)]
+    middleware: Vec<String>,
 }
 
 /// `gateway:` compiled.
@@ -319,6 +321,9 @@ pub struct RouteConfig {
     pub timeout: Duration,
     /// Connection establishment.
     pub connect_timeout: Duration,
+    /// Indexes into `middleware:` of the instances the route names, in its order (they run after
+    /// the instances whose `path` matches, and once each).
+    pub middleware: Vec<usize>,
 }
 
 /// `routes:` compiled: the list, one case-sensitive matcher over every route, and one
@@ -477,6 +482,7 @@ fn identity_header_name(header: &str, at: &str, issues: &mut Issues) -> Option<H
 pub(super) fn compile_routes(
     value: Option<Value>,
     providers: &[String],
+    middleware: &[String],
     default_timeout: Duration,
     issues: &mut Issues,
 ) -> RoutesConfig {
@@ -493,7 +499,8 @@ pub(super) fn compile_routes(
     // `routes[i]` of each compiled spec, for error paths.
     let mut origin = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
-        let Some(route) = compile_route(i, item, providers, default_timeout, issues) else {
+        let Some(route) = compile_route(i, item, providers, middleware, default_timeout, issues)
+        else {
             continue;
         };
         origin.push(i);
@@ -542,6 +549,7 @@ fn compile_route(
     i: usize,
     item: Value,
     providers: &[String],
+    middleware: &[String],
     default_timeout: Duration,
     issues: &mut Issues,
 ) -> Option<RouteConfig> {
@@ -590,7 +598,14 @@ fn compile_route(
         &format!("{at}.connect_timeout"),
         issues,
     );
+    let middleware = super::middleware::middleware_list(
+        &raw.middleware,
+        middleware,
+        &format!("{at}.middleware"),
+        issues,
+    );
     Some(RouteConfig {
+        middleware,
         path: raw.path,
         methods,
         requires_auth: raw.requires_auth.unwrap_or(true),
