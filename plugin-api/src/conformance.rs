@@ -316,6 +316,13 @@ impl Conformance {
     }
 }
 
+/// A [`crate::Host`] for a plugin's own unit tests (a middleware's `build`, for one): the kit's
+/// fake host, with an empty environment, the real clock, log lines kept and dropped, `https://`
+/// URLs only, and no identity provider (every HTTP request gets an empty answer, status 0).
+pub fn test_host() -> crate::Host {
+    crate::Host::from_abi(host_box(FakeHost(Arc::new(FakeState::default()))))
+}
+
 // ------------------------------------------------------------------------------------------------
 // The fake host.
 
