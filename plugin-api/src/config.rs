@@ -212,7 +212,7 @@ pub(crate) fn read<C: PluginConfig>(json: &str, host: &Host) -> Result<C, Plugin
     // config is a mapping, so anything else is refused before it reaches the plugin's type.
     let mut map = match serde_json::from_str::<Value>(json) {
         Ok(Value::Object(map)) => map,
-        _ => return Err(PluginError::config("the provider config must be a mapping")),
+        _ => return Err(PluginError::config("the instance config must be a mapping")),
     };
     let set = |map: &Map<String, Value>, name: &str| match map.get(name) {
         None | Some(Value::Null) => false,

@@ -16,6 +16,14 @@
 //!   remote check it started failed;
 //! * no secret appears in an error message, a log line or a request URL.
 //!
+//! A middleware plugin ([`crate::MiddlewarePlugin`]) gets the checks that apply to it
+//! ([`Conformance::assert_middleware`]): the manifest, the garbage configs, the valid config, and
+//! `on_request` (and `on_response`, when it asks for it) on odd requests — no user, odd users,
+//! odd methods, huge and many headers, a dry run — which must never panic or hang, never fail
+//! with an internal error, answer only statuses 100–599, set only valid headers (never the
+//! [`crate::FRAMING_HEADERS`]), and give a dry run the same answer however often it is asked
+//! (a dry run changes no state).
+//!
 //! ```
 //! use portcullis_plugin_api::conformance::{Canned, Conformance};
 //! # use portcullis_plugin_api::{export_provider, AuthProvider, Host, Plugin, PluginConfig, PluginError, Request, User};
@@ -63,12 +71,21 @@ use async_ffi::{FfiFuture, FutureExt as _};
 use crate::{
     abi::{
         HostServices, HttpRequest, HttpResponse, JwtVerifier, JwtVerifierBox, JwtVerifier_TO,
-        LogLevel, PluginModuleRef, ProviderBox, RequestInfo,
+        LogLevel, Manifest, MiddlewareBox, MiddlewareRequest, PluginModuleRef, ProviderBox,
+        RequestInfo, RequestOutcome, ResponseEdit, ResponseHead,
     },
     error::{ErrorKind, PluginError},
     host::JwtVerifierSpec,
-    sdk::{host_box, root_module, Plugin},
+    middleware::{MiddlewarePlugin, FRAMING_HEADERS},
+    sdk::{host_box, middleware_root_module, root_module, Plugin},
 };
+
+/// Which of a library's plugins a run checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Provider,
+    Middleware,
+}
 
 /// A canned HTTP answer of the fake identity provider.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -222,7 +239,22 @@ impl Conformance {
     /// examples of its secret keys as the secrets to watch for. What `portcullis plugin test`
     /// runs on a built library. `Err` when the manifest cannot be read.
     pub fn from_example(module: PluginModuleRef) -> Result<Conformance, String> {
-        let manifest = catch_unwind(|| (module.manifest())())
+        Conformance::from_manifest(catch_unwind(|| (module.manifest())()))
+    }
+
+    /// [`Conformance::from_example`] for the library's middleware plugin (its middleware
+    /// manifest's example config).
+    pub fn from_middleware_example(module: PluginModuleRef) -> Result<Conformance, String> {
+        let Some(read) = module.middleware_manifest() else {
+            return Err("the library exports no middleware (plugin ABI before 1.2)".into());
+        };
+        Conformance::from_manifest(catch_unwind(|| read()))
+    }
+
+    fn from_manifest(
+        read: std::thread::Result<RResult<Manifest, PluginError>>,
+    ) -> Result<Conformance, String> {
+        let manifest = read
             .map_err(|_| "manifest() panicked through the boundary".to_string())?
             .into_result()
             .map_err(|e| format!("manifest() failed: {e}"))?;
@@ -235,6 +267,14 @@ impl Conformance {
             }
         }
         Ok(kit)
+    }
+
+    /// [`Conformance::from_middleware_example`] for middleware plugin type `M`.
+    pub fn middleware_example<M: MiddlewarePlugin>() -> Conformance {
+        match Conformance::from_middleware_example(middleware_root_module::<M>()) {
+            Ok(kit) => kit,
+            Err(e) => panic!("conformance: {e}"),
+        }
     }
 
     /// [`Conformance::from_example`] for plugin type `P`.
@@ -290,11 +330,32 @@ impl Conformance {
         assert!(report.passed(), "conformance failed\n{report}");
     }
 
+    /// Runs every middleware check against middleware plugin type `M`.
+    pub fn run_middleware<M: MiddlewarePlugin>(&self) -> Report {
+        self.run_middleware_module(middleware_root_module::<M>())
+    }
+
+    /// Runs every middleware check against `M` and panics with the report if any failed.
+    pub fn assert_middleware<M: MiddlewarePlugin>(&self) {
+        let report = self.run_middleware::<M>();
+        assert!(report.passed(), "conformance failed\n{report}");
+    }
+
     /// Runs every check against a root module (for example one loaded from a library file).
     pub fn run_module(&self, module: PluginModuleRef) -> Report {
+        self.run_kind(module, Kind::Provider)
+    }
+
+    /// Runs every middleware check against a root module's middleware plugin.
+    pub fn run_middleware_module(&self, module: PluginModuleRef) -> Report {
+        self.run_kind(module, Kind::Middleware)
+    }
+
+    fn run_kind(&self, module: PluginModuleRef, kind: Kind) -> Report {
         let mut run = Run {
             kit: self,
             module,
+            kind,
             report: Report::default(),
             seen: Vec::new(),
         };
@@ -493,6 +554,7 @@ fn run_until<F: Future>(fut: F, timeout: Duration) -> Outcome<F::Output> {
 struct Run<'a> {
     kit: &'a Conformance,
     module: PluginModuleRef,
+    kind: Kind,
     report: Report,
     /// Error messages and log lines seen, checked for secrets at the end.
     seen: Vec<(&'static str, String)>,
@@ -549,6 +611,13 @@ impl Run<'_> {
             return;
         }
         self.garbage_configs();
+        if self.kind == Kind::Middleware {
+            if let Some((middleware, host)) = self.valid_middleware_config() {
+                self.odd_requests(&middleware, &host);
+                self.secrets_never_leak(&host);
+            }
+            return;
+        }
         let Some((provider, host)) = self.valid_config() else {
             return;
         };
@@ -571,7 +640,18 @@ impl Run<'_> {
 
     fn manifest(&mut self) -> bool {
         self.report.checks += 1;
-        let manifest = match catch_unwind(|| (self.module.manifest())()) {
+        let read = match self.kind {
+            Kind::Provider => Some(self.module.manifest()),
+            Kind::Middleware => self.module.middleware_manifest(),
+        };
+        let Some(read) = read else {
+            self.fail(
+                "manifest",
+                "the library exports no middleware (plugin ABI before 1.2)",
+            );
+            return false;
+        };
+        let manifest = match catch_unwind(|| read()) {
             Err(_) => {
                 self.fail("manifest", "manifest() panicked through the boundary");
                 return false;
@@ -634,11 +714,62 @@ impl Run<'_> {
 
     fn validate(&mut self, json: &str) -> Result<(), PluginError> {
         let boxed = host_box(self.fake_host());
-        match catch_unwind(AssertUnwindSafe(|| {
-            (self.module.validate_config())(RStr::from_str(json), boxed)
-        })) {
+        let check = match self.kind {
+            Kind::Provider => Some(self.module.validate_config()),
+            Kind::Middleware => self.module.validate_middleware_config(),
+        };
+        let Some(check) = check else {
+            return Err(PluginError::internal("the library exports no middleware"));
+        };
+        match catch_unwind(AssertUnwindSafe(|| check(RStr::from_str(json), boxed))) {
             Ok(r) => r.into_result(),
             Err(_) => Err(PluginError::internal("validate_config panicked")),
+        }
+    }
+
+    fn build_middleware(
+        &mut self,
+        json: &str,
+        host: &FakeHost,
+    ) -> Result<MiddlewareBox, PluginError> {
+        let Some(build) = self.module.new_middleware() else {
+            return Err(PluginError::internal("the library exports no middleware"));
+        };
+        let boxed = host_box(host.clone());
+        match catch_unwind(AssertUnwindSafe(|| build(RStr::from_str(json), boxed))) {
+            Ok(r) => r.into_result(),
+            Err(_) => Err(PluginError::internal("new_middleware panicked")),
+        }
+    }
+
+    /// Builds an instance of either kind (for the config checks).
+    fn build_any(&mut self, json: &str, host: &FakeHost) -> Result<(), PluginError> {
+        match self.kind {
+            Kind::Provider => self.build(json, host).map(|_| ()),
+            Kind::Middleware => self.build_middleware(json, host).map(|_| ()),
+        }
+    }
+
+    fn valid_middleware_config(&mut self) -> Option<(MiddlewareBox, FakeHost)> {
+        self.report.checks += 1;
+        let json = self.kit.config.to_string();
+        if let Err(e) = self.validate(&json) {
+            self.fail(
+                "valid config",
+                format!("validate_middleware_config refused it: {}", e.message()),
+            );
+            return None;
+        }
+        let host = self.fake_host();
+        match self.build_middleware(&json, &host) {
+            Ok(m) => Some((m, host)),
+            Err(e) => {
+                self.fail(
+                    "valid config",
+                    format!("new_middleware refused it: {}", e.message()),
+                );
+                None
+            }
         }
     }
 
@@ -681,7 +812,7 @@ impl Run<'_> {
         let host = self.fake_host();
         let validated = self.validate(json);
         let built = match &validated {
-            Ok(()) => self.build(json, &host).map(|_| ()),
+            Ok(()) => self.build_any(json, &host),
             Err(e) => Err(e.clone()),
         };
         for line in host.take_logs() {
@@ -986,6 +1117,323 @@ impl Run<'_> {
         host.set_mode(Mode::Canned);
     }
 
+    /// The requests a middleware is run on: a plain one, each without and with odd users, odd
+    /// methods, paths, queries, clients and headers.
+    fn odd_middleware_requests(&self) -> Vec<(String, MiddlewareRequest)> {
+        let base = |method: &str, path: &str| MiddlewareRequest {
+            request: RequestInfo {
+                method: method.into(),
+                path: path.into(),
+                headers: RVec::from(vec![
+                    Tuple2("host".into(), "app.example".into()),
+                    Tuple2("user-agent".into(), "conformance".into()),
+                ]),
+            },
+            client: "192.0.2.7".into(),
+            ..MiddlewareRequest::default()
+        };
+        let with_user = |mut r: MiddlewareRequest, json: &str| {
+            r.user = ROption::RSome(json.into());
+            r.provider = ROption::RSome("conformance".into());
+            r
+        };
+        let mut out: Vec<(String, MiddlewareRequest)> = vec![
+            (
+                "a plain request, no user".into(),
+                base("GET", "/api/conformance"),
+            ),
+            (
+                "a user".into(),
+                with_user(
+                    base("POST", "/api/conformance"),
+                    r#"{"sub":"user_1","org_id":"org_1","role":"admin"}"#,
+                ),
+            ),
+            (
+                "a user with no claims".into(),
+                with_user(base("GET", "/"), "{}"),
+            ),
+            (
+                "a numeric `sub`".into(),
+                with_user(base("GET", "/api/x"), r#"{"sub":123}"#),
+            ),
+            (
+                "a list `sub`".into(),
+                with_user(base("GET", "/api/x"), r#"{"sub":["a"],"org_id":{"x":1}}"#),
+            ),
+            ("an odd method".into(), base("PROPFIND", "/api/x")),
+            ("an empty client".into(), {
+                let mut r = base("GET", "/api/x");
+                r.client = "".into();
+                r
+            }),
+            ("an IPv6 client".into(), {
+                let mut r = base("GET", "/api/x");
+                r.client = "2001:db8::1".into();
+                r
+            }),
+            ("a query".into(), {
+                let mut r = base("GET", "/api/x");
+                r.query = "a=1&_method=DELETE&a=%00".into();
+                r
+            }),
+            ("a 16 kB header".into(), {
+                let mut r = base("GET", "/api/x");
+                r.request
+                    .headers
+                    .push(Tuple2("x-big".into(), "b".repeat(16 * 1024).into()));
+                r
+            }),
+            ("200 headers".into(), {
+                let mut r = base("GET", "/api/x");
+                for i in 0..200 {
+                    r.request
+                        .headers
+                        .push(Tuple2(format!("x-h{i}").into(), "v".into()));
+                }
+                r
+            }),
+            ("repeated headers".into(), {
+                let mut r = base("GET", "/api/x");
+                for v in ["1", "2", "3"] {
+                    r.request.headers.push(Tuple2("x-tenant".into(), v.into()));
+                }
+                r
+            }),
+        ];
+        for sub in ODD_SUBS {
+            out.push((
+                format!("`sub` {}", shorten(sub)),
+                with_user(
+                    base("GET", "/api/x"),
+                    &serde_json::json!({ "sub": sub, "org_id": sub }).to_string(),
+                ),
+            ));
+        }
+        out.push((
+            "a 10 kB `sub`".into(),
+            with_user(
+                base("GET", "/api/x"),
+                &serde_json::json!({ "sub": "u".repeat(10_000) }).to_string(),
+            ),
+        ));
+        out
+    }
+
+    /// A header a middleware wants set is valid HTTP, and not one that frames the message.
+    fn check_header(
+        &mut self,
+        hook: &'static str,
+        label: &str,
+        what: &str,
+        name: &str,
+        value: Option<&str>,
+    ) {
+        let valid_name = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !valid_name {
+            self.fail(
+                hook,
+                format!("{label}: {what} `{}` is not a header name", shorten(name)),
+            );
+        } else if FRAMING_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            self.fail(
+                hook,
+                format!("{label}: {what} `{name}` frames the message and may not be changed"),
+            );
+        }
+        if let Some(v) = value {
+            if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                self.fail(
+                    hook,
+                    format!("{label}: {what} `{name}` has a value with CR, LF or NUL"),
+                );
+            }
+        }
+    }
+
+    fn check_outcome(&mut self, label: &str, o: &RequestOutcome) {
+        if let ROption::RSome(a) = &o.answer {
+            if !(100..600).contains(&a.status) {
+                self.fail(
+                    "on_request",
+                    format!("{label}: answered status {}", a.status),
+                );
+            }
+            for h in a.headers.iter() {
+                self.check_header("on_request", label, "answer header", &h.0, Some(&h.1));
+            }
+        }
+        for h in o.set_headers.iter() {
+            self.check_header("on_request", label, "request header", &h.0, Some(&h.1));
+        }
+        for h in o.remove_headers.iter() {
+            self.check_header("on_request", label, "removed header", h, None);
+        }
+        for h in o.response_headers.iter() {
+            self.check_header("on_request", label, "response header", &h.0, Some(&h.1));
+        }
+    }
+
+    /// Runs `on_request` on one request; `None` when it failed a check.
+    fn one_request(
+        &mut self,
+        middleware: &MiddlewareBox,
+        host: &FakeHost,
+        label: &str,
+        request: &MiddlewareRequest,
+    ) -> Option<RequestOutcome> {
+        self.report.checks += 1;
+        let outcome = run_until(middleware.on_request(request.clone()), self.kit.timeout);
+        for line in host.take_logs() {
+            self.seen.push(("log line", line));
+        }
+        for url in host.take_requests() {
+            self.seen.push(("request url", url));
+        }
+        match outcome {
+            Outcome::TimedOut => {
+                self.fail(
+                    "on_request",
+                    format!("{label}: did not finish within {:?}", self.kit.timeout),
+                );
+                None
+            }
+            Outcome::Panicked => {
+                self.fail(
+                    "on_request",
+                    format!("{label}: panicked through the boundary"),
+                );
+                None
+            }
+            Outcome::Done(RResult::RErr(e)) => {
+                self.seen
+                    .push(("on_request error", e.message().to_string()));
+                if e.kind() == ErrorKind::INTERNAL {
+                    self.fail(
+                        "on_request",
+                        format!(
+                            "{label}: internal error ({}); answer the request instead (Flow::error)",
+                            e.message()
+                        ),
+                    );
+                }
+                None
+            }
+            Outcome::Done(RResult::ROk(o)) => {
+                self.check_outcome(label, &o);
+                Some(o)
+            }
+        }
+    }
+
+    fn odd_requests(&mut self, middleware: &MiddlewareBox, host: &FakeHost) {
+        let wants_response = match catch_unwind(AssertUnwindSafe(|| middleware.wants_response())) {
+            Ok(w) => w,
+            Err(_) => {
+                self.fail(
+                    "wants_response",
+                    "wants_response() panicked through the boundary",
+                );
+                false
+            }
+        };
+        for mode in self.modes() {
+            host.set_mode(mode.clone());
+            for (label, request) in self.odd_middleware_requests() {
+                let label = format!("{} with {label}", mode.name());
+                let Some(_) = self.one_request(middleware, host, &label, &request) else {
+                    continue;
+                };
+                if wants_response {
+                    self.odd_responses(middleware, host, &label, &request);
+                }
+            }
+        }
+        host.set_mode(Mode::Canned);
+        // A dry run changes no state: asked again and again, it answers the same.
+        let mut request = self.odd_middleware_requests().swap_remove(1).1;
+        request.dry_run = true;
+        let first = self.one_request(middleware, host, "a dry run", &request);
+        for _ in 0..50 {
+            let again = self.one_request(middleware, host, "a dry run, again", &request);
+            if again.is_some() && first.is_some() && again != first {
+                self.fail(
+                    "dry run",
+                    "the same dry run got another answer: a dry run must change no state",
+                );
+                break;
+            }
+        }
+    }
+
+    fn odd_responses(
+        &mut self,
+        middleware: &MiddlewareBox,
+        host: &FakeHost,
+        label: &str,
+        request: &MiddlewareRequest,
+    ) {
+        for status in [200u16, 204, 304, 401, 429, 500, 503] {
+            self.report.checks += 1;
+            let head = ResponseHead {
+                status,
+                headers: RVec::from(vec![
+                    Tuple2("content-type".into(), "application/json".into()),
+                    Tuple2("x-upstream".into(), "1".into()),
+                ]),
+            };
+            let outcome = run_until(
+                middleware.on_response(request.clone(), head),
+                self.kit.timeout,
+            );
+            for line in host.take_logs() {
+                self.seen.push(("log line", line));
+            }
+            match outcome {
+                Outcome::TimedOut => self.fail(
+                    "on_response",
+                    format!(
+                        "{label}, response {status}: did not finish within {:?}",
+                        self.kit.timeout
+                    ),
+                ),
+                Outcome::Panicked => self.fail(
+                    "on_response",
+                    format!("{label}, response {status}: panicked through the boundary"),
+                ),
+                Outcome::Done(RResult::RErr(e)) => {
+                    self.seen
+                        .push(("on_response error", e.message().to_string()));
+                    self.fail(
+                        "on_response",
+                        format!("{label}, response {status}: failed ({}); the response is then replaced by a 500", e.message()),
+                    );
+                }
+                Outcome::Done(RResult::ROk(ResponseEdit {
+                    set_headers,
+                    remove_headers,
+                })) => {
+                    let label = format!("{label}, response {status}");
+                    for h in set_headers.iter() {
+                        self.check_header(
+                            "on_response",
+                            &label,
+                            "response header",
+                            &h.0,
+                            Some(&h.1),
+                        );
+                    }
+                    for h in remove_headers.iter() {
+                        self.check_header("on_response", &label, "removed header", h, None);
+                    }
+                }
+            }
+        }
+    }
+
     fn secrets_never_leak(&mut self, host: &FakeHost) {
         self.report.checks += 1;
         for line in host.take_logs() {
@@ -1086,6 +1534,74 @@ mod tests {
                 key: config.key,
             })
         }
+    }
+
+    /// A middleware with the classic mistakes: it panics without a user, counts dry runs, sets a
+    /// framing header, answers a status that is not one and fails with internal errors.
+    struct SloppyMiddleware {
+        seen: std::sync::atomic::AtomicU32,
+    }
+
+    #[derive(serde::Deserialize, crate::PluginConfig)]
+    #[serde(deny_unknown_fields)]
+    struct SloppyMiddlewareConfig {
+        /// How many requests pass.
+        #[config(example = "3")]
+        limit: u32,
+    }
+
+    impl crate::RequestMiddleware for SloppyMiddleware {
+        async fn on_request(&self, call: crate::Call) -> Result<crate::Flow, PluginError> {
+            let user = call.user().expect("a user");
+            if user.subject().is_none() {
+                return Err(PluginError::internal("no subject"));
+            }
+            let n = self.seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n % 5 == 4 {
+                return Ok(crate::Flow::respond(700));
+            }
+            Ok(crate::Flow::proceed().set_request_header("content-length", "0"))
+        }
+    }
+
+    struct SloppyMiddlewarePlugin;
+
+    impl MiddlewarePlugin for SloppyMiddlewarePlugin {
+        type Middleware = SloppyMiddleware;
+        type Config = SloppyMiddlewareConfig;
+        const NAME: &'static str = "sloppy-mw";
+        const VERSION: &'static str = "0.0.1";
+        const DESCRIPTION: &'static str = "every middleware mistake the kit looks for";
+
+        fn build(
+            _config: SloppyMiddlewareConfig,
+            _host: Host,
+        ) -> Result<SloppyMiddleware, PluginError> {
+            Ok(SloppyMiddleware {
+                seen: Default::default(),
+            })
+        }
+    }
+
+    #[test]
+    fn the_kit_finds_the_classic_middleware_mistakes() {
+        let report = Conformance::middleware_example::<SloppyMiddlewarePlugin>()
+            .run_middleware::<SloppyMiddlewarePlugin>();
+        let text = report.to_string();
+        assert!(!report.passed());
+        for expected in [
+            "a plain request, no user: internal error (plugin panicked: a user)",
+            "internal error (no subject)",
+            "request header `content-length` frames the message",
+            "answered status 700",
+            "a dry run must change no state",
+        ] {
+            assert!(text.contains(expected), "missing `{expected}` in\n{text}");
+        }
+        // The provider kit does not take a middleware-only library.
+        let report = Conformance::new(serde_json::json!({ "limit": 3 }))
+            .run_module(crate::sdk::middleware_root_module::<SloppyMiddlewarePlugin>());
+        assert!(!report.passed());
     }
 
     #[test]

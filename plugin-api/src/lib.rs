@@ -94,7 +94,7 @@ pub use config::{example_config, redact_serde_error, ConfigKey, OneOrMany, Plugi
 pub use error::{ErrorKind, PluginError};
 pub use host::{Host, HttpRequest, HttpResponse, JwtVerifierSpec, Verifier};
 pub use middleware::{
-    Call, Flow, MiddlewarePlugin, RequestMiddleware, ResponseChanges, ResponseView,
+    Call, Flow, MiddlewarePlugin, RequestMiddleware, ResponseChanges, ResponseView, FRAMING_HEADERS,
 };
 /// `#[derive(PluginConfig)]`: see [`PluginConfig`].
 pub use portcullis_plugin_api_derive::PluginConfig;

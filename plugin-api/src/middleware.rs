@@ -21,6 +21,21 @@ use crate::{
     sdk::{guard, guard_future, manifest_of},
 };
 
+/// Headers a middleware may not set or remove, on the request sent onward or on the response
+/// (lower case): they frame the HTTP message, and changing them would let one request be read as
+/// another. The server answers 500 for a middleware that tries; the conformance kit reports it.
+pub const FRAMING_HEADERS: &[&str] = &[
+    "connection",
+    "content-length",
+    "host",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// A request middleware, written as ordinary async Rust.
 ///
 /// The server runs the middleware instances that apply to a request, in the order the YAML lists
@@ -261,19 +276,23 @@ impl Flow {
         self
     }
 
-    /// Sets a request header sent onward (replacing any of that name).
+    /// Sets a request header sent onward (replacing any of that name). The server applies a
+    /// flow's removals before its sets, whatever the order of the calls: a header both removed
+    /// and set ends up set.
     pub fn set_request_header(mut self, name: &str, value: &str) -> Flow {
         self.raw.set_headers.push(Tuple2(name.into(), value.into()));
         self
     }
 
-    /// Removes a request header before the request goes onward.
+    /// Removes a request header before the request goes onward (see
+    /// [`Flow::set_request_header`] for the order).
     pub fn remove_request_header(mut self, name: &str) -> Flow {
         self.raw.remove_headers.push(name.into());
         self
     }
 
-    /// Adds a header to the response the client gets, whoever answers it.
+    /// Adds a header to the response the client gets, whoever answers it: the route, a later
+    /// middleware, or this flow's own answer.
     pub fn add_response_header(mut self, name: &str, value: &str) -> Flow {
         self.raw
             .response_headers
@@ -310,6 +329,20 @@ impl Flow {
             .response_headers
             .iter()
             .map(|t| (t.0.as_str(), t.1.as_str()))
+    }
+
+    /// The request headers removed, in order.
+    pub fn request_headers_removed(&self) -> impl Iterator<Item = &str> {
+        self.raw.remove_headers.iter().map(RString::as_str)
+    }
+
+    /// The body of the answer, when this flow answers the request.
+    pub fn answer_body(&self) -> Option<&[u8]> {
+        self.raw
+            .answer
+            .as_ref()
+            .into_option()
+            .map(|a| a.body.as_slice())
     }
 
     /// The headers of the answer, when this flow answers the request.
