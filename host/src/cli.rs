@@ -114,10 +114,15 @@ pub enum PluginCommand {
         file: PathBuf,
     },
     /// Writes a new plugin crate (its own workspace) that builds, passes the conformance kit and
-    /// loads: a provider accepting one shared key, to replace with your identity provider's check.
+    /// loads: a provider accepting one shared key, to replace with your identity provider's check
+    /// (or, with `--middleware`, a request middleware that passes the user's subject to the route
+    /// in a header, to replace with your own policy).
     New {
         /// The plugin's name (`plugin:` in the YAML, and the crate's name): [a-z0-9-].
         name: String,
+        /// Write a request middleware plugin (`middleware:` in the YAML) instead of a provider.
+        #[arg(long)]
+        middleware: bool,
         /// The folder to create the crate in (default: the current one).
         #[arg(long, default_value = ".")]
         dir: PathBuf,
@@ -145,6 +150,9 @@ pub enum PluginCommand {
         /// Let the plugin call plain `http://` URLs, as `dangerous: { allow_http: true }` would.
         #[arg(long)]
         allow_http: bool,
+        /// Test only this kind of the plugins the library exports (default: each one).
+        #[arg(long, value_enum)]
+        kind: Option<crate::plugin::author::Kind>,
     },
 }
 
@@ -500,6 +508,7 @@ fn plugin_command(command: PluginCommand) -> anyhow::Result<i32> {
         PluginCommand::Inspect { file } => inspect(&file),
         PluginCommand::New {
             name,
+            middleware,
             dir,
             sdk_path,
             sdk_git,
@@ -514,7 +523,12 @@ fn plugin_command(command: PluginCommand) -> anyhow::Result<i32> {
                 (_, _, Some(v)) => SdkSource::Registry(v),
                 _ => SdkSource::default_for_this_build(),
             };
-            let made = author::new_crate(&name, &dir, &sdk)?;
+            let kind = if middleware {
+                author::Kind::Middleware
+            } else {
+                author::Kind::Provider
+            };
+            let made = author::new_crate(&name, &dir, &sdk, kind)?;
             println!("created {}", made.dir.display());
             match &sdk {
                 SdkSource::Path(p) => println!("portcullis-plugin-api from {}", p.display()),
@@ -532,10 +546,17 @@ fn plugin_command(command: PluginCommand) -> anyhow::Result<i32> {
             file,
             config,
             allow_http,
-        } => match author::test_library(&file, config.as_deref(), allow_http) {
-            Ok(report) => {
-                print!("{report}");
-                Ok(if report.passed() { 0 } else { 1 })
+            kind,
+        } => match author::test_library(&file, config.as_deref(), allow_http, kind) {
+            Ok(reports) => {
+                for report in &reports {
+                    print!("{report}");
+                }
+                Ok(if reports.iter().all(|r| r.passed()) {
+                    0
+                } else {
+                    1
+                })
             }
             Err(e) => {
                 println!("{e:#}");

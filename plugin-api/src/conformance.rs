@@ -377,6 +377,17 @@ impl Conformance {
     }
 }
 
+/// Runs a future of a plugin's own unit tests to completion on this thread (a plugin has no
+/// runtime; the futures of [`test_host`] are ready at once). Panics when it does not finish
+/// within 30 seconds.
+pub fn block_on<F: Future>(fut: F) -> F::Output {
+    match run_until(fut, Duration::from_secs(30)) {
+        Outcome::Done(v) => v,
+        Outcome::Panicked => panic!("the future panicked"),
+        Outcome::TimedOut => panic!("the future did not finish within 30 s"),
+    }
+}
+
 /// A [`crate::Host`] for a plugin's own unit tests (a middleware's `build`, for one): the kit's
 /// fake host, with an empty environment, the real clock, log lines kept and dropped, `https://`
 /// URLs only, and no identity provider (every HTTP request gets an empty answer, status 0).

@@ -42,6 +42,26 @@
 //!
 //! `portcullis plugin new NAME` writes such a crate, with its conformance test, ready to build.
 //!
+//! ## A request middleware
+//!
+//! A library may also export a **middleware** (plugin ABI 1.2): code the server runs after it
+//! has authenticated and authorized a request, before the route — to answer it instead (a rate
+//! limit, a policy) or to change the request headers sent onward and the response headers. Same
+//! `Cargo.toml`; `src/lib.rs` (what `portcullis plugin new --middleware stamp-user` writes):
+//!
+#![doc = concat!("```\n", include_str!("../template-middleware/src/lib.rs"), "# fn main() {}\n```\n")]
+//!
+//! ```yaml
+//! middleware:
+//!   - name: stamp
+//!     plugin: stamp-user
+//!     path: /api/*          # where it runs; or name it in a route's `middleware:`
+//!     config: { header: x-user-id }
+//! ```
+//!
+//! One library exports one root module: [`export_provider!`], [`export_middleware!`], or
+//! [`export_plugins!`] for both.
+//!
 //! ## What the server does for a plugin
 //!
 //! Plugins do no I/O of their own: HTTP requests, JWT verification with the server's key cache,

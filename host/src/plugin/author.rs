@@ -18,6 +18,19 @@ const TEMPLATE_LIB: &str = include_str!("../../../plugin-api/template/src/lib.rs
 const TEMPLATE_TEST: &str = include_str!("../../../plugin-api/template/tests/conformance.rs");
 /// The names the template is written with, replaced by the new plugin's.
 const TEMPLATE_NAME: &str = "static-key";
+const MIDDLEWARE_LIB: &str = include_str!("../../../plugin-api/template-middleware/src/lib.rs");
+const MIDDLEWARE_TEST: &str =
+    include_str!("../../../plugin-api/template-middleware/tests/conformance.rs");
+const MIDDLEWARE_NAME: &str = "stamp-user";
+
+/// Which kind of plugin a new crate, or a test, is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// An identity provider (`providers:`).
+    Provider,
+    /// A request middleware (`middleware:`).
+    Middleware,
+}
 
 /// Where a new plugin crate takes `portcullis-plugin-api` from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,7 +115,12 @@ pub struct NewCrate {
 }
 
 /// Writes the crate of plugin `name` into `parent/name`, which must not exist.
-pub fn new_crate(name: &str, parent: &Path, sdk: &SdkSource) -> anyhow::Result<NewCrate> {
+pub fn new_crate(
+    name: &str,
+    parent: &Path,
+    sdk: &SdkSource,
+    kind: Kind,
+) -> anyhow::Result<NewCrate> {
     check_name(name)?;
     let dir = parent.join(name);
     if dir.exists() {
@@ -112,20 +130,38 @@ pub fn new_crate(name: &str, parent: &Path, sdk: &SdkSource) -> anyhow::Result<N
         );
     }
     let ident = name.replace('-', "_");
-    let lib = TEMPLATE_LIB
-        .replace(TEMPLATE_NAME, name)
-        .replace(&TEMPLATE_NAME.replace('-', "_"), &ident)
-        .replace(&camel(TEMPLATE_NAME), &camel(name))
-        .replace("STATIC_KEY", &ident.to_ascii_uppercase());
-    let test = TEMPLATE_TEST
-        .replace(&TEMPLATE_NAME.replace('-', "_"), &ident)
-        .replace(&camel(TEMPLATE_NAME), &camel(name));
+    let (template_lib, template_test, template_name, what) = match kind {
+        Kind::Provider => (
+            TEMPLATE_LIB,
+            TEMPLATE_TEST,
+            TEMPLATE_NAME,
+            "identity-provider",
+        ),
+        Kind::Middleware => (
+            MIDDLEWARE_LIB,
+            MIDDLEWARE_TEST,
+            MIDDLEWARE_NAME,
+            "request middleware",
+        ),
+    };
+    let template_ident = template_name.replace('-', "_");
+    let lib = template_lib
+        .replace(template_name, name)
+        .replace(&template_ident, &ident)
+        .replace(&camel(template_name), &camel(name))
+        .replace(
+            &template_ident.to_ascii_uppercase(),
+            &ident.to_ascii_uppercase(),
+        );
+    let test = template_test
+        .replace(&template_ident, &ident)
+        .replace(&camel(template_name), &camel(name));
     let manifest = format!(
         r#"[package]
 name = "{name}"
 version = "0.1.0"
 edition = "2021"
-description = "The `{name}` identity-provider plugin for Portcullis"
+description = "The `{name}` {what} plugin for Portcullis"
 publish = false
 
 [lib]
@@ -171,41 +207,83 @@ panic = "unwind"
     })
 }
 
-/// Runs the conformance kit on the library `file`: with `config` (an instance's `config:`
-/// mapping, YAML or JSON) when given, else with the plugin's own example config.
+/// Runs the conformance kit on the library `file`, once for each kind of plugin it exports (or
+/// only `kind`): with `config` (an instance's `config:` mapping, YAML or JSON) when given, else
+/// with the plugin's own example config.
 pub fn test_library(
     file: &Path,
     config: Option<&Path>,
     allow_http: bool,
-) -> anyhow::Result<Report> {
+    kind: Option<Kind>,
+) -> anyhow::Result<Vec<Report>> {
     let loader = Loader::in_temp_dir().context("cannot create the staging folder")?;
     let plugin = loader.load(file, None)?;
-    let mut kit = match config {
-        None => Conformance::from_example(plugin.module).map_err(anyhow::Error::msg)?,
-        Some(path) => {
-            let text = fs::read_to_string(path)
-                .with_context(|| format!("{}: cannot read", path.display()))?;
-            let value: serde_json::Value = serde_yaml::from_str(&text)
-                .with_context(|| format!("{}: not a YAML mapping", path.display()))?;
-            if !value.is_object() {
-                bail!(
-                    "{}: the config must be a mapping (an instance's `config:`)",
-                    path.display()
-                );
-            }
-            let mut kit = Conformance::new(value.clone());
-            for key in plugin.manifest.config_keys.iter().filter(|k| k.secret) {
-                if let Some(serde_json::Value::String(v)) = value.get(&key.name) {
-                    kit = kit.secret(v);
-                }
-            }
-            kit
-        }
-    };
-    if allow_http {
-        kit = kit.allow_http();
+    let exported: Vec<Kind> = [
+        (Kind::Provider, plugin.provides),
+        (Kind::Middleware, plugin.middleware.is_some()),
+    ]
+    .into_iter()
+    .filter(|(k, has)| *has && kind.is_none_or(|want| want == *k))
+    .map(|(k, _)| k)
+    .collect();
+    if exported.is_empty() {
+        bail!(
+            "{}: exports no {} plugin (it exports: {})",
+            file.display(),
+            match kind {
+                Some(Kind::Middleware) => "middleware",
+                _ => "provider",
+            },
+            plugin.kinds().join(", ")
+        );
     }
-    Ok(kit.run_module(plugin.module))
+    if config.is_some() && exported.len() > 1 {
+        bail!(
+            "{}: exports a provider and a middleware; say which one --config is for with --kind",
+            file.display()
+        );
+    }
+    let mut reports = Vec::new();
+    for k in exported {
+        let manifest = match k {
+            Kind::Provider => &plugin.manifest,
+            Kind::Middleware => plugin.middleware.as_ref().unwrap_or(&plugin.manifest),
+        };
+        let mut kit = match config {
+            None => match k {
+                Kind::Provider => Conformance::from_example(plugin.module),
+                Kind::Middleware => Conformance::from_middleware_example(plugin.module),
+            }
+            .map_err(anyhow::Error::msg)?,
+            Some(path) => {
+                let text = fs::read_to_string(path)
+                    .with_context(|| format!("{}: cannot read", path.display()))?;
+                let value: serde_json::Value = serde_yaml::from_str(&text)
+                    .with_context(|| format!("{}: not a YAML mapping", path.display()))?;
+                if !value.is_object() {
+                    bail!(
+                        "{}: the config must be a mapping (an instance's `config:`)",
+                        path.display()
+                    );
+                }
+                let mut kit = Conformance::new(value.clone());
+                for key in manifest.config_keys.iter().filter(|k| k.secret) {
+                    if let Some(serde_json::Value::String(v)) = value.get(&key.name) {
+                        kit = kit.secret(v);
+                    }
+                }
+                kit
+            }
+        };
+        if allow_http {
+            kit = kit.allow_http();
+        }
+        reports.push(match k {
+            Kind::Provider => kit.run_module(plugin.module),
+            Kind::Middleware => kit.run_middleware_module(plugin.module),
+        });
+    }
+    Ok(reports)
 }
 
 #[cfg(test)]
@@ -227,7 +305,7 @@ mod tests {
     fn the_template_is_renamed_everywhere() {
         let dir = tempfile::tempdir().unwrap();
         let sdk = SdkSource::Path("/opt/sdk \"x\"".into());
-        let made = new_crate("acme-sso", dir.path(), &sdk).unwrap();
+        let made = new_crate("acme-sso", dir.path(), &sdk, Kind::Provider).unwrap();
         let lib = fs::read_to_string(made.dir.join("src/lib.rs")).unwrap();
         assert!(lib.contains("const NAME: &'static str = \"acme-sso\";"));
         assert!(lib.contains("AcmeSsoPlugin") && lib.contains("ACME_SSO"));
@@ -240,8 +318,19 @@ mod tests {
         assert!(manifest.contains(r#"portcullis-plugin-api = { path = "/opt/sdk \"x\"" }"#));
         assert_eq!(made.library, "target/release/libacme_sso.so");
         assert!(
-            new_crate("acme-sso", dir.path(), &sdk).is_err(),
+            new_crate("acme-sso", dir.path(), &sdk, Kind::Provider).is_err(),
             "an existing folder is kept"
         );
+        let made = new_crate("tenant-gate", dir.path(), &sdk, Kind::Middleware).unwrap();
+        let lib = fs::read_to_string(made.dir.join("src/lib.rs")).unwrap();
+        assert!(lib.contains("const NAME: &'static str = \"tenant-gate\";"));
+        assert!(lib.contains("TenantGatePlugin") && lib.contains("export_middleware!"));
+        for old in ["stamp-user", "stamp_user", "StampUser", "STAMP_USER"] {
+            assert!(!lib.contains(old), "{old} left in\n{lib}");
+        }
+        let test = fs::read_to_string(made.dir.join("tests/conformance.rs")).unwrap();
+        assert!(test.contains("use tenant_gate::TenantGatePlugin;"));
+        let manifest = fs::read_to_string(made.dir.join("Cargo.toml")).unwrap();
+        assert!(manifest.contains("request middleware plugin"));
     }
 }
