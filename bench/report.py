@@ -51,6 +51,7 @@ names = {
     "s5d": "s5 compiled in, no plugin ABI",
     "s6": "workos + local memberships API",
     "s7": "s2 while reloading every 200 ms",
+    "s8": "s2 + one no-op middleware plugin",
     "c50": "s2 under 50 connections",
 }
 med = lambda xs: statistics.median(xs) if xs else float("nan")
@@ -87,6 +88,7 @@ for label, a, b, goal in [
     ("s3 >= 0.90 x s1", "s3", "s1", 0.90),
     ("s2 >= 0.95 x s4 (plugin ABI)", "s2", "s4", 0.95),
     ("s7 >= 0.80 x s2", "s7", "s2", 0.80),
+    ("s8 >= 0.95 x s2 (one middleware)", "s8", "s2", 0.95),
 ]:
     m, xs = ratio(a, b)
     if not xs:

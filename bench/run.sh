@@ -4,7 +4,7 @@
 #   bench/run.sh                      # all scenarios, side by side, ROUNDS rounds
 #   DURATION=5 ROUNDS=3 CONNECTIONS=10 TOKENS=20000 bench/run.sh
 #   SKIP_BUILD=1 bench/run.sh         # reuse the release binaries already built
-#   SCENARIOS="s1 s2 s4" bench/run.sh # a subset (of s1..s7, s5d, c50, rss)
+#   SCENARIOS="s1 s2 s4" bench/run.sh # a subset (of s1..s8, s5d, c50, rss)
 #   DURATION=1 PASSES=4 bench/run.sh  # each round goes over the scenarios 4 times, 1 s each
 #
 # Installs wrk (Debian) when missing, builds the release binaries, starts a local JWKS and a local
@@ -19,6 +19,8 @@
 #   s5d s5 without the plugin    s5 on the s4 build: the price of the plugin ABI when nothing is cached
 #   s6 workos                    the workos plugin against the local WorkOS (JWKS + memberships)
 #   s7 s2 while reloading        the config file is rewritten every 200 ms
+#   s8 s2 + one middleware       s2 with a no-op request middleware plugin on the path
+#                                (header-policy with an empty config: it lets everything through)
 #   c50 s2's server under 50 connections (its p99)
 # then the idle RSS of a server with every shipped plugin loaded. Right after each s5 slice,
 # `openssl speed rsa2048` gives the machine's raw verify rate on the server's core. Ratios are
@@ -36,7 +38,7 @@ BASE_PORT=${BASE_PORT:-18100}
 SERVER_CPU=${SERVER_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 REL=$ROOT/target/release
-SCENARIOS=${SCENARIOS:-s1 s2 s3 s4 s5 s5d s6 s7 c50 rss}
+SCENARIOS=${SCENARIOS:-s1 s2 s3 s4 s5 s5d s6 s7 s8 c50 rss}
 want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 if ! command -v wrk >/dev/null; then
@@ -132,6 +134,12 @@ JWT_JWKS="  - name: jwks
       issuer: [\"$ISSUER\"]
       audience: [api]
       jwks_url: \"$JWKS_URL\""
+JWT_MIDDLEWARE="$JWT_STATIC
+middleware:
+  - name: noop
+    plugin: header-policy
+    path: /health
+    config: {}"
 WORKOS="  - name: workos
     plugin: workos
     dangerous: { allow_http: true }
@@ -213,6 +221,7 @@ if want s5; then boot s5 5 "$REL/portcullis" "$JWT_STATIC" protected "" portcull
 if want s5d; then boot s5d 8 "$REL/portcullis-direct" "$JWT_STATIC" protected "" portcullis_plugin_jwt; ORDER+=(s5d); fi
 if want s6; then boot s6 6 "$REL/portcullis" "$WORKOS" protected "$TOKEN_WORKOS" portcullis_plugin_workos; ORDER+=(s6); fi
 if want s7; then boot s7 7 "$REL/portcullis" "$JWT_STATIC" protected "$TOKEN" portcullis_plugin_jwt; ORDER+=(s7); fi
+if want s8; then boot s8 10 "$REL/portcullis" "$JWT_MIDDLEWARE" protected "$TOKEN" portcullis_plugin_jwt portcullis_plugin_header_policy; ORDER+=(s8); fi
 want c50 && ORDER+=(c50)
 
 # The machine's raw RSA-2048 verify rate on the server's core (OpenSSL 3 prints verify/s last).
@@ -227,7 +236,7 @@ slice() {
   SERVER_PID=${SPID_OF[$sc]:-${SPID_OF[s2]}}
   case $sc in
     s1) load "$r" s1 "$url" "$CONNECTIONS" ;;
-    s2 | s4) load "$r" "$sc" "$url" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN" ;;
+    s2 | s4 | s8) load "$r" "$sc" "$url" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN" ;;
     s3) load "$r" s3 "$url" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN_JWKS" ;;
     s5)
       load "$r" s5 "$url" "$CONNECTIONS" -- "$MOCKS/tokens.txt"

@@ -50,6 +50,9 @@ pub struct AuthUser {
     /// What the authorization cache keys this user by: the subject, and the organization the
     /// token is scoped to when it names one (see [`AuthUser::authorization_key`]).
     authz_key: Option<String>,
+    /// `claims` as JSON text, written once when first needed (request middleware are told the
+    /// user on every request, and a user accepted before is the same object).
+    json: std::sync::OnceLock<String>,
 }
 
 impl AuthUser {
@@ -73,7 +76,13 @@ impl AuthUser {
             claims,
             subject,
             authz_key,
+            json: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The claims as JSON text (written once).
+    pub fn claims_json(&self) -> &str {
+        self.json.get_or_init(|| self.claims.to_string())
     }
 
     /// `claims.sub`, when it is a non-empty string.

@@ -367,6 +367,8 @@ impl<E: Endpoint> Gate<E> {
         user: Option<&AuthUser>,
     ) -> Response {
         let metrics = self.app.metrics();
+        // Taken out while the middleware change them, and put back for the route: no copy.
+        let mut headers = std::mem::take(req.headers_mut());
         let incoming = middleware::Incoming {
             method,
             path: canonical,
@@ -375,7 +377,6 @@ impl<E: Endpoint> Gate<E> {
             user,
             dry_run: false,
         };
-        let mut headers = req.headers().clone();
         let (chain, answer) =
             middleware::on_request(rt, Some(metrics), selected, &incoming, &mut headers).await;
         let mut resp = match answer {

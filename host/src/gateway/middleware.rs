@@ -7,10 +7,12 @@
 //! entry names, in its order; each at most once. On a request that needs no user (a public path,
 //! a `requires_auth: false` route) only instances with `public: true` run.
 //!
-//! **Fail closed.** A middleware that fails, times out, panics, answers a status outside
-//! 100–599 or changes a header it may not (see [`FORBIDDEN`]) answers the request 500 (503 for
-//! an unavailable or timed-out one, or a retired instance): never a pass-through of a request no
-//! middleware looked at. The same holds for `on_response`: the response is replaced.
+//! **Fail closed.** A middleware that fails, times out, panics, answers a status that is not a
+//! final one (outside 200–599: a 1xx is only ever interim, and hyper would send a 101 as a
+//! protocol switch or turn a 100 into a bare 500) or changes a header it may not (see
+//! [`FORBIDDEN`]) answers the request 500 (503 for an unavailable or timed-out one, or a retired
+//! instance): never a pass-through of a request no middleware looked at. The same holds for
+//! `on_response`: the response is replaced.
 
 use std::sync::Arc;
 
@@ -192,14 +194,10 @@ pub async fn on_request(
         return (chain, None);
     }
     let timeout = rt.config.server.plugin_timeout;
-    let json = incoming.user.map(|u| u.claims.to_string());
-    let user = incoming
-        .user
-        .zip(json.as_deref())
-        .map(|(u, json)| CallUser {
-            provider: &u.provider,
-            json,
-        });
+    let user = incoming.user.map(|u| CallUser {
+        provider: &u.provider,
+        json: u.claims_json(),
+    });
     let request = PluginRequest::new(incoming.method, incoming.path, headers);
     let mut call = MiddlewareCall::new(
         &request,
@@ -270,7 +268,7 @@ pub async fn on_request(
                 Some(a) => {
                     let status = StatusCode::from_u16(a.status)
                         .ok()
-                        .filter(|s| (100..600).contains(&s.as_u16()))
+                        .filter(|s| (200..600).contains(&s.as_u16()))
                         .ok_or_else(|| format!("it answered status {}", a.status))?;
                     let headers = a
                         .headers
