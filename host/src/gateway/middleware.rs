@@ -32,18 +32,9 @@ use crate::{
 };
 
 /// Headers no middleware may set or remove, on the request sent onward or on the response: they
-/// frame the message, and a change would let one request be read as another (smuggling).
-pub const FORBIDDEN: &[&str] = &[
-    "connection",
-    "content-length",
-    "host",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+/// frame the message, and a change would let one request be read as another (smuggling). The
+/// SDK's list, so that the conformance kit reports what the server refuses.
+pub use portcullis_plugin_api::FRAMING_HEADERS as FORBIDDEN;
 
 /// The instances (indexes into `config.middleware`, and the snapshot's `middleware`) that run
 /// for a `method` request on canonical `path`, served by `routes:` entry `route`, with or without
