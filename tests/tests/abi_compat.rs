@@ -2,9 +2,10 @@
 //! The plugin ABI's compatibility promise (docs/plugins.md, "The ABI and its compatibility
 //! promise"), held through the real server:
 //!
-//! * a plugin built against the previous minor's SDK — a frozen copy of portcullis-plugin-api 1.0
-//!   in `tests/plugins/sdk-1.0`, built here with cargo as an outside crate — loads and serves in
-//!   this server, the provider methods that ABI lacks falling back to their defaults;
+//! * plugins built against earlier minors' SDKs — frozen copies of portcullis-plugin-api 1.0 and
+//!   1.1 in `tests/plugins/sdk-1.0` and `tests/plugins/sdk-1.1`, built here with cargo as outside
+//!   crates — load and serve in this server, the provider methods and root-module fields those
+//!   ABIs lack falling back to their defaults (1.1: a provider library, no middleware);
 //! * a plugin declaring a newer minor, another major, or the pre-1.0 API is refused with a
 //!   one-line message naming both versions, and the others keep serving.
 
@@ -22,21 +23,19 @@ const KEY: &str = "legacy-key-0123456789";
 // The fixture is ABI 1.0: this server must be a later minor of the same major for the test to
 // mean anything.
 const _: () = assert!(
-    ABI_MAJOR == 1 && ABI_MINOR >= 1,
-    "tests/plugins/sdk-1.0 is the previous minor only for a server of ABI 1.1 or later"
+    ABI_MAJOR == 1 && ABI_MINOR >= 2,
+    "tests/plugins/sdk-1.0 and sdk-1.1 are earlier minors only for a server of ABI 1.2 or later"
 );
 
-fn fixture_manifest() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/sdk-1.0/plugin/Cargo.toml")
-}
-
-/// Builds the ABI 1.0 plugin as its author would, sharing this build's target folder so that the
-/// dependencies compiled for the workspace are reused.
-fn build_abi_1_0_plugin() -> PathBuf {
+/// Builds the plugin of a frozen SDK (`tests/plugins/<sdk>/plugin`) as its author would, sharing
+/// this build's target folder so that the dependencies compiled for the workspace are reused.
+fn build_frozen_plugin(sdk: &str, library: &str) -> PathBuf {
+    let manifest =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("plugins/{sdk}/plugin/Cargo.toml"));
     let profile_dir = target_dir();
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.args(["build", "--locked", "--manifest-path"])
-        .arg(fixture_manifest())
+        .arg(manifest)
         .arg("--target-dir")
         .arg(profile_dir.parent().unwrap())
         .env_remove("CARGO_TARGET_DIR");
@@ -46,10 +45,15 @@ fn build_abi_1_0_plugin() -> PathBuf {
     let out = cmd.output().expect("run cargo");
     assert!(
         out.status.success(),
-        "building the ABI 1.0 plugin failed:\n{}",
+        "building the plugin of {sdk} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    artifact("libportcullis_test_abi_1_0.so")
+    artifact(library)
+}
+
+/// The ABI 1.0 plugin (`tests/plugins/sdk-1.0`).
+fn build_abi_1_0_plugin() -> PathBuf {
+    build_frozen_plugin("sdk-1.0", "libportcullis_test_abi_1_0.so")
 }
 
 fn config() -> String {
@@ -138,4 +142,61 @@ async fn newer_minor_other_major_and_pre_1_0_plugins_are_refused_by_name() {
             .unwrap_or_else(|| panic!("no refusal of {name} in\n{log}"));
         assert!(line.contains(message.as_str()), "{line}");
     }
+}
+
+/// A plugin built against the frozen 1.1 SDK (`tests/plugins/sdk-1.1`: a root module without the
+/// fields 1.2 appended) loads in this server as a provider library, its missing `exports` read as
+/// "a provider" and its missing middleware fields as absent: it serves as a provider, and a
+/// `middleware:` entry naming it is refused by name, never a crash.
+#[tokio::test]
+async fn a_plugin_of_abi_1_1_loads_as_a_provider_library_and_is_no_middleware() {
+    const ELEVEN_KEY: &str = "eleven-key-0123456789";
+    let lib = build_frozen_plugin("sdk-1.1", "libportcullis_test_abi_1_1.so");
+    let cfg = format!(
+        "version: 1\nserver:\n  host: 127.0.0.1\n  port: 0\nplugins:\n  dir: plugins\nproviders:\n  - name: eleven\n    plugin: eleven-key\n    config:\n      key: {ELEVEN_KEY}\nauth:\n  protected: [\"/api/*\"]\n  rules:\n    - allow: true\n"
+    );
+    let s = Server::start(&cfg, std::slice::from_ref(&lib));
+    let r = client()
+        .get(s.url("/api/auth/me"))
+        .bearer_auth(ELEVEN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", s.log());
+    let me: Value = r.json().await.unwrap();
+    assert!(me.to_string().contains(r#""abi":"1.1""#), "{me}");
+    let plugins: Vec<Value> = client()
+        .get(s.url("/api/admin/plugins"))
+        .bearer_auth(ELEVEN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let p = plugins.iter().find(|p| p["name"] == "eleven-key").unwrap();
+    assert_eq!(p["abi_version"], "1.1", "{p}");
+    assert_eq!(p["kinds"], serde_json::json!(["provider"]), "{p}");
+
+    // As a middleware: refused up front by `check`, naming the kind.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("plugins")).unwrap();
+    std::fs::copy(&lib, dir.path().join("plugins/lib.so")).unwrap();
+    let bad = format!("{cfg}middleware:\n  - name: mw\n    plugin: eleven-key\n    path: /api/*\n");
+    std::fs::write(dir.path().join("c.yaml"), bad).unwrap();
+    let out = Command::new(binary())
+        .arg("check")
+        .arg(dir.path().join("c.yaml"))
+        .env("PORTCULLIS_STATE_DIR", dir.path())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("middleware[0] (mw).plugin")
+            && text.contains("is a provider plugin, not a middleware plugin"),
+        "{text}"
+    );
+    assert!(!s.log().contains("panicked"), "{}", s.log());
 }
