@@ -216,22 +216,49 @@ pub async fn answer(app: &App, req: &Request) -> Response {
     let mut onward = headers.clone();
     let (chain, answer) =
         middleware::on_request(&rt, Some(app.metrics()), &selected, &incoming, &mut onward).await;
+    let allowed = answer.is_none();
     let mut r = match answer {
+        // A proxy reads a 2xx verdict as "let it through": a middleware's own 2xx answer would
+        // send on the very request it answered instead of the route (and without the identity
+        // headers). It cannot be relayed; fail closed.
+        Some(answer) if answer.status().is_success() => {
+            tracing::warn!(
+                path = %path,
+                status = answer.status().as_u16(),
+                "forward auth refused: a middleware answered with a success status, which the proxy would read as allowed"
+            );
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+        }
         Some(answer) => answer,
         None => {
             let mut r = Response::builder().status(StatusCode::OK).finish();
             for (k, v) in &chain.onward {
                 r.headers_mut().insert(k.clone(), v.clone());
             }
-            if let Some(u) = &user {
-                for (k, v) in identity_headers(gateway, u) {
-                    r.headers_mut().insert(k, v);
-                }
-            }
             r
         }
     };
     middleware::on_response(&rt, app.metrics(), chain, &mut r).await;
+    // The proxy copies the verdict's identity headers onto the request: only Portcullis says who
+    // the user is, so none comes from a middleware (a request header it set, a response header
+    // it added), in any spelling — as on a proxied route, where they are always replaced.
+    let spoofed: Vec<HeaderName> = r
+        .headers()
+        .keys()
+        .filter(|k| gateway.is_identity_header(&normalized_name(k.as_str())))
+        .cloned()
+        .collect();
+    for k in spoofed {
+        r.headers_mut().remove(k);
+    }
+    // Allowed, and no response hook failed: the identity goes back with the 200.
+    if allowed && r.status().is_success() {
+        if let Some(u) = &user {
+            for (k, v) in identity_headers(gateway, u) {
+                r.headers_mut().insert(k, v);
+            }
+        }
+    }
     r.headers_mut()
         .insert("cache-control", HeaderValue::from_static("no-store"));
     r

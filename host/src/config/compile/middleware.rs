@@ -52,11 +52,14 @@ impl MiddlewareConfig {
                 .is_some_and(|p| p.is_match(method, path))
     }
 
-    /// Whether `methods:` lets a `method` request through to it.
+    /// Whether `methods:` lets a `method` request through to it. A list that names `GET` names
+    /// `HEAD` too, as in every other method list (see `matching::pattern`): a route serves `HEAD`
+    /// with its `GET`, and a `GET`-only instance must not be skipped by asking `HEAD`.
     pub fn methods_allow(&self, method: &str) -> bool {
-        self.methods
-            .as_ref()
-            .is_none_or(|m| m.iter().any(|x| x == method || x == "ALL" || x == "*"))
+        self.methods.as_ref().is_none_or(|m| {
+            m.iter()
+                .any(|x| x == method || x == "ALL" || x == "*" || (method == "HEAD" && x == "GET"))
+        })
     }
 }
 
