@@ -80,6 +80,20 @@ impl Proxy {
     /// then `proxy_pass` to `upstream` with the identity headers of the verdict. The auth
     /// location is the one `docs/config.md` gives for `forward_auth: nginx`.
     pub async fn nginx(portcullis: &str, upstream: &str) -> Proxy {
+        Self::nginx_copying(portcullis, upstream, &[]).await
+    }
+
+    /// As [`Proxy::nginx`], also copying each header of `copy` (lower case, e.g. a header a
+    /// request middleware sets) from the verdict onto the request sent to `upstream`
+    /// (`auth_request_set` then `proxy_set_header`, as for the identity headers).
+    pub async fn nginx_copying(portcullis: &str, upstream: &str, copy: &[&str]) -> Proxy {
+        let mut copied = String::new();
+        for name in copy {
+            let var = name.to_ascii_lowercase().replace('-', "_");
+            copied.push_str(&format!(
+                "            auth_request_set $portcullis_copy_{var} $upstream_http_{var};\n            proxy_set_header {name} $portcullis_copy_{var};\n"
+            ));
+        }
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().display().to_string();
         for d in ["body", "proxy", "fastcgi", "uwsgi", "scgi"] {
@@ -108,7 +122,7 @@ http {{
             auth_request_set $portcullis_provider $upstream_http_x_auth_provider;
             proxy_set_header X-User-Id $portcullis_user;
             proxy_set_header X-Auth-Provider $portcullis_provider;
-            proxy_pass {upstream};
+{copied}            proxy_pass {upstream};
         }}
         location = /_portcullis {{
             internal;
