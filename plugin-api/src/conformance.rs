@@ -20,7 +20,7 @@
 //! ([`Conformance::assert_middleware`]): the manifest, the garbage configs, the valid config, and
 //! `on_request` (and `on_response`, when it asks for it) on odd requests — no user, odd users,
 //! odd methods, huge and many headers, a dry run — which must never panic or hang, never fail
-//! with an internal error, answer only statuses 100–599, set only valid headers (never the
+//! with an internal error, answer only final statuses (200–599), set only valid headers (never the
 //! [`crate::FRAMING_HEADERS`]), and give a dry run the same answer however often it is asked
 //! (a dry run changes no state).
 //!
@@ -1267,7 +1267,7 @@ impl Run<'_> {
 
     fn check_outcome(&mut self, label: &str, o: &RequestOutcome) {
         if let ROption::RSome(a) = &o.answer {
-            if !(100..600).contains(&a.status) {
+            if !(200..600).contains(&a.status) {
                 self.fail(
                     "on_request",
                     format!("{label}: answered status {}", a.status),

@@ -238,7 +238,8 @@ impl Flow {
     }
 
     /// Answer the request with `status` (and an empty body): no later middleware and no route
-    /// runs.
+    /// runs. A final status, 200–599: anything else is answered 500 by the server. In forward
+    /// auth, a 2xx answer is answered 500 too (the proxy would read it as "allowed").
     pub fn respond(status: u16) -> Flow {
         Flow {
             raw: RequestOutcome {

@@ -316,7 +316,7 @@ fn plugin_problems_are_reported_with_the_configs_own_in_one_pass() {
         "providers[1].name: duplicate provider name `main`",
         "providers[0] (main): config rejected by plugin",
         "issuerr",
-        "providers[2] (other).plugin: no loaded plugin is named `jwtt`",
+        "providers[2] (other).plugin: no loaded provider plugin is named `jwtt`",
     ] {
         assert!(
             out.contains(e),

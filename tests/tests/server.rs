@@ -343,7 +343,7 @@ async fn admin_reload_applies_a_new_config_and_refuses_a_broken_one() {
     };
     assert_eq!(kind_of("auth.rulez"), Some(json!("config")), "{r}");
     assert_eq!(
-        kind_of("providers[1] (other).plugin: no loaded plugin is named `jwtt`"),
+        kind_of("providers[1] (other).plugin: no loaded provider plugin is named `jwtt`"),
         Some(json!("plugin")),
         "{r}"
     );

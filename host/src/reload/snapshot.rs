@@ -174,7 +174,7 @@ fn find_plugin(plugins: &[PluginFile], kind: PluginKind, name: &str) -> Option<A
     })
 }
 
-/// `{at}.plugin: no loaded plugin is named ...`, naming the files that failed to load (and the
+/// `{at}.plugin: no loaded provider (or middleware) plugin is named ...`, naming the files that failed to load (and the
 /// library that has a plugin of that name of the other kind).
 fn no_such_plugin(
     at: &str,

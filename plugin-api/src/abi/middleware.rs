@@ -36,7 +36,8 @@ pub struct MiddlewareRequest {
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, Default, PartialEq, Eq)]
 pub struct MiddlewareAnswer {
-    /// Status code (100–599; anything else is answered 500).
+    /// Status code: a final one, 200–599 (anything else is answered 500; an informational 1xx
+    /// is not an answer).
     pub status: u16,
     /// Response headers.
     pub headers: RVec<Tuple2<RString, RString>>,
