@@ -23,9 +23,14 @@ case "${1:-}" in
     ;;
   *)
     shopt -s nullglob
-    files=("$1"/libportcullis_plugin_*.so)
+    # The SDK's derive is a proc macro: a workspace-wide build leaves its library in the same
+    # folder, and it is no plugin.
+    files=()
+    for f in "$1"/libportcullis_plugin_*.so; do
+      case $f in */libportcullis_plugin_api_derive.so) ;; *) files+=("$(basename "$f")") ;; esac
+    done
     [ ${#files[@]} -gt 0 ] || { echo "no libportcullis_plugin_*.so in $1" >&2; exit 1; }
-    list=$(cd "$1" && sha256sum libportcullis_plugin_*.so)
+    list=$(cd "$1" && sha256sum "${files[@]}")
     ;;
 esac
 block=$(printf '%s\n' "$list" | sort -k2 | awk 'NF == 2 && length($1) == 64 {
