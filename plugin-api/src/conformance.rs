@@ -1551,6 +1551,7 @@ mod tests {
     /// framing header, answers a status that is not one and fails with internal errors.
     struct SloppyMiddleware {
         seen: std::sync::atomic::AtomicU32,
+        every: u32,
     }
 
     #[derive(serde::Deserialize, crate::PluginConfig)]
@@ -1568,7 +1569,7 @@ mod tests {
                 return Err(PluginError::internal("no subject"));
             }
             let n = self.seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if n % 5 == 4 {
+            if n % self.every == self.every - 1 {
                 return Ok(crate::Flow::respond(700));
             }
             Ok(crate::Flow::proceed().set_request_header("content-length", "0"))
@@ -1585,11 +1586,12 @@ mod tests {
         const DESCRIPTION: &'static str = "every middleware mistake the kit looks for";
 
         fn build(
-            _config: SloppyMiddlewareConfig,
+            config: SloppyMiddlewareConfig,
             _host: Host,
         ) -> Result<SloppyMiddleware, PluginError> {
             Ok(SloppyMiddleware {
                 seen: Default::default(),
+                every: config.limit.max(2),
             })
         }
     }

@@ -27,7 +27,7 @@ use crate::{
     config::Config,
     http::answer::error_response,
     observe::metrics::Metrics,
-    plugin::{CallUser, MiddlewareCall, PluginRequest},
+    plugin::{CallUser, MiddlewareCall},
     reload::Snapshot,
 };
 
@@ -101,7 +101,8 @@ pub struct MiddlewareRun {
 /// The middleware of one request: what ran, and what the response step needs.
 pub struct Chain {
     call: Option<MiddlewareCall>,
-    /// Instances whose `on_request` ran, in order, with how each ended.
+    /// Instances whose `on_request` ran, in order, with how each ended: the one that answered or
+    /// failed always; those that let the request through only for a dry run (explain).
     pub runs: Vec<MiddlewareRun>,
     /// Instances that ran and asked for `on_response`.
     on_response: Vec<Arc<MiddlewareInstance>>,
@@ -189,26 +190,27 @@ pub async fn on_request(
         provider: &u.provider,
         json: u.claims_json(),
     });
-    let request = PluginRequest::new(incoming.method, incoming.path, headers);
     let mut call = MiddlewareCall::new(
-        &request,
+        incoming.method,
+        incoming.path,
+        headers,
         incoming.query,
         incoming.client,
         user,
         incoming.dry_run,
     );
-    for &i in selected {
+    for (at, &i) in selected.iter().enumerate() {
         let Some(instance) = rt.middleware.get(i) else {
             continue;
         };
-        let name = instance.name.clone();
+        let name = instance.name.as_str();
         let fail = |chain: &mut Chain, status: StatusCode, reason: String| {
             tracing::warn!(middleware = %name, "request refused: middleware failed: {reason}");
             if let Some(m) = metrics {
-                m.observe_middleware_answer(&name, status.as_u16(), true);
+                m.observe_middleware_answer(name, status.as_u16(), true);
             }
             chain.runs.push(MiddlewareRun {
-                name: name.clone(),
+                name: name.to_string(),
                 ran: Ran::Failed {
                     status: status.as_u16(),
                     reason,
@@ -221,7 +223,15 @@ pub async fn on_request(
             let answer = fail(&mut chain, StatusCode::SERVICE_UNAVAILABLE, reason);
             return (chain, answer);
         };
-        let outcome = match handle.on_request(&call, timeout).await {
+        // The last middleware gets the call itself when no response hook will need it.
+        let last =
+            at + 1 == selected.len() && chain.on_response.is_empty() && !handle.wants_response();
+        let given = if last {
+            std::borrow::Cow::Owned(std::mem::replace(&mut call, MiddlewareCall::empty()))
+        } else {
+            std::borrow::Cow::Borrowed(&call)
+        };
+        let outcome = match handle.on_request(given, timeout).await {
             Ok(o) => o,
             Err(e) => {
                 let status = if e.kind() == ErrorKind::UNAVAILABLE {
@@ -281,10 +291,10 @@ pub async fn on_request(
         chain.response_headers.extend(response);
         if let Some((status, answer_headers)) = answer {
             if let Some(m) = metrics {
-                m.observe_middleware_answer(&name, status.as_u16(), false);
+                m.observe_middleware_answer(name, status.as_u16(), false);
             }
             chain.runs.push(MiddlewareRun {
-                name,
+                name: name.to_string(),
                 ran: Ran::Answered {
                     status: status.as_u16(),
                 },
@@ -306,11 +316,17 @@ pub async fn on_request(
             chain.onward.retain(|(o, _)| o != n);
             chain.onward.push((n.clone(), v.clone()));
         }
-        call.apply(&outcome.remove_headers, &outcome.set_headers);
-        chain.runs.push(MiddlewareRun {
-            name,
-            ran: Ran::Proceeded,
-        });
+        if !last {
+            call.apply(&outcome.remove_headers, &outcome.set_headers);
+        }
+        // Who let the request through is told only when it is explained (an answer or a failure
+        // is always recorded): a real request does not pay for a list nobody reads.
+        if incoming.dry_run {
+            chain.runs.push(MiddlewareRun {
+                name: name.to_string(),
+                ran: Ran::Proceeded,
+            });
+        }
     }
     chain.call = Some(call);
     (chain, None)

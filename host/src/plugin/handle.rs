@@ -29,6 +29,13 @@ pub struct PluginRequest(RequestInfo);
 impl PluginRequest {
     /// The request with this method, canonical path and headers.
     pub fn new(method: &str, path: &str, headers: &HeaderMap) -> PluginRequest {
+        PluginRequest(request_info(method, path, headers))
+    }
+}
+
+/// What a plugin is told of a request: method, path, and the headers but the credentials.
+fn request_info(method: &str, path: &str, headers: &HeaderMap) -> RequestInfo {
+    {
         let headers = headers
             .iter()
             .filter(|(k, _)| {
@@ -44,11 +51,35 @@ impl PluginRequest {
                 ))
             })
             .collect::<RVec<_>>();
-        PluginRequest(RequestInfo {
+        RequestInfo {
             method: method.into(),
             path: path.into(),
             headers,
-        })
+        }
+    }
+}
+
+/// An IP address as text; an IPv4 one without the formatting machinery (it is written for every
+/// request that runs a middleware).
+fn ip_text(ip: std::net::IpAddr) -> RString {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut out = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + (octet / 10) % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+            out.into()
+        }
+        std::net::IpAddr::V6(_) => ip.to_string().into(),
     }
 }
 
@@ -201,7 +232,14 @@ async fn bounded<T>(
             "too many plugin calls in flight on this instance (server.plugin_max_in_flight)",
         ));
     };
-    match tokio::time::timeout(timeout, AssertUnwindSafe(fut).catch_unwind()).await {
+    let mut fut = AssertUnwindSafe(fut).catch_unwind();
+    // Most calls answer on their first poll (nothing to wait for): they need no timer, whose
+    // setting and clearing would cost more than the call. A call that waits is timed from then.
+    let polled = match futures_util::poll!(&mut fut) {
+        std::task::Poll::Ready(r) => Ok(r),
+        std::task::Poll::Pending => tokio::time::timeout(timeout, fut).await,
+    };
+    match polled {
         Err(_) => Err(PluginError::unavailable(format!(
             "plugin call did not finish within {timeout:?}"
         ))),
@@ -340,20 +378,27 @@ impl MiddlewareCall {
     /// The call for a request with this method, canonical path, query, headers, client address
     /// and user; `dry_run` when it is only explained.
     pub fn new(
-        request: &PluginRequest,
+        method: &str,
+        path: &str,
+        headers: &HeaderMap,
         query: Option<&str>,
         client: Option<std::net::IpAddr>,
         user: Option<CallUser<'_>>,
         dry_run: bool,
     ) -> MiddlewareCall {
         MiddlewareCall(MiddlewareRequest {
-            request: request.0.clone(),
+            request: request_info(method, path, headers),
             query: query.unwrap_or_default().into(),
-            client: client.map(|c| c.to_string()).unwrap_or_default().into(),
+            client: client.map(ip_text).unwrap_or_default(),
             user: user.as_ref().map(|u| RString::from(u.json)).into(),
             provider: user.as_ref().map(|u| RString::from(u.provider)).into(),
             dry_run,
         })
+    }
+
+    /// A call about nothing (what is left where a call was handed over).
+    pub fn empty() -> MiddlewareCall {
+        MiddlewareCall(MiddlewareRequest::default())
     }
 
     /// Reflects a middleware's request-header changes, for the next one.
@@ -453,15 +498,16 @@ impl MiddlewareHandle {
         self.wants_response
     }
 
-    /// Runs `on_request`.
+    /// Runs `on_request`. `call` is handed over when nothing needs it afterwards (no later
+    /// middleware, no response hook), else a copy is.
     pub async fn on_request(
         &self,
-        call: &MiddlewareCall,
+        call: std::borrow::Cow<'_, MiddlewareCall>,
         timeout: Duration,
     ) -> Result<MiddlewareOutcome, PluginError> {
         let raw = bounded(
             &self.in_flight,
-            self.middleware.on_request(call.0.clone()),
+            self.middleware.on_request(call.into_owned().0),
             timeout,
         )
         .await?;
