@@ -178,7 +178,9 @@ impl<E: Endpoint> Gate<E> {
             if selected.is_empty() {
                 break 'answer self.serve(req, &canonical, server.timeout).await;
             }
-            self.serve_through(&rt, &selected, req, &method, &canonical, user.as_deref())
+            // Boxed, like the decision: the middleware's state held inline would make every
+            // request's future larger, and that future is copied whole when it is boxed.
+            Box::pin(self.serve_through(&rt, &selected, req, &method, &canonical, user.as_deref()))
                 .await
         };
 
