@@ -99,18 +99,9 @@ pub struct TenantConfig {
     pub default: Option<String>,
 }
 
-/// Headers the server manages itself: framing and hop-by-hop headers.
-const MANAGED: &[&str] = &[
-    "connection",
-    "content-length",
-    "host",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+/// Headers the server manages itself: framing and hop-by-hop headers (the SDK's list, which the
+/// server refuses a middleware to change).
+const MANAGED: &[&str] = portcullis_plugin_api::FRAMING_HEADERS;
 
 /// Headers the server withholds from middleware: a middleware never sees them.
 const WITHHELD: &[&str] = &["authorization", "cookie", "proxy-authorization"];

@@ -1,31 +1,13 @@
 //! The policy driven through the SDK: templates, fail-closed claims, public requests, the header
 //! lists, tenants, and the config checks.
 
-use std::{
-    future::Future,
-    sync::Arc,
-    task::{Context, Poll, Wake, Waker},
+use portcullis_plugin_api::{
+    conformance::{block_on, test_host},
+    example_config, User,
 };
-
-use portcullis_plugin_api::{conformance::test_host, example_config, User};
 use serde_json::json;
 
 use super::*;
-
-/// Runs a future that never waits on anything (the policy's never does).
-fn block_on<F: Future>(fut: F) -> F::Output {
-    struct Noop;
-    impl Wake for Noop {
-        fn wake(self: Arc<Self>) {}
-    }
-    let waker = Waker::from(Arc::new(Noop));
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    match fut.as_mut().poll(&mut cx) {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("the policy's future waited"),
-    }
-}
 
 fn config(value: serde_json::Value) -> Config {
     serde_json::from_value(value).expect("config parses")

@@ -1,34 +1,20 @@
 //! The limiter driven with an injected clock (`decide`), and through the SDK (`on_request`).
 
 use std::{
-    future::Future,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    task::{Context, Poll, Wake, Waker},
     thread,
 };
 
-use portcullis_plugin_api::{conformance::test_host, example_config, User};
+use portcullis_plugin_api::{
+    conformance::{block_on, test_host},
+    example_config, User,
+};
 use serde_json::json;
 
 use super::*;
-
-/// Runs a future that never waits on anything (the limiter's never does).
-fn block_on<F: Future>(fut: F) -> F::Output {
-    struct Noop;
-    impl Wake for Noop {
-        fn wake(self: Arc<Self>) {}
-    }
-    let waker = Waker::from(Arc::new(Noop));
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    match fut.as_mut().poll(&mut cx) {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("the limiter's future waited"),
-    }
-}
 
 fn config(value: serde_json::Value) -> Config {
     serde_json::from_value(value).expect("config parses")

@@ -123,30 +123,15 @@ pub(super) fn compile_middleware(
                 );
                 None
             }
-            Some(Value::Sequence(list)) => {
+            // One pattern, or a list of them.
+            Some(value) => {
+                let list = match value {
+                    Value::Sequence(list) => list,
+                    one => vec![one],
+                };
                 let path = format!("{at}.path");
-                match auth::pattern_list(
-                    Some(list),
-                    &[],
-                    &path,
-                    CaseMode::Insensitive,
-                    issues,
-                    &mut specs,
-                ) {
-                    Some(set) => Some(set),
-                    None => continue,
-                }
-            }
-            Some(one) => {
-                let path = format!("{at}.path");
-                match auth::pattern_list(
-                    Some(vec![one]),
-                    &[],
-                    &path,
-                    CaseMode::Insensitive,
-                    issues,
-                    &mut specs,
-                ) {
+                let case = CaseMode::Insensitive;
+                match auth::pattern_list(Some(list), &[], &path, case, issues, &mut specs) {
                     Some(set) => Some(set),
                     None => continue,
                 }
