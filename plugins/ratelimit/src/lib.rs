@@ -189,11 +189,25 @@ impl RateLimit {
     }
 
     /// Takes a token from `key`'s bucket at `now` (or, for a dry run, says whether it could).
+    #[cfg(test)]
     fn decide(&self, key: Key, now: Instant, dry_run: bool) -> Result<Decision, PluginError> {
+        self.decide_with(key, || now, dry_run)
+    }
+
+    /// The decision for `key`, at the time `clock` tells once the buckets are locked: a time read
+    /// before would let a request that got the lock later take a token at an earlier moment, and
+    /// a bucket would look fuller than it is to the one that waited.
+    fn decide_with(
+        &self,
+        key: Key,
+        clock: impl FnOnce() -> Instant,
+        dry_run: bool,
+    ) -> Result<Decision, PluginError> {
         let Limits {
             interval, window, ..
         } = self.limits;
         let mut buckets = self.lock();
+        let now = clock();
         let full_at = match buckets.full_at.get(&key) {
             Some(t) => *t,
             None => {
@@ -285,7 +299,7 @@ fn whole_seconds(d: Duration) -> u64 {
 impl RequestMiddleware for RateLimit {
     async fn on_request(&self, call: Call) -> Result<Flow, PluginError> {
         let key = self.key_of(&call);
-        let decision = self.decide(key, Instant::now(), call.is_dry_run())?;
+        let decision = self.decide_with(key, Instant::now, call.is_dry_run())?;
         Ok(self.flow(decision))
     }
 }
