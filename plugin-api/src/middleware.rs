@@ -132,7 +132,6 @@ impl Call {
 
     /// The same request, authenticated by `provider` as `user` (for tests).
     pub fn with_user(mut self, provider: &str, user: User) -> Call {
-        self.raw.user = ROption::RSome(user.as_json().into());
         self.raw.provider = ROption::RSome(provider.into());
         self.user = Some(user);
         self
@@ -157,18 +156,20 @@ impl Call {
     }
 
     /// The request as it crosses the boundary (hosts and test kits).
-    pub fn from_abi(raw: MiddlewareRequest) -> Call {
-        let user = raw
-            .user
-            .as_ref()
+    pub fn from_abi(mut raw: MiddlewareRequest) -> Call {
+        // The user's text is kept once, in the `User` (not copied).
+        let user = std::mem::take(&mut raw.user)
             .into_option()
-            .map(|u| User::from_verified(u.to_string()));
+            .map(User::from_verified);
         Call { raw, user }
     }
 
     /// The boundary form of this request (hosts and test kits).
     pub fn to_abi(&self) -> MiddlewareRequest {
-        self.raw.clone()
+        MiddlewareRequest {
+            user: self.user.clone().map(User::into_abi).into(),
+            ..self.raw.clone()
+        }
     }
 
     /// Upper-case HTTP method.

@@ -1,5 +1,7 @@
 //! What a provider is asked about: the request, and the user it vouched for.
 
+use abi_stable::std_types::RString;
+
 use crate::{abi::RequestInfo, error::PluginError};
 
 /// An authenticated user: the JSON object a provider vouches for (usually the token's claims).
@@ -8,12 +10,18 @@ use crate::{abi::RequestInfo, error::PluginError};
 /// parsed and written again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
-    json: String,
+    // The boundary's string: a user the host hands over is kept as it came, not copied.
+    json: RString,
 }
 
 impl User {
     /// A user from a JSON object's text. Fails unless it is a JSON object.
     pub fn from_json(json: String) -> Result<User, PluginError> {
+        User::from_abi(json.into())
+    }
+
+    /// A user from the boundary's text (as `authorize` gets it). Fails unless it is a JSON object.
+    pub(crate) fn from_abi(json: RString) -> Result<User, PluginError> {
         if !json.trim_start().starts_with('{') {
             return Err(PluginError::internal("a user must be a JSON object"));
         }
@@ -21,30 +29,35 @@ impl User {
     }
 
     /// Claims the host verified (already a JSON object).
-    pub(crate) fn from_verified(json: String) -> User {
+    pub(crate) fn from_verified(json: RString) -> User {
         User { json }
     }
 
     /// A user from a claims map.
     pub fn from_claims(claims: serde_json::Map<String, serde_json::Value>) -> User {
         User {
-            json: serde_json::Value::Object(claims).to_string(),
+            json: serde_json::Value::Object(claims).to_string().into(),
         }
     }
 
     /// The JSON text.
     pub fn as_json(&self) -> &str {
-        &self.json
+        self.json.as_str()
     }
 
     /// The JSON text, owned.
     pub fn into_json(self) -> String {
+        self.json.into_string()
+    }
+
+    /// The JSON text as it crosses the boundary.
+    pub(crate) fn into_abi(self) -> RString {
         self.json
     }
 
     /// Parses the claims.
     pub fn claims(&self) -> Result<serde_json::Map<String, serde_json::Value>, PluginError> {
-        serde_json::from_str(&self.json)
+        serde_json::from_str(self.json.as_str())
             .map_err(|_| PluginError::internal("user claims are not a JSON object"))
     }
 

@@ -171,7 +171,7 @@ impl<P: AuthProvider> Provider for Adapter<P> {
         guard_future(move || async move {
             let request = Request::from_abi(request);
             let user = p.authenticate(token.into(), request).await?;
-            Ok(ROption::from(user.map(|u| RString::from(u.into_json()))))
+            Ok(ROption::from(user.map(User::into_abi)))
         })
     }
 
@@ -182,7 +182,7 @@ impl<P: AuthProvider> Provider for Adapter<P> {
     ) -> FfiFuture<RResult<bool, PluginError>> {
         let p = self.0.clone();
         guard_future(move || async move {
-            let user = User::from_json(user.into())?;
+            let user = User::from_abi(user)?;
             p.authorize(user, Request::from_abi(request)).await
         })
     }

@@ -235,9 +235,10 @@ async fn bounded<T>(
     let mut fut = AssertUnwindSafe(fut).catch_unwind();
     // Most calls answer on their first poll (nothing to wait for): they need no timer, whose
     // setting and clearing would cost more than the call. A call that waits is timed from then.
+    // The timer is boxed, so that the calls that need none do not carry its room either.
     let polled = match futures_util::poll!(&mut fut) {
         std::task::Poll::Ready(r) => Ok(r),
-        std::task::Poll::Pending => tokio::time::timeout(timeout, fut).await,
+        std::task::Poll::Pending => Box::pin(tokio::time::timeout(timeout, fut)).await,
     };
     match polled {
         Err(_) => Err(PluginError::unavailable(format!(
