@@ -231,7 +231,7 @@ impl Verifier {
             .verify(RStr::from_str(token))
             .await
             .into_result()?;
-        Ok(User::from_verified(json.into()))
+        Ok(User::from_verified(json))
     }
 }
 
