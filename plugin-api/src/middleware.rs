@@ -187,9 +187,27 @@ impl Call {
         self.raw.query.as_str()
     }
 
-    /// The first value of a header (name compared case-insensitively).
+    /// The first value of a header. Names are compared case-insensitively and with `_` read as
+    /// `-`: a client's `X_Debug` is the `x-debug` an upstream that folds both (CGI, Django, PHP)
+    /// would read. A value that is not visible ASCII comes as its bytes read as Latin-1.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.raw.request.header(name)
+        self.raw
+            .request
+            .headers
+            .iter()
+            .find(|t| same_header_name(t.0.as_str(), name))
+            .map(|t| t.1.as_str())
+    }
+
+    /// Every value of a header, in the order received (names compared as [`Call::header`] does):
+    /// a client may repeat a header, and the upstream gets every copy.
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.raw
+            .request
+            .headers
+            .iter()
+            .filter(move |t| same_header_name(t.0.as_str(), name))
+            .map(|t| t.1.as_str())
     }
 
     /// Every header, lower-case names, in the order received.
@@ -224,6 +242,15 @@ impl Call {
     pub fn is_dry_run(&self) -> bool {
         self.raw.dry_run
     }
+}
+
+/// Whether two header names are the same to an upstream: case-insensitively, `_` read as `-`.
+fn same_header_name(a: &str, b: &str) -> bool {
+    let fold = |c: u8| match c {
+        b'_' => b'-',
+        c => c.to_ascii_lowercase(),
+    };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
 }
 
 /// What [`RequestMiddleware::on_request`] decided: let the request through, or answer it.

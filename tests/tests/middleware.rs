@@ -1206,3 +1206,98 @@ async fn an_answer_with_a_status_that_is_not_a_final_one_fails_closed_with_500()
     }
     assert_eq!(answers(&metrics, "s204", 204, "answer"), 1.0, "{metrics}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// What a middleware is told: never the token, every header that goes onward.
+
+#[tokio::test]
+async fn a_middleware_never_sees_the_token_and_sees_every_header_that_goes_onward() {
+    let up = Echo::start().await;
+    let u = up.url();
+    let tail = format!(
+        r#"middleware:
+  - name: probe
+    plugin: mw-probe
+    config: {{ tag: p }}
+    path: /svc/*
+  - name: policy
+    plugin: header-policy
+    path: /svc/*
+    config:
+      set: {{ x-tenant: "{{org_id}}" }}
+      deny: [x-internal-token]
+routes:
+  - {{ path: /svc/*, upstream: "{u}" }}
+"#
+    );
+    let auth = "  protected: [\"/svc/*\", \"/api/*\"]\n  token: { header: x-api-key, query: access_token }\n";
+    let s = Server::start(
+        &config(auth, &tail),
+        &[jwt_plugin(), probe(), header_policy()],
+    );
+    let tok = token("ann", json!({"org_id": "org_1"}));
+    let bearer = format!("Bearer {tok}");
+
+    // The token header is not among the headers the middleware was told.
+    let r = send("GET", &s.url("/svc/a?x=1"), None, &[("x-api-key", &bearer)]).await;
+    assert_eq!(r.status, 200, "{}", s.log());
+    let seen = seen_headers(&up, 0);
+    let told = seen["x-mw-seen-headers"].as_str().unwrap().to_string();
+    assert!(told.split(',').any(|h| h == "host"), "{told}");
+    assert!(
+        !told.contains("x-api-key"),
+        "the token header reached a middleware: {told}"
+    );
+    assert_eq!(seen["x-mw-seen-query"], "x=1");
+
+    // Nor is the token's query parameter.
+    let url = s.url(&format!("/svc/a?x=1&access_token={tok}&y=2"));
+    let r = send("GET", &url, None, &[]).await;
+    assert_eq!(r.status, 200, "{}", s.log());
+    let seen = seen_headers(&up, 1);
+    assert_eq!(seen["x-mw-seen-query"], "x=1&y=2");
+    assert!(!seen.to_string().contains(&tok), "{seen}");
+
+    // A header the policy sets is removed in every spelling the client may send it in.
+    let r = send(
+        "GET",
+        &s.url("/svc/a"),
+        None,
+        &[("x-api-key", &bearer), ("X_Tenant", "org_evil")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let seen = seen_headers(&up, 2);
+    assert_eq!(seen["x-tenant"], "org_1", "{seen}");
+    assert!(
+        seen.get("x_tenant").is_none(),
+        "the client's spelling went on: {seen}"
+    );
+
+    // A denied header is found in any spelling, and with a value that is not visible ASCII.
+    let before = up.seen().len();
+    let r = send(
+        "GET",
+        &s.url("/svc/a"),
+        None,
+        &[("x-api-key", &bearer), ("X_Internal_Token", "x")],
+    )
+    .await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    let raw = client()
+        .get(s.url("/svc/a"))
+        .header("x-api-key", &bearer)
+        .header(
+            "x-internal-token",
+            reqwest::header::HeaderValue::from_bytes(b"\xa0secret").unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 400);
+    assert_eq!(
+        up.seen().len(),
+        before,
+        "a denied request reached the upstream"
+    );
+}

@@ -297,8 +297,16 @@ pub async fn explain(rt: &Snapshot, input: ExplainRequest) -> Explanation {
     out.canonical_path = Some(canonical);
     // Belt and braces: the token never comes back, whatever a plugin put in a reason.
     if let Some(tok) = input.token.value().map(|t| &t.0).filter(|t| t.len() >= 8) {
-        if out.reason.contains(tok) {
-            out.reason = out.reason.replace(tok, "[token]");
+        let reasons = std::iter::once(&mut out.reason).chain(
+            out.middleware
+                .iter_mut()
+                .flatten()
+                .filter_map(|m| m.reason.as_mut()),
+        );
+        for reason in reasons {
+            if reason.contains(tok.as_str()) {
+                *reason = reason.replace(tok.as_str(), "[token]");
+            }
         }
     }
     out

@@ -308,7 +308,7 @@ async fn authenticate_and_authorize(
         // what is kept below unusable rather than wrongly current.
         let stamp = p.authn_cache.as_ref().and_then(|_| p.key_sets.stamp());
         let plugin = &p.plugin.manifest.name;
-        let request = info.get_or_init(|| request_info(req));
+        let request = info.get_or_init(|| request_info(rt, req));
         match telemetry::traced(
             Authenticate,
             &p.name,
@@ -535,7 +535,7 @@ async fn authorize(
             // The plugin is called only when the answer is not cached (the call happens when this
             // future is first polled).
             let check = telemetry::traced(Authorize, &p.name, &p.plugin.manifest.name, async {
-                let info = info.get_or_init(|| request_info(req));
+                let info = info.get_or_init(|| request_info(rt, req));
                 p.provider
                     .authorize(user_json, info, rt.config.server.plugin_timeout)
                     .await
@@ -652,8 +652,13 @@ pub fn route_policy(
     (result, None)
 }
 
-fn request_info(req: &RequestParts<'_>) -> PluginRequest {
-    PluginRequest::new(req.method, req.path, req.headers)
+fn request_info(rt: &Policy<'_>, req: &RequestParts<'_>) -> PluginRequest {
+    PluginRequest::new(
+        req.method,
+        req.path,
+        req.headers,
+        &rt.config.auth.token.header_name,
+    )
 }
 
 #[cfg(test)]

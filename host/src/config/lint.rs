@@ -416,4 +416,30 @@ mod tests {
         );
         assert_eq!(warnings(&rest), Vec::<String>::new());
     }
+
+    #[test]
+    fn a_middleware_that_can_never_run_is_warned_about() {
+        let mw = "middleware:\n  - { name: limit, plugin: ratelimit }\n  - { name: open, plugin: ratelimit, public: true }\n  - { name: idle, plugin: ratelimit }\n";
+        let routes = format!(
+            "routes:\n  - {{ path: /shop/*, requires_auth: false, middleware: [limit, open], {UP} }}\n  - {{ path: /api/*, middleware: [limit], {UP} }}\n"
+        );
+        let got = warnings(&format!("{mw}{routes}"));
+        assert!(
+            got.iter().any(|w| w.starts_with("routes[0].middleware[0]:")
+                && w.contains("`limit` never runs here")),
+            "{got:?}"
+        );
+        // `open` runs on the public route; `limit` runs on the protected one.
+        assert!(
+            !got.iter().any(|w| w.starts_with("routes[0].middleware[1]")),
+            "{got:?}"
+        );
+        assert!(!got.iter().any(|w| w.starts_with("routes[1]")), "{got:?}");
+        // No path and no route: it never runs at all.
+        assert!(
+            got.iter()
+                .any(|w| w.starts_with("middleware[2]:") && w.contains("never runs")),
+            "{got:?}"
+        );
+    }
 }

@@ -161,6 +161,31 @@ fn header_name(name: &str) -> Result<HeaderName, String> {
     Ok(n)
 }
 
+/// Removes header `name` from `headers` in every spelling an upstream may read as it: `_` for
+/// `-` (CGI, Django and PHP fold both to `_`). A middleware that sets or removes `x-tenant` must
+/// not leave a client's `x_tenant` for the upstream to read instead.
+fn remove_spellings(headers: &mut HeaderMap, name: &HeaderName) {
+    headers.remove(name);
+    if !name.as_str().contains('-') {
+        return;
+    }
+    let spelled: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| {
+            k.as_str().contains('_')
+                && k.as_str().len() == name.as_str().len()
+                && k.as_str()
+                    .bytes()
+                    .zip(name.as_str().bytes())
+                    .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+        })
+        .cloned()
+        .collect();
+    for k in spelled {
+        headers.remove(k);
+    }
+}
+
 /// The answer to a request whose middleware failed.
 fn failure(status: StatusCode) -> Response {
     if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -190,18 +215,30 @@ pub async fn on_request(
         provider: &u.provider,
         json: u.claims_json(),
     });
+    let token = &rt.config.auth.token;
+    // The token never reaches a middleware: not in the token header, not in the query.
+    let query = match (incoming.query, &token.query) {
+        (Some(q), Some(name)) => Some(std::borrow::Cow::Owned(
+            crate::gateway::proxy::strip_query_param(q, name),
+        )),
+        (q, _) => q.map(std::borrow::Cow::Borrowed),
+    };
     let mut call = MiddlewareCall::new(
         incoming.method,
         incoming.path,
         headers,
-        incoming.query,
+        &token.header_name,
+        query.as_deref(),
         incoming.client,
         user,
         incoming.dry_run,
     );
     for (at, &i) in selected.iter().enumerate() {
         let Some(instance) = rt.middleware.get(i) else {
-            continue;
+            // A snapshot has one instance per entry: an index without one is a bug, and a
+            // request is never let past a middleware it could not run.
+            tracing::error!("middleware #{i} has no instance in the snapshot");
+            return (chain, Some(failure(StatusCode::INTERNAL_SERVER_ERROR)));
         };
         let name = instance.name.as_str();
         let fail = |chain: &mut Chain, status: StatusCode, reason: String| {
@@ -307,8 +344,10 @@ pub async fn on_request(
             chain.call = Some(call);
             return (chain, Some(resp));
         }
+        for n in remove.iter().chain(set.iter().map(|(n, _)| n)) {
+            remove_spellings(headers, n);
+        }
         for n in &remove {
-            headers.remove(n);
             chain.onward.retain(|(o, _)| o != n);
         }
         for (n, v) in &set {

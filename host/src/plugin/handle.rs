@@ -6,7 +6,7 @@
 use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use futures_util::FutureExt as _;
-use poem::http::HeaderMap;
+use poem::http::{HeaderMap, HeaderName, HeaderValue};
 use portcullis_plugin_api::{
     abi::{
         abi_stable::std_types::{ROption, RResult, RStr, RString, RVec, Tuple2},
@@ -21,41 +21,61 @@ use tokio::sync::Semaphore;
 use super::{CheckServices, InstanceServices, LoadedPlugin};
 
 /// The request as plugins are told about it: built once per request, and only when a plugin is
-/// asked. The `authorization`, `cookie` and `proxy-authorization` headers are withheld (the token
-/// reaches the plugin as an argument).
+/// asked. The credentials are withheld: the `authorization`, `cookie` and `proxy-authorization`
+/// headers and the configured token header (the token reaches a provider as an argument, a
+/// middleware never).
 #[derive(Clone, Debug)]
 pub struct PluginRequest(RequestInfo);
 
 impl PluginRequest {
-    /// The request with this method, canonical path and headers.
-    pub fn new(method: &str, path: &str, headers: &HeaderMap) -> PluginRequest {
-        PluginRequest(request_info(method, path, headers))
+    /// The request with this method, canonical path and headers; `token_header` is the
+    /// configured token header (`auth.token.header`).
+    pub fn new(
+        method: &str,
+        path: &str,
+        headers: &HeaderMap,
+        token_header: &HeaderName,
+    ) -> PluginRequest {
+        PluginRequest(request_info(method, path, headers, token_header))
+    }
+}
+
+/// A header value as text for a plugin: visible ASCII as it is, any other byte read as Latin-1
+/// (HTTP's historical charset). Never dropped: a header a middleware could not see would still
+/// reach the upstream.
+fn header_text(v: &HeaderValue) -> RString {
+    match v.to_str() {
+        Ok(s) => s.into(),
+        Err(_) => v
+            .as_bytes()
+            .iter()
+            .map(|&b| char::from(b))
+            .collect::<String>()
+            .into(),
     }
 }
 
 /// What a plugin is told of a request: method, path, and the headers but the credentials.
-fn request_info(method: &str, path: &str, headers: &HeaderMap) -> RequestInfo {
-    {
-        let headers = headers
-            .iter()
-            .filter(|(k, _)| {
-                !matches!(
-                    k.as_str(),
-                    "authorization" | "cookie" | "proxy-authorization"
-                )
-            })
-            .filter_map(|(k, v)| {
-                Some(Tuple2(
-                    RString::from(k.as_str()),
-                    RString::from(v.to_str().ok()?),
-                ))
-            })
-            .collect::<RVec<_>>();
-        RequestInfo {
-            method: method.into(),
-            path: path.into(),
-            headers,
-        }
+fn request_info(
+    method: &str,
+    path: &str,
+    headers: &HeaderMap,
+    token_header: &HeaderName,
+) -> RequestInfo {
+    let headers = headers
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "authorization" | "cookie" | "proxy-authorization"
+            ) && *k != token_header
+        })
+        .map(|(k, v)| Tuple2(RString::from(k.as_str()), header_text(v)))
+        .collect::<RVec<_>>();
+    RequestInfo {
+        method: method.into(),
+        path: path.into(),
+        headers,
     }
 }
 
@@ -378,17 +398,19 @@ pub struct CallUser<'a> {
 impl MiddlewareCall {
     /// The call for a request with this method, canonical path, query, headers, client address
     /// and user; `dry_run` when it is only explained.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         method: &str,
         path: &str,
         headers: &HeaderMap,
+        token_header: &HeaderName,
         query: Option<&str>,
         client: Option<std::net::IpAddr>,
         user: Option<CallUser<'_>>,
         dry_run: bool,
     ) -> MiddlewareCall {
         MiddlewareCall(MiddlewareRequest {
-            request: request_info(method, path, headers),
+            request: request_info(method, path, headers, token_header),
             query: query.unwrap_or_default().into(),
             client: client.map(ip_text).unwrap_or_default(),
             user: user.as_ref().map(|u| RString::from(u.json)).into(),

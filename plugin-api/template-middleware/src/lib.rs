@@ -15,8 +15,8 @@ use serde::Deserialize;
 #[derive(Deserialize, PluginConfig)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// The request header that carries the user's `sub` to the route (default `x-user-id`).
-    #[config(example = "x-user-id")]
+    /// The request header that carries the user's `sub` to the route (default `x-auth-subject`).
+    #[config(example = "x-auth-subject")]
     pub header: Option<String>,
 }
 
@@ -53,12 +53,16 @@ impl MiddlewarePlugin for StampUserPlugin {
     const DESCRIPTION: &'static str = "the user's subject in a request header";
 
     fn validate(config: &Config, _host: &Host) -> Result<(), PluginError> {
-        let header = config.header.as_deref().unwrap_or("x-user-id");
+        let header = config
+            .header
+            .as_deref()
+            .unwrap_or("x-auth-subject")
+            .to_ascii_lowercase();
         let valid = !header.is_empty()
             && header
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !valid || portcullis_plugin_api::FRAMING_HEADERS.contains(&header) {
+        if !valid || portcullis_plugin_api::FRAMING_HEADERS.contains(&header.as_str()) {
             return Err(PluginError::config(format!(
                 "header: `{header}` cannot be set by a middleware"
             )));
@@ -70,7 +74,7 @@ impl MiddlewarePlugin for StampUserPlugin {
         Ok(StampUser {
             header: config
                 .header
-                .unwrap_or_else(|| "x-user-id".into())
+                .unwrap_or_else(|| "x-auth-subject".into())
                 .to_ascii_lowercase(),
         })
     }

@@ -28,9 +28,9 @@ fn the_route_learns_the_subject_and_a_client_cannot_forge_it() {
     let flow = run(user);
     assert_eq!(
         flow.request_headers_set().collect::<Vec<_>>(),
-        [("x-user-id", "alice")]
+        [("x-auth-subject", "alice")]
     );
-    let public = Call::new("GET", "/public", &[("x-user-id", "mallory")]);
+    let public = Call::new("GET", "/public", &[("x-auth-subject", "mallory")]);
     let flow = run(public);
-    assert_eq!(flow.request_headers_removed().collect::<Vec<_>>(), ["x-user-id"]);
+    assert_eq!(flow.request_headers_removed().collect::<Vec<_>>(), ["x-auth-subject"]);
 }

@@ -31,7 +31,7 @@
 //!   - name: upstream-identity
 //!     plugin: header-policy
 //!     config:
-//!       set: { x-user-id: "{sub}", x-org-id: "{o.id}", x-auth: "{provider}" }
+//!       set: { x-subject: "{sub}", x-org-id: "{o.id}", x-auth: "{provider}" }
 //!       optional: [x-org-id]
 //!       remove: [x-debug]
 //!       deny: [x-internal-token]
@@ -61,7 +61,7 @@ pub struct Config {
     ///
     /// Removed on requests without a user.
     #[serde(default)]
-    #[config(example = r#"{"x-user-id": "{sub}", "x-auth-provider": "{provider}"}"#)]
+    #[config(example = r#"{"x-subject": "{sub}", "x-auth-provider": "{provider}"}"#)]
     pub set: BTreeMap<String, String>,
     /// `set` headers removed, rather than the request answered 403, when a claim they name is
     /// missing

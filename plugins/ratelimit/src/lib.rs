@@ -93,8 +93,28 @@ pub enum KeyBy {
 /// read the same count apart.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Key {
-    Subject(Box<str>),
+    /// A user: the provider instance that vouched for it, and its `sub` (a `sub` is unique only
+    /// within its issuer).
+    Subject(Box<str>, Box<str>),
+    /// A client address: an IPv4 address, or the /64 network of an IPv6 one (one host holds a
+    /// whole /64, and could otherwise fill the map with keys).
     Client(Box<str>),
+}
+
+/// The bucket of a client address: an IPv4 address as it is (an IPv4-mapped IPv6 one too), the
+/// /64 network of an IPv6 one, anything else as it came.
+fn client_key(client: &str) -> String {
+    match client.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+                format!("{net}/64")
+            }
+        },
+        _ => client.to_string(),
+    }
 }
 
 /// The limits of a config, checked: what the limiter computes with.
@@ -182,10 +202,10 @@ impl RateLimit {
     fn key_of(&self, call: &Call) -> Key {
         if self.key_by == KeyBy::Subject {
             if let Some(sub) = call.user().and_then(|u| u.subject()) {
-                return Key::Subject(sub.into());
+                return Key::Subject(call.provider().unwrap_or_default().into(), sub.into());
             }
         }
-        Key::Client(call.client().into())
+        Key::Client(client_key(call.client()).into())
     }
 
     /// Takes a token from `key`'s bucket at `now` (or, for a dry run, says whether it could).

@@ -29,7 +29,7 @@ fn user(claims: serde_json::Value) -> User {
 }
 
 fn subject(s: &str) -> Key {
-    Key::Subject(s.into())
+    Key::Subject("jwt".into(), s.into())
 }
 
 fn ms(n: u64) -> Duration {
@@ -466,4 +466,29 @@ fn concurrent_requests_through_the_sdk_never_pass_more_than_burst() {
         t.join().expect("no thread panicked");
     }
     assert_eq!(allowed.load(Ordering::Relaxed), 25);
+}
+
+#[test]
+fn a_sub_counts_per_provider_and_an_ipv6_client_per_64() {
+    let rl = limiter(json!({"rate": 1e-9, "burst": 1}));
+    let status = |call: Call| {
+        block_on(rl.on_request(call))
+            .expect("answers")
+            .answer_status()
+    };
+    let by = |provider: &str| {
+        Call::new("GET", "/x", &[]).with_user(provider, user(json!({ "sub": "user_1" })))
+    };
+    // The same `sub` from two providers is two users.
+    assert_eq!(status(by("corp")), None);
+    assert_eq!(status(by("signup")), None);
+    assert_eq!(status(by("corp")), Some(429));
+    // Two addresses of one /64 share a bucket; another /64 has its own; an IPv4-mapped address
+    // is its IPv4 one.
+    let from = |ip: &str| Call::new("GET", "/x", &[]).with_client(ip);
+    assert_eq!(status(from("2001:db8:1:2::1")), None);
+    assert_eq!(status(from("2001:db8:1:2:ffff::9")), Some(429));
+    assert_eq!(status(from("2001:db8:1:3::1")), None);
+    assert_eq!(status(from("192.0.2.9")), None);
+    assert_eq!(status(from("::ffff:192.0.2.9")), Some(429));
 }

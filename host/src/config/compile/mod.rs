@@ -466,6 +466,23 @@ pub fn compile_checked(text: &str, file: &Path, vars: &dyn VarSource) -> Result<
         plugins: None,
     })?;
     let mut warnings = super::lint::warnings(&auth, &routes);
+    for (r, route) in routes.list.iter().enumerate() {
+        for (j, &i) in route.middleware.iter().enumerate() {
+            let Some(m) = middleware
+                .get(i)
+                .filter(|m| !m.public && !route.requires_auth)
+            else {
+                continue;
+            };
+            warnings.push(ConfigIssue {
+                path: format!("routes[{r}].middleware[{j}]"),
+                message: format!(
+                    "`{}` never runs here: the route needs no user (requires_auth: false) and the instance is not `public: true`",
+                    m.name
+                ),
+            });
+        }
+    }
     for (i, m) in middleware.iter().enumerate() {
         if m.paths.is_none() && !routes.list.iter().any(|r| r.middleware.contains(&i)) {
             warnings.push(ConfigIssue {

@@ -6,7 +6,9 @@
 //!
 //! * `tag` (default): lets the request through, appends its `tag` to the request header
 //!   `x-mw-order` (`a,b,…` in the order the chain ran), sets `x-mw-user` to the user's `sub`
-//!   (`-` without a user) and `x-mw-provider` to the provider instance (`-` without one), and adds
+//!   (`-` without a user) and `x-mw-provider` to the provider instance (`-` without one),
+//!   `x-mw-seen-headers` to the names of the headers it was told and `x-mw-seen-query` to the
+//!   query it was told, and adds
 //!   the response header `x-mw-ran: <tag>`;
 //! * `deny`: answers `status` (default 418) with `{"error":"denied by <tag>"}` and the answer
 //!   header `x-mw-denied-by: <tag>`;
@@ -95,7 +97,11 @@ impl Probe {
             _ => tag.to_string(),
         };
         let user = call.user().and_then(|u| u.subject());
+        // What the middleware was told, for tests of what it must not be told (the token).
+        let seen: Vec<&str> = call.headers().map(|(name, _)| name).collect();
         Flow::proceed()
+            .set_request_header("x-mw-seen-headers", &seen.join(","))
+            .set_request_header("x-mw-seen-query", call.query())
             .set_request_header("x-mw-order", &order)
             .set_request_header("x-mw-user", user.as_deref().unwrap_or("-"))
             .set_request_header("x-mw-provider", call.provider().unwrap_or("-"))
