@@ -57,7 +57,10 @@ fn user(claims: serde_json::Value) -> User {
 }
 
 fn set_headers(flow: &Flow) -> Vec<(&str, &str)> {
-    flow.request_headers_set().collect()
+    // What the probe says it was told (`x-mw-seen-*`) is for the server's tests.
+    flow.request_headers_set()
+        .filter(|(name, _)| !name.starts_with("x-mw-seen-"))
+        .collect()
 }
 
 #[test]
@@ -208,5 +211,23 @@ fn the_response_hook_is_asked_for_and_appends() {
     assert_eq!(
         second,
         ResponseChanges::none().set_header("x-mw-response", "c,b")
+    );
+}
+
+#[test]
+fn tag_says_what_it_was_told() {
+    let p = probe(json!({"tag": "t"}));
+    let call = Call::new("GET", "/x", &[("host", "a.test"), ("x-one", "1")]).with_query("q=1");
+    let flow = block_on(p.on_request(call)).expect("proceeds");
+    let told: Vec<(&str, &str)> = flow
+        .request_headers_set()
+        .filter(|(name, _)| name.starts_with("x-mw-seen-"))
+        .collect();
+    assert_eq!(
+        told,
+        [
+            ("x-mw-seen-headers", "host,x-one"),
+            ("x-mw-seen-query", "q=1")
+        ]
     );
 }
