@@ -388,7 +388,9 @@ impl<E: Endpoint> Gate<E> {
                 self.serve(req, canonical, rt.config.server.timeout).await
             }
         };
-        middleware::on_response(rt, metrics, chain, &mut resp).await;
+        if chain.has_response_step() {
+            middleware::on_response(rt, metrics, chain, &mut resp).await;
+        }
         resp
     }
 

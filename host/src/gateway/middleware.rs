@@ -36,6 +36,9 @@ use crate::{
 /// SDK's list, so that the conformance kit reports what the server refuses.
 pub use portcullis_plugin_api::FRAMING_HEADERS as FORBIDDEN;
 
+/// The instances a request runs, in order (kept inline: a request runs few).
+pub type Selected = smallvec::SmallVec<[usize; 4]>;
+
 /// The instances (indexes into `config.middleware`, and the snapshot's `middleware`) that run
 /// for a `method` request on canonical `path`, served by `routes:` entry `route`, with or without
 /// a user. Empty, and nothing allocated, when the config has no middleware.
@@ -45,9 +48,9 @@ pub fn selected(
     path: &str,
     route: Option<usize>,
     user: bool,
-) -> Vec<usize> {
+) -> Selected {
     if config.middleware.is_empty() {
-        return Vec::new();
+        return Selected::new();
     }
     let eligible = |i: usize| {
         config
@@ -55,7 +58,7 @@ pub fn selected(
             .get(i)
             .is_some_and(|m| (user || m.public) && m.methods_allow(method))
     };
-    let mut out: Vec<usize> = (0..config.middleware.len())
+    let mut out: Selected = (0..config.middleware.len())
         .filter(|&i| eligible(i) && config.middleware[i].runs_on(method, path))
         .collect();
     if let Some(r) = route.and_then(|r| config.routes.list.get(r)) {
@@ -283,6 +286,16 @@ pub async fn on_request(
         if handle.wants_response() {
             chain.on_response.push(instance.clone());
         }
+        // The common answer, "go on, unchanged", has nothing to check or apply.
+        if outcome.is_pass() {
+            if incoming.dry_run {
+                chain.runs.push(MiddlewareRun {
+                    name: name.to_string(),
+                    ran: Ran::Proceeded,
+                });
+            }
+            continue;
+        }
         // Every change is checked before any is applied: a middleware's changes apply whole or
         // not at all.
         let checked = (|| -> Result<_, String> {
@@ -369,6 +382,13 @@ pub async fn on_request(
     }
     chain.call = Some(call);
     (chain, None)
+}
+
+impl Chain {
+    /// Whether the response step has anything to do.
+    pub fn has_response_step(&self) -> bool {
+        !self.response_headers.is_empty() || !self.on_response.is_empty()
+    }
 }
 
 /// The response step: the response headers the instances added, then `on_response` of those

@@ -460,6 +460,16 @@ pub struct MiddlewareOutcome {
     pub response_headers: Vec<(String, String)>,
 }
 
+impl MiddlewareOutcome {
+    /// Whether it lets the request through and changes nothing.
+    pub fn is_pass(&self) -> bool {
+        self.answer.is_none()
+            && self.set_headers.is_empty()
+            && self.remove_headers.is_empty()
+            && self.response_headers.is_empty()
+    }
+}
+
 /// What a middleware's `on_response` changes, in host types.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResponseChange {
