@@ -46,7 +46,7 @@ pub enum PluginLoadError {
         reason: String,
     },
     /// A shared library without the Portcullis root module.
-    #[error("{file}: not a Portcullis plugin (it exports no plugin root module); build it with portcullis-plugin-api's export_provider!")]
+    #[error("{file}: not a Portcullis plugin (it exports no plugin root module); build it with portcullis-plugin-api's export_provider!, export_middleware! or export_plugins!")]
     NotAPlugin {
         /// The plugin file.
         file: PathBuf,
