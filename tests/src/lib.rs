@@ -540,3 +540,31 @@ pub fn flavored_plugin(flavor: &str) -> Vec<u8> {
     bytes[start..start + 5].copy_from_slice(flavor.as_bytes());
     bytes
 }
+
+/// Polls `check` every few milliseconds until it holds or `limit` has passed; whether it held.
+pub async fn poll_until<F, Fut>(limit: std::time::Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < end {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// Writes `content` the way an editor that saves by rename does: one atomic change.
+pub fn write_by_rename(path: &Path, content: &[u8]) {
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default()
+    ));
+    std::fs::write(&tmp, content).expect("write the new content");
+    std::fs::rename(&tmp, path).expect("rename it into place");
+}

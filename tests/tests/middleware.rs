@@ -48,6 +48,13 @@ fn admin() -> String {
     token("root", json!({"role": "admin"}))
 }
 
+/// The line of `out` that names `needle` (a panic showing `out` when none does).
+fn line_with<'a>(out: &'a str, needle: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with `{needle}` in:\n{out}"))
+}
+
 /// One answer: status, headers and the body as JSON (`null` when it is not JSON).
 struct Answer {
     status: u16,
@@ -958,19 +965,13 @@ fn check_names_the_key_path_of_each_broken_middleware_setting() {
         "limiter",
     ));
     assert!(!ok, "{out}");
-    let line = out
-        .lines()
-        .find(|l| l.contains("middleware[0] (limiter)"))
-        .unwrap_or_else(|| panic!("{out}"));
+    let line = line_with(&out, "middleware[0] (limiter)");
     assert!(line.contains("rate"), "{out}");
 
     // A route naming an instance that does not exist.
     let (ok, out) = check(&with_middleware(GOOD_LIMITER, "limitter"));
     assert!(!ok, "{out}");
-    let line = out
-        .lines()
-        .find(|l| l.contains("routes[0].middleware[0]"))
-        .unwrap_or_else(|| panic!("{out}"));
+    let line = line_with(&out, "routes[0].middleware[0]");
     assert!(line.contains("limitter"), "{out}");
 
     // A provider plugin used as middleware.
@@ -979,10 +980,7 @@ fn check_names_the_key_path_of_each_broken_middleware_setting() {
         "limiter",
     ));
     assert!(!ok, "{out}");
-    let line = out
-        .lines()
-        .find(|l| l.contains("middleware[0]"))
-        .unwrap_or_else(|| panic!("{out}"));
+    let line = line_with(&out, "middleware[0]");
     assert!(line.contains("provider plugin"), "{out}");
     assert!(line.contains("jwt"), "{out}");
 
@@ -992,10 +990,7 @@ fn check_names_the_key_path_of_each_broken_middleware_setting() {
         "limiter",
     ));
     assert!(!ok, "{out}");
-    let line = out
-        .lines()
-        .find(|l| l.contains("middleware[0]"))
-        .unwrap_or_else(|| panic!("{out}"));
+    let line = line_with(&out, "middleware[0]");
     assert!(line.contains("paths"), "{out}");
 }
 

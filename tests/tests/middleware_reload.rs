@@ -6,7 +6,6 @@
 //! state serving.
 
 use std::{
-    path::Path,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
@@ -21,30 +20,13 @@ use serde_json::{json, Value};
 /// How long any one change may take to show (generous: a loaded 2-core machine).
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Polls `check` until it holds or `WAIT` passes.
-async fn until<F, Fut>(mut check: F) -> bool
+/// Polls `check` until it holds, up to [`WAIT`].
+async fn until<F, Fut>(check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let end = Instant::now() + WAIT;
-    while Instant::now() < end {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
-
-/// Writes `content` the way an editor that saves by rename does: one atomic change.
-fn write_by_rename(path: &Path, content: &[u8]) {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp",
-        path.file_name().unwrap().to_string_lossy()
-    ));
-    std::fs::write(&tmp, content).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
+    poll_until(WAIT, check).await
 }
 
 /// `GET path` with an optional bearer token: status, headers, JSON body (`Null` if none).

@@ -16,30 +16,13 @@ use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Polls `check` until it holds or `WAIT` passes.
-async fn until<F, Fut>(mut check: F) -> bool
+/// Polls `check` until it holds, up to [`WAIT`].
+async fn until<F, Fut>(check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let end = std::time::Instant::now() + WAIT;
-    while std::time::Instant::now() < end {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
-}
-
-/// Writes `content` the way an editor that saves by rename does.
-fn write_by_rename(path: &Path, content: &[u8]) {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp",
-        path.file_name().unwrap().to_string_lossy()
-    ));
-    std::fs::write(&tmp, content).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
+    poll_until(WAIT, check).await
 }
 
 async fn status_code(s: &Server, path: &str, token: Option<&str>) -> u16 {
