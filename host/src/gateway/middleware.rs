@@ -102,6 +102,7 @@ pub struct MiddlewareRun {
 }
 
 /// The middleware of one request: what ran, and what the response step needs.
+#[derive(Default)]
 pub struct Chain {
     call: Option<MiddlewareCall>,
     /// Instances whose `on_request` ran, in order, with how each ended: the one that answered or
@@ -113,19 +114,6 @@ pub struct Chain {
     response_headers: Vec<(HeaderName, HeaderValue)>,
     /// Request headers set onward, in order (a forward-auth answer carries them).
     pub onward: Vec<(HeaderName, HeaderValue)>,
-}
-
-impl Chain {
-    /// A chain that ran nothing.
-    pub fn empty() -> Chain {
-        Chain {
-            call: None,
-            runs: Vec::new(),
-            on_response: Vec::new(),
-            response_headers: Vec::new(),
-            onward: Vec::new(),
-        }
-    }
 }
 
 /// The request a middleware is told about.
@@ -209,7 +197,7 @@ pub async fn on_request(
     incoming: &Incoming<'_>,
     headers: &mut HeaderMap,
 ) -> (Chain, Option<Response>) {
-    let mut chain = Chain::empty();
+    let mut chain = Chain::default();
     if selected.is_empty() {
         return (chain, None);
     }

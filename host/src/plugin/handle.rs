@@ -371,15 +371,7 @@ pub async fn construct_middleware(
     };
     let ctor = move |_: PluginModuleRef, host| new_middleware(RStr::from_str(&config_json), host);
     let mw = run_constructor(plugin, ctor, services, timeout).await?;
-    // Asked once: a panic in it reads as `false` (the SDK's adapter catches it).
-    let wants_response =
-        std::panic::catch_unwind(AssertUnwindSafe(|| mw.wants_response())).unwrap_or(false);
-    Ok(MiddlewareHandle {
-        middleware: Arc::new(mw),
-        in_flight: Arc::new(Semaphore::new(in_flight_limit)),
-        limit: in_flight_limit,
-        wants_response,
-    })
+    Ok(MiddlewareHandle::new(mw, in_flight_limit))
 }
 
 /// The request as a middleware is told about it: built once per request that runs middleware,
@@ -499,10 +491,12 @@ pub struct MiddlewareHandle {
 }
 
 impl MiddlewareHandle {
-    /// A plugin object, with at most `limit` calls in flight (for tests and the conformance
-    /// checks; the server builds them with [`construct_middleware`]).
+    /// A plugin object, with at most `limit` calls in flight. Whether it wants `on_response` is
+    /// asked once, here: a panic in it reads as `false` (the SDK's adapter catches it too).
     pub fn new(middleware: MiddlewareBox, limit: usize) -> MiddlewareHandle {
-        let wants_response = middleware.wants_response();
+        let wants_response =
+            std::panic::catch_unwind(AssertUnwindSafe(|| middleware.wants_response()))
+                .unwrap_or(false);
         MiddlewareHandle {
             middleware: Arc::new(middleware),
             in_flight: Arc::new(Semaphore::new(limit)),
