@@ -17,9 +17,11 @@ use crate::{
         conn_guard::HeaderTimeout,
         tls::{TlsMaterial, TlsSource},
     },
+    http::server,
     keys::HttpClient,
     keys::{KeyCache, KeyCacheSettings},
     observe::metrics::Metrics,
+    observe::telemetry::LogFormat,
     plugin::{Loader, SharedServices},
     reload::snapshot::FileHash,
     reload::{
@@ -71,8 +73,9 @@ impl TlsSource for App {
 pub struct Attempt {
     /// Unix seconds.
     pub at: u64,
-    /// What asked for it (`startup`, `admin`, `signal`, `watch`; several joined by `+` when
-    /// requests arrived together and were served by one attempt).
+    /// What asked for it (`startup`, `admin`, `signal`, `watch`, `program` for an embedding
+    /// program's `Portcullis::reload`; several joined by `+` when requests arrived together and
+    /// were served by one attempt).
     pub trigger: String,
     /// How long the attempt took, in milliseconds.
     pub duration_ms: u64,
@@ -507,6 +510,142 @@ impl App {
             Err(errors) => ReloadOutcome::Failed(plugin_errors(errors)),
         }
     }
+}
+
+/// What, besides the admin endpoint, asks the running engine for a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Triggers {
+    /// Watch the config file's folder and the plugins folder.
+    pub watch: bool,
+    /// Reload on `SIGHUP`.
+    pub sighup: bool,
+}
+
+impl Default for Triggers {
+    /// Both, as `portcullis serve` runs.
+    fn default() -> Self {
+        Triggers {
+            watch: true,
+            sighup: true,
+        }
+    }
+}
+
+impl App {
+    /// The engine `portcullis serve` runs, and an embedding program too: [`App::start`] (config,
+    /// plugins, key caches, metrics, the reload task), then the reload triggers. A platform
+    /// without a file watch is warned about and reloads on the other triggers.
+    pub async fn start_engine(
+        config_path: &Path,
+        triggers: Triggers,
+    ) -> Result<Arc<App>, Vec<ReloadError>> {
+        let app = App::start(config_path).await?;
+        if triggers.sighup {
+            spawn_sighup(app.clone());
+        }
+        if triggers.watch {
+            if let Err(e) = crate::reload::watch::spawn(crate::reload::watch::Watched {
+                reloader: app.reloader(),
+                config: app.config_path().to_path_buf(),
+                snapshot: {
+                    let app = app.clone();
+                    Box::new(move || app.snapshot())
+                },
+                status: app.watch_status(),
+            }) {
+                tracing::warn!("{e}; reload with SIGHUP or the admin endpoint");
+            }
+        }
+        Ok(app)
+    }
+}
+
+fn spawn_sighup(app: Arc<App>) {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            app.request_reload("signal").await;
+        }
+    });
+}
+
+/// Completes on `SIGTERM` or Ctrl-C: when a server stops taking requests and drains the ones in
+/// flight.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}
+
+/// A line the server writes itself rather than through the log: `human` prints `text` as is;
+/// `json` one object shaped like the log's lines (`timestamp`, `level`, `fields.message`,
+/// `target`), with `url` among the fields when given.
+pub fn plain_line(format: LogFormat, level: &str, text: &str, url: Option<&str>) -> String {
+    match format {
+        LogFormat::Human => text.to_string(),
+        LogFormat::Json => {
+            let mut fields = serde_json::Map::new();
+            fields.insert("message".into(), text.into());
+            if let Some(u) = url {
+                fields.insert("url".into(), u.into());
+            }
+            serde_json::json!({
+                "timestamp": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+                "level": level,
+                "fields": fields,
+                "target": "portcullis",
+            })
+            .to_string()
+        }
+    }
+}
+
+/// Serves `endpoint` on the config's listeners (TLS, the slow-client guard, the separate metrics
+/// listener) until `shutdown` completes, printing `portcullis listening on <url>` on stdout for
+/// each listener once bound; then removes the plugin staging folder. What `portcullis serve`
+/// does once the engine runs.
+pub async fn serve_announced<E>(
+    app: Arc<App>,
+    endpoint: E,
+    format: LogFormat,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> std::io::Result<()>
+where
+    E: poem::Endpoint + 'static,
+{
+    let generation = app.snapshot().generation;
+    let on_bound = |bound: server::Bound| match bound {
+        server::Bound::Main { addr, tls } => {
+            let scheme = if tls { "https" } else { "http" };
+            let url = format!("{scheme}://{addr}");
+            let text = format!("portcullis listening on {url}");
+            println!("{}", plain_line(format, "INFO", &text, Some(&url)));
+            tracing::info!(%addr, generation, "serving");
+        }
+        server::Bound::Metrics(addr) => {
+            let url = format!("http://{addr}");
+            let text = format!("portcullis metrics listening on {url}");
+            println!("{}", plain_line(format, "INFO", &text, Some(&url)));
+            tracing::info!(%addr, "serving /metrics on its own listener");
+        }
+    };
+    let served = server::serve(app.clone(), endpoint, on_bound, shutdown).await;
+    // The process exits without dropping the app: the loader's empty folder is removed here.
+    app.loader().remove_staging_dir();
+    served
 }
 
 /// The problems `snapshot::build` finds are the plugins' (loading, naming, building instances).

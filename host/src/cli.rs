@@ -10,8 +10,7 @@ use anyhow::{anyhow, bail, Context as _};
 use clap::{Parser, Subcommand};
 
 use crate::{
-    app::App,
-    http::server,
+    app::{plain_line, serve_announced, shutdown_signal, App},
     observe::telemetry::{self, LogFormat, Telemetry},
     plugin::Loader,
     reload::snapshot,
@@ -264,31 +263,12 @@ async fn probe(config: &Path, path: &str, timeout: &str) -> anyhow::Result<i32> 
     }
 }
 
-/// A line `serve` writes itself rather than through the log: `human` prints `text` as is;
-/// `json` one object shaped like the log's lines (`timestamp`, `level`, `fields.message`,
-/// `target`), with `url` among the fields when given.
-fn plain_line(format: LogFormat, level: &str, text: &str, url: Option<&str>) -> String {
-    match format {
-        LogFormat::Human => text.to_string(),
-        LogFormat::Json => {
-            let mut fields = serde_json::Map::new();
-            fields.insert("message".into(), text.into());
-            if let Some(u) = url {
-                fields.insert("url".into(), u.into());
-            }
-            serde_json::json!({
-                "timestamp": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
-                "level": level,
-                "fields": fields,
-                "target": "portcullis",
-            })
-            .to_string()
-        }
-    }
-}
-
 async fn serve(config: &Path, watch: bool, format: LogFormat) -> anyhow::Result<i32> {
-    let app = match App::start(config).await {
+    let triggers = crate::app::Triggers {
+        watch,
+        sighup: true,
+    };
+    let app = match App::start_engine(config, triggers).await {
         Ok(app) => app,
         Err(errors) => {
             for e in &errors {
@@ -300,75 +280,11 @@ async fn serve(config: &Path, watch: bool, format: LogFormat) -> anyhow::Result<
             return Ok(1);
         }
     };
-    spawn_sighup(app.clone());
-    if watch {
-        if let Err(e) = crate::reload::watch::spawn(crate::reload::watch::Watched {
-            reloader: app.reloader(),
-            config: app.config_path().to_path_buf(),
-            snapshot: {
-                let app = app.clone();
-                Box::new(move || app.snapshot())
-            },
-            status: app.watch_status(),
-        }) {
-            tracing::warn!("{e}; reload with SIGHUP or the admin endpoint");
-        }
-    }
-    let generation = app.snapshot().generation;
-    let on_bound = |bound: server::Bound| match bound {
-        server::Bound::Main { addr, tls } => {
-            let scheme = if tls { "https" } else { "http" };
-            let url = format!("{scheme}://{addr}");
-            let text = format!("portcullis listening on {url}");
-            println!("{}", plain_line(format, "INFO", &text, Some(&url)));
-            tracing::info!(%addr, generation, "serving");
-        }
-        server::Bound::Metrics(addr) => {
-            let url = format!("http://{addr}");
-            let text = format!("portcullis metrics listening on {url}");
-            println!("{}", plain_line(format, "INFO", &text, Some(&url)));
-            tracing::info!(%addr, "serving /metrics on its own listener");
-        }
-    };
-    let served = server::serve(
-        app.clone(),
-        crate::api::endpoint(app.clone()),
-        on_bound,
-        shutdown_signal(),
-    )
-    .await;
-    // The process exits without dropping the app: the loader's empty folder is removed here.
-    app.loader().remove_staging_dir();
-    served.context("server")?;
+    let endpoint = crate::api::endpoint(app.clone());
+    serve_announced(app, endpoint, format, shutdown_signal())
+        .await
+        .context("server")?;
     Ok(0)
-}
-
-fn spawn_sighup(app: Arc<App>) {
-    tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            return;
-        };
-        while hup.recv().await.is_some() {
-            app.request_reload("signal").await;
-        }
-    });
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down: draining in-flight requests");
 }
 
 async fn check(path: &Path) -> anyhow::Result<i32> {

@@ -1,45 +1,189 @@
 //! The documents the server serves about itself: the OpenAPI spec and the Swagger UI, gzipped
 //! once on first ask, and the whole route tree they describe.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use bytes::Bytes;
 use poem::{
     http::{header, HeaderValue, Method, StatusCode},
-    Endpoint, IntoResponse, Request, Response,
+    Endpoint, EndpointExt as _, IntoResponse, Request, Response,
 };
-use poem_openapi::OpenApiService;
+use poem_openapi::{registry::Registry, OpenApi, OpenApiService};
 
 use super::{Api, Apis, DocsApi, GatewayApi};
 use crate::{app::App, gateway::gate::Gate, http::answer::error_response};
 
 /// The OpenAPI service for the built-in routes.
 pub fn openapi(app: Arc<App>) -> OpenApiService<Apis, ()> {
-    let apis = (Api { app: app.clone() }, GatewayApi { app }, DocsApi);
-    OpenApiService::new(apis, "Portcullis", env!("CARGO_PKG_VERSION"))
+    OpenApiService::new(builtin(app), "Portcullis", env!("CARGO_PKG_VERSION"))
         .description(
             "An authenticating server whose identity providers are run-time-loaded plugins.",
         )
         .server("/")
 }
 
+fn builtin(app: Arc<App>) -> Apis {
+    (Api { app: app.clone() }, GatewayApi { app }, DocsApi)
+}
+
 /// The whole endpoint: routes behind the gate.
 pub fn endpoint(app: Arc<App>) -> impl Endpoint<Output = Response> {
     let service = openapi(app.clone());
-    // The spec as served (operation ids, the token schemes of the config at start); the UI page
-    // embeds poem-openapi's own text of it, which is replaced by that.
+    let documents = documents(&app, &service);
+    let api = poem::IntoEndpoint::into_endpoint(service);
+    gated_site(app, documents, api, Arc::new(super::allow))
+}
+
+/// What an embedding program's document says of itself.
+#[derive(Debug, Clone)]
+pub struct DocumentInfo {
+    /// The title.
+    pub title: String,
+    /// The API's version.
+    pub version: String,
+    /// What it is (Markdown).
+    pub description: Option<String>,
+}
+
+/// The whole endpoint of an embedding program: the built-in routes and `extra` (its own
+/// operations) in one document and one router, behind the gate; with `routes` (its plain Poem
+/// endpoints) for the paths neither API has. Refused when `extra` declares an operation the
+/// built-in API has (same method and path) or repeats an operation id.
+pub fn endpoint_with<T: OpenApi + 'static>(
+    app: Arc<App>,
+    extra: T,
+    info: &DocumentInfo,
+    routes: Option<poem::Route>,
+) -> Result<impl Endpoint<Output = Response>, String> {
+    check_operations::<T>()?;
+    let mut service =
+        OpenApiService::new((builtin(app.clone()), extra), &info.title, &info.version).server("/");
+    if let Some(d) = &info.description {
+        service = service.description(d);
+    }
+    let allow = allow_of::<(Apis, T)>();
+    let documents = documents(&app, &service);
+    let api = poem::IntoEndpoint::into_endpoint(service).boxed();
+    let api = match routes {
+        None => api,
+        // The user's routes take the paths they name; every other path is the APIs'.
+        Some(r) => r
+            .try_nest("/", api)
+            .map_err(|e| format!("the routes cannot take the APIs beside them: {e}"))?
+            .boxed(),
+    };
+    Ok(gated_site(app, documents, api, allow))
+}
+
+/// The spec as served (operation ids, the token schemes of the config at start) and the Swagger
+/// UI page, which embeds poem-openapi's own text of the spec, replaced by that.
+fn documents<A: OpenApi>(app: &App, service: &OpenApiService<A, ()>) -> (String, String) {
     let raw = service.spec();
     let spec = crate::api::finish_spec(&raw, &app.snapshot().config.auth.token);
     let ui = service.swagger_ui_html().replacen(&raw, &spec, 1);
+    (spec, ui)
+}
+
+/// The gate in front of the documents, the proxied routes and `api`.
+fn gated_site<E: Endpoint + 'static>(
+    app: Arc<App>,
+    (spec, ui): (String, String),
+    api: E,
+    allow: crate::gateway::gate::Allow,
+) -> impl Endpoint<Output = Response> {
     let site = Site {
         spec: Document::new(spec),
         ui: Document::new(ui),
-        api: poem::IntoEndpoint::into_endpoint(service),
+        api,
         app: app.clone(),
     };
     let inner = crate::gateway::proxy::Upstreams::new(site, app.clone());
     // Its output is already a response: no `map_to_response` layer (poem's server adds its own).
-    Gate::new(inner, app, super::allow)
+    Gate::with_allow(inner, app, allow)
+}
+
+/// An embedding program's operations against the built-in ones: no method and path twice (one
+/// would silently replace the other), no operation id twice and no schema name of two types
+/// (poem-openapi panics on them).
+fn check_operations<T: OpenApi>() -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut ids = std::collections::HashSet::new();
+    let mut problems = Vec::new();
+    for (api, own) in <Apis as OpenApi>::meta()
+        .into_iter()
+        .map(|a| (a, true))
+        .chain(T::meta().into_iter().map(|a| (a, false)))
+    {
+        for path in api.paths {
+            for op in path.operations {
+                if !seen.insert((op.method.clone(), path.path.clone())) {
+                    problems.push(if own {
+                        format!("{} {} is declared twice", op.method, path.path)
+                    } else {
+                        format!(
+                            "{} {} is already an operation of Portcullis (or declared twice)",
+                            op.method, path.path
+                        )
+                    });
+                }
+                if let Some(id) = op.operation_id {
+                    if !ids.insert(id) {
+                        problems.push(format!("operation id `{id}` is declared twice"));
+                    }
+                }
+            }
+        }
+    }
+    // poem-openapi panics on two types of one schema name.
+    let (mut ours, mut theirs) = (Registry::new(), Registry::new());
+    <Apis as OpenApi>::register(&mut ours);
+    T::register(&mut theirs);
+    for (name, schema) in &theirs.schemas {
+        if let Some(own) = ours.schemas.get(name) {
+            if own.rust_typename.is_some() && own.rust_typename != schema.rust_typename {
+                problems.push(format!(
+                    "the schema name `{name}` is Portcullis's: rename the program's type or its \
+                     schema (#[oai(rename = \"...\")])"
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// The `Allow` header for a 405, from the methods `A` declares per path (and `HEAD` wherever
+/// `GET` is), as [`super::allow`] does for the built-in API alone.
+fn allow_of<A: OpenApi>() -> crate::gateway::gate::Allow {
+    let mut by_path: HashMap<String, Vec<String>> = HashMap::new();
+    for api in A::meta() {
+        for p in api.paths {
+            let methods = by_path.entry(p.path).or_default();
+            for op in p.operations {
+                let mut add = |m: &str| {
+                    if !methods.iter().any(|k| k == m) {
+                        methods.push(m.to_string());
+                    }
+                };
+                add(op.method.as_str());
+                if op.method == Method::GET {
+                    add("HEAD");
+                }
+            }
+        }
+    }
+    let values: HashMap<String, HeaderValue> = by_path
+        .into_iter()
+        .filter_map(|(path, methods)| {
+            HeaderValue::from_str(&methods.join(", "))
+                .ok()
+                .map(|v| (path, v))
+        })
+        .collect();
+    Arc::new(move |path: &str| values.get(path).cloned())
 }
 
 /// The three documents, by exact path, then the API itself. Matched here rather than by a
@@ -157,5 +301,69 @@ impl<A: Endpoint> Endpoint for Site<A> {
                 .content_type(crate::observe::metrics::CONTENT_TYPE)
                 .body(self.app.metrics().render()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+    use poem_openapi::{payload::Json, payload::PlainText, Object, OpenApi};
+
+    use super::check_operations;
+
+    struct Clean;
+
+    #[OpenApi]
+    impl Clean {
+        /// A path of its own, and a method of its own on a path Portcullis has.
+        #[oai(path = "/api/notes", method = "get")]
+        async fn notes(&self) -> PlainText<&'static str> {
+            PlainText("")
+        }
+
+        #[oai(path = "/health", method = "post")]
+        async fn poke(&self) -> PlainText<&'static str> {
+            PlainText("")
+        }
+    }
+
+    struct Clash;
+
+    #[OpenApi]
+    impl Clash {
+        #[oai(path = "/health", method = "get")]
+        async fn health(&self) -> PlainText<&'static str> {
+            PlainText("")
+        }
+    }
+
+    /// The name of Portcullis's error body.
+    #[derive(Object)]
+    struct ErrorBody {
+        message: String,
+    }
+
+    struct SameSchemaName;
+
+    #[OpenApi]
+    impl SameSchemaName {
+        #[oai(path = "/api/oops", method = "get")]
+        async fn oops(&self) -> Json<ErrorBody> {
+            Json(ErrorBody {
+                message: String::new(),
+            })
+        }
+    }
+
+    #[test]
+    fn a_program_api_that_would_replace_or_break_the_built_in_one_is_refused() {
+        assert_eq!(check_operations::<Clean>(), Ok(()));
+        let e = check_operations::<Clash>().unwrap_err();
+        assert!(e.contains("GET /health"), "{e}");
+        let e = check_operations::<SameSchemaName>().unwrap_err();
+        assert!(e.contains("`ErrorBody`"), "{e}");
+        // Two copies of one API: every operation twice.
+        let e = check_operations::<(Clean, Clean)>().unwrap_err();
+        assert!(e.contains("GET /api/notes"), "{e}");
     }
 }

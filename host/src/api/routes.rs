@@ -1095,8 +1095,8 @@ const KNOWN_METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
 ];
 
-/// The spec as served: poem-openapi's document with an `operationId` on every operation
-/// (`getApiAdminStatus`: the method, then the path's words; unique because method and path
+/// The spec as served: poem-openapi's document with an `operationId` on every operation that has
+/// none (`getApiAdminStatus`: the method, then the path's words; unique because method and path
 /// are) and the token schemes the config turns on (`queryToken`, `cookieToken`, named as in
 /// `auth.token.query` / `auth.token.cookie`; undeclared when off). The ids are added here rather
 /// than with `#[oai(operation_id)]`, which wraps every handler in one more layer per request.
@@ -1134,7 +1134,9 @@ pub fn finish_spec(raw: &str, token: &TokenConfig) -> String {
                 let Some(op) = op.as_object_mut() else {
                     continue;
                 };
-                op.insert("operationId".into(), operation_id(method, path).into());
+                // An embedding program's own `#[oai(operation_id)]` is kept.
+                op.entry("operationId")
+                    .or_insert_with(|| operation_id(method, path).into());
                 if let Some(reqs) = op.get_mut("security").and_then(|v| v.as_array_mut()) {
                     reqs.retain(|r| {
                         !sources

@@ -25,17 +25,26 @@ use crate::{
 /// What an allowed request carries on: its user (when one was needed) and its `routes:` entry.
 type Judged = (Option<Arc<AuthUser>>, Option<usize>);
 
+/// The methods a path has, for the `Allow` header of a 405 (RFC 9110); `None` when not known.
+pub type Allow = Arc<dyn Fn(&str) -> Option<HeaderValue> + Send + Sync>;
+
 /// The gate in front of every route.
 pub struct Gate<E> {
     inner: E,
     app: Arc<App>,
-    allow: fn(&str) -> Option<HeaderValue>,
+    allow: Allow,
 }
 
 impl<E> Gate<E> {
     /// The gate of `app` in front of `inner`; `allow` names the methods a path has, for the
     /// `Allow` header of a 405 (RFC 9110).
     pub fn new(inner: E, app: Arc<App>, allow: fn(&str) -> Option<HeaderValue>) -> Self {
+        Self::with_allow(inner, app, Arc::new(allow))
+    }
+
+    /// As [`Gate::new`], with the methods of the paths of an API known only at run time (an
+    /// embedding program's).
+    pub fn with_allow(inner: E, app: Arc<App>, allow: Allow) -> Self {
         Gate { inner, app, allow }
     }
 }
@@ -179,9 +188,31 @@ impl<E: Endpoint> Gate<E> {
                 break 'answer self.serve(req, &canonical, server.timeout).await;
             }
             // Boxed, like the decision: the middleware's state held inline would make every
-            // request's future larger, and that future is copied whole when it is boxed.
-            Box::pin(self.serve_through(&rt, &selected, req, &method, &canonical, user.as_deref()))
-                .await
+            // request's future larger, and that future is copied whole when it is boxed. The
+            // request stays here and is served as without middleware.
+            let (chain, answer) = Box::pin(self.through(
+                &rt,
+                &selected,
+                &mut req,
+                &method,
+                &canonical,
+                user.as_deref(),
+            ))
+            .await;
+            let mut resp = match answer {
+                Some(r) => r,
+                None => self.serve(req, &canonical, server.timeout).await,
+            };
+            if let Some(chain) = chain {
+                Box::pin(middleware::on_response(
+                    &rt,
+                    self.app.metrics(),
+                    *chain,
+                    &mut resp,
+                ))
+                .await;
+            }
+            resp
         };
 
         if let (Some(cors), Some(o)) = (&server.cors, &origin) {
@@ -357,18 +388,18 @@ impl<E: Endpoint> Gate<E> {
         }
     }
 
-    /// Step 5 with middleware: the `selected` instances' `on_request` (a middleware may answer
-    /// instead of the route), the route, then the response step.
-    async fn serve_through(
+    /// Step 5 with middleware: the `selected` instances' `on_request`, which may answer instead
+    /// of the route (the answer) or change the request headers (in `req`). The chain comes back
+    /// when the response step has something to do.
+    async fn through(
         &self,
         rt: &Arc<crate::reload::Snapshot>,
         selected: &[usize],
-        mut req: Request,
+        req: &mut Request,
         method: &str,
         canonical: &str,
         user: Option<&AuthUser>,
-    ) -> Response {
-        let metrics = self.app.metrics();
+    ) -> (Option<Box<middleware::Chain>>, Option<Response>) {
         // Taken out while the middleware change them, and put back for the route: no copy.
         let mut headers = std::mem::take(req.headers_mut());
         let incoming = middleware::Incoming {
@@ -379,19 +410,17 @@ impl<E: Endpoint> Gate<E> {
             user,
             dry_run: false,
         };
-        let (chain, answer) =
-            middleware::on_request(rt, Some(metrics), selected, &incoming, &mut headers).await;
-        let mut resp = match answer {
-            Some(r) => r,
-            None => {
-                *req.headers_mut() = headers;
-                self.serve(req, canonical, rt.config.server.timeout).await
-            }
-        };
-        if chain.has_response_step() {
-            middleware::on_response(rt, metrics, chain, &mut resp).await;
-        }
-        resp
+        let (chain, answer) = middleware::on_request(
+            rt,
+            Some(self.app.metrics()),
+            selected,
+            &incoming,
+            &mut headers,
+        )
+        .await;
+        *req.headers_mut() = headers;
+        let chain = chain.has_response_step().then(|| Box::new(chain));
+        (chain, answer)
     }
 
     /// Calls the inner endpoint within `timeout`; errors become JSON error bodies. `path` (the
