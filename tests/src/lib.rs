@@ -56,6 +56,11 @@ pub fn binary() -> PathBuf {
     artifact("portcullis")
 }
 
+/// The example program that embeds the library (`examples/embedded-app`).
+pub fn embedded_app() -> PathBuf {
+    artifact("embedded-app")
+}
+
 /// A plugin library by crate name, e.g. `portcullis_plugin_jwt`.
 pub fn plugin(lib: &str) -> PathBuf {
     artifact(&format!("lib{lib}.so"))
@@ -124,6 +129,21 @@ impl Server {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> Result<Server, String> {
+        let (dir, cfg) = Self::folder(config, plugins);
+        Self::spawn_in(dir, cfg, args, env)
+    }
+
+    /// As [`Server::start`] for another program (see [`Server::spawn_program_in`]).
+    pub fn start_program(program: &Path, config: &str, plugins: &[PathBuf]) -> Server {
+        let (dir, cfg) = Self::folder(config, plugins);
+        match Self::spawn_program_in(program, dir, cfg, &[], &[]) {
+            Ok(s) => s,
+            Err(e) => panic!("{} did not start: {e}", program.display()),
+        }
+    }
+
+    /// A fresh folder with `config` in `config.yaml` and copies of `plugins` in `plugins/`.
+    fn folder(config: &str, plugins: &[PathBuf]) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
         let pdir = dir.path().join("plugins");
         std::fs::create_dir_all(&pdir).expect("plugins dir");
@@ -132,22 +152,37 @@ impl Server {
         }
         let cfg = dir.path().join("config.yaml");
         std::fs::write(&cfg, config).expect("write config");
-        Self::spawn_in(dir, cfg, args, env)
+        (dir, cfg)
     }
 
     /// Starts a server on a folder the caller prepared: `config` is the config file to pass (it
     /// may be a symlink, as in a Kubernetes ConfigMap), `args` extra `serve` arguments.
-    #[allow(clippy::zombie_processes)]
     pub fn spawn_in(
         dir: tempfile::TempDir,
         cfg: PathBuf,
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Server, String> {
+        let args: Vec<&str> = std::iter::once("serve")
+            .chain(args.iter().copied())
+            .collect();
+        Self::spawn_program_in(&binary(), dir, cfg, &args, env)
+    }
+
+    /// As [`Server::spawn_in`] for another program that serves a config as `portcullis serve`
+    /// does (a program embedding the library): `program ARGS --config CONFIG`, announcing its
+    /// listeners with the same lines.
+    #[allow(clippy::zombie_processes)]
+    pub fn spawn_program_in(
+        program: &Path,
+        dir: tempfile::TempDir,
+        cfg: PathBuf,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Server, String> {
         let log = dir.path().join("server.log");
-        let mut cmd = Command::new(binary());
-        cmd.arg("serve")
-            .args(args)
+        let mut cmd = Command::new(program);
+        cmd.args(args)
             .arg("--config")
             .arg(&cfg)
             .env("PORTCULLIS_STATE_DIR", dir.path().join("state"))
@@ -159,7 +194,9 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn portcullis");
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
