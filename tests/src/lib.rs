@@ -134,9 +134,14 @@ impl Server {
     }
 
     /// As [`Server::start`] for another program (see [`Server::spawn_program_in`]).
-    pub fn start_program(program: &Path, config: &str, plugins: &[PathBuf]) -> Server {
+    pub fn start_program(
+        program: &Path,
+        config: &str,
+        plugins: &[PathBuf],
+        env: &[(&str, &str)],
+    ) -> Server {
         let (dir, cfg) = Self::folder(config, plugins);
-        match Self::spawn_program_in(program, dir, cfg, &[], &[]) {
+        match Self::spawn_program_in(program, dir, cfg, &[], env) {
             Ok(s) => s,
             Err(e) => panic!("{} did not start: {e}", program.display()),
         }

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use portcullis_tests::{
-    client, embedded_app, flavored_plugin, good_claims, hs256, jwt_plugin, plugin, poll_until,
-    write_by_rename, Server, SECRET,
+    claims, client, embedded_app, flavored_plugin, good_claims, hs256, jwt_plugin, plugin,
+    poll_until, write_by_rename, Server, SECRET,
 };
 use serde_json::{json, Value};
 
@@ -30,7 +30,7 @@ fn config(admin_condition: &str, public: &str) -> String {
 }
 
 fn start(cfg: &str) -> Server {
-    Server::start_program(&embedded_app(), cfg, &[jwt_plugin()])
+    Server::start_program(&embedded_app(), cfg, &[jwt_plugin()], &[])
 }
 
 fn token(sub: &str, extra: Value) -> String {
@@ -303,6 +303,7 @@ async fn a_plugin_swap_applies_inside_the_running_service() {
         &embedded_app(),
         &faulty_config(),
         &[plugin("portcullis_test_faulty")],
+        &[],
     );
     assert_eq!(flavor(&s).await, "AAAAA");
     let (status, _, note) = call(
@@ -396,4 +397,58 @@ async fn the_document_lists_the_services_operations_with_bearer_auth() {
     assert_eq!(r.status(), 200);
     let page = r.text().await.unwrap();
     assert!(page.contains("/api/admin/notes") && page.contains("bearerAuth"));
+}
+
+#[tokio::test]
+async fn the_examples_own_config_serves_as_its_readme_says() {
+    // The file as shipped, on a free port; its plugins folder and secret from the environment it
+    // reads them from.
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/embedded-app/portcullis.yaml"),
+    )
+    .unwrap();
+    assert!(shipped.contains("  port: 4112 "), "{shipped}");
+    let cfg = shipped.replacen("  port: 4112 ", "  port: 0 ", 1);
+    let s = Server::start_program(
+        &embedded_app(),
+        &cfg,
+        &[jwt_plugin()],
+        &[
+            ("PORTCULLIS_HOST", "127.0.0.1"),
+            ("JWT_AUTH_SECRET", SECRET),
+            ("PORTCULLIS_PLUGINS_DIR", "plugins"),
+        ],
+    );
+    let alice = hs256(SECRET, claims("alice", json!({})));
+    let admin = hs256(SECRET, claims("root", json!({ "role": "admin" })));
+    assert_eq!(call(&s, "GET", "/api/notes", None, None).await.0, 401);
+    let (status, _, note) = call(
+        &s,
+        "POST",
+        "/api/notes",
+        Some(&alice),
+        Some(json!({ "text": "buy milk", "public": true })),
+    )
+    .await;
+    assert_eq!((status, &note["owner"]), (201, &json!("alice")));
+    assert_eq!(
+        call(&s, "GET", "/api/public/notes", None, None).await.0,
+        200
+    );
+    assert_eq!(
+        call(&s, "GET", "/api/admin/notes", Some(&alice), None)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        call(&s, "GET", "/api/admin/notes", Some(&admin), None)
+            .await
+            .0,
+        200
+    );
+    let (status, _, who) = call(&s, "GET", "/api/whoami", Some(&alice), None).await;
+    assert_eq!((status, &who["provider"]), (200, &json!("dev")));
+    assert_eq!(call(&s, "GET", "/swagger-ui", None, None).await.0, 200);
 }
