@@ -71,12 +71,13 @@ use async_ffi::{FfiFuture, FutureExt as _};
 use crate::{
     abi::{
         HostServices, HttpRequest, HttpResponse, JwtVerifier, JwtVerifierBox, JwtVerifier_TO,
-        LogLevel, Manifest, MiddlewareBox, MiddlewareRequest, PluginModuleRef, ProviderBox,
-        RequestInfo, RequestOutcome, ResponseEdit, ResponseHead,
+        LogLevel, Manifest, MiddlewareBox, PluginModuleRef, ProviderBox, RequestInfo,
+        RequestOutcome, ResponseEdit,
     },
     error::{ErrorKind, PluginError},
     host::JwtVerifierSpec,
-    middleware::{MiddlewarePlugin, FRAMING_HEADERS},
+    middleware::{Call, MiddlewarePlugin, ResponseView, FRAMING_HEADERS},
+    request::User,
     sdk::{host_box, middleware_root_module, root_module, Plugin},
 };
 
@@ -1130,25 +1131,17 @@ impl Run<'_> {
 
     /// The requests a middleware is run on: a plain one, each without and with odd users, odd
     /// methods, paths, queries, clients and headers.
-    fn odd_middleware_requests(&self) -> Vec<(String, MiddlewareRequest)> {
-        let base = |method: &str, path: &str| MiddlewareRequest {
-            request: RequestInfo {
-                method: method.into(),
-                path: path.into(),
-                headers: RVec::from(vec![
-                    Tuple2("host".into(), "app.example".into()),
-                    Tuple2("user-agent".into(), "conformance".into()),
-                ]),
-            },
-            client: "192.0.2.7".into(),
-            ..MiddlewareRequest::default()
+    fn odd_middleware_requests(&self) -> Vec<(String, Call<'static>)> {
+        let with_headers = |method: &str, path: &str, extra: &[(String, String)]| {
+            let mut headers = vec![("host", "app.example"), ("user-agent", "conformance")];
+            headers.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            Call::new(method, path, &headers).with_client("192.0.2.7")
         };
-        let with_user = |mut r: MiddlewareRequest, json: &str| {
-            r.user = ROption::RSome(json.into());
-            r.provider = ROption::RSome("conformance".into());
-            r
+        let base = |method: &str, path: &str| with_headers(method, path, &[]);
+        let with_user = |r: Call<'static>, json: &str| {
+            r.with_user("conformance", User::from_verified(json.into()))
         };
-        let mut out: Vec<(String, MiddlewareRequest)> = vec![
+        let mut out: Vec<(String, Call<'static>)> = vec![
             (
                 "a plain request, no user".into(),
                 base("GET", "/api/conformance"),
@@ -1173,44 +1166,44 @@ impl Run<'_> {
                 with_user(base("GET", "/api/x"), r#"{"sub":["a"],"org_id":{"x":1}}"#),
             ),
             ("an odd method".into(), base("PROPFIND", "/api/x")),
-            ("an empty client".into(), {
-                let mut r = base("GET", "/api/x");
-                r.client = "".into();
-                r
-            }),
-            ("an IPv6 client".into(), {
-                let mut r = base("GET", "/api/x");
-                r.client = "2001:db8::1".into();
-                r
-            }),
-            ("a query".into(), {
-                let mut r = base("GET", "/api/x");
-                r.query = "a=1&_method=DELETE&a=%00".into();
-                r
-            }),
-            ("a 16 kB header".into(), {
-                let mut r = base("GET", "/api/x");
-                r.request
-                    .headers
-                    .push(Tuple2("x-big".into(), "b".repeat(16 * 1024).into()));
-                r
-            }),
-            ("200 headers".into(), {
-                let mut r = base("GET", "/api/x");
-                for i in 0..200 {
-                    r.request
-                        .headers
-                        .push(Tuple2(format!("x-h{i}").into(), "v".into()));
-                }
-                r
-            }),
-            ("repeated headers".into(), {
-                let mut r = base("GET", "/api/x");
-                for v in ["1", "2", "3"] {
-                    r.request.headers.push(Tuple2("x-tenant".into(), v.into()));
-                }
-                r
-            }),
+            (
+                "an empty client".into(),
+                base("GET", "/api/x").with_client(""),
+            ),
+            (
+                "an IPv6 client".into(),
+                base("GET", "/api/x").with_client("2001:db8::1"),
+            ),
+            (
+                "a query".into(),
+                base("GET", "/api/x").with_query("a=1&_method=DELETE&a=%00"),
+            ),
+            (
+                "a 16 kB header".into(),
+                with_headers(
+                    "GET",
+                    "/api/x",
+                    &[("x-big".to_string(), "b".repeat(16 * 1024))],
+                ),
+            ),
+            (
+                "200 headers".into(),
+                with_headers(
+                    "GET",
+                    "/api/x",
+                    &(0..200)
+                        .map(|i| (format!("x-h{i}"), "v".to_string()))
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+            (
+                "repeated headers".into(),
+                with_headers(
+                    "GET",
+                    "/api/x",
+                    &["1", "2", "3"].map(|v| ("x-tenant".to_string(), v.to_string())),
+                ),
+            ),
         ];
         for sub in ODD_SUBS {
             out.push((
@@ -1294,10 +1287,11 @@ impl Run<'_> {
         middleware: &MiddlewareBox,
         host: &FakeHost,
         label: &str,
-        request: &MiddlewareRequest,
+        request: &Call<'_>,
     ) -> Option<RequestOutcome> {
         self.report.checks += 1;
-        let outcome = run_until(middleware.on_request(request.clone()), self.kit.timeout);
+        let timeout = self.kit.timeout;
+        let outcome = request.with_abi(|r| run_until(middleware.on_request(r), timeout));
         for line in host.take_logs() {
             self.seen.push(("log line", line));
         }
@@ -1365,8 +1359,7 @@ impl Run<'_> {
         }
         host.set_mode(Mode::Canned);
         // A dry run changes no state: asked again and again, it answers the same.
-        let mut request = self.odd_middleware_requests().swap_remove(1).1;
-        request.dry_run = true;
+        let request = self.odd_middleware_requests().swap_remove(1).1.as_dry_run();
         let first = self.one_request(middleware, host, "a dry run", &request);
         for _ in 0..50 {
             let again = self.one_request(middleware, host, "a dry run, again", &request);
@@ -1385,21 +1378,17 @@ impl Run<'_> {
         middleware: &MiddlewareBox,
         host: &FakeHost,
         label: &str,
-        request: &MiddlewareRequest,
+        request: &Call<'_>,
     ) {
         for status in [200u16, 204, 304, 401, 429, 500, 503] {
             self.report.checks += 1;
-            let head = ResponseHead {
+            let head = ResponseView::new(
                 status,
-                headers: RVec::from(vec![
-                    Tuple2("content-type".into(), "application/json".into()),
-                    Tuple2("x-upstream".into(), "1".into()),
-                ]),
-            };
-            let outcome = run_until(
-                middleware.on_response(request.clone(), head),
-                self.kit.timeout,
+                &[("content-type", "application/json"), ("x-upstream", "1")],
             );
+            let timeout = self.kit.timeout;
+            let outcome = request
+                .with_abi(|r| head.with_abi(|h| run_until(middleware.on_response(r, h), timeout)));
             for line in host.take_logs() {
                 self.seen.push(("log line", line));
             }
@@ -1563,7 +1552,7 @@ mod tests {
     }
 
     impl crate::RequestMiddleware for SloppyMiddleware {
-        async fn on_request(&self, call: crate::Call) -> Result<crate::Flow, PluginError> {
+        async fn on_request(&self, call: crate::Call<'_>) -> Result<crate::Flow, PluginError> {
             let user = call.user().expect("a user");
             if user.subject().is_none() {
                 return Err(PluginError::internal("no subject"));

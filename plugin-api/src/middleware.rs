@@ -1,18 +1,22 @@
 //! The safe SDK for middleware plugins (ABI 1.2): code that runs after the gate has authenticated
 //! and authorized a request, before the route serves it.
 
-use std::{future::Future, sync::Arc};
+use std::{
+    borrow::Cow,
+    future::Future,
+    sync::{Arc, OnceLock},
+};
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{ROption, RResult, RStr, RString, Tuple2},
+    std_types::{ROption, RResult, RSlice, RStr, RString, Tuple2},
 };
-use async_ffi::FfiFuture;
+use async_ffi::BorrowingFfiFuture;
 
 use crate::{
     abi::{
         HostBox, Manifest, Middleware, MiddlewareAnswer, MiddlewareBox, MiddlewareRequest,
-        Middleware_TO, RequestInfo, RequestOutcome, ResponseEdit, ResponseHead,
+        Middleware_TO, RequestOutcome, ResponseEdit, ResponseHead,
     },
     config::{self, PluginConfig},
     error::PluginError,
@@ -50,15 +54,15 @@ pub trait RequestMiddleware: Send + Sync + 'static {
     /// Looks at the request (and the user the gate authenticated, if any): let it through or
     /// answer it. [`Call::is_dry_run`] requests are only being explained: answer as for a real
     /// one, but change no state.
-    fn on_request(&self, call: Call) -> impl Future<Output = Result<Flow, PluginError>> + Send;
+    fn on_request(&self, call: Call<'_>) -> impl Future<Output = Result<Flow, PluginError>> + Send;
 
     /// Adjusts the response about to be sent (its headers only), for the requests this instance
     /// let through or answered. Called only when [`RequestMiddleware::wants_response`] is `true`,
     /// in the reverse order of `on_request`. Default: no change.
     fn on_response(
         &self,
-        call: Call,
-        response: ResponseView,
+        call: Call<'_>,
+        response: ResponseView<'_>,
     ) -> impl Future<Output = Result<ResponseChanges, PluginError>> + Send {
         let _ = (call, response);
         async { Ok(ResponseChanges::none()) }
@@ -101,146 +105,219 @@ pub trait MiddlewarePlugin: 'static {
     fn build(config: Self::Config, host: Host) -> Result<Self::Middleware, PluginError>;
 }
 
+/// Header pairs as a middleware sees them: lent by the host, or owned (tests, kits).
+#[derive(Clone, Debug)]
+enum Pairs<'a> {
+    Lent(RSlice<'a, Tuple2<RStr<'a>, RStr<'a>>>),
+    Owned(Vec<(String, String)>),
+}
+
+impl Default for Pairs<'_> {
+    fn default() -> Self {
+        Pairs::Owned(Vec::new())
+    }
+}
+
+impl Pairs<'_> {
+    fn owned(headers: &[(&str, &str)]) -> Pairs<'static> {
+        Pairs::Owned(
+            headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), (*v).to_string()))
+                .collect(),
+        )
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        let (lent, owned) = match self {
+            Pairs::Lent(l) => (l.as_slice(), &[][..]),
+            Pairs::Owned(o) => (&[][..], o.as_slice()),
+        };
+        lent.iter()
+            .map(|t| (t.0.as_str(), t.1.as_str()))
+            .chain(owned.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+
+    /// Runs `f` with the pairs in their boundary form.
+    fn with_abi<R>(&self, f: impl FnOnce(RSlice<'_, Tuple2<RStr<'_>, RStr<'_>>>) -> R) -> R {
+        match self {
+            Pairs::Lent(l) => f(*l),
+            Pairs::Owned(o) => {
+                let v: Vec<Tuple2<RStr<'_>, RStr<'_>>> = o
+                    .iter()
+                    .map(|(k, v)| Tuple2(RStr::from_str(k), RStr::from_str(v)))
+                    .collect();
+                f(RSlice::from_slice(&v))
+            }
+        }
+    }
+}
+
 /// The request a middleware runs for.
 ///
 /// `path` is the canonical path (the one the server matched and serves); header names are lower
 /// case; the `authorization`, `cookie` and `proxy-authorization` headers are withheld.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Call {
-    raw: MiddlewareRequest,
-    user: Option<User>,
+///
+/// The server lends the request for the call (nothing in it is copied to reach the plugin):
+/// keep what you need beyond the call as owned values (`to_string()`).
+#[derive(Clone, Debug, Default)]
+pub struct Call<'a> {
+    method: Cow<'a, str>,
+    path: Cow<'a, str>,
+    headers: Pairs<'a>,
+    query: Cow<'a, str>,
+    client: Cow<'a, str>,
+    provider: Option<Cow<'a, str>>,
+    user_json: Option<RStr<'a>>,
+    // Read from the lent JSON text the first time it is asked for (a middleware that never looks
+    // at the user copies nothing).
+    user: OnceLock<Option<User>>,
+    dry_run: bool,
 }
 
-impl Call {
+impl Call<'static> {
     /// A request (for tests of a middleware): no query, no client address, no user.
-    pub fn new(method: &str, path: &str, headers: &[(&str, &str)]) -> Call {
+    pub fn new(method: &str, path: &str, headers: &[(&str, &str)]) -> Call<'static> {
         Call {
-            raw: MiddlewareRequest {
-                request: RequestInfo {
-                    method: method.to_ascii_uppercase().into(),
-                    path: path.into(),
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| Tuple2(k.to_ascii_lowercase().into(), (*v).into()))
-                        .collect(),
-                },
-                ..MiddlewareRequest::default()
-            },
-            user: None,
+            method: Cow::Owned(method.to_ascii_uppercase()),
+            path: Cow::Owned(path.to_string()),
+            headers: Pairs::owned(headers),
+            ..Call::default()
         }
     }
+}
 
+impl<'a> Call<'a> {
     /// The same request, authenticated by `provider` as `user` (for tests).
-    pub fn with_user(mut self, provider: &str, user: User) -> Call {
-        self.raw.provider = ROption::RSome(provider.into());
-        self.user = Some(user);
+    pub fn with_user(mut self, provider: &str, user: User) -> Call<'a> {
+        self.provider = Some(Cow::Owned(provider.to_string()));
+        self.user_json = None;
+        self.user = OnceLock::from(Some(user));
         self
     }
 
     /// The same request, from client address `client` (for tests).
-    pub fn with_client(mut self, client: &str) -> Call {
-        self.raw.client = client.into();
+    pub fn with_client(mut self, client: &str) -> Call<'a> {
+        self.client = Cow::Owned(client.to_string());
         self
     }
 
     /// The same request, with query string `query` (without `?`; for tests).
-    pub fn with_query(mut self, query: &str) -> Call {
-        self.raw.query = query.into();
+    pub fn with_query(mut self, query: &str) -> Call<'a> {
+        self.query = Cow::Owned(query.to_string());
         self
     }
 
     /// The same request, only being explained (for tests).
-    pub fn as_dry_run(mut self) -> Call {
-        self.raw.dry_run = true;
+    pub fn as_dry_run(mut self) -> Call<'a> {
+        self.dry_run = true;
         self
     }
 
-    /// The request as it crosses the boundary (hosts and test kits).
-    pub fn from_abi(mut raw: MiddlewareRequest) -> Call {
-        // The user's text is kept once, in the `User` (not copied).
-        let user = std::mem::take(&mut raw.user)
-            .into_option()
-            .map(User::from_verified);
-        Call { raw, user }
+    /// The request as it crossed the boundary, still lent (hosts and test kits).
+    pub fn from_abi(raw: MiddlewareRequest<'a>) -> Call<'a> {
+        Call {
+            method: Cow::Borrowed(raw.method.as_str()),
+            path: Cow::Borrowed(raw.path.as_str()),
+            headers: Pairs::Lent(raw.headers),
+            query: Cow::Borrowed(raw.query.as_str()),
+            client: Cow::Borrowed(raw.client.as_str()),
+            provider: raw
+                .provider
+                .into_option()
+                .map(|p| Cow::Borrowed(p.as_str())),
+            user_json: raw.user.into_option(),
+            user: OnceLock::new(),
+            dry_run: raw.dry_run,
+        }
     }
 
-    /// The boundary form of this request (hosts and test kits).
-    pub fn to_abi(&self) -> MiddlewareRequest {
-        MiddlewareRequest {
-            user: self.user.clone().map(User::into_abi).into(),
-            ..self.raw.clone()
+    /// Runs `f` with this request in its boundary form (hosts and test kits).
+    pub fn with_abi<R>(&self, f: impl FnOnce(MiddlewareRequest<'_>) -> R) -> R {
+        self.headers.with_abi(|headers| {
+            f(MiddlewareRequest {
+                method: RStr::from_str(&self.method),
+                path: RStr::from_str(&self.path),
+                headers,
+                query: RStr::from_str(&self.query),
+                client: RStr::from_str(&self.client),
+                user: self.user_text().map(RStr::from_str).into(),
+                provider: self.provider.as_deref().map(RStr::from_str).into(),
+                dry_run: self.dry_run,
+            })
+        })
+    }
+
+    /// The user's JSON text, as lent or as given.
+    fn user_text(&self) -> Option<&str> {
+        match self.user_json {
+            Some(j) => Some(j.as_str()),
+            None => self.user.get().and_then(|u| u.as_ref()).map(User::as_json),
         }
     }
 
     /// Upper-case HTTP method.
     pub fn method(&self) -> &str {
-        self.raw.request.method.as_str()
+        &self.method
     }
 
     /// Canonical path, without the query.
     pub fn path(&self) -> &str {
-        self.raw.request.path.as_str()
+        &self.path
     }
 
     /// The query string without `?`; empty when there is none.
     pub fn query(&self) -> &str {
-        self.raw.query.as_str()
+        &self.query
     }
 
     /// The first value of a header. Names are compared case-insensitively and with `_` read as
     /// `-`: a client's `X_Debug` is the `x-debug` an upstream that folds both (CGI, Django, PHP)
     /// would read. A value that is not visible ASCII comes as its bytes read as Latin-1.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.raw
-            .request
-            .headers
+        self.headers
             .iter()
-            .find(|t| same_header_name(t.0.as_str(), name))
-            .map(|t| t.1.as_str())
+            .find(|(k, _)| same_header_name(k, name))
+            .map(|(_, v)| v)
     }
 
     /// Every value of a header, in the order received (names compared as [`Call::header`] does):
     /// a client may repeat a header, and the upstream gets every copy.
-    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.raw
-            .request
-            .headers
+    pub fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s str> + 's {
+        self.headers
             .iter()
-            .filter(move |t| same_header_name(t.0.as_str(), name))
-            .map(|t| t.1.as_str())
+            .filter(move |(k, _)| same_header_name(k, name))
+            .map(|(_, v)| v)
     }
 
     /// Every header, lower-case names, in the order received.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.raw
-            .request
-            .headers
-            .iter()
-            .map(|t| (t.0.as_str(), t.1.as_str()))
+        self.headers.iter()
     }
 
     /// The IP address of the client the server saw (empty when unknown).
     pub fn client(&self) -> &str {
-        self.raw.client.as_str()
+        &self.client
     }
 
     /// The authenticated user; `None` on a public route.
     pub fn user(&self) -> Option<&User> {
-        self.user.as_ref()
+        self.user
+            .get_or_init(|| {
+                self.user_json
+                    .map(|j| User::from_verified(RString::from(j.as_str())))
+            })
+            .as_ref()
     }
 
     /// The provider instance that authenticated the user; `None` on a public route.
     pub fn provider(&self) -> Option<&str> {
-        self.raw
-            .provider
-            .as_ref()
-            .into_option()
-            .map(RString::as_str)
+        self.provider.as_deref()
     }
 
     /// Whether the request is only being explained: answer as usual, change no state.
     pub fn is_dry_run(&self) -> bool {
-        self.raw.dry_run
+        self.dry_run
     }
 }
 
@@ -385,43 +462,54 @@ impl Flow {
     }
 }
 
-/// The response about to be sent, as [`RequestMiddleware::on_response`] sees it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ResponseView {
-    raw: ResponseHead,
+/// The response about to be sent, as [`RequestMiddleware::on_response`] sees it (lent by the
+/// server for the call).
+#[derive(Clone, Debug, Default)]
+pub struct ResponseView<'a> {
+    status: u16,
+    headers: Pairs<'a>,
 }
 
-impl ResponseView {
+impl ResponseView<'static> {
     /// A response head (for tests).
-    pub fn new(status: u16, headers: &[(&str, &str)]) -> ResponseView {
+    pub fn new(status: u16, headers: &[(&str, &str)]) -> ResponseView<'static> {
         ResponseView {
-            raw: ResponseHead {
-                status,
-                headers: headers
-                    .iter()
-                    .map(|(k, v)| Tuple2(k.to_ascii_lowercase().into(), (*v).into()))
-                    .collect(),
-            },
+            status,
+            headers: Pairs::owned(headers),
+        }
+    }
+}
+
+impl<'a> ResponseView<'a> {
+    /// From the boundary form, still lent (hosts and test kits).
+    pub fn from_abi(raw: ResponseHead<'a>) -> ResponseView<'a> {
+        ResponseView {
+            status: raw.status,
+            headers: Pairs::Lent(raw.headers),
         }
     }
 
-    /// From the boundary form (hosts and test kits).
-    pub fn from_abi(raw: ResponseHead) -> ResponseView {
-        ResponseView { raw }
+    /// Runs `f` with this response head in its boundary form (hosts and test kits).
+    pub fn with_abi<R>(&self, f: impl FnOnce(ResponseHead<'_>) -> R) -> R {
+        self.headers.with_abi(|headers| {
+            f(ResponseHead {
+                status: self.status,
+                headers,
+            })
+        })
     }
 
     /// Status code.
     pub fn status(&self) -> u16 {
-        self.raw.status
+        self.status
     }
 
     /// The first value of a header (name compared case-insensitively).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.raw
-            .headers
+        self.headers
             .iter()
-            .find(|t| t.0.as_str().eq_ignore_ascii_case(name))
-            .map(|t| t.1.as_str())
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
     }
 }
 
@@ -458,20 +546,20 @@ impl ResponseChanges {
 struct Adapter<M>(Arc<M>);
 
 impl<M: RequestMiddleware> Middleware for Adapter<M> {
-    fn on_request(
-        &self,
-        request: MiddlewareRequest,
-    ) -> FfiFuture<RResult<RequestOutcome, PluginError>> {
-        let m = self.0.clone();
+    fn on_request<'a>(
+        &'a self,
+        request: MiddlewareRequest<'a>,
+    ) -> BorrowingFfiFuture<'a, RResult<RequestOutcome, PluginError>> {
+        let m = &*self.0;
         guard_future(move || async move { Ok(m.on_request(Call::from_abi(request)).await?.raw) })
     }
 
-    fn on_response(
-        &self,
-        request: MiddlewareRequest,
-        response: ResponseHead,
-    ) -> FfiFuture<RResult<ResponseEdit, PluginError>> {
-        let m = self.0.clone();
+    fn on_response<'a>(
+        &'a self,
+        request: MiddlewareRequest<'a>,
+        response: ResponseHead<'a>,
+    ) -> BorrowingFfiFuture<'a, RResult<ResponseEdit, PluginError>> {
+        let m = &*self.0;
         guard_future(move || async move {
             let changes = m
                 .on_response(Call::from_abi(request), ResponseView::from_abi(response))

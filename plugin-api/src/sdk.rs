@@ -10,7 +10,7 @@ use abi_stable::{
     sabi_trait::TD_Opaque,
     std_types::{RArc, RBox, ROption, RResult, RStr, RString, RVec},
 };
-use async_ffi::{FfiFuture, FutureExt as _};
+use async_ffi::{BorrowingFfiFuture, FfiFuture, FutureExt as _};
 use futures_util::FutureExt as _;
 
 use crate::{
@@ -138,10 +138,12 @@ pub(crate) fn guard<T>(f: impl FnOnce() -> Result<T, PluginError>) -> Result<T, 
 
 /// Wraps a future so that a panic while polling it becomes an internal error, and makes it
 /// FFI-safe.
-pub(crate) fn guard_future<T, F>(make: impl FnOnce() -> F) -> FfiFuture<RResult<T, PluginError>>
+pub(crate) fn guard_future<'a, T, F>(
+    make: impl FnOnce() -> F,
+) -> BorrowingFfiFuture<'a, RResult<T, PluginError>>
 where
-    T: Send + 'static,
-    F: Future<Output = Result<T, PluginError>> + Send + 'static,
+    T: Send + 'a,
+    F: Future<Output = Result<T, PluginError>> + Send + 'a,
 {
     let fut = match catch_unwind(AssertUnwindSafe(make)) {
         Ok(fut) => fut,

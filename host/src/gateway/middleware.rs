@@ -27,7 +27,7 @@ use crate::{
     config::Config,
     http::answer::error_response,
     observe::metrics::Metrics,
-    plugin::{CallUser, MiddlewareCall},
+    plugin::{CallParts, CallUser, IpText, KeptCall},
     reload::Snapshot,
 };
 
@@ -104,7 +104,8 @@ pub struct MiddlewareRun {
 /// The middleware of one request: what ran, and what the response step needs.
 #[derive(Default)]
 pub struct Chain {
-    call: Option<MiddlewareCall>,
+    /// The request as the response step tells it (kept only when an instance asked for it).
+    call: Option<KeptCall>,
     /// Instances whose `on_request` ran, in order, with how each ended: the one that answered or
     /// failed always; those that let the request through only for a dry run (explain).
     pub runs: Vec<MiddlewareRun>,
@@ -214,17 +215,17 @@ pub async fn on_request(
         )),
         (q, _) => q.map(std::borrow::Cow::Borrowed),
     };
-    let mut call = MiddlewareCall::new(
-        incoming.method,
-        incoming.path,
-        headers,
-        &token.header_name,
-        query.as_deref(),
-        incoming.client,
+    let client = incoming.client.map(IpText::new);
+    let parts = CallParts {
+        method: incoming.method,
+        path: incoming.path,
+        query: query.as_deref().unwrap_or_default(),
+        client: client.as_ref().map(IpText::as_str).unwrap_or_default(),
         user,
-        incoming.dry_run,
-    );
-    for (at, &i) in selected.iter().enumerate() {
+        dry_run: incoming.dry_run,
+    };
+    let token_header = &token.header_name;
+    for &i in selected {
         let Some(instance) = rt.middleware.get(i) else {
             // A snapshot has one instance per entry: an index without one is a bug, and a
             // request is never let past a middleware it could not run.
@@ -251,15 +252,10 @@ pub async fn on_request(
             let answer = fail(&mut chain, StatusCode::SERVICE_UNAVAILABLE, reason);
             return (chain, answer);
         };
-        // The last middleware gets the call itself when no response hook will need it.
-        let last =
-            at + 1 == selected.len() && chain.on_response.is_empty() && !handle.wants_response();
-        let given = if last {
-            std::borrow::Cow::Owned(std::mem::replace(&mut call, MiddlewareCall::empty()))
-        } else {
-            std::borrow::Cow::Borrowed(&call)
-        };
-        let outcome = match handle.on_request(given, timeout).await {
+        let outcome = match handle
+            .on_request(&parts, headers, token_header, timeout)
+            .await
+        {
             Ok(o) => o,
             Err(e) => {
                 let status = if e.kind() == ErrorKind::UNAVAILABLE {
@@ -288,33 +284,28 @@ pub async fn on_request(
         // not at all.
         let checked = (|| -> Result<_, String> {
             let remove = outcome
-                .remove_headers
-                .iter()
-                .map(|n| header_name(n))
+                .remove_headers()
+                .map(header_name)
                 .collect::<Result<Vec<_>, _>>()?;
             let set = outcome
-                .set_headers
-                .iter()
+                .set_headers()
                 .map(|(n, v)| header_pair(n, v))
                 .collect::<Result<Vec<_>, _>>()?;
             let response = outcome
-                .response_headers
-                .iter()
+                .response_headers()
                 .map(|(n, v)| header_pair(n, v))
                 .collect::<Result<Vec<_>, _>>()?;
-            let answer = match &outcome.answer {
+            let answer = match outcome.answer() {
                 None => None,
-                Some(a) => {
-                    let status = StatusCode::from_u16(a.status)
+                Some((status, answer_headers)) => {
+                    let code = StatusCode::from_u16(status)
                         .ok()
                         .filter(|s| (200..600).contains(&s.as_u16()))
-                        .ok_or_else(|| format!("it answered status {}", a.status))?;
-                    let headers = a
-                        .headers
-                        .iter()
+                        .ok_or_else(|| format!("it answered status {status}"))?;
+                    let answer_headers = answer_headers
                         .map(|(n, v)| header_pair(n, v))
                         .collect::<Result<Vec<_>, _>>()?;
-                    Some((status, headers))
+                    Some((code, answer_headers))
                 }
             };
             Ok((remove, set, response, answer))
@@ -337,12 +328,12 @@ pub async fn on_request(
                     status: status.as_u16(),
                 },
             });
-            let body = outcome.answer.map(|a| a.body).unwrap_or_default();
+            let body = outcome.into_answer_body();
             let mut resp = Response::builder().status(status).body(Body::from(body));
             for (n, v) in answer_headers {
                 resp.headers_mut().append(n, v);
             }
-            chain.call = Some(call);
+            chain.keep_call(&parts, headers, token_header);
             return (chain, Some(resp));
         }
         for n in remove.iter().chain(set.iter().map(|(n, _)| n)) {
@@ -356,9 +347,6 @@ pub async fn on_request(
             chain.onward.retain(|(o, _)| o != n);
             chain.onward.push((n.clone(), v.clone()));
         }
-        if !last {
-            call.apply(&outcome.remove_headers, &outcome.set_headers);
-        }
         // Who let the request through is told only when it is explained (an answer or a failure
         // is always recorded): a real request does not pay for a list nobody reads.
         if incoming.dry_run {
@@ -368,11 +356,18 @@ pub async fn on_request(
             });
         }
     }
-    chain.call = Some(call);
+    chain.keep_call(&parts, headers, token_header);
     (chain, None)
 }
 
 impl Chain {
+    /// Keeps the request for the response step, when an instance that ran asked for one.
+    fn keep_call(&mut self, parts: &CallParts<'_>, headers: &HeaderMap, token_header: &HeaderName) {
+        if !self.on_response.is_empty() {
+            self.call = Some(KeptCall::new(parts, headers, token_header));
+        }
+    }
+
     /// Whether the response step has anything to do.
     pub fn has_response_step(&self) -> bool {
         !self.response_headers.is_empty() || !self.on_response.is_empty()
@@ -407,13 +402,11 @@ pub async fn on_response(rt: &Snapshot, metrics: &Metrics, chain: Chain, resp: &
             })
             .and_then(|change| {
                 let remove = change
-                    .remove_headers
-                    .iter()
-                    .map(|n| header_name(n))
+                    .remove_headers()
+                    .map(header_name)
                     .collect::<Result<Vec<_>, _>>();
                 let set = change
-                    .set_headers
-                    .iter()
+                    .set_headers()
                     .map(|(n, v)| header_pair(n, v))
                     .collect::<Result<Vec<_>, _>>();
                 remove

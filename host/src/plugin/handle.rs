@@ -6,13 +6,13 @@
 use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use futures_util::FutureExt as _;
-use poem::http::{HeaderMap, HeaderName, HeaderValue};
+use poem::http::{header, HeaderMap, HeaderName, HeaderValue};
 use portcullis_plugin_api::{
     abi::{
-        abi_stable::std_types::{ROption, RResult, RStr, RString, RVec, Tuple2},
-        async_ffi::FfiFuture,
+        abi_stable::std_types::{ROption, RResult, RSlice, RStr, RString, RVec, Tuple2},
+        async_ffi::BorrowingFfiFuture,
         HostBox, MiddlewareBox, MiddlewareRequest, PluginModuleRef, ProviderBox, RequestInfo,
-        ResponseHead,
+        RequestOutcome, ResponseEdit, ResponseHead,
     },
     PluginError,
 };
@@ -64,12 +64,7 @@ fn request_info(
 ) -> RequestInfo {
     let headers = headers
         .iter()
-        .filter(|(k, _)| {
-            !matches!(
-                k.as_str(),
-                "authorization" | "cookie" | "proxy-authorization"
-            ) && *k != token_header
-        })
+        .filter(|(k, _)| !withheld(k, token_header))
         .map(|(k, v)| Tuple2(RString::from(k.as_str()), header_text(v)))
         .collect::<RVec<_>>();
     RequestInfo {
@@ -79,27 +74,57 @@ fn request_info(
     }
 }
 
-/// An IP address as text; an IPv4 one without the formatting machinery (it is written for every
-/// request that runs a middleware).
-fn ip_text(ip: std::net::IpAddr) -> RString {
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            let mut out = String::with_capacity(15);
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
+/// An IP address as text, kept inline (it is written for every request that runs a middleware):
+/// an IPv4 one without the formatting machinery.
+pub struct IpText {
+    buf: [u8; 45],
+    len: usize,
+}
+
+impl IpText {
+    /// The text of `ip`.
+    pub fn new(ip: std::net::IpAddr) -> IpText {
+        let mut out = IpText {
+            buf: [0; 45],
+            len: 0,
+        };
+        match ip {
+            std::net::IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b'.');
+                    }
+                    if octet >= 100 {
+                        out.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        out.push(b'0' + (octet / 10) % 10);
+                    }
+                    out.push(b'0' + octet % 10);
                 }
-                if octet >= 100 {
-                    out.push(char::from(b'0' + octet / 100));
-                }
-                if octet >= 10 {
-                    out.push(char::from(b'0' + (octet / 10) % 10));
-                }
-                out.push(char::from(b'0' + octet % 10));
             }
-            out.into()
+            std::net::IpAddr::V6(v6) => {
+                use std::io::Write as _;
+                let mut cursor = std::io::Cursor::new(&mut out.buf[..]);
+                // 45 bytes hold the longest IPv6 text (an IPv4-mapped one is 45 at most).
+                if write!(cursor, "{v6}").is_ok() {
+                    out.len = usize::try_from(cursor.position()).unwrap_or(0);
+                }
+            }
         }
-        std::net::IpAddr::V6(_) => ip.to_string().into(),
+        out
+    }
+
+    fn push(&mut self, b: u8) {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.buf.get(..self.len).unwrap_or_default()).unwrap_or_default()
     }
 }
 
@@ -233,7 +258,7 @@ impl ProviderHandle {
     /// One call, bounded (see [`bounded`]).
     async fn call<T>(
         &self,
-        fut: FfiFuture<RResult<T, PluginError>>,
+        fut: BorrowingFfiFuture<'_, RResult<T, PluginError>>,
         timeout: Duration,
     ) -> Result<T, PluginError> {
         bounded(&self.in_flight, fut, timeout).await
@@ -244,7 +269,7 @@ impl ProviderHandle {
 /// `timeout`, a panic caught and turned into an error.
 async fn bounded<T>(
     in_flight: &Semaphore,
-    fut: FfiFuture<RResult<T, PluginError>>,
+    fut: BorrowingFfiFuture<'_, RResult<T, PluginError>>,
     timeout: Duration,
 ) -> Result<T, PluginError> {
     let Ok(_permit) = in_flight.try_acquire() else {
@@ -374,12 +399,8 @@ pub async fn construct_middleware(
     Ok(MiddlewareHandle::new(mw, in_flight_limit))
 }
 
-/// The request as a middleware is told about it: built once per request that runs middleware,
-/// and kept up to date with the request headers each one changes, so that the next sees them.
-#[derive(Clone, Debug)]
-pub struct MiddlewareCall(MiddlewareRequest);
-
 /// The user a middleware is told about: the provider instance and the user's JSON text.
+#[derive(Clone, Copy)]
 pub struct CallUser<'a> {
     /// The provider instance that vouched for the user.
     pub provider: &'a str,
@@ -387,98 +408,206 @@ pub struct CallUser<'a> {
     pub json: &'a str,
 }
 
-impl MiddlewareCall {
-    /// The call for a request with this method, canonical path, query, headers, client address
-    /// and user; `dry_run` when it is only explained.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        method: &str,
-        path: &str,
-        headers: &HeaderMap,
-        token_header: &HeaderName,
-        query: Option<&str>,
-        client: Option<std::net::IpAddr>,
-        user: Option<CallUser<'_>>,
-        dry_run: bool,
-    ) -> MiddlewareCall {
-        MiddlewareCall(MiddlewareRequest {
-            request: request_info(method, path, headers, token_header),
-            query: query.unwrap_or_default().into(),
-            client: client.map(ip_text).unwrap_or_default(),
-            user: user.as_ref().map(|u| RString::from(u.json)).into(),
-            provider: user.as_ref().map(|u| RString::from(u.provider)).into(),
-            dry_run,
-        })
-    }
+/// What a middleware is told about a request besides its headers. Lent to the plugin for the
+/// call (ABI 1.2): nothing is copied to reach it.
+#[derive(Clone, Copy)]
+pub struct CallParts<'a> {
+    /// Upper-case method.
+    pub method: &'a str,
+    /// Canonical path.
+    pub path: &'a str,
+    /// The query string without the token's parameter (empty when none).
+    pub query: &'a str,
+    /// The client's IP address as text (empty when unknown).
+    pub client: &'a str,
+    /// The user, on a request that has one.
+    pub user: Option<CallUser<'a>>,
+    /// Only explained.
+    pub dry_run: bool,
+}
 
-    /// A call about nothing (what is left where a call was handed over).
-    pub fn empty() -> MiddlewareCall {
-        MiddlewareCall(MiddlewareRequest::default())
-    }
+/// Request headers in their boundary form, borrowed from where they are kept.
+type LentHeaders<'h> = Vec<Tuple2<RStr<'h>, RStr<'h>>>;
 
-    /// Reflects a middleware's request-header changes, for the next one.
-    pub fn apply(&mut self, remove: &[String], set: &[(String, String)]) {
-        let headers = &mut self.0.request.headers;
-        for name in remove.iter().chain(set.iter().map(|(n, _)| n)) {
-            headers.retain(|t| !t.0.as_str().eq_ignore_ascii_case(name));
-        }
-        for (n, v) in set {
-            headers.push(Tuple2(n.to_ascii_lowercase().into(), v.as_str().into()));
+impl<'a> CallParts<'a> {
+    /// The request in its boundary form, with `headers` (see [`lend_headers`]).
+    fn lend(&self, headers: &'a [Tuple2<RStr<'a>, RStr<'a>>]) -> MiddlewareRequest<'a> {
+        MiddlewareRequest {
+            method: RStr::from_str(self.method),
+            path: RStr::from_str(self.path),
+            headers: RSlice::from_slice(headers),
+            query: RStr::from_str(self.query),
+            client: RStr::from_str(self.client),
+            user: self.user.map(|u| RStr::from_str(u.json)).into(),
+            provider: self.user.map(|u| RStr::from_str(u.provider)).into(),
+            dry_run: self.dry_run,
         }
     }
 }
 
-/// An answer a middleware gave instead of letting the request through.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MiddlewareAnswer {
-    /// Status code, as the plugin gave it (checked by the caller).
-    pub status: u16,
-    /// Headers.
-    pub headers: Vec<(String, String)>,
-    /// Body.
-    pub body: Vec<u8>,
+/// Whether a request header is withheld from plugins: the credentials.
+fn withheld(name: &HeaderName, token_header: &HeaderName) -> bool {
+    // Standard names compare as enum values, not as text.
+    name == header::AUTHORIZATION
+        || name == header::COOKIE
+        || name == header::PROXY_AUTHORIZATION
+        || name == token_header
 }
 
-/// What a middleware's `on_request` decided, in host types.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MiddlewareOutcome {
-    /// The request ends here with this answer.
-    pub answer: Option<MiddlewareAnswer>,
-    /// Request headers set, in order.
-    pub set_headers: Vec<(String, String)>,
-    /// Request headers removed (before `set_headers`).
-    pub remove_headers: Vec<String>,
-    /// Headers added to the response.
-    pub response_headers: Vec<(String, String)>,
+/// The header values a middleware is told about that are not visible ASCII, read as Latin-1, in
+/// order (see [`header_text`]).
+fn latin1_values(headers: &HeaderMap, token_header: &HeaderName) -> Vec<String> {
+    headers
+        .iter()
+        .filter(|(k, v)| !withheld(k, token_header) && v.to_str().is_err())
+        .map(|(_, v)| header_text(v).into_string())
+        .collect()
+}
+
+/// The headers a middleware is told about, borrowed from `headers`, and from `latin1` for the
+/// values that are not visible ASCII (in order, as [`latin1_values`] gives them): one allocation
+/// for the list. `None` when `latin1` lacks a value `headers` needs.
+fn lend_headers<'h>(
+    headers: &'h HeaderMap,
+    token_header: &HeaderName,
+    latin1: &'h [String],
+) -> Option<LentHeaders<'h>> {
+    let mut converted = latin1.iter();
+    let mut out = Vec::with_capacity(headers.len());
+    for (k, v) in headers {
+        if withheld(k, token_header) {
+            continue;
+        }
+        let value = match v.to_str() {
+            Ok(s) => s,
+            Err(_) => converted.next()?.as_str(),
+        };
+        out.push(Tuple2(RStr::from_str(k.as_str()), RStr::from_str(value)));
+    }
+    Some(out)
+}
+
+/// A request kept for the response step (`on_response`), after the request itself went on to
+/// the route: owned, and lent to each call.
+pub struct KeptCall {
+    method: String,
+    path: String,
+    query: String,
+    client: String,
+    user: Option<(String, String)>,
+    dry_run: bool,
+    headers: Vec<(String, String)>,
+}
+
+impl KeptCall {
+    /// Keeps `parts` and the headers a middleware is told about from `headers`.
+    pub fn new(parts: &CallParts<'_>, headers: &HeaderMap, token_header: &HeaderName) -> KeptCall {
+        KeptCall {
+            method: parts.method.to_string(),
+            path: parts.path.to_string(),
+            query: parts.query.to_string(),
+            client: parts.client.to_string(),
+            user: parts
+                .user
+                .map(|u| (u.provider.to_string(), u.json.to_string())),
+            dry_run: parts.dry_run,
+            headers: headers
+                .iter()
+                .filter(|(k, _)| !withheld(k, token_header))
+                .map(|(k, v)| (k.as_str().to_string(), header_text(v).into_string()))
+                .collect(),
+        }
+    }
+
+    /// The kept request's parts.
+    pub fn parts(&self) -> CallParts<'_> {
+        CallParts {
+            method: &self.method,
+            path: &self.path,
+            query: &self.query,
+            client: &self.client,
+            user: self
+                .user
+                .as_ref()
+                .map(|(provider, json)| CallUser { provider, json }),
+            dry_run: self.dry_run,
+        }
+    }
+
+    /// The kept headers in their boundary form.
+    fn headers(&self) -> LentHeaders<'_> {
+        self.headers
+            .iter()
+            .map(|(k, v)| Tuple2(RStr::from_str(k), RStr::from_str(v)))
+            .collect()
+    }
+}
+
+/// What a middleware's `on_request` decided, as it crossed the boundary (read in place).
+pub struct MiddlewareOutcome(RequestOutcome);
+
+/// Header pairs of an outcome, as text.
+fn pair_strs(v: &RVec<Tuple2<RString, RString>>) -> impl Iterator<Item = (&str, &str)> {
+    v.iter().map(|t| (t.0.as_str(), t.1.as_str()))
 }
 
 impl MiddlewareOutcome {
     /// Whether it lets the request through and changes nothing.
     pub fn is_pass(&self) -> bool {
-        self.answer.is_none()
-            && self.set_headers.is_empty()
-            && self.remove_headers.is_empty()
-            && self.response_headers.is_empty()
+        self.0.answer.is_none()
+            && self.0.set_headers.is_empty()
+            && self.0.remove_headers.is_empty()
+            && self.0.response_headers.is_empty()
+    }
+
+    /// Request headers set, in order.
+    pub fn set_headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        pair_strs(&self.0.set_headers)
+    }
+
+    /// Request headers removed (before `set_headers`).
+    pub fn remove_headers(&self) -> impl Iterator<Item = &str> {
+        self.0.remove_headers.iter().map(RString::as_str)
+    }
+
+    /// Headers added to the response.
+    pub fn response_headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        pair_strs(&self.0.response_headers)
+    }
+
+    /// The answer's status and headers, when the request ends here (the status as the plugin
+    /// gave it: checked by the caller).
+    pub fn answer(&self) -> Option<(u16, impl Iterator<Item = (&str, &str)>)> {
+        self.0
+            .answer
+            .as_ref()
+            .into_option()
+            .map(|a| (a.status, pair_strs(&a.headers)))
+    }
+
+    /// The answer's body (empty when there is no answer).
+    pub fn into_answer_body(self) -> Vec<u8> {
+        self.0
+            .answer
+            .into_option()
+            .map(|a| a.body.into_vec())
+            .unwrap_or_default()
     }
 }
 
-/// What a middleware's `on_response` changes, in host types.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ResponseChange {
+/// What a middleware's `on_response` changes, as it crossed the boundary.
+pub struct ResponseChange(ResponseEdit);
+
+impl ResponseChange {
     /// Headers set, in order.
-    pub set_headers: Vec<(String, String)>,
+    pub fn set_headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        pair_strs(&self.0.set_headers)
+    }
+
     /// Headers removed (before `set_headers`).
-    pub remove_headers: Vec<String>,
-}
-
-fn pairs(v: RVec<Tuple2<RString, RString>>) -> Vec<(String, String)> {
-    v.into_iter()
-        .map(|t| (t.0.into_string(), t.1.into_string()))
-        .collect()
-}
-
-fn names(v: RVec<RString>) -> Vec<String> {
-    v.into_iter().map(RString::into_string).collect()
+    pub fn remove_headers(&self) -> impl Iterator<Item = &str> {
+        self.0.remove_headers.iter().map(RString::as_str)
+    }
 }
 
 /// One middleware instance's plugin object and its in-flight limit; cheap to clone.
@@ -525,60 +654,117 @@ impl MiddlewareHandle {
         self.wants_response
     }
 
-    /// Runs `on_request`. `call` is handed over when nothing needs it afterwards (no later
-    /// middleware, no response hook), else a copy is.
+    /// Runs `on_request` on the request of `parts` with the headers of `headers` but the
+    /// credentials (`token_header` is `auth.token.header`), all lent to the plugin for the call.
     pub async fn on_request(
         &self,
-        call: std::borrow::Cow<'_, MiddlewareCall>,
+        parts: &CallParts<'_>,
+        headers: &HeaderMap,
+        token_header: &HeaderName,
         timeout: Duration,
     ) -> Result<MiddlewareOutcome, PluginError> {
-        let raw = bounded(
+        // Visible ASCII, as nearly every header is, is lent as it is; only a request with another
+        // value pays for the Latin-1 copies.
+        let latin1: Vec<String>;
+        let lent = match lend_headers(headers, token_header, &[]) {
+            Some(lent) => lent,
+            None => {
+                latin1 = latin1_values(headers, token_header);
+                lend_headers(headers, token_header, &latin1).unwrap_or_default()
+            }
+        };
+        let request = parts.lend(&lent);
+        bounded(
             &self.in_flight,
-            self.middleware.on_request(call.into_owned().0),
+            self.middleware.on_request(request),
             timeout,
         )
-        .await?;
-        Ok(MiddlewareOutcome {
-            answer: raw.answer.into_option().map(|a| MiddlewareAnswer {
-                status: a.status,
-                headers: pairs(a.headers),
-                body: a.body.into_vec(),
-            }),
-            set_headers: pairs(raw.set_headers),
-            remove_headers: names(raw.remove_headers),
-            response_headers: pairs(raw.response_headers),
-        })
+        .await
+        .map(MiddlewareOutcome)
     }
 
-    /// Runs `on_response` on a response of `status` with `headers`.
+    /// Runs `on_response` on a response of `status` with `headers` (values that are not visible
+    /// ASCII are left out).
     pub async fn on_response(
         &self,
-        call: &MiddlewareCall,
+        call: &KeptCall,
         status: u16,
         headers: &HeaderMap,
         timeout: Duration,
     ) -> Result<ResponseChange, PluginError> {
+        let lent: LentHeaders<'_> = headers
+            .iter()
+            .filter_map(|(k, v)| {
+                Some(Tuple2(
+                    RStr::from_str(k.as_str()),
+                    RStr::from_str(v.to_str().ok()?),
+                ))
+            })
+            .collect();
         let head = ResponseHead {
             status,
-            headers: headers
-                .iter()
-                .filter_map(|(k, v)| {
-                    Some(Tuple2(
-                        RString::from(k.as_str()),
-                        RString::from(v.to_str().ok()?),
-                    ))
-                })
-                .collect(),
+            headers: RSlice::from_slice(&lent),
         };
-        let raw = bounded(
+        let kept = call.headers();
+        let parts = call.parts();
+        let request = parts.lend(&kept);
+        bounded(
             &self.in_flight,
-            self.middleware.on_response(call.0.clone(), head),
+            self.middleware.on_response(request, head),
             timeout,
         )
-        .await?;
-        Ok(ResponseChange {
-            set_headers: pairs(raw.set_headers),
-            remove_headers: names(raw.remove_headers),
-        })
+        .await
+        .map(ResponseChange)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_text_writes_every_address_as_std_does() {
+        let cases = [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "127.0.0.1",
+            "::",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:255.255.255.255",
+            "0:0:0:0:0:ffff:192.168.100.200",
+        ];
+        for case in cases {
+            let Ok(ip) = case.parse::<std::net::IpAddr>() else {
+                panic!("{case} is an address");
+            };
+            assert_eq!(IpText::new(ip).as_str(), ip.to_string(), "{case}");
+        }
+    }
+
+    #[test]
+    fn lent_headers_withhold_the_credentials_and_read_other_bytes_as_latin1() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        h.insert(header::COOKIE, HeaderValue::from_static("s=1"));
+        h.insert("x-token", HeaderValue::from_static("t"));
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append("x-a", HeaderValue::from_static("2"));
+        h.insert(
+            "x-latin",
+            HeaderValue::from_bytes(b"caf\xe9").unwrap_or(HeaderValue::from_static("-")),
+        );
+        let token = HeaderName::from_static("x-token");
+        assert!(
+            lend_headers(&h, &token, &[]).is_none(),
+            "a Latin-1 value needs its copy"
+        );
+        let latin1 = latin1_values(&h, &token);
+        assert_eq!(latin1, ["café"]);
+        let lent = lend_headers(&h, &token, &latin1).unwrap_or_default();
+        let pairs: Vec<(&str, &str)> = lent.iter().map(|t| (t.0.as_str(), t.1.as_str())).collect();
+        assert_eq!(pairs, [("x-a", "1"), ("x-a", "2"), ("x-latin", "café")]);
     }
 }

@@ -9,7 +9,7 @@ mod loader;
 mod services;
 
 pub use handle::{
-    construct, construct_middleware, validate, CallUser, MiddlewareAnswer, MiddlewareCall,
+    construct, construct_middleware, validate, CallParts, CallUser, IpText, KeptCall,
     MiddlewareHandle, MiddlewareOutcome, PluginKind, PluginRequest, ProviderHandle, ResponseChange,
     UserJson,
 };

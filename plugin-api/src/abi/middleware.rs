@@ -3,30 +3,34 @@
 
 use abi_stable::{
     sabi_trait,
-    std_types::{RBox, ROption, RResult, RString, RVec, Tuple2},
+    std_types::{RBox, ROption, RResult, RSlice, RStr, RString, RVec, Tuple2},
     StableAbi,
 };
-use async_ffi::FfiFuture;
+use async_ffi::BorrowingFfiFuture;
 
-use super::RequestInfo;
 use crate::error::PluginError;
 
-/// What a middleware is told about the request it runs for.
+/// What a middleware is told about the request it runs for. Everything is lent by the host for
+/// the call: the plugin copies what it keeps.
 #[repr(C)]
-#[derive(StableAbi, Clone, Debug, Default, PartialEq, Eq)]
-pub struct MiddlewareRequest {
-    /// Upper-case method, canonical path and headers (lower-case names). The `authorization`,
-    /// `cookie` and `proxy-authorization` headers are withheld.
-    pub request: RequestInfo,
+#[derive(StableAbi, Clone, Copy, Debug, Default)]
+pub struct MiddlewareRequest<'a> {
+    /// Upper-case HTTP method.
+    pub method: RStr<'a>,
+    /// Canonical path, without the query.
+    pub path: RStr<'a>,
+    /// Request headers, lower-case names, in the order received. The `authorization`, `cookie`
+    /// and `proxy-authorization` headers and the configured token header are withheld.
+    pub headers: RSlice<'a, Tuple2<RStr<'a>, RStr<'a>>>,
     /// The query string, without the `?` (empty when there is none).
-    pub query: RString,
+    pub query: RStr<'a>,
     /// The address of the client that sent the request to the server (an IP address, without the
     /// port; empty when the server does not know it).
-    pub client: RString,
+    pub client: RStr<'a>,
     /// The authenticated user (the JSON object its provider vouched for); `None` on a public route.
-    pub user: ROption<RString>,
+    pub user: ROption<RStr<'a>>,
     /// The provider instance that authenticated the user; `None` on a public route.
-    pub provider: ROption<RString>,
+    pub provider: ROption<RStr<'a>>,
     /// `true` when the request is only being explained (`/api/admin/explain`): answer as for a
     /// real request, but change no state (count nothing, take no tokens from a bucket).
     pub dry_run: bool,
@@ -59,14 +63,14 @@ pub struct RequestOutcome {
     pub response_headers: RVec<Tuple2<RString, RString>>,
 }
 
-/// The status and headers of the response about to be sent.
+/// The status and headers of the response about to be sent, lent by the host for the call.
 #[repr(C)]
-#[derive(StableAbi, Clone, Debug, Default, PartialEq, Eq)]
-pub struct ResponseHead {
+#[derive(StableAbi, Clone, Copy, Debug, Default)]
+pub struct ResponseHead<'a> {
     /// Status code.
     pub status: u16,
-    /// Response headers with lower-case names.
-    pub headers: RVec<Tuple2<RString, RString>>,
+    /// Response headers with lower-case names (values that are not visible ASCII are left out).
+    pub headers: RSlice<'a, Tuple2<RStr<'a>, RStr<'a>>>,
 }
 
 /// What `on_response` changes in the response head.
@@ -88,17 +92,20 @@ pub struct ResponseEdit {
 pub trait Middleware: Send + Sync {
     /// Runs after the request was authenticated and authorized, before the route: continue
     /// (changing request headers sent onward, adding response headers) or answer.
-    fn on_request(
-        &self,
-        request: MiddlewareRequest,
-    ) -> FfiFuture<RResult<RequestOutcome, PluginError>>;
+    ///
+    /// The request is lent for the call: the future may borrow it, and the host keeps it alive
+    /// until the future is dropped.
+    fn on_request<'a>(
+        &'a self,
+        request: MiddlewareRequest<'a>,
+    ) -> BorrowingFfiFuture<'a, RResult<RequestOutcome, PluginError>>;
 
     /// Runs on the response about to be sent, for an instance whose `wants_response` is `true`.
-    fn on_response(
-        &self,
-        request: MiddlewareRequest,
-        response: ResponseHead,
-    ) -> FfiFuture<RResult<ResponseEdit, PluginError>>;
+    fn on_response<'a>(
+        &'a self,
+        request: MiddlewareRequest<'a>,
+        response: ResponseHead<'a>,
+    ) -> BorrowingFfiFuture<'a, RResult<ResponseEdit, PluginError>>;
 
     /// Whether the host calls `on_response` (asked once, when the instance is built).
     #[sabi(last_prefix_field)]

@@ -26,7 +26,7 @@ pub struct StampUser {
 }
 
 impl RequestMiddleware for StampUser {
-    async fn on_request(&self, call: Call) -> Result<Flow, PluginError> {
+    async fn on_request(&self, call: Call<'_>) -> Result<Flow, PluginError> {
         // A public route (one that needs no user) runs this only with `public: true` in the
         // YAML: a client must never choose the header's value, so it is removed.
         let Some(user) = call.user() else {

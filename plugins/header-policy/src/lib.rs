@@ -424,7 +424,7 @@ impl HeaderPolicy {
     }
 
     /// The policy applied to one request.
-    fn decide(&self, call: &Call) -> Result<Flow, PluginError> {
+    fn decide(&self, call: &Call<'_>) -> Result<Flow, PluginError> {
         if let Some(name) = self.deny.iter().find(|h| call.header(h).is_some()) {
             return Ok(self.answer(400, &format!("header `{name}` is not allowed")));
         }
@@ -435,7 +435,9 @@ impl HeaderPolicy {
         for name in &self.remove {
             flow = flow.remove_request_header(name);
         }
-        let Some(user) = call.user() else {
+        // A user comes with the provider that vouched for it; only a policy that reads claims
+        // needs the user itself.
+        if call.provider().is_none() {
             // A public route: none of the headers this policy vouches for may come from the client.
             for s in &self.set {
                 flow = flow.remove_request_header(&s.name);
@@ -444,11 +446,10 @@ impl HeaderPolicy {
                 flow = flow.remove_request_header(&t.header);
             }
             return Ok(self.with_response_headers(flow));
-        };
-        let claims = if self.needs_claims {
-            user.claims()?
-        } else {
-            Map::new()
+        }
+        let claims = match self.needs_claims.then(|| call.user()).flatten() {
+            Some(user) => user.claims()?,
+            None => Map::new(),
         };
         for s in &self.set {
             flow = match s.template.render(&claims, call.provider()) {
@@ -509,7 +510,7 @@ fn compile_tenant(config: &TenantConfig) -> Result<Tenant, PluginError> {
 }
 
 impl RequestMiddleware for HeaderPolicy {
-    async fn on_request(&self, call: Call) -> Result<Flow, PluginError> {
+    async fn on_request(&self, call: Call<'_>) -> Result<Flow, PluginError> {
         self.decide(&call)
     }
 }

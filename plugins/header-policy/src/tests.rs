@@ -35,15 +35,15 @@ fn user(claims: serde_json::Value) -> User {
     User::from_claims(claims.as_object().cloned().expect("claims are an object"))
 }
 
-fn get(headers: &[(&str, &str)]) -> Call {
+fn get(headers: &[(&str, &str)]) -> Call<'static> {
     Call::new("GET", "/api/x", headers)
 }
 
-fn as_user(claims: serde_json::Value) -> Call {
+fn as_user(claims: serde_json::Value) -> Call<'static> {
     get(&[]).with_user("jwt-main", user(claims))
 }
 
-fn run(policy: &HeaderPolicy, call: Call) -> Flow {
+fn run(policy: &HeaderPolicy, call: Call<'_>) -> Flow {
     block_on(policy.on_request(call)).expect("the policy answers")
 }
 

@@ -199,7 +199,7 @@ impl RateLimit {
         self.buckets.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn key_of(&self, call: &Call) -> Key {
+    fn key_of(&self, call: &Call<'_>) -> Key {
         if self.key_by == KeyBy::Subject {
             if let Some(sub) = call.user().and_then(|u| u.subject()) {
                 return Key::Subject(call.provider().unwrap_or_default().into(), sub.into());
@@ -317,7 +317,7 @@ fn whole_seconds(d: Duration) -> u64 {
 }
 
 impl RequestMiddleware for RateLimit {
-    async fn on_request(&self, call: Call) -> Result<Flow, PluginError> {
+    async fn on_request(&self, call: Call<'_>) -> Result<Flow, PluginError> {
         let key = self.key_of(&call);
         let decision = self.decide_with(key, Instant::now, call.is_dry_run())?;
         Ok(self.flow(decision))

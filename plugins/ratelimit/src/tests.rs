@@ -294,7 +294,7 @@ fn subjects_and_client_addresses_are_kept_apart() {
             .with_client(ip)
             .with_user("jwt", user(json!({ "sub": sub })))
     };
-    let status = |call: Call| {
+    let status = |call: Call<'static>| {
         block_on(rl.on_request(call))
             .expect("answers")
             .answer_status()
@@ -331,7 +331,7 @@ fn key_client_counts_the_address_whoever_the_user() {
             .with_client(client)
             .with_user("jwt", user(json!({ "sub": sub })))
     };
-    let status = |call: Call| {
+    let status = |call: Call<'static>| {
         block_on(rl.on_request(call))
             .expect("answers")
             .answer_status()
@@ -471,7 +471,7 @@ fn concurrent_requests_through_the_sdk_never_pass_more_than_burst() {
 #[test]
 fn a_sub_counts_per_provider_and_an_ipv6_client_per_64() {
     let rl = limiter(json!({"rate": 1e-9, "burst": 1}));
-    let status = |call: Call| {
+    let status = |call: Call<'static>| {
         block_on(rl.on_request(call))
             .expect("answers")
             .answer_status()

@@ -90,7 +90,7 @@ pub struct Probe {
 }
 
 impl Probe {
-    fn tag(&self, call: &Call) -> Flow {
+    fn tag(&self, call: &Call<'_>) -> Flow {
         let tag = self.config.tag.as_str();
         let order = match call.header("x-mw-order") {
             Some(before) if !before.is_empty() => format!("{before},{tag}"),
@@ -110,7 +110,7 @@ impl Probe {
 }
 
 impl RequestMiddleware for Probe {
-    async fn on_request(&self, call: Call) -> Result<Flow, PluginError> {
+    async fn on_request(&self, call: Call<'_>) -> Result<Flow, PluginError> {
         let tag = self.config.tag.as_str();
         match self.config.mode {
             Mode::Tag => Ok(self.tag(&call)),
@@ -130,8 +130,8 @@ impl RequestMiddleware for Probe {
 
     async fn on_response(
         &self,
-        _call: Call,
-        response: ResponseView,
+        _call: Call<'_>,
+        response: ResponseView<'_>,
     ) -> Result<ResponseChanges, PluginError> {
         let tag = self.config.tag.as_str();
         let value = match response.header("x-mw-response") {
