@@ -52,6 +52,8 @@ names = {
     "s6": "workos + local memberships API",
     "s7": "s2 while reloading every 200 ms",
     "s8": "s2 + one no-op middleware plugin",
+    "s9": "embedded app route, s2's auth",
+    "s9p": "embedded app route, public",
     "c50": "s2 under 50 connections",
 }
 med = lambda xs: statistics.median(xs) if xs else float("nan")
@@ -89,6 +91,7 @@ for label, a, b, goal in [
     ("s2 >= 0.95 x s4 (plugin ABI)", "s2", "s4", 0.95),
     ("s7 >= 0.80 x s2", "s7", "s2", 0.80),
     ("s8 >= 0.95 x s2 (one middleware)", "s8", "s2", 0.95),
+    ("s9 >= 0.90 x s9p (embedded: auth vs none)", "s9", "s9p", 0.90),
 ]:
     m, xs = ratio(a, b)
     if not xs:

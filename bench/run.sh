@@ -4,7 +4,7 @@
 #   bench/run.sh                      # all scenarios, side by side, ROUNDS rounds
 #   DURATION=5 ROUNDS=3 CONNECTIONS=10 TOKENS=20000 bench/run.sh
 #   SKIP_BUILD=1 bench/run.sh         # reuse the release binaries already built
-#   SCENARIOS="s1 s2 s4" bench/run.sh # a subset (of s1..s8, s5d, c50, rss)
+#   SCENARIOS="s1 s2 s4" bench/run.sh # a subset (of s1..s9, s5d, c50, rss)
 #   DURATION=1 PASSES=4 bench/run.sh  # each round goes over the scenarios 4 times, 1 s each
 #
 # Installs wrk (Debian) when missing, builds the release binaries, starts a local JWKS and a local
@@ -21,6 +21,10 @@
 #   s7 s2 while reloading        the config file is rewritten every 200 ms
 #   s8 s2 + one middleware       s2 with a no-op request middleware plugin on the path
 #                                (header-policy with an empty config: it lets everything through)
+#   s9 embedded, with auth       examples/embedded-app (Portcullis as a library in a Poem program)
+#                                with s2's provider: GET /api/notes and s2's token
+#   s9p embedded, no auth        the same server: GET /api/public/notes, public in the same YAML,
+#                                no token (the same kind of handler: a list of notes, empty here)
 #   c50 s2's server under 50 connections (its p99)
 # then the idle RSS of a server with every shipped plugin loaded. Right after each s5 slice,
 # `openssl speed rsa2048` gives the machine's raw verify rate on the server's core. Ratios are
@@ -38,7 +42,7 @@ BASE_PORT=${BASE_PORT:-18100}
 SERVER_CPU=${SERVER_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 REL=$ROOT/target/release
-SCENARIOS=${SCENARIOS:-s1 s2 s3 s4 s5 s5d s6 s7 s8 c50 rss}
+SCENARIOS=${SCENARIOS:-s1 s2 s3 s4 s5 s5d s6 s7 s8 s9 c50 rss}
 want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 if ! command -v wrk >/dev/null; then
@@ -53,6 +57,7 @@ if [ -z "${SKIP_BUILD:-}" ]; then
   cargo build --release
   cargo build --release -p portcullis-tests --bin portcullis-bench
   cargo build --release -p portcullis --features bench-direct --bin portcullis-direct
+  cargo build --release -p embedded-app
 fi
 
 mkdir -p "$WORK"
@@ -82,12 +87,16 @@ TOKEN_WORKOS=$(cat "$MOCKS/token_workos")
 ISSUER=https://bench.portcullis.test
 
 # --- configs ------------------------------------------------------------------------------------
-# $1 port, $2 providers block, $3 "public" to leave /health public, $4 extra comment line
+# $1 port, $2 providers block, $3 "public" to leave /health public ("embedded": /health and the
+# embedded app's /api/public/*), $4 extra comment line
 config() {
   local auth
   if [ "$3" = public ]; then
     auth='  protected: ["/api/*"]
   public: ["/health"]'
+  elif [ "$3" = embedded ]; then
+    auth='  protected: ["/api/*"]
+  public: ["/health", "/api/public/*"]'
   else
     auth='  protected: ["/api/*", "/health"]
   public: []'
@@ -162,7 +171,10 @@ start_server() {
   rm -rf "$dir" && mkdir -p "$dir/plugins"
   for p in "$@"; do cp "$REL/lib$p.so" "$dir/plugins/"; done
   printf '%s\n' "$cfg" >"$dir/config.yaml"
-  (cd "$dir" && PORTCULLIS_LOG=warn exec taskset -c "$SERVER_CPU" "$bin" serve --config config.yaml >server.log 2>&1) &
+  # The embedded example takes the config as the server does, without a subcommand.
+  local sub=(serve)
+  [ "$(basename "$bin")" = embedded-app ] && sub=()
+  (cd "$dir" && PORTCULLIS_LOG=warn exec taskset -c "$SERVER_CPU" "$bin" "${sub[@]}" --config config.yaml >server.log 2>&1) &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")
   for _ in $(seq 1 300); do
@@ -222,6 +234,16 @@ if want s5d; then boot s5d 8 "$REL/portcullis-direct" "$JWT_STATIC" protected ""
 if want s6; then boot s6 6 "$REL/portcullis" "$WORKOS" protected "$TOKEN_WORKOS" portcullis_plugin_workos; ORDER+=(s6); fi
 if want s7; then boot s7 7 "$REL/portcullis" "$JWT_STATIC" protected "$TOKEN" portcullis_plugin_jwt; ORDER+=(s7); fi
 if want s8; then boot s8 10 "$REL/portcullis" "$JWT_MIDDLEWARE" protected "$TOKEN" portcullis_plugin_jwt portcullis_plugin_header_policy; ORDER+=(s8); fi
+if want s9; then
+  # One server for both: the same process, routes and handlers; only the YAML's verdict differs.
+  boot s9 11 "$REL/embedded-app" "$JWT_STATIC" embedded "" portcullis_plugin_jwt
+  expect_200 "http://127.0.0.1:${PORT_OF[s9]}/api/notes" "$TOKEN"
+  code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${PORT_OF[s9]}/api/public/notes")
+  [ "$code" = 200 ] || { echo "expected 200 from /api/public/notes without a token, got $code" >&2; exit 1; }
+  PORT_OF[s9p]=${PORT_OF[s9]}
+  SPID_OF[s9p]=${SPID_OF[s9]}
+  ORDER+=(s9 s9p)
+fi
 want c50 && ORDER+=(c50)
 
 # The machine's raw RSA-2048 verify rate on the server's core (OpenSSL 3 prints verify/s last).
@@ -250,6 +272,8 @@ slice() {
       ;;
     s5d) load "$r" s5d "$url" "$CONNECTIONS" -- "$MOCKS/tokens.txt" ;;
     s6) load "$r" s6 "$url" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN_WORKOS" ;;
+    s9) load "$r" s9 "http://127.0.0.1:${PORT_OF[s9]}/api/notes" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN" ;;
+    s9p) load "$r" s9p "http://127.0.0.1:${PORT_OF[s9p]}/api/public/notes" "$CONNECTIONS" ;;
     # s2's server under 50 connections, for its p99.
     c50) load "$r" c50 "$url" 50 -H "Authorization: Bearer $TOKEN" ;;
     s7)

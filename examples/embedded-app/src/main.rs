@@ -21,6 +21,11 @@ use poem::{get, handler, web::Json as PlainJson, Route};
 use poem_openapi::{param::Path, payload::Json, ApiResponse, Object, OpenApi, Tags};
 use portcullis::{AuthUser, BearerAuth, LogFormat, Portcullis};
 
+/// The server's own allocator: per-thread pages for the small, short-lived allocations of a
+/// request.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A note.
 #[derive(Object, Clone, Debug)]
 struct Note {
