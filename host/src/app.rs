@@ -311,11 +311,6 @@ impl App {
         self.reloader.request(trigger).await
     }
 
-    /// Asks for a reload without waiting.
-    pub fn notify_reload(&self, trigger: &'static str) {
-        self.reloader.notify(trigger);
-    }
-
     /// The reload task's queue, for triggers that run apart from the app (the file watch).
     pub fn reloader(&self) -> Reloader {
         self.reloader.clone()

@@ -318,12 +318,6 @@ impl Portcullis {
     pub fn generation(&self) -> u64 {
         self.app.snapshot().generation
     }
-
-    /// The running application (the state the built-in API reports).
-    #[doc(hidden)]
-    pub fn app(&self) -> &Arc<App> {
-        &self.app
-    }
 }
 
 /// Sets up logging to stderr (filtered by `PORTCULLIS_LOG`, `info` by default, the access log
@@ -354,7 +348,7 @@ impl<E: Endpoint> Middleware<E> for Gatekeeper {
 
     fn transform(&self, ep: E) -> Gated<E> {
         Gated {
-            gate: Gate::with_allow(ep, self.app.clone(), Arc::new(|_| None)),
+            gate: Gate::new(ep, self.app.clone(), Arc::new(|_| None)),
         }
     }
 }

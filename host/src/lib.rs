@@ -47,9 +47,9 @@
 //!
 //! ## Inside
 //!
-//! The modules below are public for the server's own tests, fuzzers and benchmarks, and hidden
-//! from this documentation; they are not a stable interface. From the bottom up (each module's
-//! doc says what it owns and what it must not import):
+//! The modules below are the server's; those its tests, fuzzers and benchmarks name are public
+//! and hidden from this documentation (they are not a stable interface), the others private.
+//! From the bottom up (each module's doc says what it owns and what it must not import):
 //!
 //! | module | owns |
 //! |---|---|
@@ -73,10 +73,8 @@ pub use embed::{
 pub use observe::telemetry::{LogFormat, Telemetry};
 pub use reload::{ReloadError, ReloadErrorKind, ReloadOutcome, ReloadResult};
 
-#[doc(hidden)]
-pub mod api;
-#[doc(hidden)]
-pub mod app;
+mod api;
+mod app;
 #[doc(hidden)]
 pub mod auth;
 #[doc(hidden)]
@@ -84,19 +82,15 @@ pub mod cli;
 #[doc(hidden)]
 pub mod config;
 mod embed;
-#[doc(hidden)]
-pub mod gateway;
-#[doc(hidden)]
-pub mod http;
+mod gateway;
+mod http;
 #[doc(hidden)]
 pub mod jose;
 #[doc(hidden)]
 pub mod keys;
 #[doc(hidden)]
 pub mod matching;
-#[doc(hidden)]
-pub mod observe;
+mod observe;
 #[doc(hidden)]
 pub mod plugin;
-#[doc(hidden)]
-pub mod reload;
+mod reload;

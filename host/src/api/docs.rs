@@ -99,7 +99,7 @@ fn gated_site<E: Endpoint + 'static>(
     };
     let inner = crate::gateway::proxy::Upstreams::new(site, app.clone());
     // Its output is already a response: no `map_to_response` layer (poem's server adds its own).
-    Gate::with_allow(inner, app, allow)
+    Gate::new(inner, app, allow)
 }
 
 /// An embedding program's operations against the built-in ones: no method and path twice (one

@@ -5,5 +5,5 @@ pub mod docs;
 pub mod explain;
 pub mod routes;
 
-pub use docs::{endpoint, openapi};
+pub use docs::endpoint;
 pub use routes::{allow, finish_spec, Api, Apis, DocsApi, GatewayApi};

@@ -38,13 +38,7 @@ pub struct Gate<E> {
 impl<E> Gate<E> {
     /// The gate of `app` in front of `inner`; `allow` names the methods a path has, for the
     /// `Allow` header of a 405 (RFC 9110).
-    pub fn new(inner: E, app: Arc<App>, allow: fn(&str) -> Option<HeaderValue>) -> Self {
-        Self::with_allow(inner, app, Arc::new(allow))
-    }
-
-    /// As [`Gate::new`], with the methods of the paths of an API known only at run time (an
-    /// embedding program's).
-    pub fn with_allow(inner: E, app: Arc<App>, allow: Allow) -> Self {
+    pub fn new(inner: E, app: Arc<App>, allow: Allow) -> Self {
         Gate { inner, app, allow }
     }
 }
