@@ -394,9 +394,10 @@ impl<E: Endpoint> Endpoint for Gated<E> {
 
 /// The user the gate let through: the provider instance that vouched for them and their claims.
 ///
-/// An extractor for plain Poem handlers (`async fn h(user: AuthUser)`); `Option<AuthUser>` is
-/// `None` rather than an error on a path without a user. In poem-openapi operations use
-/// [`BearerAuth`], which documents the security scheme.
+/// An extractor for plain Poem handlers (`async fn h(user: AuthUser)`). A handler that serves
+/// requests with and without a user takes the `&Request` and asks [`AuthUser::of`] (an
+/// `Option<AuthUser>` argument would log every request without one as a mistake). In
+/// poem-openapi operations use [`BearerAuth`], which documents the security scheme.
 ///
 /// The gate has already checked the token: this only reads the user it put in the request. A
 /// request that reached the handler without one (no gate in front of it, or a path the config
