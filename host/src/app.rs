@@ -25,6 +25,7 @@ use crate::{
     plugin::{Loader, SharedServices},
     reload::snapshot::FileHash,
     reload::{
+        route_docs,
         snapshot::{self, Snapshot},
         ReloadError, ReloadOutcome, ReloadRequest, ReloadResult, Reloader,
     },
@@ -204,8 +205,18 @@ async fn input_files(config_path: &Path, config: &Config) -> Vec<FileHash> {
         .map(|h| (h.key.clone(), h.cert.clone()));
     let dir_name = dir.display().to_string();
     let secrets = config.var_files.clone();
+    let documents: Vec<PathBuf> = config
+        .routes
+        .list
+        .iter()
+        .filter_map(|r| match &r.openapi {
+            Some(config::OpenApiSource::File(p)) => Some(p.clone()),
+            _ => None,
+        })
+        .collect();
     let hashed = tokio::task::spawn_blocking(move || {
         let mut out: Vec<FileHash> = secrets.iter().map(|f| secret_file_hash(f)).collect();
+        out.extend(documents.iter().map(|f| file_hash(f)));
         if let Ok(files) = snapshot::plugin_files(&dir) {
             out.extend(files.iter().map(|f| file_hash(f)));
         }
@@ -245,7 +256,7 @@ impl App {
                 .map_err(|e| vec![ReloadError::plugin(format!("plugin staging folder: {e}"))])?,
         );
         let config = read_config_reporting_all(config_path, &loader, None).await?;
-        let warnings = config.warning_lines();
+        let mut warnings = config.warning_lines();
         for w in &warnings {
             tracing::warn!("config warning: {w}");
         }
@@ -273,6 +284,11 @@ impl App {
         rt.route_timers = metrics.route_timers(&rt.config.routes.list);
         rt.tls = tls;
         rt.files = files;
+        rt.route_docs = Arc::new(route_docs::load(&rt.config, &shared.http).await);
+        for w in rt.route_docs.warnings() {
+            tracing::warn!("{w}");
+            warnings.push(w);
+        }
         snapshot::warm_up(&rt, None);
         metrics.observe_reload("applied", 1);
         let attempt = Attempt {
@@ -433,8 +449,10 @@ impl App {
             Err(errors) => return ReloadOutcome::Failed(errors),
         };
         let files = input_files(&self.config_path, &config).await;
-        let warnings = config.warning_lines();
+        let mut warnings = config.warning_lines();
         if current.files == files {
+            // The served snapshot's documents are as they were read.
+            warnings.extend(current.route_docs.warnings());
             return ReloadOutcome::Unchanged(current.generation, warnings);
         }
         let mut refused = Vec::new();
@@ -496,6 +514,10 @@ impl App {
                 rt.route_timers = self.metrics.route_timers(&rt.config.routes.list);
                 rt.tls = tls;
                 rt.files = files;
+                // Read again for every new snapshot (a document is the upstream's, and may have
+                // changed with it); a document that cannot be read is a warning, not a failure.
+                rt.route_docs = Arc::new(route_docs::load(&rt.config, &self.shared.http).await);
+                warnings.extend(rt.route_docs.warnings());
                 snapshot::warm_up(&rt, Some(&current));
                 // One store: the config, the instances, the TLS material and what they were built
                 // from change together.

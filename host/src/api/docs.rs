@@ -11,7 +11,9 @@ use poem::{
 use poem_openapi::{registry::Registry, OpenApi, OpenApiService};
 
 use super::{Api, Apis, DocsApi, GatewayApi};
-use crate::{app::App, gateway::gate::Gate, http::answer::error_response};
+use crate::{
+    app::App, gateway::gate::Gate, http::answer::error_response, reload::route_docs::RouteDocuments,
+};
 
 /// The OpenAPI service for the built-in routes.
 pub fn openapi(app: Arc<App>) -> OpenApiService<Apis, ()> {
@@ -94,6 +96,7 @@ fn gated_site<E: Endpoint + 'static>(
     let site = Site {
         spec: Document::new(spec),
         ui: Document::new(ui),
+        merged: std::sync::Mutex::new(None),
         api,
         app: app.clone(),
     };
@@ -194,6 +197,37 @@ struct Site<A> {
     app: Arc<App>,
     spec: Document,
     ui: Document,
+    /// Both documents with the routes' upstream documents merged in, and the snapshot's
+    /// documents they were made from: made on the first ask after a reload that read any.
+    merged: std::sync::Mutex<Option<(Arc<RouteDocuments>, Merged)>>,
+}
+
+/// The spec and the Swagger UI page of one snapshot's route documents.
+type Merged = Arc<(Document, Document)>;
+
+impl<A> Site<A> {
+    /// The documents with `docs` merged in (`None`: the built-in ones serve).
+    fn merged(&self, docs: &Arc<RouteDocuments>) -> Option<Merged> {
+        if docs.is_empty() {
+            return None;
+        }
+        let mut cache = self.merged.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((made_from, merged)) = cache.as_ref() {
+            if Arc::ptr_eq(made_from, docs) {
+                return Some(merged.clone());
+            }
+        }
+        let spec = std::str::from_utf8(&self.spec.plain).ok()?;
+        let ui = std::str::from_utf8(&self.ui.plain).ok()?;
+        let base: serde_json::Value = serde_json::from_str(spec).ok()?;
+        let text = serde_json::to_string_pretty(&super::route_docs::merge(&base, docs)).ok()?;
+        // The page embeds the spec in a script element: the upstreams' text must not end it.
+        let (before, after) = ui.split_once(spec)?;
+        let ui = format!("{before}{}{after}", super::route_docs::script_safe(&text));
+        let merged = Arc::new((Document::new(text), Document::new(ui)));
+        *cache = Some((docs.clone(), merged.clone()));
+        Some(merged)
+    }
 }
 
 /// A fixed document, and its gzip form made on first ask (the Swagger UI page is 1.6 MB; the
@@ -273,13 +307,11 @@ impl<A: Endpoint> Endpoint for Site<A> {
     type Output = Response;
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
-        let server = &self.app.snapshot().config.server;
+        let rt = self.app.snapshot();
+        let server = &rt.config.server;
         let (on, document) = match req.uri().path() {
-            "/openapi.json" => (server.openapi_docs, Some((&self.spec, "application/json"))),
-            "/swagger-ui" => (
-                server.swagger_ui,
-                Some((&self.ui, "text/html; charset=utf-8")),
-            ),
+            "/openapi.json" => (server.openapi_docs, Some(false)),
+            "/swagger-ui" => (server.swagger_ui, Some(true)),
             "/metrics" => (server.metrics.on_main_listener(), None),
             _ => return self.api.call(req).await.map(IntoResponse::into_response),
         };
@@ -293,7 +325,17 @@ impl<A: Endpoint> Endpoint for Site<A> {
             return Ok(r);
         }
         Ok(match document {
-            Some((doc, content_type)) => {
+            Some(ui) => {
+                let merged = self.merged(&rt.route_docs);
+                let (spec, page) = match &merged {
+                    Some(m) => (&m.0, &m.1),
+                    None => (&self.spec, &self.ui),
+                };
+                let (doc, content_type) = if ui {
+                    (page, "text/html; charset=utf-8")
+                } else {
+                    (spec, "application/json")
+                };
                 doc.response(content_type, req.headers().get(header::ACCEPT_ENCODING))
                     .await
             }

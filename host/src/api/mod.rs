@@ -3,6 +3,7 @@
 
 pub mod docs;
 pub mod explain;
+pub mod route_docs;
 pub mod routes;
 
 pub use docs::endpoint;

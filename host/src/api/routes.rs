@@ -229,6 +229,26 @@ struct RetiredInfo {
     reason: String,
 }
 
+/// A route's upstream OpenAPI document (`routes[i].openapi`), as read for the served snapshot.
+#[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
+struct RouteDocumentInfo {
+    /// Index of the route in `routes`.
+    route: u64,
+    /// The route's path pattern.
+    path: String,
+    /// Where the document was read (a URL without its query, or a file).
+    source: String,
+    /// What the route's operation ids, tags and component names start with (then a `.`).
+    prefix: String,
+    /// Operations of the document in `/openapi.json`.
+    operations: u64,
+    /// Operations of the document the route does not serve, left out: `METHOD path (why)`.
+    left_out: Vec<String>,
+    /// Why the document could not be used (the route serves all the same).
+    error: Option<String>,
+}
+
 /// A file the served snapshot was built from.
 #[derive(Object)]
 struct FileInfo {
@@ -311,6 +331,8 @@ struct Status {
     middleware: Vec<MiddlewareInfo>,
     /// JWKS caches.
     key_sets: Vec<KeySetInfo>,
+    /// The upstream OpenAPI documents routes name, merged into `/openapi.json`.
+    route_documents: Vec<RouteDocumentInfo>,
 }
 
 /// One problem that refused a reload.
@@ -662,6 +684,30 @@ impl Api {
             .collect()
     }
 
+    fn route_documents(&self) -> Vec<RouteDocumentInfo> {
+        self.app
+            .snapshot()
+            .route_docs
+            .routes
+            .iter()
+            .map(|d| {
+                let (operations, left_out, error) = match &d.outcome {
+                    Ok(ops) => (ops.count() as u64, ops.left_out.clone(), None),
+                    Err(e) => (0, Vec::new(), Some(e.clone())),
+                };
+                RouteDocumentInfo {
+                    route: d.route as u64,
+                    path: d.path.clone(),
+                    source: d.source.clone(),
+                    prefix: d.prefix.clone(),
+                    operations,
+                    left_out,
+                    error,
+                }
+            })
+            .collect()
+    }
+
     fn middleware(&self) -> Vec<MiddlewareInfo> {
         let rt = self.app.snapshot();
         rt.config
@@ -811,6 +857,7 @@ impl Api {
                 })
                 .collect(),
             middleware: self.middleware(),
+            route_documents: self.route_documents(),
             key_sets: self
                 .app
                 .key_sets()

@@ -37,6 +37,12 @@ static BUILTIN_PROTECTED: LazyLock<PatternSet> = LazyLock::new(|| {
         .unwrap_or_else(|_| unreachable!("static patterns compile"))
 });
 
+/// Whether `path` (canonical) is one of the built-in routes that always need a user
+/// (`/api/auth/*`, `/api/admin/*`, in any case): no `routes:` entry ever serves it.
+pub fn is_builtin_route(method: &str, path: &str) -> bool {
+    BUILTIN_PROTECTED.is_match(method, path)
+}
+
 /// An authenticated, authorized caller.
 #[derive(Debug, Clone)]
 pub struct AuthUser {

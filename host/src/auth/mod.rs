@@ -13,6 +13,8 @@ pub(crate) mod token;
 
 pub use authn_cache::AuthnCache;
 pub use authz_cache::AuthzCache;
-pub use decide::{decide, route_policy, AuthUser, Decision, Denial, RequestParts, Trace};
+pub use decide::{
+    decide, is_builtin_route, route_policy, AuthUser, Decision, Denial, RequestParts, Trace,
+};
 pub use instance::{MiddlewareInstance, Policy, ProviderInstance, RetiredInstance};
 pub use token::{extract as extract_token, TokenError};

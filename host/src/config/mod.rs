@@ -17,8 +17,8 @@ mod tests;
 pub use auth::{AuthConfig, Rule, TokenConfig};
 pub use compile::middleware::MiddlewareConfig;
 pub use compile::routes::{
-    is_reserved, ForwardProxy, GatewayConfig, MethodOverride, ProxyKind, RouteConfig, RoutesConfig,
-    ORIGINAL_REQUEST_HEADERS, RESERVED_PATHS,
+    is_reserved, ForwardProxy, GatewayConfig, MethodOverride, OpenApiSource, ProxyKind,
+    RouteConfig, RoutesConfig, ORIGINAL_REQUEST_HEADERS, RESERVED_PATHS,
 };
 pub use compile::{
     compile_checked, compile_str, load_file, load_file_checked, parse_size, CacheSetting, Config,

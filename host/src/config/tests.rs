@@ -1421,3 +1421,46 @@ fn a_refused_config_has_no_warnings_to_show() {
         0
     );
 }
+
+#[test]
+fn a_routes_openapi_document_is_a_url_under_the_routes_scheme_policy_or_a_file() {
+    let route = |upstream: &str, openapi: &str| {
+        with(&format!(
+            "routes:\n  - {{ path: /svc/*, upstream: \"{upstream}\", openapi: \"{openapi}\" }}\n"
+        ))
+    };
+    let c = ok(&route("http://svc:8080", "http://svc:8080/openapi.json"));
+    assert_eq!(
+        c.routes.list[0].openapi,
+        Some(crate::config::OpenApiSource::Url(
+            "http://svc:8080/openapi.json".parse().unwrap()
+        ))
+    );
+    let c = ok(&route("https://svc", "https://docs.svc/openapi.json"));
+    assert!(matches!(
+        c.routes.list[0].openapi,
+        Some(crate::config::OpenApiSource::Url(_))
+    ));
+    // A file, relative to the config's folder.
+    let c = ok(&route("http://svc:8080", "docs/svc.yaml"));
+    let base = Path::new(FILE).parent().unwrap();
+    assert_eq!(
+        c.routes.list[0].openapi,
+        Some(crate::config::OpenApiSource::File(
+            base.join("docs/svc.yaml")
+        ))
+    );
+    // Plain http for a route whose requests go over https: refused.
+    let e = at(
+        &route("https://svc", "http://svc/openapi.json"),
+        "routes[0].openapi",
+    );
+    assert!(e.contains("plain http is refused"), "{e}");
+    for bad in [
+        "ftp://svc/openapi.json",
+        "https://user:pw@svc/openapi.json",
+        "",
+    ] {
+        at(&route("https://svc", bad), "routes[0].openapi");
+    }
+}

@@ -4,6 +4,7 @@
 //! Must not import `http`, `gateway` or `api`.
 
 mod error;
+pub mod route_docs;
 pub mod snapshot;
 pub mod trigger;
 pub mod watch;

@@ -68,8 +68,12 @@ pub struct Snapshot {
     /// with the rest before the snapshot is published, so that one store changes everything.
     pub tls: Option<Arc<crate::http::listen::tls::TlsMaterial>>,
     /// Every file the snapshot was built from (config, plugins, TLS files, `${file:...}`
-    /// secrets) with its hash; a reload that finds the same list is skipped.
+    /// secrets, routes' OpenAPI document files) with its hash; a reload that finds the same
+    /// list is skipped.
     pub files: Vec<FileHash>,
+    /// The upstream OpenAPI documents `routes:` name, read for this snapshot; set with the rest
+    /// before the snapshot is published.
+    pub route_docs: Arc<super::route_docs::RouteDocuments>,
 }
 
 /// Scans `dir` for `*.so` files, in name order.
@@ -347,6 +351,7 @@ pub async fn build(
         route_timers: Default::default(),
         tls: None,
         files: Vec::new(),
+        route_docs: Default::default(),
     })
 }
 

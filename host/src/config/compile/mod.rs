@@ -430,6 +430,7 @@ pub fn compile_checked(text: &str, file: &Path, vars: &dyn VarSource) -> Result<
     let gateway = compile_gateway(gateway, &mut issues);
     let routes = compile_routes(
         routes,
+        &base,
         &provider_names,
         &middleware_names,
         server.timeout,

@@ -98,6 +98,8 @@ struct RawRoute {
     connect_timeout: Option<String>,
     #[serde(default)]
     middleware: Vec<String>,
+    #[serde(default)]
+    openapi: Option<String>,
 }
 
 /// `gateway:` compiled.
@@ -324,6 +326,26 @@ pub struct RouteConfig {
     /// Indexes into `middleware:` of the instances the route names, in its order (they run after
     /// the instances whose `path` matches, and once each).
     pub middleware: Vec<usize>,
+    /// The upstream's OpenAPI document, merged into `/openapi.json` under this route.
+    pub openapi: Option<OpenApiSource>,
+}
+
+/// Where a route's upstream OpenAPI document is read from (`routes[i].openapi`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenApiSource {
+    /// Fetched with the host's client when a snapshot is built.
+    Url(reqwest::Url),
+    /// Read when a snapshot is built (relative paths are the config file's folder's).
+    File(std::path::PathBuf),
+}
+
+impl std::fmt::Display for OpenApiSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenApiSource::Url(u) => f.write_str(u.as_str()),
+            OpenApiSource::File(p) => write!(f, "{}", p.display()),
+        }
+    }
 }
 
 /// `routes:` compiled: the list, one case-sensitive matcher over every route, and one
@@ -481,6 +503,7 @@ fn identity_header_name(header: &str, at: &str, issues: &mut Issues) -> Option<H
 
 pub(super) fn compile_routes(
     value: Option<Value>,
+    base: &std::path::Path,
     providers: &[String],
     middleware: &[String],
     default_timeout: Duration,
@@ -499,8 +522,15 @@ pub(super) fn compile_routes(
     // `routes[i]` of each compiled spec, for error paths.
     let mut origin = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
-        let Some(route) = compile_route(i, item, providers, middleware, default_timeout, issues)
-        else {
+        let Some(route) = compile_route(
+            i,
+            item,
+            base,
+            providers,
+            middleware,
+            default_timeout,
+            issues,
+        ) else {
             continue;
         };
         origin.push(i);
@@ -548,6 +578,7 @@ pub(super) fn compile_routes(
 fn compile_route(
     i: usize,
     item: Value,
+    base: &std::path::Path,
     providers: &[String],
     middleware: &[String],
     default_timeout: Duration,
@@ -604,8 +635,12 @@ fn compile_route(
         &format!("{at}.middleware"),
         issues,
     );
+    let openapi = raw
+        .openapi
+        .and_then(|o| openapi_source(&o, &upstream, base, &format!("{at}.openapi"), issues));
     Some(RouteConfig {
         middleware,
+        openapi,
         path: raw.path,
         methods,
         requires_auth: raw.requires_auth.unwrap_or(true),
@@ -615,6 +650,57 @@ fn compile_route(
         timeout,
         connect_timeout,
     })
+}
+
+/// `routes[i].openapi`: an `http(s)://` URL, or else a file path. A URL follows the route's
+/// own upstream: plain `http://` only when the route already sends its requests (and its users'
+/// identity headers) in the clear, `https://` always.
+fn openapi_source(
+    value: &str,
+    upstream: &reqwest::Url,
+    base: &std::path::Path,
+    at: &str,
+    issues: &mut Issues,
+) -> Option<OpenApiSource> {
+    let lower = value.trim_start().to_ascii_lowercase();
+    if value.trim().is_empty() {
+        issues.push(
+            at,
+            "name the upstream's OpenAPI document: a file path or a URL",
+        );
+        return None;
+    }
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        if lower.contains("://") {
+            issues.push(at, "a document URL must be http:// or https://");
+            return None;
+        }
+        return Some(OpenApiSource::File(super::resolve(base, value)));
+    }
+    match reqwest::Url::parse(value) {
+        Ok(u)
+            if u.host_str().is_some()
+                && u.fragment().is_none()
+                && u.username().is_empty()
+                && u.password().is_none() =>
+        {
+            if u.scheme() == "http" && upstream.scheme() != "http" {
+                issues.push(
+                    at,
+                    "plain http is refused for a route whose upstream is https; use an https:// URL",
+                );
+                return None;
+            }
+            Some(OpenApiSource::Url(u))
+        }
+        _ => {
+            issues.push(
+                at,
+                "must be an http:// or https:// URL with a host and no fragment or credentials, or a file path",
+            );
+            None
+        }
+    }
 }
 
 #[cfg(test)]
