@@ -6,6 +6,7 @@
 #   bench/instructions.sh s1 s2 s5               # several scenarios
 #   BIN=/tmp/portcullis-before bench/instructions.sh s2   # another build of the server
 #   DURATION=5 bench/instructions.sh s5
+#   bench/instructions.sh p2 p4 fa              # proxied routes (the upstream nginx is started)
 #
 # Runs the server of a scenario of bench/run.sh (its config and plugins, from target/bench/servers,
 # so run bench/run.sh once first) under valgrind's callgrind with instrumentation off, warms it up
@@ -32,9 +33,20 @@ for tool in valgrind wrk; do
   fi
 done
 
+UPSTREAM_PID=
+trap '[ -n "$UPSTREAM_PID" ] && kill "$UPSTREAM_PID" 2>/dev/null' EXIT
 for sc in "$@"; do
   src=$WORK/servers/$sc
   [ -f "$src/config.yaml" ] || { echo "no $src/config.yaml: run bench/run.sh first" >&2; exit 1; }
+  # A proxied route's upstream (bench/run.sh's nginx answering `200 ok`), started when not up.
+  up=$(grep -o 'upstream: http://127.0.0.1:[0-9]*' "$src/config.yaml" | sed 's/.*://' | head -1)
+  if [ -n "$up" ] && [ -z "$UPSTREAM_PID" ] && ! curl -s -o /dev/null "http://127.0.0.1:$up/"; then
+    nginx_dir=$WORK/nginx/up
+    "$(command -v nginx || echo /usr/sbin/nginx)" -p "$nginx_dir" -e "$nginx_dir/error.log" \
+      -c "$nginx_dir/nginx.conf" >/dev/null 2>&1 &
+    UPSTREAM_PID=$!
+    sleep 0.5
+  fi
   dir=$(mktemp -d)
   cp -r "$src/plugins" "$dir/"
   sed "s/^  port: .*/  port: $PORT/" "$src/config.yaml" >"$dir/config.yaml"
@@ -51,9 +63,16 @@ for sc in "$@"; do
     s3) args=(-H "Authorization: Bearer $(cat "$WORK/mocks/token_jwks")") ;;
     s5 | s5d) args=(-- "$WORK/mocks/tokens.txt") ;;
     s6) args=(-H "Authorization: Bearer $(cat "$WORK/mocks/token_workos")") ;;
+    p4) ;;
+    fa) args=(-H "Authorization: Bearer $(cat "$WORK/mocks/token_static")" -H 'X-Original-URI: /api/x'
+      -H 'X-Original-Method: GET' -H 'X-Forwarded-Host: app.test') ;;
     *) args=(-H "Authorization: Bearer $(cat "$WORK/mocks/token_static")") ;;
   esac
-  url="http://127.0.0.1:$PORT/health"
+  case $sc in
+    p2 | p4) url="http://127.0.0.1:$PORT/api/x" ;;
+    fa) url="http://127.0.0.1:$PORT/forward-auth" ;;
+    *) url="http://127.0.0.1:$PORT/health" ;;
+  esac
   # s5's tokens are read from the start of the file by every wrk run: warmed up with them, the
   # server would answer the first part of the measured run from its cache. One other token warms
   # it up instead.

@@ -55,6 +55,12 @@ names = {
     "s9": "embedded app route, s2's auth",
     "s9p": "embedded app route, public",
     "c50": "s2 under 50 connections",
+    "up": "the upstream alone (200 ok)",
+    "p1": "nginx proxy_pass, no auth",
+    "p2": "Portcullis route: JWT + proxy",
+    "p3": "nginx auth_request + /forward-auth",
+    "p4": "Portcullis route, public",
+    "fa": "/forward-auth alone (as nginx asks)",
 }
 med = lambda xs: statistics.median(xs) if xs else float("nan")
 print()
@@ -92,6 +98,9 @@ for label, a, b, goal in [
     ("s7 >= 0.80 x s2", "s7", "s2", 0.80),
     ("s8 >= 0.95 x s2 (one middleware)", "s8", "s2", 0.95),
     ("s9 >= 0.90 x s9p (embedded: auth vs none)", "s9", "s9p", 0.90),
+    ("p2 >= 0.90 x p1 (route vs nginx proxy_pass)", "p2", "p1", 0.90),
+    ("p2 >= 2.00 x p3 (route vs nginx+forward-auth)", "p2", "p3", 2.00),
+    ("fa >= 0.95 x s2 (forward-auth vs own route)", "fa", "s2", 0.95),
 ]:
     m, xs = ratio(a, b)
     if not xs:

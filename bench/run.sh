@@ -26,6 +26,15 @@
 #   s9p embedded, no auth        the same server: GET /api/public/notes, public in the same YAML,
 #                                no token (the same kind of handler: a list of notes, empty here)
 #   c50 s2's server under 50 connections (its p99)
+# and, in front of an upstream (nginx answering `200 ok`, pinned with wrk: the same on every side):
+#   up  the upstream alone         GET /api/x straight to it
+#   p1  nginx proxy_pass, no auth  nginx (one worker, keep-alive to the upstream) in front of it:
+#                                  the baseline a proxied route is held to
+#   p2  Portcullis route, JWT      a `routes:` entry with s2's provider and token, to the upstream
+#   p3  nginx + /forward-auth      nginx `auth_request` to Portcullis's /forward-auth, then
+#                                  proxy_pass (two hops; nginx and Portcullis share the server's core)
+#   p4  Portcullis route, public   p2's route with requires_auth: false (no token)
+#   fa  /forward-auth alone        p3's Portcullis asked directly, as nginx asks it (compare with s2)
 # then the idle RSS of a server with every shipped plugin loaded. Right after each s5 slice,
 # `openssl speed rsa2048` gives the machine's raw verify rate on the server's core. Ratios are
 # computed within a round and the median over rounds is printed. Loopback only; everything it starts it stops.
@@ -42,17 +51,22 @@ BASE_PORT=${BASE_PORT:-18100}
 SERVER_CPU=${SERVER_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 REL=$ROOT/target/release
-SCENARIOS=${SCENARIOS:-s1 s2 s3 s4 s5 s5d s6 s7 s8 s9 c50 rss}
+SCENARIOS=${SCENARIOS:-s1 s2 s3 s4 s5 s5d s6 s7 s8 s9 c50 up p1 p2 p3 p4 fa rss}
 want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
-if ! command -v wrk >/dev/null; then
+# The proxy scenarios need nginx (Debian's package): the upstream and the baselines.
+NEEDS=(wrk)
+for sc in up p1 p2 p3 p4 fa; do want "$sc" && NEEDS+=(nginx) && break; done
+for tool in "${NEEDS[@]}"; do
+  if command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ]; then continue; fi
   if [ "$(id -u)" = 0 ]; then
-    apt-get update && apt-get install -y wrk
+    apt-get update && apt-get install -y "$tool"
   else
-    echo "wrk is missing: sudo apt-get install -y wrk" >&2
+    echo "$tool is missing: sudo apt-get install -y $tool" >&2
     exit 1
   fi
-fi
+done
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 if [ -z "${SKIP_BUILD:-}" ]; then
   cargo build --release
   cargo build --release -p portcullis-tests --bin portcullis-bench
@@ -246,6 +260,126 @@ if want s9; then
 fi
 want c50 && ORDER+=(c50)
 
+# --- proxy scenarios ----------------------------------------------------------------------------
+# $1 name, $2 port, $3 cpu, $4 the `http` block's servers: nginx with one worker on one core.
+start_nginx() {
+  local name=$1 port=$2 cpu=$3 servers=$4
+  local dir=$WORK/nginx/$name
+  rm -rf "$dir" && mkdir -p "$dir/tmp"
+  cat >"$dir/nginx.conf" <<NGINX_CONF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp;
+    proxy_temp_path $dir/tmp;
+    fastcgi_temp_path $dir/tmp;
+    uwsgi_temp_path $dir/tmp;
+    scgi_temp_path $dir/tmp;
+$servers
+}
+NGINX_CONF
+  taskset -c "$cpu" "$NGINX" -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >/dev/null 2>&1 &
+  SERVER_PID=$!
+  PIDS+=("$SERVER_PID")
+  for _ in $(seq 1 100); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/" || true)" != 000 ] && return 0
+    sleep 0.1
+  done
+  echo "nginx $name did not start:" >&2
+  cat "$dir/error.log" >&2
+  exit 1
+}
+# A keep-alive pool to a backend (without one, nginx opens a connection per request).
+pool() { # $1 name, $2 port
+  echo "    upstream $1 { server 127.0.0.1:$2; keepalive 64; }"
+}
+PROXY_TO_APP='proxy_http_version 1.1; proxy_set_header Connection ""; proxy_pass http://app;'
+if want up || want p1 || want p2 || want p3 || want p4 || want fa; then
+  UP=$((BASE_PORT + 20))
+  start_nginx up "$UP" "$LOAD_CPU" "    server { listen 127.0.0.1:$UP; location / { return 200 \"ok\\n\"; } }"
+  PORT_OF[up]=$UP
+  SPID_OF[up]=$SERVER_PID
+  want up && ORDER+=(up)
+  ROUTE="routes:
+  - path: /api/*
+    upstream: http://127.0.0.1:$UP"
+fi
+if want p1; then
+  P1=$((BASE_PORT + 21))
+  start_nginx p1 "$P1" "$SERVER_CPU" "$(pool app "$UP")
+    server { listen 127.0.0.1:$P1; location / { $PROXY_TO_APP } }"
+  PORT_OF[p1]=$P1
+  SPID_OF[p1]=$SERVER_PID
+  ORDER+=(p1)
+fi
+if want p2; then
+  port=$((BASE_PORT + 22))
+  start_server p2 "$port" "$REL/portcullis" "$(config "$port" "$JWT_STATIC" public)
+$ROUTE" portcullis_plugin_jwt
+  expect_200 "http://127.0.0.1:$port/api/x" "$TOKEN"
+  PORT_OF[p2]=$port
+  SPID_OF[p2]=$SERVER_PID
+  ORDER+=(p2)
+fi
+if want p4; then
+  port=$((BASE_PORT + 24))
+  start_server p4 "$port" "$REL/portcullis" "$(config "$port" "$JWT_STATIC" public)
+$ROUTE
+    requires_auth: false" portcullis_plugin_jwt
+  code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/api/x")
+  [ "$code" = 200 ] || { echo "expected 200 from the public route, got $code" >&2; exit 1; }
+  PORT_OF[p4]=$port
+  SPID_OF[p4]=$SERVER_PID
+  ORDER+=(p4)
+fi
+if want p3 || want fa; then
+  port=$((BASE_PORT + 23))
+  start_server fa "$port" "$REL/portcullis" "$(config "$port" "$JWT_STATIC" public)
+gateway:
+  forward_auth: nginx" portcullis_plugin_jwt
+  PORT_OF[fa]=$port
+  SPID_OF[fa]=$SERVER_PID
+  want fa && ORDER+=(fa)
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
+    -H 'X-Original-URI: /api/x' -H 'X-Original-Method: GET' -H 'X-Forwarded-Host: app.test' "http://127.0.0.1:$port/forward-auth")
+  [ "$code" = 200 ] || { echo "expected 200 from /forward-auth, got $code" >&2; exit 1; }
+  if want p3; then
+    P3=$((BASE_PORT + 25))
+    # The locations `docs/config.md` gives for `forward_auth: nginx`, with keep-alive pools.
+    start_nginx p3 "$P3" "$SERVER_CPU" "$(pool app "$UP")
+$(pool portcullis "$port")
+    server {
+        listen 127.0.0.1:$P3;
+        location / {
+            auth_request /_portcullis;
+            auth_request_set \$portcullis_user \$upstream_http_x_user_id;
+            proxy_set_header X-User-Id \$portcullis_user;
+            $PROXY_TO_APP
+        }
+        location = /_portcullis {
+            internal;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_pass http://portcullis/forward-auth;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length \"\";
+            proxy_set_header X-Original-URI \$request_uri;
+            proxy_set_header X-Original-Method \$request_method;
+            proxy_set_header X-Forwarded-Host \$host;
+        }
+    }"
+    expect_200 "http://127.0.0.1:$P3/api/x" "$TOKEN"
+    PORT_OF[p3]=$P3
+    SPID_OF[p3]=$SERVER_PID
+    ORDER+=(p3)
+  fi
+fi
+
 # The machine's raw RSA-2048 verify rate on the server's core (OpenSSL 3 prints verify/s last).
 verify_rate() {
   taskset -c "$SERVER_CPU" openssl speed -seconds 3 rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ {print $NF}'
@@ -274,6 +408,10 @@ slice() {
     s6) load "$r" s6 "$url" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN_WORKOS" ;;
     s9) load "$r" s9 "http://127.0.0.1:${PORT_OF[s9]}/api/notes" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN" ;;
     s9p) load "$r" s9p "http://127.0.0.1:${PORT_OF[s9p]}/api/public/notes" "$CONNECTIONS" ;;
+    up | p1 | p4) load "$r" "$sc" "http://127.0.0.1:${PORT_OF[$sc]}/api/x" "$CONNECTIONS" ;;
+    p2 | p3) load "$r" "$sc" "http://127.0.0.1:${PORT_OF[$sc]}/api/x" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN" ;;
+    fa) load "$r" fa "http://127.0.0.1:${PORT_OF[fa]}/forward-auth" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN" \
+      -H 'X-Original-URI: /api/x' -H 'X-Original-Method: GET' -H 'X-Forwarded-Host: app.test' ;;
     # s2's server under 50 connections, for its p99.
     c50) load "$r" c50 "$url" 50 -H "Authorization: Bearer $TOKEN" ;;
     s7)

@@ -18,15 +18,25 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    future::Future as _,
+    pin::Pin,
+    sync::{Arc, RwLock},
+    task::{Context, Poll},
     time::Duration,
 };
 
-use futures_util::TryStreamExt as _;
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::TokioExecutor,
+};
 use poem::{
-    http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode},
+    http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri},
     Endpoint, IntoResponse, Request, Response,
 };
+use rustls_platform_verifier::ConfigVerifierExt as _;
+use tokio::time::Instant;
 
 use crate::{
     app::App,
@@ -46,12 +56,20 @@ pub struct RouteHit {
     pub index: usize,
 }
 
+/// A body on its way through: the client's to the upstream, the upstream's to the client.
+type ProxyBody = BoxBody<Bytes, std::io::Error>;
+
+/// The outgoing client: hyper's, with a keep-alive pool per upstream (scheme, host and port), TLS
+/// by rustls with the platform's roots.
+type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>;
+
 /// Forwards requests that hit a configured route; everything else goes to `inner`.
 pub struct Upstreams<E> {
     inner: E,
     app: Arc<App>,
-    /// One client per connect timeout (connection pools are per client).
-    clients: Mutex<HashMap<Duration, reqwest::Client>>,
+    /// One client per connect timeout (connection pools are per client), kept across reloads so
+    /// that their warm connections are.
+    clients: RwLock<HashMap<Duration, Arc<UpstreamClient>>>,
 }
 
 impl<E> Upstreams<E> {
@@ -60,25 +78,48 @@ impl<E> Upstreams<E> {
         Upstreams {
             inner,
             app,
-            clients: Mutex::new(HashMap::new()),
+            clients: RwLock::new(HashMap::new()),
         }
     }
 
-    fn client(&self, connect_timeout: Duration) -> Result<reqwest::Client, String> {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+    fn client(&self, connect_timeout: Duration) -> Result<Arc<UpstreamClient>, String> {
+        if let Some(c) = self
+            .clients
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&connect_timeout)
+        {
+            return Ok(c.clone());
+        }
+        let mut clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(&connect_timeout) {
             return Ok(c.clone());
         }
-        let c = reqwest::Client::builder()
-            // Redirects are the client's business; proxies from the environment are not used.
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(connect_timeout)
-            .build()
-            .map_err(|e| format!("upstream client: {e}"))?;
+        let c = Arc::new(upstream_client(connect_timeout)?);
         clients.insert(connect_timeout, c.clone());
         Ok(c)
     }
+}
+
+/// A client whose connections are set up within `connect_timeout`. Redirects are the client's
+/// business (passed back as they are) and proxies from the environment are not used: neither is
+/// anything hyper's client does.
+fn upstream_client(connect_timeout: Duration) -> Result<UpstreamClient, String> {
+    let mut http = HttpConnector::new();
+    // `https://` URLs go through the TLS layer below, which hands the TCP part to this one.
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let tls = rustls::ClientConfig::with_platform_verifier()
+        .map_err(|e| format!("upstream client: TLS roots: {e}"))?;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(connector))
 }
 
 impl<E: Endpoint> Endpoint for Upstreams<E> {
@@ -92,6 +133,42 @@ impl<E: Endpoint> Endpoint for Upstreams<E> {
             return Ok(error_response(StatusCode::NOT_FOUND, "Not Found"));
         };
         Ok(self.forward(&hit.runtime, hit.index, route, req).await)
+    }
+}
+
+/// How an exchange with an upstream failed.
+enum Failed {
+    /// Past the route's `timeout` or `connect_timeout`.
+    Timeout,
+    /// The connection could not be made.
+    Connect,
+    /// The client's body went past `server.body_size_limit` while being forwarded.
+    BodyTooLarge,
+    /// Anything else.
+    Other,
+}
+
+impl Failed {
+    fn of(e: &hyper_util::client::legacy::Error) -> Failed {
+        if crate::http::answer::BodyTooLarge::caused(e) {
+            return Failed::BodyTooLarge;
+        }
+        // A connect timeout comes back as a connect error whose cause timed out.
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(err) = next {
+            if err
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            {
+                return Failed::Timeout;
+            }
+            next = err.source();
+        }
+        if e.is_connect() {
+            Failed::Connect
+        } else {
+            Failed::Other
+        }
     }
 }
 
@@ -114,23 +191,34 @@ impl<E> Upstreams<E> {
                 return error_response(StatusCode::BAD_GATEWAY, "Bad Gateway");
             }
         };
-        let token = &rt.config.auth.token;
-        let mut url = route.upstream.clone();
-        let path = format!("{}{}", url.path().trim_end_matches('/'), req.uri().path());
-        url.set_path(&path);
-        // Without the token's parameter, and without `_method` (a method the gate did not judge).
-        let query = match req.uri().query() {
-            Some(q) if token.query.is_some() || query_has_method_override(q) => {
-                Some(strip_query_where(q, |key| {
-                    token.query.as_deref() == Some(key) || key.eq_ignore_ascii_case("_method")
-                }))
+        // The whole exchange, response body included, within the route's time limit.
+        let deadline = Instant::now() + route.timeout;
+        let uri = match upstream_uri(route, &req, rt.config.auth.token.query.as_deref()) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(route = index, "upstream URL: {e}");
+                return error_response(StatusCode::BAD_GATEWAY, "Bad Gateway");
             }
-            q => q.map(str::to_string),
         };
-        url.set_query(query.as_deref().filter(|q| !q.is_empty()));
-
+        let token = &rt.config.auth.token;
         let user = req.extensions().get::<Arc<AuthUser>>().cloned();
-        let headers = upstream_headers(
+        // HTTP/2 announces a body by not ending the stream with its HEADERS, not by a header: a
+        // body that is not known to be empty is forwarded (the gate has bounded it).
+        let client_body = req.take_body();
+        let has_body = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+            || req.headers().contains_key(header::TRANSFER_ENCODING)
+            || (req.version() >= poem::http::Version::HTTP_2 && !client_body.is_empty());
+        let body: ProxyBody = if has_body {
+            client_body.into()
+        } else {
+            poem::Body::empty().into()
+        };
+        let mut headers = std::mem::take(req.headers_mut());
+        prepare_headers(
+            &mut headers,
             &req,
             &rt.config.gateway,
             route,
@@ -138,97 +226,181 @@ impl<E> Upstreams<E> {
             token.cookie.as_deref(),
             user.as_deref(),
         );
-        // HTTP/2 announces a body by not ending the stream with its HEADERS, not by a header: a
-        // body that is not known to be empty is forwarded (the gate has bounded it).
-        let has_body = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0")
-            || req.headers().contains_key(header::TRANSFER_ENCODING)
-            || (req.version() >= poem::http::Version::HTTP_2 && {
-                let body = req.take_body();
-                let empty = body.is_empty();
-                req.set_body(body);
-                !empty
-            });
-        let mut builder = client
-            .request(req.method().clone(), url)
-            .headers(headers)
-            .timeout(route.timeout);
-        if has_body {
-            let stream = req.take_body().into_bytes_stream();
-            builder = builder.body(reqwest::Body::wrap_stream(stream));
-        }
+        let mut request = poem::http::Request::new(body);
+        *request.method_mut() = req.method().clone();
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        drop(req);
         let metrics = self.app.metrics();
         let sent = std::time::Instant::now();
-        match builder.send().await {
-            Ok(resp) => {
+        let answer = tokio::time::timeout_at(deadline, client.request(request)).await;
+        match answer {
+            Ok(Ok(resp)) => {
                 rt.route_timers.observe(index, sent.elapsed());
                 metrics.observe_upstream("response");
-                let mut out = Response::builder().status(resp.status()).finish();
-                let drop = hop_by_hop(resp.headers());
-                for (k, v) in resp.headers() {
-                    if !drop.contains(k) {
-                        out.headers_mut().append(k.clone(), v.clone());
-                    }
-                }
-                let stream = resp.bytes_stream().map_err(std::io::Error::other);
-                out.set_body(poem::Body::from_bytes_stream(stream));
+                let (parts, body) = resp.into_parts();
+                let mut headers = parts.headers;
+                strip_hop_by_hop(&mut headers);
+                let mut out = Response::builder().status(parts.status).finish();
+                *out.headers_mut() = headers;
+                let body = DeadlineBody {
+                    inner: body,
+                    deadline,
+                    timer: None,
+                };
+                out.set_body(poem::Body::from(BoxBody::new(body)));
                 out
             }
-            Err(e) if e.is_timeout() => {
+            Err(_) => {
                 metrics.observe_upstream("timeout");
                 tracing::warn!(route = index, "upstream timed out");
                 error_response(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout")
             }
-            Err(e) if e.is_connect() => {
-                metrics.observe_upstream("connect_error");
-                tracing::warn!(route = index, "upstream connection failed");
-                error_response(StatusCode::BAD_GATEWAY, "Bad Gateway")
-            }
-            // The client's body went past `server.body_size_limit` while being forwarded (one
-            // without a declared length): the client's fault, as a declared one would be.
-            Err(e) if crate::http::answer::BodyTooLarge::caused(&e) => {
-                metrics.observe_upstream("error");
-                error_response(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
-            }
-            Err(_) => {
-                metrics.observe_upstream("error");
-                tracing::warn!(route = index, "upstream request failed");
-                error_response(StatusCode::BAD_GATEWAY, "Bad Gateway")
-            }
+            Ok(Err(e)) => match Failed::of(&e) {
+                Failed::Timeout => {
+                    metrics.observe_upstream("timeout");
+                    tracing::warn!(route = index, "upstream connection timed out");
+                    error_response(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout")
+                }
+                Failed::Connect => {
+                    metrics.observe_upstream("connect_error");
+                    tracing::warn!(route = index, "upstream connection failed");
+                    error_response(StatusCode::BAD_GATEWAY, "Bad Gateway")
+                }
+                // The client's fault, as a declared length over the limit would be.
+                Failed::BodyTooLarge => {
+                    metrics.observe_upstream("error");
+                    error_response(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
+                }
+                Failed::Other => {
+                    metrics.observe_upstream("error");
+                    tracing::warn!(route = index, "upstream request failed: {e}");
+                    error_response(StatusCode::BAD_GATEWAY, "Bad Gateway")
+                }
+            },
         }
     }
 }
 
-/// Headers that describe one connection, not the message: never forwarded in either direction.
-const HOP_BY_HOP: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+/// The URL a request is forwarded to: the upstream's (without a trailing `/`) followed by the
+/// canonical path, and the query without the token's parameter and without `_method` (a method
+/// the gate did not judge).
+fn upstream_uri(
+    route: &RouteConfig,
+    req: &Request,
+    token_query: Option<&str>,
+) -> Result<Uri, poem::http::uri::InvalidUri> {
+    // The upstream URL has no query or fragment (checked when the config was read): its text is
+    // scheme, authority and path.
+    let base = route.upstream.as_str().trim_end_matches('/');
+    let path = req.uri().path();
+    let query = match req.uri().query() {
+        Some(q) if token_query.is_some() || query_has_method_override(q) => {
+            Some(std::borrow::Cow::Owned(strip_query_where(q, |key| {
+                token_query == Some(key) || key.eq_ignore_ascii_case("_method")
+            })))
+        }
+        q => q.map(std::borrow::Cow::Borrowed),
+    };
+    let query = query.filter(|q| !q.is_empty());
+    let mut text =
+        String::with_capacity(base.len() + path.len() + query.as_ref().map_or(0, |q| q.len() + 1));
+    text.push_str(base);
+    text.push_str(path);
+    if let Some(q) = query {
+        text.push('?');
+        text.push_str(&q);
+    }
+    Uri::try_from(text)
+}
 
-/// The hop-by-hop headers of a message: the fixed list, every `Proxy-*` header, and the headers
-/// its `Connection` names.
-pub fn hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
-    let mut out: Vec<HeaderName> = HOP_BY_HOP
-        .iter()
-        .map(|h| HeaderName::from_static(h))
-        .collect();
-    for v in headers.get_all(header::CONNECTION) {
-        let Ok(s) = v.to_str() else { continue };
-        for name in s.split(',') {
-            if let Ok(h) = HeaderName::from_bytes(name.trim().as_bytes()) {
-                out.push(h);
-            }
+/// The upstream's body, cut off with an error at the route's deadline. The timer is set only when
+/// the body is not all there (most small answers are read with their head).
+struct DeadlineBody {
+    inner: hyper::body::Incoming,
+    deadline: Instant,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(std::io::Error::other)));
+        }
+        let deadline = self.deadline;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "upstream body past the route's timeout",
+            )))),
+            Poll::Pending => Poll::Pending,
         }
     }
-    for k in headers.keys() {
-        if k.as_str().starts_with("proxy-") {
-            out.push(k.clone());
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Removes the hop-by-hop headers of a message in place: `Connection` and every header it names,
+/// `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade` and `Proxy-*`. One pass over the
+/// names, and a removal only for those present (an HTTP/1.1 answer usually has `Connection`
+/// alone).
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named = connection_named(headers);
+    let gone: smallvec::SmallVec<[HeaderName; 4]> = headers
+        .keys()
+        .filter(|k| is_hop_by_hop(k) || named.contains(k))
+        .cloned()
+        .collect();
+    for k in gone {
+        headers.remove(k);
+    }
+}
+
+/// Whether a header is hop-by-hop by its name alone: the fixed list or `Proxy-*`.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    // Standard names compare as enum values, not as text.
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str().starts_with("proxy-")
+}
+
+/// The headers a message's `Connection` names besides the fixed hop-by-hop ones (and besides
+/// `close`, an option rather than a header): usually none, and nothing allocated then.
+fn connection_named(headers: &HeaderMap) -> smallvec::SmallVec<[HeaderName; 2]> {
+    let mut out = smallvec::SmallVec::new();
+    for v in headers.get_all(header::CONNECTION) {
+        let Ok(s) = v.to_str() else { continue };
+        for token in s.split(',').map(str::trim) {
+            if token.is_empty()
+                || token.eq_ignore_ascii_case("close")
+                || token.eq_ignore_ascii_case("keep-alive")
+            {
+                continue;
+            }
+            if let Ok(h) = HeaderName::from_bytes(token.as_bytes()) {
+                if !is_hop_by_hop(&h) {
+                    out.push(h);
+                }
+            }
         }
     }
     out
@@ -326,38 +498,54 @@ pub fn refused_override(gateway: &GatewayConfig, req: &Request) -> Option<&'stat
     None
 }
 
-fn upstream_headers(
+/// Turns the client's headers into the ones sent upstream, in place (the headers the gate has
+/// read are not copied): see the module's list.
+fn prepare_headers(
+    headers: &mut HeaderMap,
     req: &Request,
     gateway: &GatewayConfig,
     route: &RouteConfig,
     token_header: &str,
     token_cookie: Option<&str>,
     user: Option<&AuthUser>,
-) -> HeaderMap {
-    let src = req.headers();
-    let drop = hop_by_hop(src);
-    let mut out = HeaderMap::new();
-    for (k, v) in src {
+) {
+    let host = headers.get(header::HOST).cloned().or_else(|| {
+        req.uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let named = connection_named(headers);
+    let mut gone: smallvec::SmallVec<[HeaderName; 8]> = smallvec::SmallVec::new();
+    for k in headers.keys() {
         let name = k.as_str();
         let normalized = normalized_name(name);
         // What the gate did not judge never goes through: identity and forwarding headers in
         // any spelling (the gate sets its own below), method overrides, and, when asked, every
         // name with `_`.
-        let skip = drop.contains(k)
+        let skip = is_hop_by_hop(k)
+            || named.contains(k)
             || matches!(name, "host" | "expect")
             || is_gate_header(gateway, &normalized)
             || is_method_override(&normalized)
             || (gateway.drop_underscore_headers && name.contains('_'))
             || (!route.forward_authorization && name.eq_ignore_ascii_case(token_header));
         if skip {
-            continue;
+            gone.push(k.clone());
         }
-        if name == "cookie" {
-            if let Some(c) = token_cookie {
+    }
+    for k in gone {
+        headers.remove(k);
+    }
+    if let Some(c) = token_cookie {
+        if headers.contains_key(header::COOKIE) {
+            let values: Vec<HeaderValue> =
+                headers.get_all(header::COOKIE).iter().cloned().collect();
+            headers.remove(header::COOKIE);
+            for v in values {
                 match v.to_str().ok().map(|s| strip_cookie(s, c)) {
                     Some(Some(rest)) => {
                         if let Ok(v) = HeaderValue::from_str(&rest) {
-                            out.append(header::COOKIE, v);
+                            headers.append(header::COOKIE, v);
                         }
                     }
                     // Only the token's cookie was there.
@@ -365,16 +553,15 @@ fn upstream_headers(
                     // Not text: the token's cookie cannot be told apart; drop it all.
                     None => {}
                 }
-                continue;
             }
         }
-        out.append(k.clone(), v.clone());
     }
     // The client's own `X-Forwarded-For` was dropped above: it is the client's word. The
     // upstream gets the address this server saw.
     if let Some(addr) = req.remote_addr().as_socket_addr() {
-        if let Ok(v) = HeaderValue::from_str(&addr.ip().to_string()) {
-            out.insert("x-forwarded-for", v);
+        let ip = crate::plugin::IpText::new(addr.ip());
+        if let Ok(v) = HeaderValue::from_str(ip.as_str()) {
+            headers.insert(&X_FORWARDED_FOR, v);
         }
     }
     let proto = if req.scheme() == &poem::http::uri::Scheme::HTTPS {
@@ -382,22 +569,20 @@ fn upstream_headers(
     } else {
         "http"
     };
-    out.insert("x-forwarded-proto", HeaderValue::from_static(proto));
-    let host = src.get(header::HOST).cloned().or_else(|| {
-        req.uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     if let Some(h) = host {
-        out.insert("x-forwarded-host", h);
+        headers.insert(&X_FORWARDED_HOST, h);
     }
     if let Some(u) = user {
         for (k, v) in identity_headers(gateway, u) {
-            out.insert(k, v);
+            headers.insert(k, v);
         }
     }
-    out
 }
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// `query` without the pairs whose (percent-decoded) name is `name`.
 pub fn strip_query_param(query: &str, name: &str) -> String {
@@ -433,28 +618,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hop_by_hop_includes_what_connection_names_and_proxy_headers() {
+    fn hop_by_hop_headers_are_stripped_in_place_and_the_rest_kept() {
         let mut h = HeaderMap::new();
         h.insert(
             "connection",
-            HeaderValue::from_static("close, X-Secret-Hop"),
+            HeaderValue::from_static("close, keep-alive, X-Hop"),
         );
+        h.append("connection", HeaderValue::from_static("X-Other-Hop"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("x-other-hop", HeaderValue::from_static("1"));
+        h.insert("proxy-authenticate", HeaderValue::from_static("Basic"));
         h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
-        h.insert("x-secret-hop", HeaderValue::from_static("1"));
-        let d = hop_by_hop(&h);
-        for n in [
-            "connection",
-            "keep-alive",
-            "te",
-            "trailer",
-            "transfer-encoding",
-            "upgrade",
-            "x-secret-hop",
-            "close",
-            "proxy-authorization",
-        ] {
-            assert!(d.iter().any(|x| x == n), "{n}");
-        }
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("trailer", HeaderValue::from_static("x-sum"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("content-type", HeaderValue::from_static("text/plain"));
+        h.append("set-cookie", HeaderValue::from_static("a=1"));
+        h.append("set-cookie", HeaderValue::from_static("b=2"));
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "set-cookie"]);
+        assert_eq!(h.get_all("set-cookie").iter().count(), 2);
     }
 
     #[test]
