@@ -141,8 +141,12 @@ impl RouteDocuments {
 }
 
 /// Reads the document of every route that names one (at the same time, each within
-/// [`FETCH_TIMEOUT`]) and keeps what the route serves of it.
+/// [`FETCH_TIMEOUT`]) and keeps what the route serves of it. Nothing is read while the server
+/// serves neither `/openapi.json` nor Swagger UI (`server.build`).
 pub async fn load(config: &Config, http: &HttpClient) -> RouteDocuments {
+    if !config.server.openapi_docs && !config.server.swagger_ui {
+        return RouteDocuments::default();
+    }
     let routes = &config.routes;
     let mut taken = HashSet::new();
     let mut wanted = Vec::new();
@@ -793,9 +797,34 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert!(parse(format!("{{\"a\": {deep}}}").as_bytes()).is_err());
         assert!(parse(deep.as_bytes()).is_err());
+        // Aliases that would expand to billions of nodes are refused, not expanded.
+        let mut laughs =
+            String::from("a: &a [\"x\", \"x\", \"x\", \"x\", \"x\", \"x\", \"x\", \"x\", \"x\"]\n");
+        for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h", "i"]
+            .iter()
+            .zip(["b", "c", "d", "e", "f", "g", "h", "i", "j"])
+        {
+            let refs = vec![format!("*{prev}"); 9].join(", ");
+            laughs.push_str(&format!("{name}: &{name} [{refs}]\n"));
+        }
+        assert!(parse(laughs.as_bytes()).is_err());
         // YAML, with the numeric response codes YAML documents usually have.
         let y = parse(b"openapi: 3.0.3\npaths:\n  /svc/a:\n    get:\n      responses:\n        200:\n          description: ok\n").unwrap();
         assert!(y["paths"]["/svc/a"]["get"]["responses"]["200"].is_object());
+    }
+
+    #[tokio::test]
+    async fn nothing_is_read_unless_a_document_is_served() {
+        let http = HttpClient::new().unwrap();
+        let route = "  - { path: \"/svc/*\", upstream: \"http://127.0.0.1:9/\", openapi: ./missing.json }\n";
+        assert!(load(&config(route), &http).await.is_empty());
+        let on = format!("{route}server:\n  build: {{ openapi_docs: true }}\n");
+        let docs = load(&config(&on), &http).await;
+        assert_eq!(docs.routes.len(), 1);
+        let e = docs.routes[0].outcome.as_ref().unwrap_err();
+        assert!(e.contains("cannot read the file"), "{e}");
+        assert!(docs.warnings()[0]
+            .starts_with("routes[0].openapi (/cfg/./missing.json): cannot read the file"));
     }
 
     #[test]
