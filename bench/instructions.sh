@@ -39,8 +39,8 @@ for sc in "$@"; do
   src=$WORK/servers/$sc
   [ -f "$src/config.yaml" ] || { echo "no $src/config.yaml: run bench/run.sh first" >&2; exit 1; }
   # A proxied route's upstream (bench/run.sh's nginx answering `200 ok`), started when not up.
-  up=$(grep -o 'upstream: http://127.0.0.1:[0-9]*' "$src/config.yaml" | sed 's/.*://' | head -1)
-  if [ -n "$up" ] && [ -z "$UPSTREAM_PID" ] && ! curl -s -o /dev/null "http://127.0.0.1:$up/"; then
+  up=$(sed -n 's|.*upstream: http://127.0.0.1:\([0-9]*\).*|\1|p' "$src/config.yaml")
+  if [ -n "$up" ] && [ -z "$UPSTREAM_PID" ] && ! curl -s -o /dev/null "http://127.0.0.1:${up%%$'\n'*}/"; then
     nginx_dir=$WORK/nginx/up
     "$(command -v nginx || echo /usr/sbin/nginx)" -p "$nginx_dir" -e "$nginx_dir/error.log" \
       -c "$nginx_dir/nginx.conf" >/dev/null 2>&1 &

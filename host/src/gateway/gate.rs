@@ -136,7 +136,10 @@ impl<E: Endpoint> Gate<E> {
                 .is_some_and(|p| p.kind == crate::config::ProxyKind::Envoy)
                 && req.uri().path().starts_with("/forward-auth/")
             {
-                break 'answer crate::gateway::forward_auth::answer(&self.app, &req).await;
+                // Boxed: held inline, a forward-auth answer's state (3.5 kB) would be room in
+                // every request's future, which is copied whole when it is boxed.
+                break 'answer Box::pin(crate::gateway::forward_auth::answer(&self.app, &req))
+                    .await;
             }
             // 1. One canonical path, used for matching and for serving.
             let canonical = match canonical_path(&mut req, id) {
