@@ -187,24 +187,35 @@ impl<E: Endpoint> Gate<E> {
             // Boxed, like the decision: the middleware's state held inline would make every
             // request's future larger, and that future is copied whole when it is boxed. The
             // request stays here and is served as without middleware.
-            let (chain, answer) = Box::pin(self.through(
+            // The middleware change the request headers: taken out meanwhile, and put back
+            // for the route (no copy).
+            let mut headers = std::mem::take(req.headers_mut());
+            let incoming = middleware::Incoming {
+                method: &method,
+                path: &canonical,
+                query: req.uri().query(),
+                client: req.remote_addr().as_socket_addr().map(|a| a.ip()),
+                user: user.as_deref(),
+                dry_run: false,
+            };
+            let (chain, answer) = Box::pin(middleware::on_request(
                 &rt,
+                Some(self.app.metrics()),
                 &selected,
-                &mut req,
-                &method,
-                &canonical,
-                user.as_deref(),
+                &incoming,
+                &mut headers,
             ))
             .await;
+            *req.headers_mut() = headers;
             let mut resp = match answer {
                 Some(r) => r,
                 None => self.serve(req, &canonical, server.timeout).await,
             };
-            if let Some(chain) = chain {
+            if chain.has_response_step() {
                 Box::pin(middleware::on_response(
                     &rt,
                     self.app.metrics(),
-                    *chain,
+                    chain,
                     &mut resp,
                 ))
                 .await;
@@ -383,41 +394,6 @@ impl<E: Endpoint> Gate<E> {
                 (Ok((user, decision.trace.route)), decision.trace.provider)
             }
         }
-    }
-
-    /// Step 5 with middleware: the `selected` instances' `on_request`, which may answer instead
-    /// of the route (the answer) or change the request headers (in `req`). The chain comes back
-    /// when the response step has something to do.
-    async fn through(
-        &self,
-        rt: &Arc<crate::reload::Snapshot>,
-        selected: &[usize],
-        req: &mut Request,
-        method: &str,
-        canonical: &str,
-        user: Option<&AuthUser>,
-    ) -> (Option<Box<middleware::Chain>>, Option<Response>) {
-        // Taken out while the middleware change them, and put back for the route: no copy.
-        let mut headers = std::mem::take(req.headers_mut());
-        let incoming = middleware::Incoming {
-            method,
-            path: canonical,
-            query: req.uri().query(),
-            client: req.remote_addr().as_socket_addr().map(|a| a.ip()),
-            user,
-            dry_run: false,
-        };
-        let (chain, answer) = middleware::on_request(
-            rt,
-            Some(self.app.metrics()),
-            selected,
-            &incoming,
-            &mut headers,
-        )
-        .await;
-        *req.headers_mut() = headers;
-        let chain = chain.has_response_step().then(|| Box::new(chain));
-        (chain, answer)
     }
 
     /// Calls the inner endpoint within `timeout`; errors become JSON error bodies. `path` (the

@@ -105,7 +105,7 @@ pub struct MiddlewareRun {
 #[derive(Default)]
 pub struct Chain {
     /// The request as the response step tells it (kept only when an instance asked for it).
-    call: Option<KeptCall>,
+    call: Option<Box<KeptCall>>,
     /// Instances whose `on_request` ran, in order, with how each ended: the one that answered or
     /// failed always; those that let the request through only for a dry run (explain).
     pub runs: Vec<MiddlewareRun>,
@@ -364,7 +364,7 @@ impl Chain {
     /// Keeps the request for the response step, when an instance that ran asked for one.
     fn keep_call(&mut self, parts: &CallParts<'_>, headers: &HeaderMap, token_header: &HeaderName) {
         if !self.on_response.is_empty() {
-            self.call = Some(KeptCall::new(parts, headers, token_header));
+            self.call = Some(Box::new(KeptCall::new(parts, headers, token_header)));
         }
     }
 

@@ -174,6 +174,10 @@ pub struct PatternSet {
     regex_any: Option<RegexGroup>,
     /// Regexes restricted to some methods.
     regex_methods: Option<RegexGroup>,
+    /// When every pattern is a literal path (no `*`, `:name` or regex) and there are few: each
+    /// one's segments joined by `/` (lower-cased in `Insensitive` sets) with its index. A
+    /// request's path is then compared whole, which is what walking the trie would decide.
+    literal_paths: Option<Vec<(Box<str>, usize)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -223,6 +227,7 @@ impl PatternSet {
         let mut any_indices = Vec::new();
         let mut restricted_sources = Vec::new();
         let mut restricted_indices = Vec::new();
+        let mut literal_paths = Some(Vec::new());
 
         for (index, spec) in specs.iter().enumerate() {
             let filter = match compile_methods(spec.methods.as_deref()) {
@@ -234,7 +239,14 @@ impl PatternSet {
             };
             match &spec.kind {
                 PatternKind::Path(pattern) => match parse_path_pattern(pattern, case) {
-                    Ok(segs) => trie.insert(&segs, index),
+                    Ok(segs) => {
+                        literal_paths = literal_paths.and_then(|mut list| {
+                            let joined = literal_text(&segs)?;
+                            list.push((joined.into_boxed_str(), index));
+                            Some(list)
+                        });
+                        trie.insert(&segs, index)
+                    }
                     Err(e) => errors.push((index, e)),
                 },
                 PatternKind::Regex(source) => match check_regex(source, case) {
@@ -250,8 +262,12 @@ impl PatternSet {
                     Err(e) => errors.push((index, e)),
                 },
             }
+            if matches!(spec.kind, PatternKind::Regex(_)) {
+                literal_paths = None;
+            }
             methods.push(filter);
         }
+        let literal_paths = literal_paths.filter(|l| l.len() <= LITERAL_PATHS);
 
         if !errors.is_empty() {
             return Err(errors);
@@ -267,6 +283,7 @@ impl PatternSet {
             trie,
             regex_any,
             regex_methods,
+            literal_paths,
         })
     }
 
@@ -277,6 +294,22 @@ impl PatternSet {
 
     /// Whether any pattern matches `method` and the canonical `path`.
     pub fn is_match(&self, method: &str, path: &str) -> bool {
+        if let Some(literals) = &self.literal_paths {
+            // As `walk_trie` reads a path: after the leading `/`, without one trailing `/`.
+            let Some(body) = path.strip_prefix('/') else {
+                return false;
+            };
+            let body = body.strip_suffix('/').unwrap_or(body);
+            return literals.iter().any(|(literal, i)| {
+                literal.len() == body.len()
+                    && match self.case {
+                        CaseMode::Sensitive => **literal == *body,
+                        // Literals are lower-case already.
+                        CaseMode::Insensitive => literal.eq_ignore_ascii_case(body),
+                    }
+                    && self.method_ok(*i, method)
+            });
+        }
         let mut found = false;
         self.walk_trie(path, &mut |indices| {
             found = indices.iter().any(|&i| self.method_ok(i, method));
@@ -482,6 +515,25 @@ impl Node {
             .ok()
             .map(|pos| &self.literals[pos].1)
     }
+}
+
+/// Up to this many literal-only patterns are compared in turn rather than walked (see
+/// `PatternSet::literal_paths`).
+const LITERAL_PATHS: usize = 8;
+
+/// A literal-only pattern's segments joined by `/`; `None` when it has `*` or `:name`.
+fn literal_text(segs: &[Seg]) -> Option<String> {
+    let mut out = String::new();
+    for (i, seg) in segs.iter().enumerate() {
+        let Seg::Literal(text) = seg else {
+            return None;
+        };
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(text);
+    }
+    Some(out)
 }
 
 /// Up to this many literal children are scanned in turn; more are searched by halves.
@@ -754,6 +806,60 @@ mod tests {
     }
 
     /// One path pattern against one path, any method. Asserts both case modes agree (all inputs lower-case).
+    #[test]
+    fn literal_sets_are_compared_whole_as_the_trie_would_walk_them() {
+        let patterns = [
+            "/",
+            "/health",
+            "/API/Items",
+            "/a/b/c",
+            "/~user",
+            "/%7Eother",
+            "/caf%c3%a9",
+        ];
+        let paths = [
+            "/",
+            "",
+            "//",
+            "/health",
+            "/health/",
+            "/health//",
+            "/Health",
+            "/healthz",
+            "/api/items",
+            "/API/Items/",
+            "/api/items/x",
+            "/a/b/c",
+            "/a/b",
+            "/a/b/c/d",
+            "/~user",
+            "/~other",
+            "/caf%C3%A9",
+            "/café",
+            "health",
+            "/a//b/c",
+        ];
+        for case in [CaseMode::Sensitive, CaseMode::Insensitive] {
+            for pattern in patterns {
+                let specs = [p(pattern).with_methods(["GET"])];
+                let fast = compile(&specs, case);
+                assert!(fast.literal_paths.is_some(), "{pattern}");
+                // The same set with one `*` pattern added that matches nothing here: walked.
+                let walked = compile(&[specs[0].clone(), p("/zz/*")], case);
+                assert!(walked.literal_paths.is_none());
+                for path in paths {
+                    for method in ["GET", "HEAD", "POST"] {
+                        assert_eq!(
+                            fast.is_match(method, path),
+                            walked.is_match(method, path),
+                            "{case:?} {pattern} {method} {path}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     fn pm(pattern: &str, path: &str) -> bool {
         let sensitive = compile(&[p(pattern)], CaseMode::Sensitive).is_match("GET", path);
         let insensitive = compile(&[p(pattern)], CaseMode::Insensitive).is_match("GET", path);
