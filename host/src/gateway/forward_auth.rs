@@ -80,12 +80,16 @@ fn refused_header(
             || proxy.uri.as_ref().is_some_and(|h| h == n)
             || proxy.host == n
     };
-    for n in ORIGINAL_REQUEST_HEADERS {
-        if !own(n) && headers.contains_key(n) {
-            return Some(format!(
-                "`{n}` is not a header {} sends; refused",
-                proxy.kind.name()
-            ));
+    // One pass over the request's names (a lookup by name would parse and hash each listed one).
+    for name in headers.keys() {
+        let raw = name.as_str();
+        if let Some(n) = ORIGINAL_REQUEST_HEADERS.iter().find(|n| **n == raw) {
+            if !own(n) {
+                return Some(format!(
+                    "`{n}` is not a header {} sends; refused",
+                    proxy.kind.name()
+                ));
+            }
         }
     }
     for name in headers.keys() {
@@ -213,7 +217,13 @@ pub async fn answer(app: &App, req: &Request) -> Response {
         user: user.as_deref(),
         dry_run: false,
     };
-    let mut onward = headers.clone();
+    // The middleware change a copy of the headers (their changes go back with the verdict):
+    // made only when one runs.
+    let mut onward = if selected.is_empty() {
+        HeaderMap::new()
+    } else {
+        headers.clone()
+    };
     let (chain, answer) =
         middleware::on_request(&rt, Some(app.metrics()), &selected, &incoming, &mut onward).await;
     let allowed = answer.is_none();
@@ -238,7 +248,9 @@ pub async fn answer(app: &App, req: &Request) -> Response {
             r
         }
     };
-    middleware::on_response(&rt, app.metrics(), chain, &mut r).await;
+    if chain.has_response_step() {
+        middleware::on_response(&rt, app.metrics(), chain, &mut r).await;
+    }
     // The proxy copies the verdict's identity headers onto the request: only Portcullis says who
     // the user is, so none comes from a middleware (a request header it set, a response header
     // it added), in any spelling — as on a proxied route, where they are always replaced.

@@ -168,6 +168,17 @@ impl<E: Endpoint> Gate<E> {
             if rt.config.gateway.forward_auth.is_some()
                 && canonical == crate::gateway::forward_auth::PATH
             {
+                // Answered here for the methods the endpoint has (its OpenAPI operation documents
+                // the headers it reads; extracting them there would only cost time). Any other
+                // method goes to the router, and its 405.
+                if matches!(*req.method(), Method::GET | Method::HEAD | Method::POST) {
+                    let answer = crate::gateway::forward_auth::answer(&self.app, &req);
+                    break 'answer match tokio::time::timeout(server.timeout, Box::pin(answer)).await
+                    {
+                        Ok(r) => r,
+                        Err(_) => error_response(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout"),
+                    };
+                }
                 break 'answer self.serve(req, &canonical, server.timeout).await;
             }
             let (judged, provider) = self.judge(&rt, &mut req, &method, &canonical, id).await;
