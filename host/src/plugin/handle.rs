@@ -374,7 +374,7 @@ async fn run_constructor<T: Send + 'static>(
     }
 }
 
-/// Calls the plugin's `new_provider` (see [`run_constructor`]).
+/// Calls the plugin's `new_provider` (on a blocking thread, bounded by `timeout`).
 pub async fn construct(
     plugin: &Arc<LoadedPlugin>,
     config_json: String,
@@ -390,7 +390,7 @@ pub async fn construct(
         .map(|p| ProviderHandle::new(p, in_flight_limit))
 }
 
-/// Calls the plugin's `new_middleware` (see [`run_constructor`]).
+/// Calls the plugin's `new_middleware` (on a blocking thread, bounded by `timeout`).
 pub async fn construct_middleware(
     plugin: &Arc<LoadedPlugin>,
     config_json: String,
