@@ -15,8 +15,8 @@ use async_ffi::BorrowingFfiFuture;
 
 use crate::{
     abi::{
-        HostBox, Manifest, Middleware, MiddlewareAnswer, MiddlewareBox, MiddlewareRequest,
-        Middleware_TO, RequestOutcome, ResponseEdit, ResponseHead,
+        ClientAddr, HostBox, Manifest, Middleware, MiddlewareAnswer, MiddlewareBox,
+        MiddlewareRequest, Middleware_TO, RequestOutcome, ResponseEdit, ResponseHead,
     },
     config::{self, PluginConfig},
     error::PluginError,
@@ -166,7 +166,9 @@ pub struct Call<'a> {
     path: Cow<'a, str>,
     headers: Pairs<'a>,
     query: Cow<'a, str>,
-    client: Cow<'a, str>,
+    client: ClientAddr,
+    // The client's address as text, written the first time it is asked for (or given by a test).
+    client_text: OnceLock<String>,
     provider: Option<Cow<'a, str>>,
     user_json: Option<RStr<'a>>,
     // Read from the lent JSON text the first time it is asked for (a middleware that never looks
@@ -196,9 +198,14 @@ impl<'a> Call<'a> {
         self
     }
 
-    /// The same request, from client address `client` (for tests).
+    /// The same request, from client address `client` (for tests; an empty or unparsable text
+    /// reads as an unknown address to a plugin behind the boundary).
     pub fn with_client(mut self, client: &str) -> Call<'a> {
-        self.client = Cow::Owned(client.to_string());
+        self.client = client
+            .parse::<std::net::IpAddr>()
+            .map(ClientAddr::new)
+            .unwrap_or_default();
+        self.client_text = OnceLock::from(client.to_string());
         self
     }
 
@@ -221,7 +228,8 @@ impl<'a> Call<'a> {
             path: Cow::Borrowed(raw.path.as_str()),
             headers: Pairs::Lent(raw.headers),
             query: Cow::Borrowed(raw.query.as_str()),
-            client: Cow::Borrowed(raw.client.as_str()),
+            client: raw.client,
+            client_text: OnceLock::new(),
             provider: raw
                 .provider
                 .into_option()
@@ -240,7 +248,7 @@ impl<'a> Call<'a> {
                 path: RStr::from_str(&self.path),
                 headers,
                 query: RStr::from_str(&self.query),
-                client: RStr::from_str(&self.client),
+                client: self.client,
                 user: self.user_text().map(RStr::from_str).into(),
                 provider: self.provider.as_deref().map(RStr::from_str).into(),
                 dry_run: self.dry_run,
@@ -295,9 +303,20 @@ impl<'a> Call<'a> {
         self.headers.iter()
     }
 
-    /// The IP address of the client the server saw (empty when unknown).
+    /// The IP address of the client the server saw, as text (empty when unknown).
     pub fn client(&self) -> &str {
-        &self.client
+        self.client_text.get_or_init(|| {
+            self.client
+                .ip()
+                .map(|ip| ip.to_string())
+                .unwrap_or_default()
+        })
+    }
+
+    /// The IP address of the client the server saw; `None` when unknown (or, in a test, when
+    /// [`Call::with_client`] was given text that is not an address).
+    pub fn client_ip(&self) -> Option<std::net::IpAddr> {
+        self.client.ip()
     }
 
     /// The authenticated user; `None` on a public route.

@@ -27,7 +27,7 @@ use crate::{
     config::Config,
     http::answer::error_response,
     observe::metrics::Metrics,
-    plugin::{CallParts, CallUser, IpText, KeptCall},
+    plugin::{CallParts, CallUser, KeptCall},
     reload::Snapshot,
 };
 
@@ -215,12 +215,11 @@ pub async fn on_request(
         )),
         (q, _) => q.map(std::borrow::Cow::Borrowed),
     };
-    let client = incoming.client.map(IpText::new);
     let parts = CallParts {
         method: incoming.method,
         path: incoming.path,
         query: query.as_deref().unwrap_or_default(),
-        client: client.as_ref().map(IpText::as_str).unwrap_or_default(),
+        client: incoming.client,
         user,
         dry_run: incoming.dry_run,
     };

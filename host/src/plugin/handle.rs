@@ -11,8 +11,8 @@ use portcullis_plugin_api::{
     abi::{
         abi_stable::std_types::{ROption, RResult, RSlice, RStr, RString, RVec, Tuple2},
         async_ffi::BorrowingFfiFuture,
-        HostBox, MiddlewareBox, MiddlewareRequest, PluginModuleRef, ProviderBox, RequestInfo,
-        RequestOutcome, ResponseEdit, ResponseHead,
+        ClientAddr, HostBox, MiddlewareBox, MiddlewareRequest, PluginModuleRef, ProviderBox,
+        RequestInfo, RequestOutcome, ResponseEdit, ResponseHead,
     },
     PluginError,
 };
@@ -428,8 +428,8 @@ pub struct CallParts<'a> {
     pub path: &'a str,
     /// The query string without the token's parameter (empty when none).
     pub query: &'a str,
-    /// The client's IP address as text (empty when unknown).
-    pub client: &'a str,
+    /// The client's IP address (written as text only if a plugin asks).
+    pub client: Option<std::net::IpAddr>,
     /// The user, on a request that has one.
     pub user: Option<CallUser<'a>>,
     /// Only explained.
@@ -447,7 +447,7 @@ impl<'a> CallParts<'a> {
             path: RStr::from_str(self.path),
             headers: RSlice::from_slice(headers),
             query: RStr::from_str(self.query),
-            client: RStr::from_str(self.client),
+            client: self.client.map(ClientAddr::new).unwrap_or_default(),
             user: self.user.map(|u| RStr::from_str(u.json)).into(),
             provider: self.user.map(|u| RStr::from_str(u.provider)).into(),
             dry_run: self.dry_run,
@@ -503,7 +503,7 @@ pub struct KeptCall {
     method: String,
     path: String,
     query: String,
-    client: String,
+    client: Option<std::net::IpAddr>,
     user: Option<(String, String)>,
     dry_run: bool,
     headers: Vec<(String, String)>,
@@ -516,7 +516,7 @@ impl KeptCall {
             method: parts.method.to_string(),
             path: parts.path.to_string(),
             query: parts.query.to_string(),
-            client: parts.client.to_string(),
+            client: parts.client,
             user: parts
                 .user
                 .map(|u| (u.provider.to_string(), u.json.to_string())),
@@ -535,7 +535,7 @@ impl KeptCall {
             method: &self.method,
             path: &self.path,
             query: &self.query,
-            client: &self.client,
+            client: self.client,
             user: self
                 .user
                 .as_ref()

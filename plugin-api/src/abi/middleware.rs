@@ -24,9 +24,9 @@ pub struct MiddlewareRequest<'a> {
     pub headers: RSlice<'a, Tuple2<RStr<'a>, RStr<'a>>>,
     /// The query string, without the `?` (empty when there is none).
     pub query: RStr<'a>,
-    /// The address of the client that sent the request to the server (an IP address, without the
-    /// port; empty when the server does not know it).
-    pub client: RStr<'a>,
+    /// The address of the client that sent the request to the server (written as text only when
+    /// the plugin asks for it).
+    pub client: ClientAddr,
     /// The authenticated user (the JSON object its provider vouched for); `None` on a public route.
     pub user: ROption<RStr<'a>>,
     /// The provider instance that authenticated the user; `None` on a public route.
@@ -34,6 +34,47 @@ pub struct MiddlewareRequest<'a> {
     /// `true` when the request is only being explained (`/api/admin/explain`): answer as for a
     /// real request, but change no state (count nothing, take no tokens from a bucket).
     pub dry_run: bool,
+}
+
+/// A client's IP address as it crosses the boundary: its bytes, not its text.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientAddr {
+    /// 4 (IPv4: the first 4 bytes of `octets`), 6 (IPv6), or 0 when the server does not know it.
+    pub family: u8,
+    /// The address, in network order.
+    pub octets: [u8; 16],
+}
+
+impl ClientAddr {
+    /// The address of `ip`.
+    pub fn new(ip: std::net::IpAddr) -> ClientAddr {
+        let mut octets = [0u8; 16];
+        match ip {
+            std::net::IpAddr::V4(v4) => {
+                octets[..4].copy_from_slice(&v4.octets());
+                ClientAddr { family: 4, octets }
+            }
+            std::net::IpAddr::V6(v6) => ClientAddr {
+                family: 6,
+                octets: v6.octets(),
+            },
+        }
+    }
+
+    /// The address; `None` when the server does not know it.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        match self.family {
+            4 => Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+                self.octets[0],
+                self.octets[1],
+                self.octets[2],
+                self.octets[3],
+            ))),
+            6 => Some(std::net::IpAddr::V6(std::net::Ipv6Addr::from(self.octets))),
+            _ => None,
+        }
+    }
 }
 
 /// A complete answer a middleware gives instead of letting the request through.
@@ -114,3 +155,24 @@ pub trait Middleware: Send + Sync {
 
 /// A middleware instance as returned by `new_middleware`.
 pub type MiddlewareBox = Middleware_TO<'static, RBox<()>>;
+
+#[cfg(test)]
+mod tests {
+    use super::ClientAddr;
+
+    #[test]
+    fn a_client_address_crosses_as_bytes_and_comes_back_whole() {
+        for text in [
+            "192.0.2.7",
+            "0.0.0.0",
+            "255.255.255.255",
+            "2001:db8::1",
+            "::ffff:10.0.0.1",
+            "::",
+        ] {
+            let ip: std::net::IpAddr = text.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+            assert_eq!(ClientAddr::new(ip).ip(), Some(ip), "{text}");
+        }
+        assert_eq!(ClientAddr::default().ip(), None);
+    }
+}

@@ -18,7 +18,7 @@
 //! * add optional fields to the JSON texts (verifier specs, claims).
 //!
 //! Anything else — a field of a plain struct ([`Manifest`], [`ManifestKey`], [`RequestInfo`],
-//! [`HttpRequest`], [`HttpResponse`], [`MiddlewareRequest`], [`RequestOutcome`],
+//! [`HttpRequest`], [`HttpResponse`], [`MiddlewareRequest`], [`ClientAddr`], [`RequestOutcome`],
 //! [`MiddlewareAnswer`], [`ResponseHead`], [`ResponseEdit`]), a change of type or order, a
 //! removed method — is a new major.
 //!
@@ -47,8 +47,8 @@ pub use host::{
     HostBox, HostServices, HostServices_TO, JwtVerifier, JwtVerifierBox, JwtVerifier_TO,
 };
 pub use middleware::{
-    Middleware, MiddlewareAnswer, MiddlewareBox, MiddlewareRequest, Middleware_TO, RequestOutcome,
-    ResponseEdit, ResponseHead,
+    ClientAddr, Middleware, MiddlewareAnswer, MiddlewareBox, MiddlewareRequest, Middleware_TO,
+    RequestOutcome, ResponseEdit, ResponseHead,
 };
 pub use module::{PluginModule, PluginModuleRef};
 pub use provider::{Provider, ProviderBox, Provider_TO};
