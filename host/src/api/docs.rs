@@ -1,38 +1,60 @@
-//! The documents the server serves about itself: the OpenAPI spec and the Swagger UI, gzipped
-//! once on first ask, and the whole route tree they describe.
+//! The documents the server serves about itself: the OpenAPI spec and the Swagger UI, made on
+//! first ask (a server that never serves them never builds the 1.6 MB page), gzipped once on
+//! first ask, and the whole route tree they describe.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    marker::PhantomData,
+    sync::{Arc, OnceLock},
+};
 
 use bytes::Bytes;
 use poem::{
+    endpoint::BoxEndpoint,
     http::{header, HeaderValue, Method, StatusCode},
     Endpoint, EndpointExt as _, IntoResponse, Request, Response,
 };
-use poem_openapi::{registry::Registry, OpenApi, OpenApiService};
+use poem_openapi::{
+    registry::{MetaApi, Registry},
+    OpenApi, OpenApiService,
+};
 
 use super::{Api, Apis, DocsApi, GatewayApi};
 use crate::{
-    app::App, gateway::gate::Gate, http::answer::error_response, reload::route_docs::RouteDocuments,
+    app::App, config::TokenConfig, gateway::gate::Gate, http::answer::error_response,
+    reload::route_docs::RouteDocuments,
 };
-
-/// The OpenAPI service for the built-in routes.
-pub fn openapi(app: Arc<App>) -> OpenApiService<Apis, ()> {
-    OpenApiService::new(builtin(app), "Portcullis", env!("CARGO_PKG_VERSION"))
-        .description(
-            "An authenticating server whose identity providers are run-time-loaded plugins.",
-        )
-        .server("/")
-}
 
 fn builtin(app: Arc<App>) -> Apis {
     (Api { app: app.clone() }, GatewayApi { app }, DocsApi)
 }
 
+/// What the built-in API's document says of itself.
+fn builtin_info() -> DocumentInfo {
+    DocumentInfo {
+        title: "Portcullis".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        description: Some(
+            "An authenticating server whose identity providers are run-time-loaded plugins.".into(),
+        ),
+    }
+}
+
+/// The service for `api` as the documents describe it: the router and the documents are made
+/// from the same settings.
+fn service<X>(api: X, info: &DocumentInfo) -> OpenApiService<X, ()> {
+    let mut service = OpenApiService::new(api, &info.title, &info.version).server("/");
+    if let Some(d) = &info.description {
+        service = service.description(d);
+    }
+    service
+}
+
 /// The whole endpoint: routes behind the gate.
 pub fn endpoint(app: Arc<App>) -> impl Endpoint<Output = Response> {
-    let service = openapi(app.clone());
-    let documents = documents(&app, &service);
-    let api = poem::IntoEndpoint::into_endpoint(service);
+    let info = builtin_info();
+    let documents = Documents::of::<Apis>(app.snapshot().config.auth.token.clone(), info.clone());
+    let api = poem::IntoEndpoint::into_endpoint(service(builtin(app.clone()), &info));
     gated_site(app, documents, api, Arc::new(super::allow))
 }
 
@@ -58,14 +80,11 @@ pub fn endpoint_with<T: OpenApi + 'static>(
     routes: Option<poem::Route>,
 ) -> Result<impl Endpoint<Output = Response>, String> {
     check_operations::<T>()?;
-    let mut service =
-        OpenApiService::new((builtin(app.clone()), extra), &info.title, &info.version).server("/");
-    if let Some(d) = &info.description {
-        service = service.description(d);
-    }
     let allow = allow_of::<(Apis, T)>();
-    let documents = documents(&app, &service);
-    let api = poem::IntoEndpoint::into_endpoint(service).boxed();
+    let token = app.snapshot().config.auth.token.clone();
+    let documents = Documents::of::<(Apis, T)>(token, info.clone());
+    let api =
+        poem::IntoEndpoint::into_endpoint(service((builtin(app.clone()), extra), info)).boxed();
     let api = match routes {
         None => api,
         // The user's routes take the paths they name; every other path is the APIs'.
@@ -77,25 +96,80 @@ pub fn endpoint_with<T: OpenApi + 'static>(
     Ok(gated_site(app, documents, api, allow))
 }
 
+/// An API's operations and schemas without its handlers: what the documents are made from, on
+/// first ask, while the API itself went into the router.
+struct Described<A>(PhantomData<fn() -> A>);
+
+impl<A: OpenApi> OpenApi for Described<A> {
+    fn meta() -> Vec<MetaApi> {
+        A::meta()
+    }
+
+    fn register(registry: &mut Registry) {
+        A::register(registry);
+    }
+
+    fn add_routes(self, _: &mut HashMap<String, HashMap<Method, BoxEndpoint<'static>>>) {}
+}
+
+/// Makes one of the two documents: the spec (`false`) or the Swagger UI page (`true`).
+type Make = Box<dyn Fn(bool) -> String + Send + Sync>;
+
 /// The spec as served (operation ids, the token schemes of the config at start) and the Swagger
-/// UI page, which embeds poem-openapi's own text of the spec, replaced by that.
-fn documents<A: OpenApi>(app: &App, service: &OpenApiService<A, ()>) -> (String, String) {
-    let raw = service.spec();
-    let spec = crate::api::finish_spec(&raw, &app.snapshot().config.auth.token);
-    let ui = service.swagger_ui_html().replacen(&raw, &spec, 1);
-    (spec, ui)
+/// UI page, which embeds poem-openapi's own text of the spec, replaced by that: each made on its
+/// first ask, then kept.
+struct Documents {
+    make: Make,
+    spec: OnceLock<Document>,
+    ui: OnceLock<Document>,
+}
+
+impl Documents {
+    /// The documents of the API `A` described by `info`, with the token schemes of `token`.
+    fn of<A: OpenApi + 'static>(token: TokenConfig, info: DocumentInfo) -> Documents {
+        let make: Make = Box::new(move |ui| {
+            let service = service(Described::<A>(PhantomData), &info);
+            let raw = service.spec();
+            let spec = crate::api::finish_spec(&raw, &token);
+            if ui {
+                service.swagger_ui_html().replacen(&raw, &spec, 1)
+            } else {
+                spec
+            }
+        });
+        Documents {
+            make,
+            spec: OnceLock::new(),
+            ui: OnceLock::new(),
+        }
+    }
+
+    /// The spec, made now if it was not yet.
+    fn spec(&self) -> &Document {
+        self.spec.get_or_init(|| Document::new((self.make)(false)))
+    }
+
+    /// The Swagger UI page, made now if it was not yet.
+    fn ui(&self) -> &Document {
+        self.ui.get_or_init(|| Document::new((self.make)(true)))
+    }
+
+    /// Whether either document was made.
+    #[cfg(test)]
+    fn made(&self) -> (bool, bool) {
+        (self.spec.get().is_some(), self.ui.get().is_some())
+    }
 }
 
 /// The gate in front of the documents, the proxied routes and `api`.
 fn gated_site<E: Endpoint + 'static>(
     app: Arc<App>,
-    (spec, ui): (String, String),
+    documents: Documents,
     api: E,
     allow: crate::gateway::gate::Allow,
 ) -> impl Endpoint<Output = Response> {
     let site = Site {
-        spec: Document::new(spec),
-        ui: Document::new(ui),
+        documents,
         merged: std::sync::Mutex::new(None),
         api,
         app: app.clone(),
@@ -195,15 +269,38 @@ fn allow_of<A: OpenApi>() -> crate::gateway::gate::Allow {
 struct Site<A> {
     api: A,
     app: Arc<App>,
-    spec: Document,
-    ui: Document,
-    /// Both documents with the routes' upstream documents merged in, and the snapshot's
+    documents: Documents,
+    /// The documents with the routes' upstream documents merged in, and the snapshot's
     /// documents they were made from: made on the first ask after a reload that read any.
     merged: std::sync::Mutex<Option<(Arc<RouteDocuments>, Merged)>>,
 }
 
-/// The spec and the Swagger UI page of one snapshot's route documents.
-type Merged = Arc<(Document, Document)>;
+/// The spec of one snapshot's route documents, and its Swagger UI page, made on its first ask.
+struct MergedDocuments {
+    spec: Document,
+    ui: OnceLock<Option<Document>>,
+}
+
+type Merged = Arc<MergedDocuments>;
+
+impl MergedDocuments {
+    /// The page: the built-in one with the merged spec in place of its own (`None` when the
+    /// built-in page does not hold its spec, which it always does).
+    fn ui(&self, documents: &Documents) -> Option<&Document> {
+        self.ui
+            .get_or_init(|| {
+                let base_spec = std::str::from_utf8(&documents.spec().plain).ok()?;
+                let base_ui = std::str::from_utf8(&documents.ui().plain).ok()?;
+                let text = std::str::from_utf8(&self.spec.plain).ok()?;
+                // The page embeds the spec in a script element: the upstreams' text must not
+                // end it.
+                let (before, after) = base_ui.split_once(base_spec)?;
+                let ui = format!("{before}{}{after}", super::route_docs::script_safe(text));
+                Some(Document::new(ui))
+            })
+            .as_ref()
+    }
+}
 
 impl<A> Site<A> {
     /// The documents with `docs` merged in (`None`: the built-in ones serve).
@@ -217,14 +314,13 @@ impl<A> Site<A> {
                 return Some(merged.clone());
             }
         }
-        let spec = std::str::from_utf8(&self.spec.plain).ok()?;
-        let ui = std::str::from_utf8(&self.ui.plain).ok()?;
+        let spec = std::str::from_utf8(&self.documents.spec().plain).ok()?;
         let base: serde_json::Value = serde_json::from_str(spec).ok()?;
         let text = serde_json::to_string_pretty(&super::route_docs::merge(&base, docs)).ok()?;
-        // The page embeds the spec in a script element: the upstreams' text must not end it.
-        let (before, after) = ui.split_once(spec)?;
-        let ui = format!("{before}{}{after}", super::route_docs::script_safe(&text));
-        let merged = Arc::new((Document::new(text), Document::new(ui)));
+        let merged = Arc::new(MergedDocuments {
+            spec: Document::new(text),
+            ui: OnceLock::new(),
+        });
         *cache = Some((docs.clone(), merged.clone()));
         Some(merged)
     }
@@ -327,14 +423,15 @@ impl<A: Endpoint> Endpoint for Site<A> {
         Ok(match document {
             Some(ui) => {
                 let merged = self.merged(&rt.route_docs);
-                let (spec, page) = match &merged {
-                    Some(m) => (&m.0, &m.1),
-                    None => (&self.spec, &self.ui),
-                };
-                let (doc, content_type) = if ui {
-                    (page, "text/html; charset=utf-8")
-                } else {
-                    (spec, "application/json")
+                let docs = &self.documents;
+                let (doc, content_type) = match (ui, &merged) {
+                    (true, Some(m)) => (
+                        m.ui(docs).unwrap_or_else(|| docs.ui()),
+                        "text/html; charset=utf-8",
+                    ),
+                    (true, None) => (docs.ui(), "text/html; charset=utf-8"),
+                    (false, Some(m)) => (&m.spec, "application/json"),
+                    (false, None) => (docs.spec(), "application/json"),
                 };
                 doc.response(content_type, req.headers().get(header::ACCEPT_ENCODING))
                     .await
@@ -351,7 +448,8 @@ mod tests {
     #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
     use poem_openapi::{payload::Json, payload::PlainText, Object, OpenApi};
 
-    use super::check_operations;
+    use super::{builtin_info, check_operations, Documents};
+    use crate::{api::Apis, config::TokenConfig};
 
     struct Clean;
 
@@ -395,6 +493,58 @@ mod tests {
                 message: String::new(),
             })
         }
+    }
+
+    /// The token looked for in the `Authorization` header and in `access_token` queries.
+    fn token_config() -> TokenConfig {
+        TokenConfig {
+            header: "authorization".into(),
+            header_name: poem::http::header::AUTHORIZATION,
+            query: Some("access_token".into()),
+            cookie: None,
+        }
+    }
+
+    #[test]
+    fn the_documents_are_made_on_first_ask_each_and_kept() {
+        let docs = Documents::of::<Apis>(token_config(), builtin_info());
+        // A server that never serves them never makes them.
+        assert_eq!(docs.made(), (false, false));
+
+        let spec = std::str::from_utf8(&docs.spec().plain).unwrap().to_string();
+        assert_eq!(
+            docs.made(),
+            (true, false),
+            "the spec alone does not make the page"
+        );
+        let doc: serde_json::Value = serde_json::from_str(&spec).unwrap();
+        assert_eq!(doc["info"]["title"], "Portcullis");
+        assert_eq!(doc["servers"][0]["url"], "/");
+        // Finished: operation ids, and the query scheme named after the config's parameter.
+        assert!(
+            doc["paths"]["/health"]["get"]["operationId"].is_string(),
+            "{spec}"
+        );
+        let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
+        assert!(
+            schemes
+                .values()
+                .any(|s| s["in"] == "query" && s["name"] == "access_token"),
+            "{schemes:?}"
+        );
+        assert!(
+            !schemes.values().any(|s| s["in"] == "cookie"),
+            "{schemes:?}"
+        );
+
+        let page = std::str::from_utf8(&docs.ui().plain).unwrap().to_string();
+        assert_eq!(docs.made(), (true, true));
+        assert!(page.contains("SwaggerUIBundle"));
+        // The page embeds the finished spec, not poem-openapi's own text of it.
+        assert!(page.contains(&spec));
+        // Kept: the same bytes on the next ask.
+        assert_eq!(docs.spec().plain.as_ptr(), docs.spec().plain.as_ptr());
+        assert_eq!(std::str::from_utf8(&docs.ui().plain).unwrap(), page);
     }
 
     #[test]
