@@ -16,6 +16,12 @@ fn oidc_plugin() -> std::path::PathBuf {
     plugin("portcullis_plugin_oidc")
 }
 
+// The tests that count discoveries run multi-threaded: `Server::start` blocks its thread until the
+// server is up, and the mock identity provider must answer the instance's warm-up meanwhile (a
+// warm-up that waited past `plugin_timeout` on a loaded machine is retried by the first request:
+// two discoveries where the test counts one). The others rely on the warm-up not having reached
+// the provider before they set its faults.
+
 fn config(issuer: &str, extra: &str) -> String {
     format!(
         "version: 1\nserver:\n  host: 127.0.0.1\n  port: 0\n  plugin_timeout: 3s\nplugins:\n  dir: plugins\nproviders:\n  - name: sso\n    plugin: oidc\n    dangerous: {{ allow_http: true }}\n    config:\n      issuer: \"{issuer}\"\n      audience: api://portcullis\n{extra}"
@@ -36,7 +42,7 @@ async fn status(s: &Server, token: &str) -> u16 {
     mock::get_with_token(s, "/api/auth/me", token).await.0
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovered_keys_verify_tokens_and_every_bad_token_is_401() {
     let k1 = RsaKey::generate("k1");
     let idp = MockOidc::start(vec![k1.jwk.clone()]).await;
@@ -238,7 +244,7 @@ async fn missing_options_are_named_and_hmac_is_refused() {
 
 /// ABI 1.1's `warm_up`: the plugin discovers as soon as the server has built the instance, before
 /// any request asks (the first caller then does not wait for the round trip).
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_happens_at_start_before_any_request() {
     let k1 = RsaKey::generate("k1");
     let idp = MockOidc::start(vec![k1.jwk.clone()]).await;
@@ -250,7 +256,7 @@ async fn discovery_happens_at_start_before_any_request() {
     assert_eq!(idp.discovery_hits(), 1, "discovered once, with no request");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_discovery_is_not_retried_by_every_request() {
     let k1 = RsaKey::generate("k1");
     let idp = MockOidc::start(vec![k1.jwk.clone()]).await;
