@@ -1,6 +1,7 @@
 //! A local upstream for route and forward-auth tests: answers every request with a JSON echo of
-//! what reached it (method, path, query, headers, body length and SHA-256). `/slow*` never answers
-//! (for timeout tests).
+//! what reached it (method, path, query, headers, body length and SHA-256, and the connection it
+//! came on). `/slow*` never answers (for timeout tests); a request with `x-echo-close` is answered
+//! with `Connection: close`.
 
 use std::{
     net::SocketAddr,
@@ -52,16 +53,22 @@ impl Echo {
                     "headers": headers,
                     "body_len": body.len(),
                     "body_sha256": hex(digest.as_ref()),
+                    // The connection it came on (the proxy's end of it).
+                    "peer": req.remote_addr().to_string(),
                 });
                 record
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push(echo.clone());
-                Response::builder()
+                let mut resp = Response::builder()
                     .status(StatusCode::OK)
                     .content_type("application/json")
-                    .header("x-upstream", "echo")
-                    .body(Body::from(echo.to_string()))
+                    .header("x-upstream", "echo");
+                // `x-echo-close`: the upstream closes the connection after this answer.
+                if req.headers().contains_key("x-echo-close") {
+                    resp = resp.header("connection", "close");
+                }
+                resp.body(Body::from(echo.to_string()))
             }
         });
         let server = MockServer::serve(app).await;

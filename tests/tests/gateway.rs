@@ -306,6 +306,56 @@ async fn upstream_failures_are_502_and_504_with_the_json_error_body() {
 }
 
 #[tokio::test]
+async fn upstream_connections_are_kept_alive_and_a_closed_one_is_replaced() {
+    let t = env("").await;
+    let peers = |t: &Env| -> Vec<String> {
+        t.up.seen()
+            .iter()
+            .map(|e| e["peer"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    for _ in 0..20 {
+        let (code, _, _) = send(&t.s, "GET", "/api/open", None).await;
+        assert_eq!(code, 200);
+    }
+    let mut used = peers(&t);
+    used.dedup();
+    assert_eq!(
+        used.len(),
+        1,
+        "one kept-alive connection for 20 requests in turn: {used:?}"
+    );
+    // The upstream closes the connection after its answer: the next requests go out on a new
+    // one, and none fails.
+    let closed = client()
+        .get(t.s.url("/api/open"))
+        .header("x-echo-close", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status(), 200);
+    for _ in 0..5 {
+        let (code, _, _) = send(&t.s, "GET", "/api/open", None).await;
+        assert_eq!(code, 200);
+    }
+    let mut used = peers(&t);
+    used.dedup();
+    assert_eq!(
+        used.len(),
+        2,
+        "a new connection after the upstream closed one: {used:?}"
+    );
+    // A body left unread by the client: that connection is not reused for another answer, and
+    // the next requests are answered whole.
+    let big = client().get(t.s.url("/api/open")).send().await.unwrap();
+    drop(big);
+    for _ in 0..5 {
+        let (code, body, _) = send(&t.s, "GET", "/api/open", None).await;
+        assert_eq!((code, body["path"].as_str()), (200, Some("/api/open")));
+    }
+}
+
+#[tokio::test]
 async fn a_route_provider_list_limits_who_may_vouch() {
     let e = env("").await;
     let mut c = good_claims("sam", json!({}));

@@ -5,3 +5,4 @@ pub mod forward_auth;
 pub mod gate;
 pub mod middleware;
 pub mod proxy;
+mod upstream_pool;

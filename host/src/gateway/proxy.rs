@@ -17,27 +17,22 @@
 //! past the route's `connect_timeout` or `timeout` (the whole exchange, body included).
 
 use std::{
-    collections::HashMap,
     future::Future as _,
     pin::Pin,
-    sync::{Arc, RwLock},
+    sync::Arc,
     task::{Context, Poll},
-    time::Duration,
 };
 
 use bytes::Bytes;
+use http_body::Body as _;
 use http_body_util::combinators::BoxBody;
-use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
-    rt::TokioExecutor,
-};
 use poem::{
     http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri},
     Endpoint, IntoResponse, Request, Response,
 };
-use rustls_platform_verifier::ConfigVerifierExt as _;
 use tokio::time::Instant;
 
+use super::upstream_pool::{Lease, Pools, SendError};
 use crate::{
     app::App,
     auth::AuthUser,
@@ -57,19 +52,14 @@ pub struct RouteHit {
 }
 
 /// A body on its way through: the client's to the upstream, the upstream's to the client.
-type ProxyBody = BoxBody<Bytes, std::io::Error>;
-
-/// The outgoing client: hyper's, with a keep-alive pool per upstream (scheme, host and port), TLS
-/// by rustls with the platform's roots.
-type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>;
+pub(super) type ProxyBody = BoxBody<Bytes, std::io::Error>;
 
 /// Forwards requests that hit a configured route; everything else goes to `inner`.
 pub struct Upstreams<E> {
     inner: E,
     app: Arc<App>,
-    /// One client per connect timeout (connection pools are per client), kept across reloads so
-    /// that their warm connections are.
-    clients: RwLock<HashMap<Duration, Arc<UpstreamClient>>>,
+    /// The connections to each upstream, kept across reloads so that their warm connections are.
+    pools: Pools,
 }
 
 impl<E> Upstreams<E> {
@@ -78,48 +68,9 @@ impl<E> Upstreams<E> {
         Upstreams {
             inner,
             app,
-            clients: RwLock::new(HashMap::new()),
+            pools: Pools::default(),
         }
     }
-
-    fn client(&self, connect_timeout: Duration) -> Result<Arc<UpstreamClient>, String> {
-        if let Some(c) = self
-            .clients
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&connect_timeout)
-        {
-            return Ok(c.clone());
-        }
-        let mut clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = clients.get(&connect_timeout) {
-            return Ok(c.clone());
-        }
-        let c = Arc::new(upstream_client(connect_timeout)?);
-        clients.insert(connect_timeout, c.clone());
-        Ok(c)
-    }
-}
-
-/// A client whose connections are set up within `connect_timeout`. Redirects are the client's
-/// business (passed back as they are) and proxies from the environment are not used: neither is
-/// anything hyper's client does.
-fn upstream_client(connect_timeout: Duration) -> Result<UpstreamClient, String> {
-    let mut http = HttpConnector::new();
-    // `https://` URLs go through the TLS layer below, which hands the TCP part to this one.
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_nodelay(true);
-    let tls = rustls::ClientConfig::with_platform_verifier()
-        .map_err(|e| format!("upstream client: TLS roots: {e}"))?;
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector))
 }
 
 impl<E: Endpoint> Endpoint for Upstreams<E> {
@@ -149,25 +100,16 @@ enum Failed {
 }
 
 impl Failed {
-    fn of(e: &hyper_util::client::legacy::Error) -> Failed {
-        if crate::http::answer::BodyTooLarge::caused(e) {
-            return Failed::BodyTooLarge;
-        }
-        // A connect timeout comes back as a connect error whose cause timed out.
-        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
-        while let Some(err) = next {
-            if err
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-            {
-                return Failed::Timeout;
+    fn of(e: &SendError) -> Failed {
+        match e {
+            SendError::Connect {
+                timed_out: true, ..
+            } => Failed::Timeout,
+            SendError::Connect { .. } => Failed::Connect,
+            SendError::Exchange(e) if crate::http::answer::BodyTooLarge::caused(e) => {
+                Failed::BodyTooLarge
             }
-            next = err.source();
-        }
-        if e.is_connect() {
-            Failed::Connect
-        } else {
-            Failed::Other
+            SendError::Exchange(_) => Failed::Other,
         }
     }
 }
@@ -184,13 +126,6 @@ impl<E> Upstreams<E> {
             tracing::info!(route = index, "{why}");
             return error_response(StatusCode::BAD_REQUEST, why);
         }
-        let client = match self.client(route.connect_timeout) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(route = index, "{e}");
-                return error_response(StatusCode::BAD_GATEWAY, "Bad Gateway");
-            }
-        };
         // The whole exchange, response body included, within the route's time limit.
         let deadline = Instant::now() + route.timeout;
         let uri = match upstream_uri(route, &req, rt.config.auth.token.query.as_deref()) {
@@ -200,6 +135,24 @@ impl<E> Upstreams<E> {
                 return error_response(StatusCode::BAD_GATEWAY, "Bad Gateway");
             }
         };
+        let pool = match (uri.scheme(), uri.authority()) {
+            (Some(scheme), Some(authority)) => {
+                self.pools.get(scheme, authority, route.connect_timeout)
+            }
+            _ => Err(format!("upstream URL `{uri}` has no scheme or host")),
+        };
+        let pool = match pool {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(route = index, "{e}");
+                return error_response(StatusCode::BAD_GATEWAY, "Bad Gateway");
+            }
+        };
+        // Sent in origin form (path and query); the pool sets `Host`.
+        let target = uri
+            .path_and_query()
+            .map(|pq| Uri::from(pq.clone()))
+            .unwrap_or_else(|| Uri::from_static("/"));
         let token = &rt.config.auth.token;
         let user = req.extensions().get::<Arc<AuthUser>>().cloned();
         // HTTP/2 announces a body by not ending the stream with its HEADERS, not by a header: a
@@ -228,14 +181,14 @@ impl<E> Upstreams<E> {
         );
         let mut request = poem::http::Request::new(body);
         *request.method_mut() = req.method().clone();
-        *request.uri_mut() = uri;
+        *request.uri_mut() = target;
         *request.headers_mut() = headers;
         drop(req);
         let metrics = self.app.metrics();
         let sent = std::time::Instant::now();
-        let answer = tokio::time::timeout_at(deadline, client.request(request)).await;
+        let answer = tokio::time::timeout_at(deadline, pool.send(request)).await;
         match answer {
-            Ok(Ok(resp)) => {
+            Ok(Ok((resp, lease))) => {
                 rt.route_timers.observe(index, sent.elapsed());
                 metrics.observe_upstream("response");
                 let (parts, body) = resp.into_parts();
@@ -243,11 +196,13 @@ impl<E> Upstreams<E> {
                 strip_hop_by_hop(&mut headers);
                 let mut out = Response::builder().status(parts.status).finish();
                 *out.headers_mut() = headers;
-                let body = DeadlineBody {
+                let mut body = DeadlineBody {
                     inner: body,
                     deadline,
                     timer: None,
+                    lease: Some(lease),
                 };
+                body.release_when_done();
                 out.set_body(poem::Body::from(BoxBody::new(body)));
                 out
             }
@@ -259,12 +214,12 @@ impl<E> Upstreams<E> {
             Ok(Err(e)) => match Failed::of(&e) {
                 Failed::Timeout => {
                     metrics.observe_upstream("timeout");
-                    tracing::warn!(route = index, "upstream connection timed out");
+                    tracing::warn!(route = index, "upstream connection timed out: {e}");
                     error_response(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout")
                 }
                 Failed::Connect => {
                     metrics.observe_upstream("connect_error");
-                    tracing::warn!(route = index, "upstream connection failed");
+                    tracing::warn!(route = index, "upstream connection failed: {e}");
                     error_response(StatusCode::BAD_GATEWAY, "Bad Gateway")
                 }
                 // The client's fault, as a declared length over the limit would be.
@@ -320,6 +275,19 @@ struct DeadlineBody {
     inner: hyper::body::Incoming,
     deadline: Instant,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The connection it came on, given back to its pool once the body has ended.
+    lease: Option<Lease>,
+}
+
+impl DeadlineBody {
+    /// Gives the connection back when the body has ended (at once for an empty one).
+    fn release_when_done(&mut self) {
+        if self.inner.is_end_stream() {
+            if let Some(lease) = self.lease.take() {
+                lease.release();
+            }
+        }
+    }
 }
 
 impl http_body::Body for DeadlineBody {
@@ -331,6 +299,12 @@ impl http_body::Body for DeadlineBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            match &frame {
+                // The end of the body: the connection is free. After an error it is not.
+                None => self.release_when_done(),
+                Some(Err(_)) => self.lease = None,
+                Some(Ok(_)) => self.release_when_done(),
+            }
             return Poll::Ready(frame.map(|f| f.map_err(std::io::Error::other)));
         }
         let deadline = self.deadline;
