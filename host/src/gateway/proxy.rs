@@ -9,7 +9,8 @@
 //!   `Forwarded`, every configured identity header (always, even on routes that need no user),
 //!   the token header unless the route sets `forward_authorization`, and the token's cookie
 //!   (`auth.token.cookie`) out of `Cookie`;
-//! * `X-Forwarded-For` (the client's address appended), `X-Forwarded-Proto`, `X-Forwarded-Host`;
+//! * `X-Forwarded-For` (the address of the client this server saw; the client's own value is
+//!   dropped), `X-Forwarded-Proto`, `X-Forwarded-Host`;
 //! * the identity headers, from the claims of the user the decision established.
 //!
 //! Answers: the upstream's status, headers (hop-by-hop removed) and streamed body; 502
