@@ -195,8 +195,14 @@ impl Pool {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        // Oldest first: those past their time, or closed by the upstream, go (closed when
+        // dropped), and the oldest when the pool is full.
+        let stale = idle
+            .iter()
+            .take_while(|(s, since)| s.is_closed() || since.elapsed() >= IDLE_FOR)
+            .count();
+        idle.drain(..stale);
         if idle.len() >= MAX_IDLE {
-            // The oldest goes (closed when dropped).
             idle.remove(0);
         }
         idle.push((sender, Instant::now()));
