@@ -1182,8 +1182,9 @@ pub fn finish_spec(raw: &str, token: &TokenConfig) -> String {
                     continue;
                 };
                 // An embedding program's own `#[oai(operation_id)]` is kept.
-                op.entry("operationId")
-                    .or_insert_with(|| operation_id(method, path).into());
+                op.entry("operationId").or_insert_with(|| {
+                    crate::reload::route_docs::operation_id(method, path).into()
+                });
                 if let Some(reqs) = op.get_mut("security").and_then(|v| v.as_array_mut()) {
                     reqs.retain(|r| {
                         !sources
@@ -1195,22 +1196,6 @@ pub fn finish_spec(raw: &str, token: &TokenConfig) -> String {
         }
     }
     serde_json::to_string_pretty(&doc).unwrap_or_else(|_| raw.to_string())
-}
-
-/// `get` + `/api/admin/status` → `getApiAdminStatus`.
-fn operation_id(method: &str, path: &str) -> String {
-    let mut id = method.to_ascii_lowercase();
-    for word in path
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
-        let mut chars = word.chars();
-        if let Some(first) = chars.next() {
-            id.push(first.to_ascii_uppercase());
-            id.extend(chars);
-        }
-    }
-    id
 }
 
 #[derive(poem_openapi::Tags)]

@@ -477,7 +477,7 @@ fn operations(
             op.remove("servers");
             let id = match op.get("operationId") {
                 Some(Value::String(id)) if !id.is_empty() => id.clone(),
-                _ => generated_id(method, &path),
+                _ => operation_id(method, &path),
             };
             op.insert("operationId".into(), format!("{prefix}.{id}").into());
             let tags: Vec<String> = match op.get("tags") {
@@ -539,9 +539,10 @@ fn operations(
     Ok(out)
 }
 
-/// `get` + `/items/{id}` → `getItemsId`, for an operation without an id.
-fn generated_id(method: &str, path: &str) -> String {
-    let mut id = method.to_string();
+/// `get` + `/items/{id}` → `getItemsId`: the id of an operation that has none (Portcullis's own
+/// operations are named the same way).
+pub fn operation_id(method: &str, path: &str) -> String {
+    let mut id = method.to_ascii_lowercase();
     for word in path
         .split(|c: char| !c.is_ascii_alphanumeric())
         .filter(|w| !w.is_empty())
