@@ -1291,7 +1291,26 @@ impl Run<'_> {
     ) -> Option<RequestOutcome> {
         self.report.checks += 1;
         let timeout = self.kit.timeout;
-        let outcome = request.with_abi(|r| run_until(middleware.on_request(r), timeout));
+        // As the server does: the synchronous form first, the future only when it declines.
+        let started = Instant::now();
+        let now =
+            request.with_abi(|r| catch_unwind(AssertUnwindSafe(|| middleware.on_request_now(r))));
+        let blocked = started.elapsed();
+        if blocked > timeout {
+            self.fail(
+                "on_request_now",
+                format!(
+                    "{label}: took {blocked:?}; it must not block (wait in on_request instead)"
+                ),
+            );
+        }
+        let outcome = match now {
+            Err(_) => Outcome::Panicked,
+            Ok(ROption::RSome(r)) => Outcome::Done(r),
+            Ok(ROption::RNone) => {
+                request.with_abi(|r| run_until(middleware.on_request(r), timeout))
+            }
+        };
         for line in host.take_logs() {
             self.seen.push(("log line", line));
         }

@@ -51,10 +51,32 @@ pub const FRAMING_HEADERS: &[&str] = &[
 /// [`Host`]. A panic, an error or a time-out answers the request 500 or 503: a request a
 /// middleware could not look at is never let through.
 pub trait RequestMiddleware: Send + Sync + 'static {
+    /// Decides at once, for a middleware that needs nothing but the request (a header check, a
+    /// counter, a header written from the user): `Some` with the answer, and the server builds no
+    /// future for the call, which makes it cheaper. `None` (the default) sends the request to
+    /// [`RequestMiddleware::on_request`]. It must not block: it runs on the server's runtime
+    /// thread, where `server.plugin_timeout` cannot interrupt it; anything that waits belongs in
+    /// `on_request`. The same rules as `on_request` hold otherwise (dry runs, panics, errors).
+    fn on_request_now(&self, call: &Call<'_>) -> Option<Result<Flow, PluginError>> {
+        let _ = call;
+        None
+    }
+
     /// Looks at the request (and the user the gate authenticated, if any): let it through or
     /// answer it. [`Call::is_dry_run`] requests are only being explained: answer as for a real
-    /// one, but change no state.
-    fn on_request(&self, call: Call<'_>) -> impl Future<Output = Result<Flow, PluginError>> + Send;
+    /// one, but change no state. Called only when [`RequestMiddleware::on_request_now`] answered
+    /// `None`. The default answers what `on_request_now` answers, and fails (the request is
+    /// answered 500) when that is `None` too: a middleware implements at least one of the two.
+    fn on_request(&self, call: Call<'_>) -> impl Future<Output = Result<Flow, PluginError>> + Send {
+        let now = self.on_request_now(&call);
+        async move {
+            now.unwrap_or_else(|| {
+                Err(PluginError::internal(
+                    "this middleware implements neither on_request_now nor on_request",
+                ))
+            })
+        }
+    }
 
     /// Adjusts the response about to be sent (its headers only), for the requests this instance
     /// let through or answered. Called only when [`RequestMiddleware::wants_response`] is `true`,
@@ -565,6 +587,17 @@ impl ResponseChanges {
 struct Adapter<M>(Arc<M>);
 
 impl<M: RequestMiddleware> Middleware for Adapter<M> {
+    fn on_request_now<'a>(
+        &'a self,
+        request: MiddlewareRequest<'a>,
+    ) -> ROption<RResult<RequestOutcome, PluginError>> {
+        match guard(|| Ok(self.0.on_request_now(&Call::from_abi(request)))) {
+            Ok(Some(Ok(flow))) => ROption::RSome(RResult::ROk(flow.raw)),
+            Ok(Some(Err(e))) | Err(e) => ROption::RSome(RResult::RErr(e)),
+            Ok(None) => ROption::RNone,
+        }
+    }
+
     fn on_request<'a>(
         &'a self,
         request: MiddlewareRequest<'a>,
@@ -651,4 +684,111 @@ pub(crate) extern "C" fn no_middleware_build(
 fn _assert_box_send_sync(m: MiddlewareBox) {
     fn is_send_sync<T: Send + Sync>(_: &T) {}
     is_send_sync(&m);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        future::Future,
+        task::{Context, Poll, Waker},
+    };
+
+    use super::*;
+    use crate::ErrorKind;
+
+    /// Polls a future that needs nothing to wait for; `None` if it is not ready at once.
+    fn ready<F: Future>(fut: F) -> Option<F::Output> {
+        let mut cx = Context::from_waker(Waker::noop());
+        match std::pin::pin!(fut).poll(&mut cx) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        }
+    }
+
+    struct AtOnce;
+    impl RequestMiddleware for AtOnce {
+        fn on_request_now(&self, call: &Call<'_>) -> Option<Result<Flow, PluginError>> {
+            Some(Ok(if call.header("x-deny").is_some() {
+                Flow::error(403, "no")
+            } else {
+                Flow::proceed().set_request_header("x-seen", call.path())
+            }))
+        }
+    }
+
+    struct Waits;
+    impl RequestMiddleware for Waits {
+        async fn on_request(&self, _call: Call<'_>) -> Result<Flow, PluginError> {
+            Ok(Flow::respond(204))
+        }
+    }
+
+    struct Explodes;
+    impl RequestMiddleware for Explodes {
+        fn on_request_now(&self, _call: &Call<'_>) -> Option<Result<Flow, PluginError>> {
+            panic!("boom")
+        }
+    }
+
+    struct Neither;
+    impl RequestMiddleware for Neither {}
+
+    fn now(m: &MiddlewareBox, call: &Call<'_>) -> ROption<RResult<RequestOutcome, PluginError>> {
+        call.with_abi(|r| m.on_request_now(r))
+    }
+
+    fn later(m: &MiddlewareBox, call: &Call<'_>) -> Option<RResult<RequestOutcome, PluginError>> {
+        call.with_abi(|r| ready(m.on_request(r)))
+    }
+
+    #[test]
+    fn an_answer_given_at_once_crosses_without_a_future_and_on_request_gives_the_same() {
+        let m = middleware_box(AtOnce);
+        for call in [
+            Call::new("GET", "/a", &[]),
+            Call::new("GET", "/a", &[("x-deny", "1")]),
+        ] {
+            let ROption::RSome(RResult::ROk(at_once)) = now(&m, &call) else {
+                panic!("answered at once");
+            };
+            assert_eq!(later(&m, &call), Some(RResult::ROk(at_once.clone())));
+            let flow = Flow::from_abi(at_once);
+            if call.header("x-deny").is_some() {
+                assert_eq!(flow.answer_status(), Some(403));
+            } else {
+                assert_eq!(
+                    flow.request_headers_set().collect::<Vec<_>>(),
+                    [("x-seen", "/a")]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_middleware_that_waits_declines_the_answer_at_once() {
+        let m = middleware_box(Waits);
+        let call = Call::new("GET", "/a", &[]);
+        assert!(matches!(now(&m, &call), ROption::RNone));
+        let Some(RResult::ROk(o)) = later(&m, &call) else {
+            panic!("answered");
+        };
+        assert_eq!(Flow::from_abi(o).answer_status(), Some(204));
+    }
+
+    #[test]
+    fn a_panic_at_once_is_an_internal_error_and_a_middleware_with_no_hook_fails() {
+        let call = Call::new("GET", "/a", &[]);
+        let ROption::RSome(RResult::RErr(e)) = now(&middleware_box(Explodes), &call) else {
+            panic!("a panic is an answer: an error");
+        };
+        assert_eq!(e.kind(), ErrorKind::INTERNAL);
+        assert!(e.message().contains("boom"), "{}", e.message());
+
+        let m = middleware_box(Neither);
+        assert!(matches!(now(&m, &call), ROption::RNone));
+        let Some(RResult::RErr(e)) = later(&m, &call) else {
+            panic!("fails closed");
+        };
+        assert_eq!(e.kind(), ErrorKind::INTERNAL);
+    }
 }

@@ -123,13 +123,16 @@ async fn path_scoped_instances_run_in_config_order_then_the_routes_once_each_sco
     // a and b run on their own on /svc/* (in this order); c only where a route names it; d on
     // /svc/* for POST only; e where a route names it, for POST only. The route names c, then a
     // (which already ran: it must not run twice), then e.
+    // a, c and e answer at once (`on_request_now`); b waits a moment (its `on_request` future)
+    // and d answers from its future without waiting: the order holds across both ways of
+    // answering, before and after one that waits.
     let tail = format!(
         "middleware:\n\
-  - {{ name: a, plugin: mw-probe, config: {{ tag: a }}, path: /svc/* }}\n\
-  - {{ name: b, plugin: mw-probe, config: {{ tag: b }}, path: [/svc/*, /elsewhere/*] }}\n\
-  - {{ name: c, plugin: mw-probe, config: {{ tag: c }} }}\n\
+  - {{ name: a, plugin: mw-probe, config: {{ tag: a, now: true }}, path: /svc/* }}\n\
+  - {{ name: b, plugin: mw-probe, config: {{ tag: b, mode: slow, delay_ms: 1, now: true }}, path: [/svc/*, /elsewhere/*] }}\n\
+  - {{ name: c, plugin: mw-probe, config: {{ tag: c, now: true }} }}\n\
   - {{ name: d, plugin: mw-probe, config: {{ tag: d }}, path: /svc/*, methods: [POST] }}\n\
-  - {{ name: e, plugin: mw-probe, config: {{ tag: e }}, methods: POST }}\n\
+  - {{ name: e, plugin: mw-probe, config: {{ tag: e, now: true }}, methods: POST }}\n\
 routes:\n\
   - {{ path: /svc/*, upstream: \"{u}\", middleware: [c, a, e] }}\n\
   - {{ path: /plain/*, upstream: \"{u}\" }}\n"
@@ -363,6 +366,8 @@ async fn a_panicking_failing_or_hanging_instance_fails_the_request_closed_and_th
         "middleware:\n\
   - {{ name: boom, plugin: mw-probe, config: {{ tag: boom, mode: panic }}, path: /fail/panic/* }}\n\
   - {{ name: down, plugin: mw-probe, config: {{ tag: down, mode: error }}, path: /fail/error/* }}\n\
+  - {{ name: boom-now, plugin: mw-probe, config: {{ tag: boom-now, mode: panic, now: true }}, path: /fail/panic-now/* }}\n\
+  - {{ name: down-now, plugin: mw-probe, config: {{ tag: down-now, mode: error, now: true }}, path: /fail/error-now/* }}\n\
   - {{ name: stuck, plugin: mw-probe, config: {{ tag: stuck, mode: hang }}, path: /fail/hang/* }}\n\
   - {{ name: fine, plugin: mw-probe, config: {{ tag: fine }}, path: /ok/* }}\n\
 routes:\n\
@@ -410,10 +415,21 @@ routes:\n\
     assert_eq!(up.seen().len(), 2);
     works(3).await;
 
+    // The same faults from the answer given at once (`on_request_now`, no future): a panic is
+    // 500 and an `unavailable` error 503 there too.
+    let r = get(&s, "/fail/panic-now/x", Some(&ann)).await;
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert_eq!(r.body, json!({"error": "Internal Server Error"}));
+    let r = get(&s, "/fail/error-now/x", Some(&ann)).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(up.seen().len(), 3, "{:?}", up.seen());
+    works(4).await;
+
     // The same instances again: they still fail closed (a panic did not leave one let through).
     assert_eq!(get(&s, "/fail/panic/y", Some(&ann)).await.status, 500);
     assert_eq!(get(&s, "/fail/error/y", Some(&ann)).await.status, 503);
-    assert_eq!(up.seen().len(), 3, "{:?}", up.seen());
+    assert_eq!(get(&s, "/fail/panic-now/y", Some(&ann)).await.status, 500);
+    assert_eq!(up.seen().len(), 4, "{:?}", up.seen());
     assert!(s.alive(), "{}", s.log());
     assert!(
         eventually(Duration::from_secs(10), || s

@@ -195,8 +195,9 @@ impl<E: Endpoint> Gate<E> {
             if selected.is_empty() {
                 break 'answer self.serve(req, &canonical, server.timeout).await;
             }
-            // Boxed, like the decision: the middleware's state held inline would make every
-            // request's future larger, and that future is copied whole when it is boxed. The
+            // Run without a future when every instance answers at once (`on_request_now`); the
+            // rest of the chain is boxed only when one waits, so that the middleware's state is
+            // not held inline in every request's future (copied whole when it is boxed). The
             // request stays here and is served as without middleware.
             // The middleware change the request headers: taken out meanwhile, and put back
             // for the route (no copy).
@@ -209,14 +210,16 @@ impl<E: Endpoint> Gate<E> {
                 user: user.as_deref(),
                 dry_run: false,
             };
-            let (chain, answer) = Box::pin(middleware::on_request(
+            let (chain, answer) = match middleware::start(
                 &rt,
                 Some(self.app.metrics()),
                 &selected,
                 &incoming,
                 &mut headers,
-            ))
-            .await;
+            ) {
+                middleware::Started::Done(chain, answer) => (chain, answer),
+                middleware::Started::Waiting(rest) => rest.await,
+            };
             *req.headers_mut() = headers;
             let mut resp = match answer {
                 Some(r) => r,

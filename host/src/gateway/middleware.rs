@@ -20,14 +20,14 @@ use poem::{
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode},
     Body, Response,
 };
-use portcullis_plugin_api::ErrorKind;
+use portcullis_plugin_api::{ErrorKind, PluginError};
 
 use crate::{
     auth::{AuthUser, MiddlewareInstance},
     config::Config,
     http::answer::error_response,
     observe::metrics::Metrics,
-    plugin::{CallParts, CallUser, KeptCall},
+    plugin::{CallParts, CallUser, KeptCall, MiddlewareHandle, MiddlewareOutcome},
     reload::Snapshot,
 };
 
@@ -187,6 +187,20 @@ fn failure(status: StatusCode) -> Response {
     }
 }
 
+/// How running the request middleware began: finished at once, or waiting on an instance.
+// `Done` is the common case, answered in place: boxing it would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+pub enum Started<'a> {
+    /// Every instance answered at once (`on_request_now`): the chain, and `Some(response)` when
+    /// the request ends with it (a middleware answered, or failed).
+    Done(Chain, Option<Response>),
+    /// An instance waits (its `on_request` future): the rest of the chain, boxed, so that a
+    /// request whose middleware all answer at once carries no room for it.
+    Waiting(
+        std::pin::Pin<Box<dyn std::future::Future<Output = (Chain, Option<Response>)> + Send + 'a>>,
+    ),
+}
+
 /// Runs `on_request` of the `selected` instances of `rt` in order, applying each one's request
 /// header changes to `headers` (what goes onward) before the next runs. `Some(response)`: the
 /// request ends with it (a middleware answered, or failed). `metrics`: where answers are counted
@@ -198,63 +212,186 @@ pub async fn on_request(
     incoming: &Incoming<'_>,
     headers: &mut HeaderMap,
 ) -> (Chain, Option<Response>) {
-    let mut chain = Chain::default();
-    if selected.is_empty() {
-        return (chain, None);
+    match start(rt, metrics, selected, incoming, headers) {
+        Started::Done(chain, answer) => (chain, answer),
+        Started::Waiting(rest) => rest.await,
     }
-    let timeout = rt.config.server.plugin_timeout;
-    let user = incoming.user.map(|u| CallUser {
-        provider: &u.provider,
-        json: u.claims_json(),
-    });
-    let token = &rt.config.auth.token;
-    // The token never reaches a middleware: not in the token header, not in the query.
-    let query = match (incoming.query, &token.query) {
-        (Some(q), Some(name)) => Some(std::borrow::Cow::Owned(
-            crate::gateway::proxy::strip_query_param(q, name),
-        )),
-        (q, _) => q.map(std::borrow::Cow::Borrowed),
-    };
-    let parts = CallParts {
-        method: incoming.method,
-        path: incoming.path,
-        query: query.as_deref().unwrap_or_default(),
-        client: incoming.client,
-        user,
-        dry_run: incoming.dry_run,
-    };
-    let token_header = &token.header_name;
-    for &i in selected {
+}
+
+/// [`on_request`] without a future of its own: each instance is asked for an answer at once
+/// (`on_request_now`), and only one that declines is awaited, with the instances after it.
+pub fn start<'a>(
+    rt: &'a Snapshot,
+    metrics: Option<&'a Metrics>,
+    selected: &'a [usize],
+    incoming: &'a Incoming<'a>,
+    headers: &'a mut HeaderMap,
+) -> Started<'a> {
+    if selected.is_empty() {
+        return Started::Done(Chain::default(), None);
+    }
+    let mut run = Run::new(rt, metrics, incoming);
+    for (k, &i) in selected.iter().enumerate() {
+        let (instance, handle) = match run.instance(i) {
+            Ok(found) => found,
+            Err(status) => return Started::Done(run.chain, Some(failure(status))),
+        };
+        let Some(outcome) = handle.on_request_now(&run.parts(), headers, run.token_header) else {
+            return Started::Waiting(Box::pin(run.wait(
+                instance,
+                handle,
+                &selected[k + 1..],
+                headers,
+            )));
+        };
+        if let Some(answer) = run.apply(instance, handle, outcome, headers) {
+            return Started::Done(run.chain, Some(answer));
+        }
+    }
+    run.kept(headers);
+    Started::Done(run.chain, None)
+}
+
+/// One request's middleware, being run.
+struct Run<'a> {
+    rt: &'a Snapshot,
+    metrics: Option<&'a Metrics>,
+    incoming: &'a Incoming<'a>,
+    /// The query without the token's parameter, when the token may come in the query.
+    query: Option<std::borrow::Cow<'a, str>>,
+    user: Option<CallUser<'a>>,
+    token_header: &'a HeaderName,
+    chain: Chain,
+}
+
+impl<'a> Run<'a> {
+    fn new(rt: &'a Snapshot, metrics: Option<&'a Metrics>, incoming: &'a Incoming<'a>) -> Run<'a> {
+        let token = &rt.config.auth.token;
+        // The token never reaches a middleware: not in the token header, not in the query.
+        let query = match (incoming.query, &token.query) {
+            (Some(q), Some(name)) => Some(std::borrow::Cow::Owned(
+                crate::gateway::proxy::strip_query_param(q, name),
+            )),
+            (q, _) => q.map(std::borrow::Cow::Borrowed),
+        };
+        Run {
+            rt,
+            metrics,
+            incoming,
+            query,
+            user: incoming.user.map(|u| CallUser {
+                provider: &u.provider,
+                json: u.claims_json(),
+            }),
+            token_header: &token.header_name,
+            chain: Chain::default(),
+        }
+    }
+
+    /// What each instance is told besides the headers.
+    fn parts(&self) -> CallParts<'_> {
+        CallParts {
+            method: self.incoming.method,
+            path: self.incoming.path,
+            query: self.query.as_deref().unwrap_or_default(),
+            client: self.incoming.client,
+            user: self.user,
+            dry_run: self.incoming.dry_run,
+        }
+    }
+
+    /// Instance `i` of the snapshot and its plugin object; `Err` with the status of the answer
+    /// that ends the request when it has none (retired, or missing).
+    fn instance(
+        &mut self,
+        i: usize,
+    ) -> Result<(&'a Arc<MiddlewareInstance>, &'a MiddlewareHandle), StatusCode> {
+        let rt = self.rt;
         let Some(instance) = rt.middleware.get(i) else {
             // A snapshot has one instance per entry: an index without one is a bug, and a
             // request is never let past a middleware it could not run.
             tracing::error!("middleware #{i} has no instance in the snapshot");
-            return (chain, Some(failure(StatusCode::INTERNAL_SERVER_ERROR)));
+            return Err(StatusCode::INTERNAL_SERVER_ERROR);
         };
-        let name = instance.name.as_str();
-        let fail = |chain: &mut Chain, status: StatusCode, reason: String| {
-            tracing::warn!(middleware = %name, "request refused: middleware failed: {reason}");
-            if let Some(m) = metrics {
-                m.observe_middleware_answer(name, status.as_u16(), true);
+        match &instance.handle {
+            Some(handle) => Ok((instance, handle)),
+            None => {
+                let reason = instance.retired.clone().unwrap_or_default();
+                self.failed(&instance.name, StatusCode::SERVICE_UNAVAILABLE, reason);
+                Err(StatusCode::SERVICE_UNAVAILABLE)
             }
-            chain.runs.push(MiddlewareRun {
-                name: name.to_string(),
-                ran: Ran::Failed {
-                    status: status.as_u16(),
-                    reason,
-                },
-            });
-            Some(failure(status))
-        };
-        let Some(handle) = &instance.handle else {
-            let reason = instance.retired.clone().unwrap_or_default();
-            let answer = fail(&mut chain, StatusCode::SERVICE_UNAVAILABLE, reason);
-            return (chain, answer);
-        };
-        let outcome = match handle
-            .on_request(&parts, headers, token_header, timeout)
-            .await
-        {
+        }
+    }
+
+    /// Records a failed instance; the answer that ends the request.
+    fn fail(&mut self, name: &str, status: StatusCode, reason: String) -> Option<Response> {
+        self.failed(name, status, reason);
+        Some(failure(status))
+    }
+
+    /// Records a failed instance.
+    fn failed(&mut self, name: &str, status: StatusCode, reason: String) {
+        tracing::warn!(middleware = %name, "request refused: middleware failed: {reason}");
+        if let Some(m) = self.metrics {
+            m.observe_middleware_answer(name, status.as_u16(), true);
+        }
+        self.chain.runs.push(MiddlewareRun {
+            name: name.to_string(),
+            ran: Ran::Failed {
+                status: status.as_u16(),
+                reason,
+            },
+        });
+    }
+
+    /// The rest of the chain once `instance` declined to answer at once: its `on_request`
+    /// awaited, then the instances of `rest` as [`start`] runs them.
+    async fn wait(
+        mut self,
+        instance: &'a Arc<MiddlewareInstance>,
+        handle: &'a MiddlewareHandle,
+        rest: &'a [usize],
+        headers: &'a mut HeaderMap,
+    ) -> (Chain, Option<Response>) {
+        let timeout = self.rt.config.server.plugin_timeout;
+        let outcome = handle
+            .on_request(&self.parts(), headers, self.token_header, timeout)
+            .await;
+        if let Some(answer) = self.apply(instance, handle, outcome, headers) {
+            return (self.chain, Some(answer));
+        }
+        for &i in rest {
+            let (instance, handle) = match self.instance(i) {
+                Ok(found) => found,
+                Err(status) => return (self.chain, Some(failure(status))),
+            };
+            let outcome = match handle.on_request_now(&self.parts(), headers, self.token_header) {
+                Some(outcome) => outcome,
+                None => {
+                    handle
+                        .on_request(&self.parts(), headers, self.token_header, timeout)
+                        .await
+                }
+            };
+            if let Some(answer) = self.apply(instance, handle, outcome, headers) {
+                return (self.chain, Some(answer));
+            }
+        }
+        self.kept(headers);
+        (self.chain, None)
+    }
+
+    /// Applies what `instance` decided to `headers` and the chain; `Some(response)` when the
+    /// request ends with it.
+    fn apply(
+        &mut self,
+        instance: &'a Arc<MiddlewareInstance>,
+        handle: &MiddlewareHandle,
+        outcome: Result<MiddlewareOutcome, PluginError>,
+        headers: &mut HeaderMap,
+    ) -> Option<Response> {
+        let name = instance.name.as_str();
+        let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
                 let status = if e.kind() == ErrorKind::UNAVAILABLE {
@@ -262,22 +399,26 @@ pub async fn on_request(
                 } else {
                     StatusCode::INTERNAL_SERVER_ERROR
                 };
-                let answer = fail(&mut chain, status, e.message().to_string());
-                return (chain, answer);
+                return self.fail(name, status, e.message().to_string());
             }
         };
         if handle.wants_response() {
-            chain.on_response.push(instance.clone());
+            self.chain.on_response.push(instance.clone());
         }
-        // The common answer, "go on, unchanged", has nothing to check or apply.
-        if outcome.is_pass() {
-            if incoming.dry_run {
+        // Who let the request through is told only when it is explained (an answer or a failure
+        // is always recorded): a real request does not pay for a list nobody reads.
+        let proceeded = |chain: &mut Chain| {
+            if self.incoming.dry_run {
                 chain.runs.push(MiddlewareRun {
                     name: name.to_string(),
                     ran: Ran::Proceeded,
                 });
             }
-            continue;
+        };
+        // The common answer, "go on, unchanged", has nothing to check or apply.
+        if outcome.is_pass() {
+            proceeded(&mut self.chain);
+            return None;
         }
         // Every change is checked before any is applied: a middleware's changes apply whole or
         // not at all.
@@ -311,14 +452,12 @@ pub async fn on_request(
         })();
         let (remove, set, response, answer) = match checked {
             Ok(c) => c,
-            Err(reason) => {
-                let answer = fail(&mut chain, StatusCode::INTERNAL_SERVER_ERROR, reason);
-                return (chain, answer);
-            }
+            Err(reason) => return self.fail(name, StatusCode::INTERNAL_SERVER_ERROR, reason),
         };
+        let chain = &mut self.chain;
         chain.response_headers.extend(response);
         if let Some((status, answer_headers)) = answer {
-            if let Some(m) = metrics {
+            if let Some(m) = self.metrics {
                 m.observe_middleware_answer(name, status.as_u16(), false);
             }
             chain.runs.push(MiddlewareRun {
@@ -332,8 +471,8 @@ pub async fn on_request(
             for (n, v) in answer_headers {
                 resp.headers_mut().append(n, v);
             }
-            chain.keep_call(&parts, headers, token_header);
-            return (chain, Some(resp));
+            self.kept(headers);
+            return Some(resp);
         }
         for n in remove.iter().chain(set.iter().map(|(n, _)| n)) {
             remove_spellings(headers, n);
@@ -346,27 +485,20 @@ pub async fn on_request(
             chain.onward.retain(|(o, _)| o != n);
             chain.onward.push((n.clone(), v.clone()));
         }
-        // Who let the request through is told only when it is explained (an answer or a failure
-        // is always recorded): a real request does not pay for a list nobody reads.
-        if incoming.dry_run {
-            chain.runs.push(MiddlewareRun {
-                name: name.to_string(),
-                ran: Ran::Proceeded,
-            });
+        proceeded(&mut self.chain);
+        None
+    }
+
+    /// Keeps the request for the response step, when an instance that ran asked for one.
+    fn kept(&mut self, headers: &HeaderMap) {
+        if !self.chain.on_response.is_empty() {
+            let call = KeptCall::new(&self.parts(), headers, self.token_header);
+            self.chain.call = Some(Box::new(call));
         }
     }
-    chain.keep_call(&parts, headers, token_header);
-    (chain, None)
 }
 
 impl Chain {
-    /// Keeps the request for the response step, when an instance that ran asked for one.
-    fn keep_call(&mut self, parts: &CallParts<'_>, headers: &HeaderMap, token_header: &HeaderName) {
-        if !self.on_response.is_empty() {
-            self.call = Some(Box::new(KeptCall::new(parts, headers, token_header)));
-        }
-    }
-
     /// Whether the response step has anything to do.
     pub fn has_response_step(&self) -> bool {
         !self.response_headers.is_empty() || !self.on_response.is_empty()

@@ -497,6 +497,21 @@ fn lend_headers<'h>(
     Some(out)
 }
 
+/// The headers a middleware is told about, lent: visible ASCII, as nearly every header is, as it
+/// is; only a request with another value pays for the Latin-1 copies, kept in `latin1`.
+fn lend_all<'h>(
+    headers: &'h HeaderMap,
+    token_header: &HeaderName,
+    latin1: &'h mut Vec<String>,
+) -> LentHeaders<'h> {
+    if let Some(lent) = lend_headers(headers, token_header, &[]) {
+        return lent;
+    }
+    *latin1 = latin1_values(headers, token_header);
+    let latin1: &'h [String] = latin1;
+    lend_headers(headers, token_header, latin1).unwrap_or_default()
+}
+
 /// A request kept for the response step (`on_response`), after the request itself went on to
 /// the route: owned, and lent to each call.
 pub struct KeptCall {
@@ -664,8 +679,29 @@ impl MiddlewareHandle {
         self.wants_response
     }
 
-    /// Runs `on_request` on the request of `parts` with the headers of `headers` but the
-    /// credentials (`token_header` is `auth.token.header`), all lent to the plugin for the call.
+    /// Asks for `on_request_now`'s answer on the request of `parts` with the headers of
+    /// `headers` but the credentials (`token_header` is `auth.token.header`), all lent to the
+    /// plugin for the call. `None`: the instance waits, call [`MiddlewareHandle::on_request`].
+    /// An answer given at once holds no in-flight slot (it is over when the call returns).
+    pub fn on_request_now(
+        &self,
+        parts: &CallParts<'_>,
+        headers: &HeaderMap,
+        token_header: &HeaderName,
+    ) -> Option<Result<MiddlewareOutcome, PluginError>> {
+        let mut latin1 = Vec::new();
+        let lent = lend_all(headers, token_header, &mut latin1);
+        let request = parts.lend(&lent);
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.middleware.on_request_now(request)))
+        {
+            Err(_) => Some(Err(PluginError::internal("plugin panicked"))),
+            Ok(ROption::RSome(r)) => Some(r.into_result().map(MiddlewareOutcome)),
+            Ok(ROption::RNone) => None,
+        }
+    }
+
+    /// Runs `on_request`, for an instance whose `on_request_now` declined (see there), bounded
+    /// by `timeout` and by the in-flight limit.
     pub async fn on_request(
         &self,
         parts: &CallParts<'_>,
@@ -673,27 +709,16 @@ impl MiddlewareHandle {
         token_header: &HeaderName,
         timeout: Duration,
     ) -> Result<MiddlewareOutcome, PluginError> {
-        // Visible ASCII, as nearly every header is, is lent as it is; only a request with another
-        // value pays for the Latin-1 copies.
-        let latin1: Vec<String>;
-        let lent = match lend_headers(headers, token_header, &[]) {
-            Some(lent) => lent,
-            None => {
-                latin1 = latin1_values(headers, token_header);
-                lend_headers(headers, token_header, &latin1).unwrap_or_default()
-            }
-        };
+        let mut latin1 = Vec::new();
+        let lent = lend_all(headers, token_header, &mut latin1);
         let request = parts.lend(&lent);
-        // `bounded`, written out: one future less to move for each request.
-        let Ok(_permit) = self.in_flight.try_acquire() else {
-            return Err(PluginError::unavailable(IN_FLIGHT_FULL));
-        };
-        let mut fut = AssertUnwindSafe(self.middleware.on_request(request)).catch_unwind();
-        let polled = match futures_util::poll!(&mut fut) {
-            std::task::Poll::Ready(r) => Ok(r),
-            std::task::Poll::Pending => Box::pin(tokio::time::timeout(timeout, fut)).await,
-        };
-        finish(polled, timeout).map(MiddlewareOutcome)
+        bounded(
+            &self.in_flight,
+            self.middleware.on_request(request),
+            timeout,
+        )
+        .await
+        .map(MiddlewareOutcome)
     }
 
     /// Runs `on_response` on a response of `status` with `headers` (values that are not visible

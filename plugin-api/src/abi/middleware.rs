@@ -131,8 +131,19 @@ pub struct ResponseEdit {
 /// with a default that a host uses when an older plugin's table lacks it.
 #[sabi_trait]
 pub trait Middleware: Send + Sync {
+    /// The synchronous form of `on_request`, asked first: `RSome` with the outcome when the
+    /// instance decides from the request alone, without waiting on anything (the host then builds
+    /// no future for the call); `RNone` to be called on `on_request`. It must not block: it runs
+    /// on the host's runtime thread, where no time limit can interrupt it. An answer given here
+    /// holds no slot of the instance's in-flight limit (it is over when the call returns).
+    fn on_request_now<'a>(
+        &'a self,
+        request: MiddlewareRequest<'a>,
+    ) -> ROption<RResult<RequestOutcome, PluginError>>;
+
     /// Runs after the request was authenticated and authorized, before the route: continue
-    /// (changing request headers sent onward, adding response headers) or answer.
+    /// (changing request headers sent onward, adding response headers) or answer. Called only
+    /// when `on_request_now` answered `RNone`.
     ///
     /// The request is lent for the call: the future may borrow it, and the host keeps it alive
     /// until the future is dropped.

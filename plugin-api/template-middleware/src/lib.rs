@@ -1,6 +1,6 @@
 // The `stamp-user` middleware: tells the route who the user is, in a request header.
 //
-// Written by `portcullis plugin new --middleware`; replace `on_request` with your own policy. It
+// Written by `portcullis plugin new --middleware`; replace `on_request_now` with your own policy. It
 // runs after the server has authenticated and authorized the request, before the route. Do I/O
 // only through `Host`: a plugin has no runtime of its own.
 
@@ -26,19 +26,22 @@ pub struct StampUser {
 }
 
 impl RequestMiddleware for StampUser {
-    async fn on_request(&self, call: Call<'_>) -> Result<Flow, PluginError> {
+    // Decided from the request alone, so answered at once: the server makes no future for the
+    // call. A middleware that must wait (a call through `Host`) implements
+    // `async fn on_request(&self, call: Call<'_>)` instead.
+    fn on_request_now(&self, call: &Call<'_>) -> Option<Result<Flow, PluginError>> {
         // A public route (one that needs no user) runs this only with `public: true` in the
         // YAML: a client must never choose the header's value, so it is removed.
         let Some(user) = call.user() else {
-            return Ok(Flow::proceed().remove_request_header(&self.header));
+            return Some(Ok(Flow::proceed().remove_request_header(&self.header)));
         };
-        match user.subject() {
+        Some(Ok(match user.subject() {
             Some(sub) if !sub.chars().any(char::is_control) => {
-                Ok(Flow::proceed().set_request_header(&self.header, &sub))
+                Flow::proceed().set_request_header(&self.header, &sub)
             }
             // Fail closed: a user the route could not tell apart is refused.
-            _ => Ok(Flow::error(403, "the user has no usable subject")),
-        }
+            _ => Flow::error(403, "the user has no usable subject"),
+        }))
     }
 }
 

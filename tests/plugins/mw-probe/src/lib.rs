@@ -16,6 +16,10 @@
 //! * `slow`: waits `delay_ms` (default 50) without blocking the runtime's thread, then does what
 //!   `tag` does.
 //!
+//! With `now: true` the instance answers `tag`, `deny`, `panic` and `error` at once, from
+//! `on_request_now` (the synchronous path: no future); `hang` and `slow` still wait in
+//! `on_request`.
+//!
 //! With `on_response: true` the instance asks for the response hook, which appends its tag to the
 //! response header `x-mw-response` (`a,b,…`, in the order the hooks ran).
 //!
@@ -55,6 +59,9 @@ pub struct Config {
     /// Whether the instance asks for the response hook (default false).
     #[serde(default)]
     pub on_response: bool,
+    /// Whether the instance answers from `on_request_now` when its mode can (default false).
+    #[serde(default)]
+    pub now: bool,
 }
 
 fn default_status() -> u16 {
@@ -109,22 +116,45 @@ impl Probe {
     }
 }
 
-impl RequestMiddleware for Probe {
-    async fn on_request(&self, call: Call<'_>) -> Result<Flow, PluginError> {
+impl Probe {
+    /// What the modes that need no waiting answer; `None` for `hang` and `slow`.
+    fn at_once(&self, call: &Call<'_>, hook: &str) -> Option<Result<Flow, PluginError>> {
         let tag = self.config.tag.as_str();
         match self.config.mode {
-            Mode::Tag => Ok(self.tag(&call)),
-            Mode::Deny => Ok(Flow::error(self.config.status, &format!("denied by {tag}"))
-                .with_answer_header("x-mw-denied-by", tag)),
-            Mode::Panic => panic!("mw-probe {tag}: on_request exploded"),
-            Mode::Hang => std::future::pending().await,
-            Mode::Error => Err(PluginError::unavailable(format!(
+            Mode::Tag => Some(Ok(self.tag(call))),
+            Mode::Deny => Some(Ok(Flow::error(
+                self.config.status,
+                &format!("denied by {tag}"),
+            )
+            .with_answer_header("x-mw-denied-by", tag))),
+            Mode::Panic => panic!("mw-probe {tag}: {hook} exploded"),
+            Mode::Error => Some(Err(PluginError::unavailable(format!(
                 "mw-probe {tag}: upstream is down"
-            ))),
+            )))),
+            Mode::Hang | Mode::Slow => None,
+        }
+    }
+}
+
+impl RequestMiddleware for Probe {
+    fn on_request_now(&self, call: &Call<'_>) -> Option<Result<Flow, PluginError>> {
+        if self.config.now {
+            self.at_once(call, "on_request_now")
+        } else {
+            None
+        }
+    }
+
+    async fn on_request(&self, call: Call<'_>) -> Result<Flow, PluginError> {
+        match self.config.mode {
+            Mode::Hang => std::future::pending().await,
             Mode::Slow => {
                 Sleep::new(Duration::from_millis(self.config.delay_ms)).await;
                 Ok(self.tag(&call))
             }
+            _ => self
+                .at_once(&call, "on_request")
+                .unwrap_or_else(|| Ok(self.tag(&call))),
         }
     }
 

@@ -75,6 +75,7 @@ fn the_config_defaults_and_example() {
             status: 418,
             delay_ms: 50,
             on_response: false,
+            now: false,
         }
     );
     for bad in [
