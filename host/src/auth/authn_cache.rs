@@ -61,6 +61,9 @@ pub struct Accepted {
     until: u64,
     /// The instance's key sets when the plugin was asked.
     keys: KeyStamp,
+    /// The user's authorization answer, as the instance's authorization cache last gave it for
+    /// a request with this token.
+    pub authorized: super::authz_cache::AuthzMemo,
 }
 
 /// One provider instance's accepted tokens.
@@ -148,6 +151,7 @@ impl AuthnCache {
                 user_json,
                 until,
                 keys,
+                authorized: Default::default(),
             }),
         );
     }

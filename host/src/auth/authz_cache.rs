@@ -9,6 +9,10 @@
 
 use std::{
     future::Future,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        LazyLock,
+    },
     time::{Duration, Instant},
 };
 
@@ -40,6 +44,8 @@ impl std::fmt::Debug for AuthzCache {
 impl AuthzCache {
     /// An empty cache keeping answers for `ttl`, at most `capacity` subjects.
     pub fn new(ttl: Duration, capacity: usize) -> AuthzCache {
+        // Every answer's time is after the origin of the memos' clock.
+        LazyLock::force(&MEMO_ORIGIN);
         AuthzCache {
             ttl,
             answers: quick_cache::sync::Cache::new(capacity.max(1)),
@@ -60,6 +66,7 @@ impl AuthzCache {
     /// Concurrent misses for one subject share one call; a request waits for another's call at
     /// most `wait` (the plugin timeout) before asking itself, so a failing or hanging provider
     /// never queues requests behind one another.
+    #[cfg(test)]
     pub async fn get_or_check<F>(
         &self,
         sub: &str,
@@ -70,9 +77,31 @@ impl AuthzCache {
     where
         F: Future<Output = Result<bool, PluginError>>,
     {
+        self.get_or_check_kept(sub, check, wait, now, None).await
+    }
+
+    /// [`AuthzCache::get_or_check`], also keeping the answer, with the time it was given, in
+    /// `memo` (the token's own copy: see [`AuthzMemo`]).
+    pub async fn get_or_check_kept<F>(
+        &self,
+        sub: &str,
+        check: F,
+        wait: Duration,
+        now: Instant,
+        memo: Option<&AuthzMemo>,
+    ) -> Result<bool, PluginError>
+    where
+        F: Future<Output = Result<bool, PluginError>>,
+    {
+        let keep = |answer: bool, at: Instant| {
+            if let Some(m) = memo {
+                m.set(answer, at);
+            }
+            answer
+        };
         if let Some(kept) = self.answers.get(sub) {
             if let Some(answer) = self.fresh(kept, now) {
-                return Ok(answer);
+                return Ok(keep(answer, kept.1));
             }
             // Only this stale answer: another request may have just put a fresh one in its place.
             self.answers.remove_if(sub, |v| *v == kept);
@@ -82,18 +111,59 @@ impl AuthzCache {
         match tokio::time::timeout(wait, self.answers.get_value_or_guard_async(sub)).await {
             // Another request's answer, given while this one waited: the clock has moved on.
             Ok(Ok(kept)) => match self.fresh(kept, Instant::now()) {
-                Some(answer) => Ok(answer),
+                Some(answer) => Ok(keep(answer, kept.1)),
                 None => check.await,
             },
             Ok(Err(placeholder)) => {
                 let result = check.await;
                 if let Ok(answer) = result {
-                    let _ = placeholder.insert((answer, Instant::now()));
+                    let at = Instant::now();
+                    let _ = placeholder.insert((answer, at));
+                    keep(answer, at);
                 }
                 result
             }
             // Waited as long as one call may take: ask now, without waiting any longer.
             Err(_) => check.await,
+        }
+    }
+}
+
+/// The origin of [`AuthzMemo`]'s clock (set before any answer is given).
+static MEMO_ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+/// One accepted token's copy of its user's authorization answer, kept with the token in the
+/// instance's authentication cache: a request that brings the same token again reads it without
+/// a lookup by subject. It holds the answer the instance's [`AuthzCache`] gave and the time that
+/// answer was given, and is used under the same rule (fresh for the cache's TTL from then), so an
+/// answer is never used longer than the cache would use it.
+#[derive(Debug, Default)]
+pub struct AuthzMemo(
+    /// 0: none; else one more than the time the answer was given (nanoseconds after
+    /// [`MEMO_ORIGIN`]), shifted left by one, with the answer in the low bit.
+    AtomicU64,
+);
+
+impl AuthzMemo {
+    /// The kept answer, when it is fresh at `now` for `ttl`.
+    pub fn get(&self, now: Instant, ttl: Duration) -> Option<bool> {
+        let v = self.0.load(Ordering::Relaxed);
+        if v == 0 {
+            return None;
+        }
+        let at = *MEMO_ORIGIN + Duration::from_nanos((v >> 1) - 1);
+        (now.saturating_duration_since(at) < ttl).then_some(v & 1 == 1)
+    }
+
+    /// Keeps `answer`, given at `at`.
+    fn set(&self, answer: bool, at: Instant) {
+        let since = at.saturating_duration_since(*MEMO_ORIGIN).as_nanos();
+        // 2^62 ns is 146 years: past it, nothing is kept (the cache still answers).
+        if let Ok(n) = u64::try_from(since) {
+            if n < 1 << 62 {
+                self.0
+                    .store(((n + 1) << 1) | u64::from(answer), Ordering::Relaxed);
+            }
         }
     }
 }
@@ -153,6 +223,55 @@ mod tests {
             .await
             .unwrap());
         assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_tokens_memo_holds_the_caches_answer_with_the_time_it_was_given() {
+        let ttl = Duration::from_millis(100);
+        let cache = AuthzCache::new(ttl, 100);
+        let given = Instant::now();
+        // Asked through the cache without a memo: the answer is kept in the cache only.
+        assert!(!cache
+            .get_or_check("a", async { Ok(false) }, W, given)
+            .await
+            .unwrap());
+        // A token's first request afterwards: the cache's answer, copied with its own time.
+        let memo = AuthzMemo::default();
+        assert_eq!(memo.get(Instant::now(), ttl), None);
+        let later = given + Duration::from_millis(60);
+        let answer = cache
+            .get_or_check_kept("a", async { Ok(true) }, W, later, Some(&memo))
+            .await
+            .unwrap();
+        assert!(!answer, "the cached deny, not a new call");
+        assert_eq!(memo.get(later, ttl), Some(false));
+        // Stale when the cache's answer is: the TTL runs from when it was given, not copied.
+        let kept_at = cache.answers.get("a").unwrap().1;
+        assert_eq!(
+            memo.get(kept_at + Duration::from_millis(99), ttl),
+            Some(false)
+        );
+        assert_eq!(memo.get(kept_at + ttl, ttl), None);
+        // A new answer the cache asked for is copied too.
+        let past = kept_at + Duration::from_millis(150);
+        assert!(cache
+            .get_or_check_kept("a", async { Ok(true) }, W, past, Some(&memo))
+            .await
+            .unwrap());
+        assert_eq!(memo.get(Instant::now(), ttl), Some(true));
+        // An error leaves the memo as it was.
+        let other = AuthzMemo::default();
+        let e = cache
+            .get_or_check_kept(
+                "b",
+                async { Err(PluginError::unavailable("down")) },
+                W,
+                Instant::now(),
+                Some(&other),
+            )
+            .await;
+        assert!(e.is_err());
+        assert_eq!(other.get(Instant::now(), ttl), None);
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@ use portcullis_plugin_api::{ErrorKind, PluginError};
 
 use super::{
     authn_cache::Accepted,
+    authz_cache::AuthzMemo,
     instance::{Policy, ProviderInstance, RetiredInstance},
     token::{self, TokenError},
 };
@@ -428,7 +429,7 @@ async fn accepted(
         now: Instant::now(),
         ..*req
     };
-    authorize(rt, p, &user, &user_json, info, &later, trace).await?;
+    authorize(rt, p, &user, &user_json, None, info, &later, trace).await?;
     Ok(user)
 }
 
@@ -442,7 +443,8 @@ async fn kept_user(
     trace: &mut Trace,
 ) -> Result<Arc<AuthUser>, Denial> {
     trace.provider = Some(p.name.clone());
-    authorize(rt, p, &hit.user, &hit.user_json, info, req, trace).await?;
+    let memo = Some(&hit.authorized);
+    authorize(rt, p, &hit.user, &hit.user_json, memo, info, req, trace).await?;
     Ok(hit.user.clone())
 }
 
@@ -513,11 +515,15 @@ fn candidates<'a>(
         .collect()
 }
 
+/// `memo`: the token's copy of the instance's cached answer, on a request whose token was
+/// accepted before.
+#[allow(clippy::too_many_arguments)]
 async fn authorize(
     rt: &Policy<'_>,
     p: &ProviderInstance,
     user: &AuthUser,
     user_json: &UserJson,
+    memo: Option<&AuthzMemo>,
     info: &OnceLock<PluginRequest>,
     req: &RequestParts<'_>,
     trace: &mut Trace,
@@ -540,21 +546,27 @@ async fn authorize(
         None => {
             // The plugin is called only when the answer is not cached (the call happens when this
             // future is first polled).
-            let check = telemetry::traced(Authorize, &p.name, &p.plugin.manifest.name, async {
-                let info = info.get_or_init(|| request_info(rt, req));
-                p.provider
-                    .authorize(user_json, info, rt.config.server.plugin_timeout)
-                    .await
-            });
-            // Cached per (instance, subject and organization); a user without a `sub` is always
-            // asked about.
-            match (&p.authz_cache, user.authorization_key()) {
-                (Some(cache), Some(sub)) => {
-                    cache
-                        .get_or_check(sub, check, rt.config.server.plugin_timeout, req.now)
+            let check = || {
+                telemetry::traced(Authorize, &p.name, &p.plugin.manifest.name, async {
+                    let info = info.get_or_init(|| request_info(rt, req));
+                    p.provider
+                        .authorize(user_json, info, rt.config.server.plugin_timeout)
                         .await
-                }
-                _ => check.await,
+                })
+            };
+            // Cached per (instance, subject and organization); a user without a `sub` is always
+            // asked about. A token accepted before carries the answer the cache gave for it.
+            match (&p.authz_cache, user.authorization_key()) {
+                (Some(cache), Some(sub)) => match memo.and_then(|m| m.get(req.now, cache.ttl())) {
+                    Some(answer) => Ok(answer),
+                    None => {
+                        let wait = rt.config.server.plugin_timeout;
+                        cache
+                            .get_or_check_kept(sub, check(), wait, req.now, memo)
+                            .await
+                    }
+                },
+                _ => check().await,
             }
         }
         .map_err(|e| match e.kind() {

@@ -435,8 +435,16 @@ async fn build_instance(
         provider.reusable_authentication(),
         authn_cache::DEFAULT_MAX_AGE,
     );
+    // Accepted tokens carry the authorization answers they were given (`AuthzMemo`): they are
+    // kept only with the authorization cache those answers came from.
+    let same_authz = reused.is_some_and(|p| match (&p.authz_cache, &authz_cache) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    });
     let authn_cache = max_age.map(|age| {
         reused
+            .filter(|_| same_authz)
             .and_then(|p| p.authn_cache.clone())
             .filter(|c| c.max_age() == age)
             .unwrap_or_else(|| Arc::new(AuthnCache::new(age, authn_cache::MAX_BYTES)))
