@@ -43,6 +43,7 @@ def combine(parts):
 rows = {r: {sc: combine(ps) for sc, ps in scs.items()} for r, scs in slices.items()}
 rounds = list(rows)
 names = {
+    "s0": "nginx return 200, server core",
     "s1": "public route (baseline)",
     "s2": "jwt, RS256 static key, same token",
     "s3": "jwt, JWKS URL, same token",
@@ -112,6 +113,18 @@ m, xs = ratio("s5", "openssl", "verify_per_s")
 ok = m >= 0.7
 if xs:
     print(f"{'s5 >= 0.7 x openssl verify/s (median ' + format(verify, '.0f') + ')':<44} {m:>10.3f} {'met' if ok else 'MISSED':>6}  {' '.join(f'{x:.3f}' for x in xs)}")
+# The ceilings of that ratio on this machine: a server that did nothing but answer and verify
+# would spend 1/base (its cheapest answer) plus 1/verify on each request. With s0 (nginx's
+# `return 200`, the fastest answer here) for any server; with s1 (Portcullis's public route) for
+# this one.
+for base, label in [("s0", "any server (s0 + verify)"), ("s1", "Portcullis (s1 + verify)")]:
+    ceil = []
+    for r in rounds:
+        b, o = rows[r].get(base), rows[r].get("openssl")
+        if b and o and b.get("rps") and o.get("verify_per_s"):
+            ceil.append(b["rps"] / (b["rps"] + o["verify_per_s"]))
+    if ceil:
+        print(f"{'  ceiling, ' + label:<44} {med(ceil):>10.3f} {'':>6}  {' '.join(f'{x:.3f}' for x in ceil)}")
 m, xs = ratio("s5", "s5d")
 if xs:
     print(f"{'s5 / s5d (plugin ABI, nothing cached; no target)':<44} {m:>10.3f} {'':>6}  {' '.join(f'{x:.3f}' for x in xs)}")

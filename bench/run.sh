@@ -35,6 +35,10 @@
 #                                  proxy_pass (two hops; nginx and Portcullis share the server's core)
 #   p4  Portcullis route, public   p2's route with requires_auth: false (no token)
 #   fa  /forward-auth alone        p3's Portcullis asked directly, as nginx asks it (compare with s2)
+#   s0  nginx `return 200`         nginx (one worker) answering on the server's core with no work at all:
+#                                  the fastest answer any server gives here, so the ceiling of s5
+#                                  (a server doing nothing but the verify: 1 / (1/s0 + 1/verify);
+#                                  the report gives it, and the same with s1 for this server)
 # then the idle RSS of a server with every shipped plugin loaded. Right after each s5 slice,
 # `openssl speed rsa2048` gives the machine's raw verify rate on the server's core. Ratios are
 # computed within a round and the median over rounds is printed. Loopback only; everything it starts it stops.
@@ -51,12 +55,12 @@ BASE_PORT=${BASE_PORT:-18100}
 SERVER_CPU=${SERVER_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 REL=$ROOT/target/release
-SCENARIOS=${SCENARIOS:-s1 s2 s3 s4 s5 s5d s6 s7 s8 s9 c50 up p1 p2 p3 p4 fa rss}
+SCENARIOS=${SCENARIOS:-s0 s1 s2 s3 s4 s5 s5d s6 s7 s8 s9 c50 up p1 p2 p3 p4 fa rss}
 want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 # The proxy scenarios need nginx (Debian's package): the upstream and the baselines.
 NEEDS=(wrk)
-for sc in up p1 p2 p3 p4 fa; do want "$sc" && NEEDS+=(nginx) && break; done
+for sc in s0 up p1 p2 p3 p4 fa; do want "$sc" && NEEDS+=(nginx) && break; done
 for tool in "${NEEDS[@]}"; do
   if command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ]; then continue; fi
   if [ "$(id -u)" = 0 ]; then
@@ -309,6 +313,13 @@ if want up || want p1 || want p2 || want p3 || want p4 || want fa; then
   - path: /api/*
     upstream: http://127.0.0.1:$UP"
 fi
+if want s0; then
+  P0=$((BASE_PORT + 26))
+  start_nginx s0 "$P0" "$SERVER_CPU" "    server { listen 127.0.0.1:$P0; location / { return 200 \"ok\\n\"; } }"
+  PORT_OF[s0]=$P0
+  SPID_OF[s0]=$SERVER_PID
+  ORDER+=(s0)
+fi
 if want p1; then
   P1=$((BASE_PORT + 21))
   start_nginx p1 "$P1" "$SERVER_CPU" "$(pool app "$UP")
@@ -408,6 +419,7 @@ slice() {
     s6) load "$r" s6 "$url" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN_WORKOS" ;;
     s9) load "$r" s9 "http://127.0.0.1:${PORT_OF[s9]}/api/notes" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN" ;;
     s9p) load "$r" s9p "http://127.0.0.1:${PORT_OF[s9p]}/api/public/notes" "$CONNECTIONS" ;;
+    s0) load "$r" s0 "http://127.0.0.1:${PORT_OF[s0]}/health" "$CONNECTIONS" ;;
     up | p1 | p4) load "$r" "$sc" "http://127.0.0.1:${PORT_OF[$sc]}/api/x" "$CONNECTIONS" ;;
     p2 | p3) load "$r" "$sc" "http://127.0.0.1:${PORT_OF[$sc]}/api/x" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN" ;;
     fa) load "$r" fa "http://127.0.0.1:${PORT_OF[fa]}/forward-auth" "$CONNECTIONS" -H "Authorization: Bearer $TOKEN" \

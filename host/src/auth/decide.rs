@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use poem::http::HeaderMap;
+use poem::http::{HeaderMap, HeaderName, HeaderValue};
 use portcullis_plugin_api::{ErrorKind, PluginError};
 
 use super::{
@@ -60,6 +60,20 @@ pub struct AuthUser {
     /// `claims` as JSON text, written once when first needed (request middleware are told the
     /// user on every request, and a user accepted before is the same object).
     json: std::sync::OnceLock<String>,
+    /// The identity headers sent upstream for this user, rendered once for the gateway mapping
+    /// they were rendered under (see `gateway::proxy::identity_headers`).
+    pub(crate) identity: OnceLock<IdentityHeaders>,
+}
+
+/// A user's identity headers, as rendered under one gateway mapping.
+#[derive(Debug, Clone)]
+pub(crate) struct IdentityHeaders {
+    /// `gateway.identity_headers` when they were rendered.
+    pub mapping: Vec<(String, HeaderName)>,
+    /// `gateway.provider_header` when they were rendered.
+    pub provider_header: Option<HeaderName>,
+    /// The headers.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl AuthUser {
@@ -84,6 +98,7 @@ impl AuthUser {
             subject,
             authz_key,
             json: std::sync::OnceLock::new(),
+            identity: OnceLock::new(),
         }
     }
 

@@ -13,6 +13,7 @@ pub(crate) mod token;
 
 pub use authn_cache::AuthnCache;
 pub use authz_cache::AuthzCache;
+pub(crate) use decide::IdentityHeaders;
 pub use decide::{
     decide, is_builtin_route, route_policy, AuthUser, Decision, Denial, RequestParts, Trace,
 };

@@ -266,8 +266,8 @@ pub async fn answer(app: &App, req: &Request) -> Response {
     // Allowed, and no response hook failed: the identity goes back with the 200.
     if allowed && r.status().is_success() {
         if let Some(u) = &user {
-            for (k, v) in identity_headers(gateway, u) {
-                r.headers_mut().insert(k, v);
+            for (k, v) in identity_headers(gateway, u).iter() {
+                r.headers_mut().insert(k.clone(), v.clone());
             }
         }
     }

@@ -36,7 +36,7 @@ use tokio::time::Instant;
 use super::upstream_pool::{Lease, Pools, SendError};
 use crate::{
     app::App,
-    auth::AuthUser,
+    auth::{AuthUser, IdentityHeaders},
     config::{GatewayConfig, MethodOverride, RouteConfig},
     http::answer::error_response,
     reload::snapshot::Snapshot,
@@ -385,7 +385,31 @@ fn connection_named(headers: &HeaderMap) -> smallvec::SmallVec<[HeaderName; 2]> 
 /// they are, numbers and booleans printed, lists and objects as JSON), and the provider header
 /// with the name of the instance that vouched. A value that cannot be a header (a control
 /// character) is left out.
-pub fn identity_headers(cfg: &GatewayConfig, user: &AuthUser) -> Vec<(HeaderName, HeaderValue)> {
+pub fn identity_headers<'u>(
+    cfg: &GatewayConfig,
+    user: &'u AuthUser,
+) -> std::borrow::Cow<'u, [(HeaderName, HeaderValue)]> {
+    use std::borrow::Cow;
+    // Rendered once per user (a user accepted before is the same object, request after
+    // request), and used while the mapping is the one they were rendered under.
+    let current = |kept: &IdentityHeaders| {
+        kept.mapping == cfg.identity_headers && kept.provider_header == cfg.provider_header
+    };
+    let kept = user.identity.get_or_init(|| IdentityHeaders {
+        mapping: cfg.identity_headers.clone(),
+        provider_header: cfg.provider_header.clone(),
+        headers: render_identity(cfg, user),
+    });
+    if current(kept) {
+        Cow::Borrowed(&kept.headers)
+    } else {
+        Cow::Owned(render_identity(cfg, user))
+    }
+}
+
+/// `user`'s identity headers under `cfg`: each mapped claim that is present, not null and
+/// sendable as a header value, then the provider header.
+fn render_identity(cfg: &GatewayConfig, user: &AuthUser) -> Vec<(HeaderName, HeaderValue)> {
     let provider = cfg.provider_header.as_ref().and_then(|name| {
         HeaderValue::from_str(&user.provider)
             .ok()
@@ -549,8 +573,8 @@ fn prepare_headers(
         headers.insert(&X_FORWARDED_HOST, h);
     }
     if let Some(u) = user {
-        for (k, v) in identity_headers(gateway, u) {
-            headers.insert(k, v);
+        for (k, v) in identity_headers(gateway, u).iter() {
+            headers.insert(k.clone(), v.clone());
         }
     }
 }
@@ -671,6 +695,24 @@ mod tests {
             (h[2].0.as_str(), h[2].1.to_str().unwrap()),
             ("x-auth-provider", "p")
         );
+        // Rendered once for the user; a reloaded mapping is never answered from what was
+        // rendered under the old one.
+        assert_eq!(identity_headers(&cfg, &user), h);
+        let reloaded = GatewayConfig {
+            identity_headers: vec![("sub".into(), HeaderName::from_static("x-subject"))],
+            ..GatewayConfig::default()
+        };
+        let h2 = identity_headers(&reloaded, &user);
+        assert_eq!(h2.len(), 1);
+        assert_eq!(
+            (h2[0].0.as_str(), h2[0].1.to_str().unwrap()),
+            ("x-subject", "alice")
+        );
+        let no_provider = GatewayConfig {
+            provider_header: None,
+            ..cfg.clone()
+        };
+        assert_eq!(identity_headers(&no_provider, &user).len(), 2);
     }
 
     #[test]
